@@ -40,7 +40,18 @@ for b in ("flashgate", "flashgate-load", "flashgate-settle"):
     need_binary(b)
 
 
+def sanitized(reh):
+    """Under ASan each request costs several times the dev build's, and the
+    2-thread gateway answers many of the 1 s window's entries after it has
+    closed: who entered then says little of fairness. The sanitizer stages check
+    the invariants; the dev stage judges how far over the scalpers are."""
+    with open("/proc/%d/maps" % reh.gateway.proc.pid) as f:
+        maps = f.read()
+    return "libasan" in maps or "libtsan" in maps
+
+
 with Rehearsal("fg-sybil-") as reh:
+    slow = sanitized(reh)
     p, lines, out = reh.load(os.path.join(SRC, "loadtest/scenarios/sybil.json"), "out")
     eq(p.returncode, 1, "flashgate-load exits 1: the audit FAILs")
     for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
@@ -82,7 +93,10 @@ with Rehearsal("fg-sybil-") as reh:
           "(%.1f%%), tolerance %d" % (sc["entrant_persons"], n, 100 * share, sc["entrants"],
                                       sc["won_orders"], k, 100 * sc["won_orders"] / k, limit))
     check(sc["won_orders"] > limit, "scalpers over the tolerance of their share of persons")
-    check(sc["won_orders"] > 2 * share * k, "far over: more than twice their share of persons")
+    if not slow:
+        # under a sanitizer late people fall out of the window, the scalpers' share of
+        # entrant persons grows towards one half and twice it is out of reach
+        check(sc["won_orders"] > 2 * share * k, "far over: more than twice their share of persons")
     check(str(limit) in fl.split("scalpers won")[1], "the line's max is the tolerance (%d)" % limit)
     check(sc["max_units_per_person"] >= 2, "a scalper person won several units (%d)"
           % sc["max_units_per_person"])
@@ -98,13 +112,7 @@ with Rehearsal("fg-sybil-") as reh:
 SCENARIO = os.path.join(SRC, "loadtest/scenarios/sybil.json")
 with Rehearsal("fg-sybil-on-", "--set", "identity.mode=jwt", "--set",
                "identity.person_claim=person", identity_mode=None) as reh:
-    with open("/proc/%d/maps" % reh.gateway.proc.pid) as f:
-        # Under ASan each signature check costs several times the dev build's, and
-        # the 2-thread gateway answers most of the 1 s window's entries after it has
-        # closed: who entered then says nothing of fairness. The sanitizer stages
-        # check the invariants; the dev stage judges fairness too.
-        maps = f.read()
-    sanitized = "libasan" in maps or "libtsan" in maps
+    slow = sanitized(reh)
     p, lines, out = reh.load(SCENARIO, "out", "--identity-key",
                              os.path.join(reh.gateway.data_dir, "identity.key"))
     for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
@@ -113,7 +121,7 @@ with Rehearsal("fg-sybil-on-", "--set", "identity.mode=jwt", "--set",
     rep = load_report(out)
     cls = rep["figures"]["fair"]["classes"]
     reg = rep["figures"]["registration"]
-    if not sanitized:
+    if not slow:
         # each person once: the scalpers' 200 persons are 200 new registrations of 2,000
         eq((cls["scalpers"]["registered"], cls["scalpers"]["registered_persons"]), (2000, 200),
            "persons: every scalper account answered registered")
@@ -123,7 +131,7 @@ with Rehearsal("fg-sybil-on-", "--set", "identity.mode=jwt", "--set",
         check(c.get("max_units_per_person", 0) <= 1,
               "no %s person over per_user_limit 1 (%d)"
               % (name, c.get("max_units_per_person", 0)))
-    if sanitized:
+    if slow:
         print("persons: fairness not judged under a sanitizer (entries arrive after the window)")
     else:
         check("PASS fairness" in lines, "persons: PASS fairness (%s)" % lines.get("fairness", "no line"))
