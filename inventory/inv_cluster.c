@@ -10,6 +10,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -762,6 +763,21 @@ redisReply *inv_cluster_sync_vcmd(inv_cluster_sync_t *s, const char *key, int *e
 bool inv_cluster_is_noscript(const redisReply *r)
 {
     return r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+void inv_cluster_script_sha1(const char *text, char sha1[41])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    /* SHA1 is how Redis names a script; no secret rides on it */
+    if (EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+        abort(); /* OpenSSL always has SHA1: only a broken library fails here */
+    for (unsigned int j = 0; j < 20; j++) {
+        sha1[2 * j] = hex[md[j] >> 4];
+        sha1[2 * j + 1] = hex[md[j] & 15];
+    }
+    sha1[40] = '\0';
 }
 
 redisReply *inv_cluster_sync_script(inv_cluster_sync_t *s, const char *key, const char *sha1,

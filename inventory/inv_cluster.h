@@ -202,6 +202,9 @@ redisReply *inv_cluster_sync_vscript(inv_cluster_sync_t *s, const char *key, con
                                      const char *text, int *err, const char *fmt, va_list ap);
 /* True for a NOSCRIPT error reply (the script is not in the node's cache). */
 bool inv_cluster_is_noscript(const redisReply *r);
+/* The name Redis gives a script: the SHA1 of its text in 40 lowercase hex
+ * digits and a NUL, what inv_cluster_sync_script's sha1 takes. */
+void inv_cluster_script_sha1(const char *text, char sha1[41]);
 
 /*
  * A connected context on key's node (NULL key: any node), for what needs the

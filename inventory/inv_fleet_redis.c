@@ -14,6 +14,7 @@
 #include "common/cm_err.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,28 @@ static const char LUA_PUBLISH[] =
     "redis.call('PUBLISH', ARGV[3], 'config ' .. v)\n"
     "return {1, v}\n";
 
+#define KEY_FIGURES "{flashgate:fleet}:figures"
+
+/*
+ * KEYS figures, members; ARGV member, json (empty: read only). Writes the
+ * member's figures, drops the fields of members whose heartbeat expired (or
+ * who left), so the hash stays as small as the fleet, and returns {member,
+ * json, ...} of the live members that have figures. Each gateway runs it once
+ * a second: HKEYS reads as many fields as there are gateways.
+ */
+static const char LUA_FIGURES[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end\n"
+    "local out = {}\n"
+    "for _, m in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  local e = redis.call('ZSCORE', KEYS[2], m)\n"
+    "  if e and tonumber(e) > now then\n"
+    "    out[#out + 1] = m out[#out + 1] = redis.call('HGET', KEYS[1], m)\n"
+    "  elseif m ~= ARGV[1] then redis.call('HDEL', KEYS[1], m) end\n"
+    "end\n"
+    "return out\n";
+
 struct inv_fleet_conn {
     inv_cluster_t *cl;     /* the slot map (one node for redis://) */
     inv_cluster_sync_t *s; /* owns the connections */
@@ -118,6 +141,49 @@ static redisReply *fcall(inv_fleet_conn_t *c, const char *key, const char *fmt, 
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = inv_cluster_sync_vcmd(c->s, key, &err, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+    }
+    return r;
+}
+
+/*
+ * A script of the fleet: its text, and its SHA1 (scripts_hash, once per
+ * process). Each call goes as EVALSHA, with its text only after NOSCRIPT
+ * (inv_cluster_sync_vscript): Redis reads 250 bytes a heartbeat instead of
+ * 1019, 176 a node id claim instead of 389 (build/tests/unit.inv_fleet_redis
+ * prints them).
+ */
+typedef struct fscript {
+    const char *text;
+    char sha1[41];
+} fscript_t;
+
+static fscript_t SC_HEARTBEAT = {LUA_HEARTBEAT, ""};
+static fscript_t SC_CLAIM = {LUA_CLAIM, ""};
+static fscript_t SC_LEAVE = {LUA_LEAVE, ""};
+static fscript_t SC_PUBLISH = {LUA_PUBLISH, ""};
+static fscript_t SC_FIGURES = {LUA_FIGURES, ""};
+
+static void scripts_hash(void)
+{
+    fscript_t *const all[] = {&SC_HEARTBEAT, &SC_CLAIM, &SC_LEAVE, &SC_PUBLISH, &SC_FIGURES};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        inv_cluster_script_sha1(all[i]->text, all[i]->sha1);
+}
+
+/* fcall for script sc; fmt gives numkeys, the keys and the arguments. */
+static redisReply *fscript(inv_fleet_conn_t *c, const char *key, const fscript_t *sc,
+                           const char *fmt, ...)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, scripts_hash);
+    int err = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = inv_cluster_sync_vscript(c->s, key, sc->sha1, sc->text, &err, fmt, ap);
     va_end(ap);
     if (!r) {
         c->broken = true;
@@ -197,11 +263,11 @@ int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *nod
     snprintf(lim, sizeof(lim), "%lld", (long long)limit_ms);
     redisReply *r;
     if (node_key)
-        r = fcall(c, KEY_MEMBERS, "EVAL %s 4 %s %s %s %s %s %s %s %s %s", LUA_HEARTBEAT,
-                  KEY_MEMBERS, KEY_CONFIG, node_key, KEY_FLOORS, member, ttl, nttl, n, lim);
+        r = fscript(c, KEY_MEMBERS, &SC_HEARTBEAT, "4 %s %s %s %s %s %s %s %s %s", KEY_MEMBERS,
+                    KEY_CONFIG, node_key, KEY_FLOORS, member, ttl, nttl, n, lim);
     else
-        r = fcall(c, KEY_MEMBERS, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                  KEY_CONFIG, member, ttl, nttl);
+        r = fscript(c, KEY_MEMBERS, &SC_HEARTBEAT, "2 %s %s %s %s %s", KEY_MEMBERS, KEY_CONFIG,
+                    member, ttl, nttl);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         cm_errbuf_set(errbuf, errlen, "%s",
                       !r ? c->err : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
@@ -252,8 +318,8 @@ int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, uint64_t b
 {
     char b[24];
     snprintf(b, sizeof(b), "%llu", (unsigned long long)base);
-    redisReply *r = fcall(c, KEY_CONFIG, "EVAL %s 1 %s %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
-                          limits, member, CHAN_EVENTS, at, b);
+    redisReply *r = fscript(c, KEY_CONFIG, &SC_PUBLISH, "1 %s %s %s %s %s %s", KEY_CONFIG, limits,
+                            member, CHAN_EVENTS, at, b);
     int rc;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
@@ -279,8 +345,8 @@ int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, 
     snprintf(nb, sizeof(nb), "%u", n);
     snprintf(ttl, sizeof(ttl), "%d", ttl_ms);
     snprintf(lim, sizeof(lim), "%lld", (long long)limit_ms);
-    redisReply *r = fcall(c, key, "EVAL %s 2 %s %s %s %s %s %s", LUA_CLAIM, key, KEY_FLOORS,
-                          member, ttl, nb, lim);
+    redisReply *r =
+        fscript(c, key, &SC_CLAIM, "2 %s %s %s %s %s %s", key, KEY_FLOORS, member, ttl, nb, lim);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "%s", c->err);
         return CM_EBACKEND;
@@ -328,11 +394,11 @@ void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_k
     snprintf(nb, sizeof(nb), "%u", node_id);
     snprintf(mine, sizeof(mine), "%lld", (long long)mine_ms);
     snprintf(last, sizeof(last), "%lld", (long long)last_ms);
-    redisReply *r = node_key ? fcall(c, KEY_MEMBERS, "EVAL %s 3 %s %s %s %s %s %s %s %s",
-                                     LUA_LEAVE, KEY_MEMBERS, node_key, KEY_FLOORS, member,
-                                     CHAN_EVENTS, nb, mine, last)
-                             : fcall(c, KEY_MEMBERS, "EVAL %s 1 %s %s %s", LUA_LEAVE,
-                                     KEY_MEMBERS, member, CHAN_EVENTS);
+    redisReply *r =
+        node_key
+            ? fscript(c, KEY_MEMBERS, &SC_LEAVE, "3 %s %s %s %s %s %s %s %s", KEY_MEMBERS, node_key,
+                      KEY_FLOORS, member, CHAN_EVENTS, nb, mine, last)
+            : fscript(c, KEY_MEMBERS, &SC_LEAVE, "1 %s %s %s", KEY_MEMBERS, member, CHAN_EVENTS);
     if (r)
         freeReplyObject(r);
 }
@@ -417,35 +483,13 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c)
     return c->broken;
 }
 
-/*---- the dashboard's fleet figures ----*/
-
-#define KEY_FIGURES "{flashgate:fleet}:figures"
-
-/*
- * KEYS figures, members; ARGV member, json (empty: read only). Writes the
- * member's figures, drops the fields of members whose heartbeat expired (or
- * who left), so the hash stays as small as the fleet, and returns {member,
- * json, ...} of the live members that have figures. Each gateway runs it once
- * a second: HKEYS reads as many fields as there are gateways.
- */
-static const char LUA_FIGURES[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end\n"
-    "local out = {}\n"
-    "for _, m in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
-    "  local e = redis.call('ZSCORE', KEYS[2], m)\n"
-    "  if e and tonumber(e) > now then\n"
-    "    out[#out + 1] = m out[#out + 1] = redis.call('HGET', KEYS[1], m)\n"
-    "  elseif m ~= ARGV[1] then redis.call('HDEL', KEYS[1], m) end\n"
-    "end\n"
-    "return out\n";
+/*---- the dashboard's fleet figures (LUA_FIGURES) ----*/
 
 int inv_fleet_figures(inv_fleet_conn_t *c, const char *member, const char *json,
                       inv_fleet_pair_fn fn, void *ctx, char *errbuf, size_t errlen)
 {
-    redisReply *r = fcall(c, KEY_FIGURES, "EVAL %s 2 %s %s %s %s", LUA_FIGURES, KEY_FIGURES,
-                          KEY_MEMBERS, member, json ? json : "");
+    redisReply *r = fscript(c, KEY_FIGURES, &SC_FIGURES, "2 %s %s %s %s", KEY_FIGURES, KEY_MEMBERS,
+                            member, json ? json : "");
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         cm_errbuf_set(errbuf, errlen, "%s",
                       !r ? c->err : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
