@@ -765,6 +765,14 @@ bool inv_cluster_is_noscript(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
+bool inv_cluster_script_retry(const redisReply *r, bool *reloaded)
+{
+    if (*reloaded || !inv_cluster_is_noscript(r))
+        return false;
+    *reloaded = true;
+    return true;
+}
+
 void inv_cluster_script_sha1(const char *text, char sha1[41])
 {
     static const char hex[] = "0123456789abcdef";

@@ -202,6 +202,12 @@ redisReply *inv_cluster_sync_vscript(inv_cluster_sync_t *s, const char *key, con
                                      const char *text, int *err, const char *fmt, va_list ap);
 /* True for a NOSCRIPT error reply (the script is not in the node's cache). */
 bool inv_cluster_is_noscript(const redisReply *r);
+/*
+ * inv_cluster_sync_script's fallback for a call sent from a loop: true when r
+ * is NOSCRIPT and the call went by SHA1 (*reloaded false); *reloaded is then
+ * set and the caller sends it again, with its text. At most once per call.
+ */
+bool inv_cluster_script_retry(const redisReply *r, bool *reloaded);
 /* The name Redis gives a script: the SHA1 of its text in 40 lowercase hex
  * digits and a NUL, what inv_cluster_sync_script's sha1 takes. */
 void inv_cluster_script_sha1(const char *text, char sha1[41]);

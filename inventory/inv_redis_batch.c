@@ -144,8 +144,7 @@ static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redisReply *r = reply;
     rbatch_t *b = privdata;
-    if (inv_cluster_is_noscript(r) && !b->is_reloaded) {
-        b->is_reloaded = true;
+    if (inv_cluster_script_retry(r, &b->is_reloaded)) {
         if (batch_send(b) == 0)
             return;
         r = NULL;

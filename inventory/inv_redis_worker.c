@@ -612,10 +612,9 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
     rop_t *op = privdata;
     rb_t *rb = op->w->rb;
 
-    if (inv_cluster_is_noscript(r) && !op->is_reloaded) {
+    if (inv_cluster_script_retry(r, &op->is_reloaded)) {
         /* SCRIPT FLUSH, a restarted server or another master: EVAL loads it
          * again for everyone. */
-        op->is_reloaded = true;
         op->is_asking = false;
         if (inv__redis_op_send(op, op_script(op)) == 0)
             return;

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "common/cm_err.h"
@@ -115,6 +117,26 @@ static void test_redirect_parse(void **state)
     assert_false(inv_cluster_is_transient("ERR unknown command"));
 }
 
+/* A script's name is Redis's (SCRIPT LOAD "return 1" answers this SHA1), and a
+ * call sent from a loop goes again with its text after one NOSCRIPT, not twice. */
+static void test_script_sha1_retry(void **state)
+{
+    (void)state;
+    char sha1[41];
+    inv_cluster_script_sha1("return 1", sha1);
+    assert_string_equal(sha1, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    char noscript[] = "NOSCRIPT No matching script. Please use EVAL.", other[] = "ERR x";
+    redisReply r = {.type = REDIS_REPLY_ERROR, .str = noscript, .len = strlen(noscript)};
+    redisReply e = {.type = REDIS_REPLY_ERROR, .str = other, .len = strlen(other)};
+    bool reloaded = false;
+    assert_false(inv_cluster_script_retry(&e, &reloaded));
+    assert_false(inv_cluster_script_retry(NULL, &reloaded));
+    assert_false(reloaded);
+    assert_true(inv_cluster_script_retry(&r, &reloaded));
+    assert_true(reloaded);
+    assert_false(inv_cluster_script_retry(&r, &reloaded));
+}
+
 static void test_url_seeds(void **state)
 {
     (void)state;
@@ -162,9 +184,9 @@ static void test_url_seeds(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc16),          cmocka_unit_test(test_slots_match_redis),
-        cmocka_unit_test(test_hash_tags),      cmocka_unit_test(test_redirect_parse),
-        cmocka_unit_test(test_url_seeds),
+        cmocka_unit_test(test_crc16),     cmocka_unit_test(test_slots_match_redis),
+        cmocka_unit_test(test_hash_tags), cmocka_unit_test(test_redirect_parse),
+        cmocka_unit_test(test_url_seeds), cmocka_unit_test(test_script_sha1_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
