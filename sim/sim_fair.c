@@ -54,10 +54,10 @@
 #include "gateway/buy/gw_waitlist_core.h"
 #include "queue/oq_fs.h"
 #include "sim/sim_disk.h"
+#include "sim/sim_util.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,9 +74,7 @@
 
 typedef struct fw {
     cm_rand_t rng;
-    FILE *trace;
-    sim_result_t *res;
-    bool failed;
+    sim_log_t log;
     sim_disk_t *disk;
     const oq_fs_ops_t *fs;
     int64_t now;
@@ -117,45 +115,6 @@ typedef struct fw {
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
     uint64_t o_freed, o_promoted; /* units */
 } fw_t;
-
-static void tr(fw_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tr(fw_t *w, const char *fmt, ...)
-{
-    if (!w->trace)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(w->trace, "[fair t=%" PRId64 "] ", w->now);
-    vfprintf(w->trace, fmt, ap);
-    fputc('\n', w->trace);
-    va_end(ap);
-}
-
-static void fail(fw_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(fw_t *w, const char *fmt, ...)
-{
-    if (w->failed)
-        return;
-    w->failed = true;
-    w->res->ok = false;
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[400];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    snprintf(w->res->why, sizeof(w->res->why), "fair t=%" PRId64 ": %s", w->now, msg);
-    tr(w, "FAIL %s", msg);
-}
-
-static bool chance(fw_t *w, double p)
-{
-    return p > 0 && cm_rand_unit(&w->rng) < p;
-}
-
-static uint32_t rnd(fw_t *w, uint32_t n)
-{
-    return (uint32_t)cm_rand_below(&w->rng, n);
-}
 
 static void person_id(unsigned p, char *out, size_t cap)
 {
@@ -333,7 +292,7 @@ static void cut_tail(fw_t *w, const char *name, off_t end, size_t n)
         w->fs->ftruncate(fd, end);
         w->fs->close(fd);
     }
-    tr(w, "%s: a torn tail of %zu bytes cut off", name, n - (size_t)end);
+    sim_trace(&w->log, "%s: a torn tail of %zu bytes cut off", name, n - (size_t)end);
 }
 
 /* gw_reg_local.c's load: the journal's recovery, each record through the core;
@@ -346,7 +305,7 @@ static void reg_load(fw_t *w)
     cm_journal_scan_t sc;
     cm_journal_scan_mem(buf, n, reg_record, w, &sc);
     if (n && sc.is_legacy)
-        fail(w, "reg: the .reg is not a journal (%zu bytes)", n);
+        sim_fail(&w->log, "reg: the .reg is not a journal (%zu bytes)", n);
     cut_tail(w, REG_LOG, sc.end, n);
     if (n && w->fsync) {
         int fd = w->fs->openat(w->dirfd, REG_LOG, O_RDWR, 0);
@@ -387,7 +346,7 @@ static void wl_load(fw_t *w)
     memcpy(w->state, w->draw_state, sizeof(w->state));
     static char buf[FILE_MAX];
     size_t n = file_read(w, WL_LOG, buf, sizeof(buf));
-    tr(w, "leftovers: %zu bytes of records read back", n);
+    sim_trace(&w->log, "leftovers: %zu bytes of records read back", n);
     /* the product's recovery (cm_journal_scan): a failed fdatasync's pages
      * read back as NULs after a power loss, a hole skipped up to the synced
      * frames after it; a torn tail cut off the file */
@@ -395,10 +354,11 @@ static void wl_load(fw_t *w)
     cm_journal_scan_t sc;
     cm_journal_scan_mem(buf, n, wl_record, &rd, &sc);
     if (sc.is_legacy)
-        fail(w, "leftovers: the sale's log is not a journal (%zu bytes: \"%.*s\")", n,
-             (int)(n < 24 ? n : 24), buf);
+        sim_fail(&w->log, "leftovers: the sale's log is not a journal (%zu bytes: \"%.*s\")", n,
+                 (int)(n < 24 ? n : 24), buf);
     if (sc.holes)
-        tr(w, "leftovers: %zu holes (%lld bytes) skipped", sc.holes, (long long)sc.hole_bytes);
+        sim_trace(&w->log, "leftovers: %zu holes (%lld bytes) skipped", sc.holes,
+                  (long long)sc.hole_bytes);
     cut_tail(w, WL_LOG, sc.end, n);
     for (size_t e = 0; e < w->ndraw && rd.ended; e++)
         if (w->state[e] == GW_ENTRY_WAITLISTED)
@@ -417,7 +377,7 @@ static void proc_start(fw_t *w)
     reg_load(w);
     wl_load(w);
     w->up = true;
-    tr(w, "start: %zu persons registered", w->nset);
+    sim_trace(&w->log, "start: %zu persons registered", w->nset);
 }
 
 static void proc_crash(fw_t *w, bool power)
@@ -425,13 +385,13 @@ static void proc_crash(fw_t *w, bool power)
     if (power) {
         sim_disk_power_loss(w->disk);
         w->o_power = true;
-        w->res->power_losses++;
+        w->log.res->power_losses++;
     } else {
         sim_disk_crash(w->disk);
-        w->res->crashes++;
+        w->log.res->crashes++;
     }
     w->up = false;
-    tr(w, "%s", power ? "power loss" : "kill -9");
+    sim_trace(&w->log, "%s", power ? "power loss" : "kill -9");
 }
 
 /* The process died in the middle of a disk call: it is gone. */
@@ -446,8 +406,8 @@ static bool died(fw_t *w)
 /* The disk kills the process within its next few operations, sometimes. */
 static void arm(fw_t *w, double p)
 {
-    if (w->faults && chance(w, p))
-        sim_disk_die_after(w->disk, 1 + rnd(w, 6));
+    if (w->faults && sim_chance(&w->rng, p))
+        sim_disk_die_after(w->disk, 1 + sim_below(&w->rng, 6));
 }
 
 static void disarm(fw_t *w)
@@ -507,12 +467,12 @@ static void do_register(fw_t *w, unsigned p)
         w->o_added[p] = true;
         w->o_durable[p] = w->o_durable[p] || w->fsync;
     }
-    tr(w, "register %s -> %s", id,
-       !out.answered                  ? "none"
-       : out.answer == GW_REG_ADDED   ? "201"
-       : out.answer == GW_REG_ALREADY ? "200"
-       : out.answer == GW_REG_FULL    ? "409 full"
-                                      : "503");
+    sim_trace(&w->log, "register %s -> %s", id,
+              !out.answered                  ? "none"
+              : out.answer == GW_REG_ADDED   ? "201"
+              : out.answer == GW_REG_ALREADY ? "200"
+              : out.answer == GW_REG_FULL    ? "409 full"
+                                             : "503");
 }
 
 /* A record of the .reg as the oracle reads it (the page cache's whole frames). */
@@ -528,11 +488,12 @@ static void reg_count(void *arg, char *rec, size_t len)
     fw_t *w = rd->w;
     int p = strlen(rec) == len ? person_of(rec) : -1;
     if (p < 0 || !w->o_tried[p]) {
-        fail(w, "reg: the log holds \"%.*s\", a person that never registered", (int)len, rec);
+        sim_fail(&w->log, "reg: the log holds \"%.*s\", a person that never registered", (int)len,
+                 rec);
         return;
     }
     if (++rd->count[p] == 2)
-        fail(w, "reg: the log holds two registrations of p-%d", p);
+        sim_fail(&w->log, "reg: the log holds two registrations of p-%d", p);
     if (rd->count[p] == 1)
         rd->persons++;
 }
@@ -545,23 +506,25 @@ static void reg_check(fw_t *w)
     cm_journal_scan_t sc;
     cm_journal_scan_mem(buf, n, reg_count, &rd, &sc);
     if (rd.persons > w->cap)
-        fail(w, "reg: the log holds %" PRIu64 " persons, the cap is %" PRIu64, rd.persons, w->cap);
+        sim_fail(&w->log, "reg: the log holds %" PRIu64 " persons, the cap is %" PRIu64, rd.persons,
+                 w->cap);
     if (!w->up)
         return;
     if (w->nset > w->cap)
-        fail(w, "reg: %zu persons registered, the cap is %" PRIu64, w->nset, w->cap);
+        sim_fail(&w->log, "reg: %zu persons registered, the cap is %" PRIu64, w->nset, w->cap);
     for (size_t i = 0; i < w->nset; i++) {
         int p = person_of(w->set[i]);
         if (p < 0 || !w->o_tried[p])
-            fail(w, "reg: \"%s\" is registered and never registered", w->set[i]);
+            sim_fail(&w->log, "reg: \"%s\" is registered and never registered", w->set[i]);
     }
     for (unsigned p = 0; p < NP; p++) {
         char id[ID_LEN];
         person_id(p, id, sizeof(id));
         if (w->o_added[p] && (!w->o_power || w->o_durable[p]) && !set_has(w, id))
-            fail(w, "reg: p-%u was answered 201%s and is not registered after a restart%s", p,
-                 w->o_durable[p] ? " under fsync durability" : "",
-                 w->o_power ? " (a power loss)" : "");
+            sim_fail(&w->log,
+                     "reg: p-%u was answered 201%s and is not registered after a restart%s", p,
+                     w->o_durable[p] ? " under fsync durability" : "",
+                     w->o_power ? " (a power loss)" : "");
     }
 }
 
@@ -601,13 +564,13 @@ static void do_draw(fw_t *w)
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = 0};
         lot_step(w, &ev, w->now, &out);
         if (found)
-            fail(w, "draw: p-%d entered twice", p);
+            sim_fail(&w->log, "draw: p-%d entered twice", p);
         w->who[n] = (uint8_t)p;
-        w->qty[n] = (uint8_t)(1 + rnd(w, 2));
+        w->qty[n] = (uint8_t)(1 + sim_below(&w->rng, 2));
         keys[n++] = cm_hash_sip24(&w->secret, w->set[i], strlen(w->set[i]));
     }
     w->ndraw = n;
-    w->stock = n > 1 ? 1 + rnd(w, (uint32_t)n - 1) : 1;
+    w->stock = n > 1 ? 1 + sim_below(&w->rng, (uint32_t)n - 1) : 1;
     w->left = w->stock;
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .entrants = n, .rnd = cm_rand_next(&w->rng)};
     lot_step(w, &ev, closes, &out);
@@ -644,7 +607,7 @@ static void do_draw(fw_t *w)
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = 0};
     lot_step(w, &ev, closes, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH) || !out.waitlist) {
-        fail(w, "draw: not done with its waitlist");
+        sim_fail(&w->log, "draw: not done with its waitlist");
         return;
     }
     memcpy(w->draw_state, w->state, sizeof(w->state));
@@ -652,7 +615,8 @@ static void do_draw(fw_t *w)
     w->o_freed = (uint64_t)w->left; /* the units no winner's qty fitted */
     w->drawn = true;
     w->seed = w->lot.seed;
-    tr(w, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock, w->seed);
+    sim_trace(&w->log, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock,
+              w->seed);
 }
 
 /*---- the leftovers (gw_fair__wl_tick's shell) ----*/
@@ -680,16 +644,17 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
         return GW_WL_NO_STOCK;
     if (r > 0) {
         if (first != pos)
-            fail(w, "leftovers: p-%u at draw position %zu promoted while p-%u at %zu waits",
-                 w->who[e], pos + 1, first < w->ndraw ? w->who[w->perm[first]] : 0, first + 1);
+            sim_fail(&w->log,
+                     "leftovers: p-%u at draw position %zu promoted while p-%u at %zu waits",
+                     w->who[e], pos + 1, first < w->ndraw ? w->who[w->perm[first]] : 0, first + 1);
         if (w->now >= w->ends_at)
-            fail(w, "leftovers: p-%u promoted after the sale's end", w->who[e]);
+            sim_fail(&w->log, "leftovers: p-%u promoted after the sale's end", w->who[e]);
         w->o_promoted += w->qty[e];
         if (w->o_promoted > w->o_freed)
-            fail(w, "leftovers: %" PRIu64 " units promoted, %" PRIu64 " left or freed",
-                 w->o_promoted, w->o_freed);
+            sim_fail(&w->log, "leftovers: %" PRIu64 " units promoted, %" PRIu64 " left or freed",
+                     w->o_promoted, w->o_freed);
         w->o_state[e] = GW_ENTRY_WON;
-        tr(w, "leftovers: p-%u at draw position %zu promoted", w->who[e], pos + 1);
+        sim_trace(&w->log, "leftovers: p-%u at draw position %zu promoted", w->who[e], pos + 1);
     }
     snprintf(line, sizeof(line), "W %zu\n", e);
     log_append(w, &w->wlfd, WL_LOG, line, false, NULL);
@@ -701,7 +666,7 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
 static void wl_end(fw_t *w)
 {
     if (log_append(w, &w->wlfd, WL_LOG, "L\n", true, NULL) != 0)
-        tr(w, "leftovers: the end's record failed; a restart ends it again");
+        sim_trace(&w->log, "leftovers: the end's record failed; a restart ends it again");
     if (sim_disk_dead(w->disk))
         return;
     for (size_t e = 0; e < w->ndraw; e++)
@@ -709,7 +674,7 @@ static void wl_end(fw_t *w)
             w->state[e] = GW_ENTRY_LOST;
             w->o_state[e] = GW_ENTRY_LOST;
         }
-    tr(w, "leftovers: the sale ended, its waiters lost");
+    sim_trace(&w->log, "leftovers: the sale ended, its waiters lost");
 }
 
 static void wl_tick(fw_t *w)
@@ -755,34 +720,34 @@ static void wl_check(fw_t *w)
 {
     if (!w->up || !w->drawn)
         return;
-    for (size_t e = 0; e < w->ndraw && !w->failed; e++) {
+    for (size_t e = 0; e < w->ndraw && !w->log.failed; e++) {
         uint8_t s = w->state[e], o = w->o_state[e];
         if (s == GW_ENTRY_WAITLISTED && w->reserved[e])
-            fail(w, "leftovers: p-%u waits while its order is held", w->who[e]);
+            sim_fail(&w->log, "leftovers: p-%u waits while its order is held", w->who[e]);
         else if (s != o && w->now >= w->ends_at &&
                  (s == GW_ENTRY_LOST || s == GW_ENTRY_WAITLISTED) &&
                  (o == GW_ENTRY_LOST || o == GW_ENTRY_WAITLISTED))
             w->o_state[e] = GW_ENTRY_LOST; /* the end's record, read back or not: the next
                                               tick ends the waitlist again */
         else if (s != o)
-            fail(w, "leftovers: p-%u is %s after a restart, told %s", w->who[e],
-                 gw_entry_state_name((gw_entry_state_t)s),
-                 gw_entry_state_name((gw_entry_state_t)o));
+            sim_fail(&w->log, "leftovers: p-%u is %s after a restart, told %s", w->who[e],
+                     gw_entry_state_name((gw_entry_state_t)s),
+                     gw_entry_state_name((gw_entry_state_t)o));
     }
 }
 
 static void end_check(fw_t *w)
 {
     int64_t held = 0;
-    for (size_t e = 0; e < w->ndraw && !w->failed; e++) {
+    for (size_t e = 0; e < w->ndraw && !w->log.failed; e++) {
         bool won = w->state[e] == GW_ENTRY_WON;
         if (won != w->reserved[e])
-            fail(w, "end: p-%u %s and %s an order", w->who[e], won ? "won" : "did not win",
-                 w->reserved[e] ? "holds" : "has no");
+            sim_fail(&w->log, "end: p-%u %s and %s an order", w->who[e],
+                     won ? "won" : "did not win", w->reserved[e] ? "holds" : "has no");
         held += w->reserved[e] && !w->cancelled[e] ? w->qty[e] : 0;
     }
     if (held > w->stock)
-        fail(w, "end: %" PRId64 " units held, the stock is %" PRId64, held, w->stock);
+        sim_fail(&w->log, "end: %" PRId64 " units held, the stock is %" PRId64, held, w->stock);
 }
 
 /*---- the run ----*/
@@ -793,30 +758,31 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     fw_t *w = &world;
     memset(w, 0, sizeof(*w));
     *out = (sim_result_t){.ok = true};
-    w->res = out;
-    w->trace = opts->trace;
+    /* now counts from 0: read as unsigned, it is the same number */
+    w->log = (sim_log_t){
+        .trace = opts->trace, .res = out, .name = "fair t=", .clock = (const uint64_t *)&w->now};
     cm_rand_seed(&w->rng, opts->seed ^ 0xfa12fa12fa12fa12ull);
     w->disk = sim_disk_new(&w->rng);
     w->fs = sim_disk_ops();
     w->faults = true;
     sim_disk_set_faults(w->disk, 0.05, 0);
-    w->cap = 4 + rnd(w, NP);
+    w->cap = 4 + sim_below(&w->rng, NP);
     w->reg_opens = 5;
     w->reg_closes = REG_STEPS;
-    w->ends_at = REG_STEPS + 40 + rnd(w, WL_STEPS);
+    w->ends_at = REG_STEPS + 40 + sim_below(&w->rng, WL_STEPS);
     w->secret.k0 = cm_rand_next(&w->rng);
     w->secret.k1 = cm_rand_next(&w->rng);
-    w->fsync = chance(w, 0.5);
-    tr(w, "durability %s", w->fsync ? "fsync" : "write");
+    w->fsync = sim_chance(&w->rng, 0.5);
+    sim_trace(&w->log, "durability %s", w->fsync ? "fsync" : "write");
     proc_start(w);
     /* the lottery's configure: the sale's log made, its name synced with
      * fair.json's rename (gw_fair.c conf_save's directory fsync) */
     w->wlfd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR | O_CREAT | O_APPEND, 0644);
     while (w->fs->fsync(w->dirfd) != 0)
         ;
-    unsigned nactive = 3 + rnd(w, NP - 2); /* persons who want to register */
+    unsigned nactive = 3 + sim_below(&w->rng, NP - 2); /* persons who want to register */
     uint64_t total = REG_STEPS + WL_STEPS + HEAL_STEPS;
-    for (w->now = 0; (uint64_t)w->now < total && !w->failed; w->now++) {
+    for (w->now = 0; (uint64_t)w->now < total && !w->log.failed; w->now++) {
         out->steps++;
         if ((uint64_t)w->now == REG_STEPS + WL_STEPS) { /* the heal: no more faults */
             w->faults = false;
@@ -833,28 +799,28 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
             do_draw(w);
             continue;
         }
-        if (w->faults && chance(w, 0.03)) {
-            proc_crash(w, chance(w, 0.3));
+        if (w->faults && sim_chance(&w->rng, 0.03)) {
+            proc_crash(w, sim_chance(&w->rng, 0.3));
             continue;
         }
         if (w->now < w->reg_closes) {
-            do_register(w, rnd(w, nactive));
+            do_register(w, sim_below(&w->rng, nactive));
             reg_check(w);
             continue;
         }
         /* a winner cancels: its unit comes back for the leftovers */
-        if (chance(w, 0.15) && w->ndraw) {
-            size_t e = rnd(w, (uint32_t)w->ndraw);
+        if (sim_chance(&w->rng, 0.15) && w->ndraw) {
+            size_t e = sim_below(&w->rng, (uint32_t)w->ndraw);
             if (w->reserved[e] && !w->cancelled[e]) {
                 w->cancelled[e] = true;
                 w->left += w->qty[e];
                 w->o_freed += w->qty[e];
-                tr(w, "p-%u cancels its order: %u units back", w->who[e], w->qty[e]);
+                sim_trace(&w->log, "p-%u cancels its order: %u units back", w->who[e], w->qty[e]);
             }
         }
         wl_tick(w);
     }
-    if (!w->failed && w->up)
+    if (!w->log.failed && w->up)
         end_check(w);
     sim_disk_stats_t st;
     sim_disk_stats(w->disk, &st);

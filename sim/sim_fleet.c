@@ -38,6 +38,7 @@
 #include "sim/sim_fleet.h"
 
 #include "sim/sim_redis.h"
+#include "sim/sim_util.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -48,12 +49,11 @@
 #include "inventory/inv_redis.h"
 
 #include <inttypes.h>
-#include <uv.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #define NGW 3
 #define NUSERS 10
@@ -107,46 +107,8 @@ typedef struct world {
     int inflight;   /* async calls not answered yet (fbuy_t) */
     bool sale_lost; /* emptied: the operator puts it back */
     uint64_t step;
-    FILE *trace;
-    sim_result_t *res;
+    sim_log_t log;
 } world_t;
-
-static bool chance(world_t *wd, double p)
-{
-    return cm_rand_unit(&wd->rng) < p;
-}
-
-static uint32_t below(world_t *wd, uint32_t n)
-{
-    return (uint32_t)cm_rand_below(&wd->rng, n);
-}
-
-static void trace(world_t *wd, const char *fmt, ...)
-{
-    if (!wd->trace)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(wd->trace, "[%" PRIu64 "] ", wd->step);
-    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
-    vfprintf(wd->trace, fmt, ap);
-    fputc('\n', wd->trace);
-    va_end(ap);
-}
-
-static void fail(world_t *wd, const char *fmt, ...)
-{
-    if (!wd->res->ok)
-        return;
-    wd->res->ok = false;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = snprintf(wd->res->why, sizeof(wd->res->why), "fleet step %" PRIu64 ": ", wd->step);
-    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
-    vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
-    va_end(ap);
-    trace(wd, "FAIL %s", wd->res->why);
-}
 
 static void gw_down(world_t *wd, int g)
 {
@@ -181,7 +143,7 @@ static void gw_up(world_t *wd, int g)
              "&breaker_failures=%d&breaker_cooldown_ms=20&wait_replicas=%d&batch=4",
              wd->async ? 5 : 1000, wd->wait_replicas ? 1 : 0);
     if (inv_open(&G->inv, url, NULL, 16, err, sizeof(err)) != 0) {
-        trace(wd, "gw%d open failed: %s", g, err);
+        sim_trace(&wd->log, "gw%d open failed: %s", g, err);
         G->inv = NULL;
         return;
     }
@@ -192,12 +154,12 @@ static void gw_up(world_t *wd, int g)
     }
     G->up = true;
     G->gen++;
-    trace(wd, "gw%d up", g);
+    sim_trace(&wd->log, "gw%d up", g);
 }
 
 static int any_up(world_t *wd)
 {
-    int start = (int)below(wd, NGW);
+    int start = (int)sim_below(&wd->rng, NGW);
     for (int k = 0; k < NGW; k++) {
         int g = (start + k) % NGW;
         if (wd->gw[g].up)
@@ -235,14 +197,14 @@ static void ack(world_t *wd, order_t *o, int g)
     if (o->state == O_ACKED)
         return;
     if (o->state != O_NONE) {
-        fail(wd, "order %s answered 202 in state %d", o->id, o->state);
+        sim_fail(&wd->log, "order %s answered 202 in state %d", o->id, o->state);
         return;
     }
     o->state = O_ACKED;
     o->ack_gw = g;
     o->ack_gen = wd->gw[g].gen;
     o->ack_failovers = sim_redis_stats(wd->rs)->failovers;
-    wd->res->accepted++;
+    wd->log.res->accepted++;
 }
 
 /*
@@ -274,8 +236,8 @@ static void fbuy_answer(world_t *wd, fbuy_t *b)
         gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = 0}, 0,
                          &b->out);
     gw_buy_answer_t a = b->out.answer;
-    trace(wd, "gw%d buy %s -> %s%s%s", b->g, o->id, gw_buy_answer_name(a), orig ? " of " : "",
-          orig ? orig->id : "");
+    sim_trace(&wd->log, "gw%d buy %s -> %s%s%s", b->g, o->id, gw_buy_answer_name(a),
+              orig ? " of " : "", orig ? orig->id : "");
     switch (a) {
     case GW_BUY_A_ACCEPTED:
         ack(wd, o, b->g);
@@ -309,8 +271,8 @@ static bool fbuy_reserved(world_t *wd, fbuy_t *b, int rc)
         order_t *o = &wd->o[b->order];
         order_t *orig = order_by_id(wd, b->req.order_id);
         if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != o->user) {
-            fail(wd, "a duplicate of %s found order %s, not one of its key", o->id,
-                 b->req.order_id);
+            sim_fail(&wd->log, "a duplicate of %s found order %s, not one of its key", o->id,
+                     b->req.order_id);
             return false;
         }
         gw_t *G = &wd->gw[b->g];
@@ -335,7 +297,7 @@ static bool fbuy_reserved(world_t *wd, fbuy_t *b, int rc)
         return false;
     }
     int c = inv_claim(wd->gw[b->g].w, &b->req);
-    trace(wd, "gw%d claim %s -> %d", b->g, b->req.order_id, c);
+    sim_trace(&wd->log, "gw%d claim %s -> %d", b->g, b->req.order_id, c);
     if (c == INV_PENDING)
         return true;
     gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_CLAIMED, .rc = c}, cm_wall_ms(),
@@ -350,8 +312,8 @@ static void fbuy_done(inv_reserve_req_t *req, int outcome)
 {
     fbuy_t *b = (fbuy_t *)(void *)((char *)req - offsetof(fbuy_t, req));
     world_t *wd = b->wd;
-    trace(wd, "gw%d %s %s answered %d", b->g, b->reserving ? "buy" : "claim",
-          wd->o[b->order].id, outcome);
+    sim_trace(&wd->log, "gw%d %s %s answered %d", b->g, b->reserving ? "buy" : "claim",
+              wd->o[b->order].id, outcome);
     if (b->reserving) {
         if (fbuy_reserved(wd, b, outcome))
             return; /* its claim is in flight */
@@ -371,8 +333,8 @@ static void buy(world_t *wd, int g, order_t *retry_of)
     inv_sale_t *s = inv_sale_find(G->inv, SALE);
     if (!s)
         return;
-    int user = retry_of ? retry_of->user : (int)below(wd, NUSERS);
-    uint32_t qty = retry_of ? retry_of->qty : 1 + below(wd, 2);
+    int user = retry_of ? retry_of->user : (int)sim_below(&wd->rng, NUSERS);
+    uint32_t qty = retry_of ? retry_of->qty : 1 + sim_below(&wd->rng, 2);
     order_t *o = order_new(wd, user, qty, false);
     if (!o)
         return;
@@ -380,7 +342,7 @@ static void buy(world_t *wd, int g, order_t *retry_of)
     o->gen = G->gen;
     if (retry_of)
         memcpy(o->key, retry_of->key, sizeof(o->key));
-    else if (chance(wd, 0.7))
+    else if (sim_chance(&wd->rng, 0.7))
         snprintf(o->key, sizeof(o->key), "k%d", (int)(o - wd->o));
     if (retry_of)
         retry_of->retry = false;
@@ -428,13 +390,13 @@ static void buy(world_t *wd, int g, order_t *retry_of)
         req->done = fbuy_done;
         wd->inflight++;
         int rc = inv_reserve(G->w, req);
-        trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
+        sim_trace(&wd->log, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
         if (rc != INV_PENDING)
             fbuy_done(req, rc);
         return;
     }
     int rc = inv_reserve(G->w, req);
-    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
+    sim_trace(&wd->log, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
     (void)fbuy_reserved(wd, b, rc);
     free(b);
 }
@@ -444,10 +406,10 @@ static void cancel(world_t *wd, int g, order_t *o)
     char user[16];
     snprintf(user, sizeof(user), "u%d", o->user);
     int rc = inv_release(wd->gw[g].inv, SALE, user, o->qty, o->id);
-    trace(wd, "gw%d cancel %s -> %d", g, o->id, rc);
+    sim_trace(&wd->log, "gw%d cancel %s -> %d", g, o->id, rc);
     if (rc == 0) {
         if (o->state == O_CANCELLED)
-            fail(wd, "order %s compensated twice", o->id);
+            sim_fail(&wd->log, "order %s compensated twice", o->id);
         o->state = O_CANCELLED;
         o->cancel_sent = false;
     } else if (rc == CM_ENOTFOUND) {
@@ -455,7 +417,7 @@ static void cancel(world_t *wd, int g, order_t *o)
             o->state = O_CANCELLED;
             o->cancel_sent = false;
         } else {
-            fail(wd, "order %s answered 202 is unknown to Redis at its cancel", o->id);
+            sim_fail(&wd->log, "order %s answered 202 is unknown to Redis at its cancel", o->id);
         }
     } else {
         o->cancel_sent = true;
@@ -470,7 +432,7 @@ static void giveback(world_t *wd, order_t *o)
     char user[16];
     snprintf(user, sizeof(user), "u%d", o->user);
     int rc = inv_giveback(G->inv, SALE, user, o->qty, o->id);
-    trace(wd, "gw%d giveback %s -> %d", o->doubt_gw, o->id, rc);
+    sim_trace(&wd->log, "gw%d giveback %s -> %d", o->doubt_gw, o->id, rc);
     if (rc == 0 && o->state == O_ACKED) {
         /* its claim mark (not its reserve) lost in a failover without wait_replicas:
          * the oversell docs/fleet.md allows, counted as a lost 202 */
@@ -479,7 +441,7 @@ static void giveback(world_t *wd, order_t *o)
             wd->lost_units += o->qty;
             wd->lost_user[o->user] += o->qty;
         } else {
-            fail(wd, "order %s answered 202 was given back", o->id);
+            sim_fail(&wd->log, "order %s answered 202 was given back", o->id);
         }
     }
     if (rc == 0 || rc == CM_ENOTFOUND || rc == CM_ECONFLICT)
@@ -490,7 +452,7 @@ static void restock(world_t *wd, int g)
 {
     if (wd->restock_key_pending < 0) {
         wd->restock_key_pending = wd->restock_n++;
-        wd->restock_add = 1 + below(wd, 3);
+        wd->restock_add = 1 + sim_below(&wd->rng, 3);
         wd->restock_pending = wd->restock_add;
     }
     char key[16], err[128];
@@ -498,7 +460,7 @@ static void restock(world_t *wd, int g)
     inv_sale_info_t info;
     int rc = inv_restock_keyed(wd->gw[g].inv, SALE, wd->restock_add, key, &info, err,
                                sizeof(err));
-    trace(wd, "gw%d restock %s +%" PRId64 " -> %d", g, key, wd->restock_add, rc);
+    sim_trace(&wd->log, "gw%d restock %s +%" PRId64 " -> %d", g, key, wd->restock_add, rc);
     if (rc == 0 || rc == INV_RESTOCK_REPLAYED) {
         wd->stock += wd->restock_add;
         wd->restock_pending = 0;
@@ -519,7 +481,7 @@ static bool put_sale(world_t *wd, int g, int64_t stock)
     char err[128];
     inv_sale_info_t info;
     int rc = inv_sale_put(wd->gw[g].inv, &def, &info, err, sizeof(err));
-    trace(wd, "gw%d put sale stock=%" PRId64 " -> %d %s", g, stock, rc, rc ? err : "");
+    sim_trace(&wd->log, "gw%d put sale stock=%" PRId64 " -> %d %s", g, stock, rc, rc ? err : "");
     return rc == 0;
 }
 
@@ -550,10 +512,10 @@ static void check_held(world_t *wd, order_t *o)
         o->state = O_LOST;
         wd->lost_units += o->qty;
         wd->lost_user[o->user] += o->qty;
-        trace(wd, "failover lost %s's claim; given back (%u units)", o->id, o->qty);
+        sim_trace(&wd->log, "failover lost %s's claim; given back (%u units)", o->id, o->qty);
         return;
     }
-    fail(wd, "order %s answered 202 is no longer held (given back or released)", o->id);
+    sim_fail(&wd->log, "order %s answered 202 is no longer held (given back or released)", o->id);
 }
 
 static void check_bounds(world_t *wd)
@@ -571,15 +533,17 @@ static void check_bounds(world_t *wd)
         }
     }
     if (held > wd->stock + wd->restock_pending + wd->lost_units)
-        fail(wd, "oversold: %" PRId64 " units answered 202 of a stock of %" PRId64
-                 " (+%" PRId64 " in doubt, +%" PRId64 " lost in failovers)",
-             held, wd->stock, wd->restock_pending, wd->lost_units);
+        sim_fail(&wd->log,
+                 "oversold: %" PRId64 " units answered 202 of a stock of %" PRId64 " (+%" PRId64
+                 " in doubt, +%" PRId64 " lost in failovers)",
+                 held, wd->stock, wd->restock_pending, wd->lost_units);
     for (int u = 0; u < NUSERS; u++) {
         int64_t h = user[u];
         if (h > (int64_t)wd->limit + wd->lost_user[u])
-            fail(wd, "user u%d holds %" PRId64 " units answered 202, limit %u (+%" PRId64
+            sim_fail(&wd->log,
+                     "user u%d holds %" PRId64 " units answered 202, limit %u (+%" PRId64
                      " lost in failovers)",
-                 u, h, wd->limit, wd->lost_user[u]);
+                     u, h, wd->limit, wd->lost_user[u]);
     }
 }
 
@@ -593,14 +557,14 @@ static void find_lost(world_t *wd, const char *what, bool may_lose)
         if (sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", o->id))
             continue;
         if (!may_lose) {
-            fail(wd, "order %s answered 202 is gone after a %s%s", o->id, what,
-                 wd->wait_replicas ? " with wait_replicas on" : "");
+            sim_fail(&wd->log, "order %s answered 202 is gone after a %s%s", o->id, what,
+                     wd->wait_replicas ? " with wait_replicas on" : "");
             return;
         }
         o->state = O_LOST;
         wd->lost_units += o->qty;
         wd->lost_user[o->user] += o->qty;
-        trace(wd, "%s lost %s (%u units)", what, o->id, o->qty);
+        sim_trace(&wd->log, "%s lost %s (%u units)", what, o->id, o->qty);
     }
 }
 
@@ -616,7 +580,7 @@ static void books_order(const char *field, const char *val, void *ctx)
     int u = -1;
     unsigned q = 0;
     if (sscanf(val, "u%d %u", &u, &q) != 2 || u < 0 || u >= NUSERS) {
-        fail(b->wd, "orders hash: %s -> '%s' is not an order", field, val);
+        sim_fail(&b->wd->log, "orders hash: %s -> '%s' is not an order", field, val);
         return;
     }
     b->units += q;
@@ -632,15 +596,15 @@ static void check_books(world_t *wd, bool final)
     books_t b = {.wd = wd};
     sim_redis_hforeach(wd->rs, "{sale:" SALE "}:orders", books_order, &b);
     if (atoll(tot) - atoll(left) != b.units)
-        fail(wd, "Redis's books: total %s - left %s != %" PRId64 " units in its orders", tot,
-             left, b.units);
+        sim_fail(&wd->log, "Redis's books: total %s - left %s != %" PRId64 " units in its orders",
+                 tot, left, b.units);
     for (int u = 0; u < NUSERS; u++) {
         char f[8];
         snprintf(f, sizeof(f), "u%d", u);
         const char *h = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", f);
         if ((h ? atoll(h) : 0) != b.user[u])
-            fail(wd, "Redis's books: user %s holds %s, its orders %" PRId64, f, h ? h : "0",
-                 b.user[u]);
+            sim_fail(&wd->log, "Redis's books: user %s holds %s, its orders %" PRId64, f,
+                     h ? h : "0", b.user[u]);
     }
     if (!final || wd->lossy)
         return;
@@ -648,9 +612,9 @@ static void check_books(world_t *wd, bool final)
         const order_t *o = &wd->o[i];
         bool there = sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", o->id) != NULL;
         if (o->state == O_ACKED && !o->cancel_sent && !there)
-            fail(wd, "order %s answered 202 is not held at the end", o->id);
+            sim_fail(&wd->log, "order %s answered 202 is not held at the end", o->id);
         if (o->state == O_CANCELLED && there)
-            fail(wd, "order %s cancelled is still held at the end", o->id);
+            sim_fail(&wd->log, "order %s cancelled is still held at the end", o->id);
     }
 }
 
@@ -658,7 +622,7 @@ static order_t *pick(world_t *wd, bool (*want)(const order_t *o))
 {
     if (wd->no == 0)
         return NULL;
-    int start = (int)below(wd, (uint32_t)wd->no);
+    int start = (int)sim_below(&wd->rng, (uint32_t)wd->no);
     for (int k = 0; k < wd->no; k++) {
         order_t *o = &wd->o[(start + k) % wd->no];
         if (want(o))
@@ -690,28 +654,28 @@ static bool want_cancel_sent(const order_t *o)
 static void redis_faults(world_t *wd)
 {
     sim_redis_faults_t *f = sim_redis_faults(wd->rs);
-    if (chance(wd, 0.5))
+    if (sim_chance(&wd->rng, 0.5))
         sim_redis_replicate_one(wd->rs);
-    if (chance(wd, 0.1))
+    if (sim_chance(&wd->rng, 0.1))
         sim_redis_replicate(wd->rs);
-    if (chance(wd, 0.02))
+    if (sim_chance(&wd->rng, 0.02))
         f->replica_lags = !f->replica_lags;
-    if (chance(wd, f->down ? 0.2 : 0.005)) {
+    if (sim_chance(&wd->rng, f->down ? 0.2 : 0.005)) {
         f->down = !f->down;
-        trace(wd, "redis %s", f->down ? "down" : "up");
+        sim_trace(&wd->log, "redis %s", f->down ? "down" : "up");
     }
-    if (chance(wd, 0.003)) {
-        trace(wd, "redis failover");
+    if (sim_chance(&wd->rng, 0.003)) {
+        sim_trace(&wd->log, "redis failover");
         sim_redis_failover(wd->rs);
         wd->lossy = true;
         find_lost(wd, "failover", !wd->wait_replicas);
-    } else if (chance(wd, 0.002)) {
-        trace(wd, "redis restart with persistence");
+    } else if (sim_chance(&wd->rng, 0.002)) {
+        sim_trace(&wd->log, "redis restart with persistence");
         sim_redis_restart(wd->rs, true);
         wd->lossy = true;
         find_lost(wd, "restart with persistence", false);
-    } else if (chance(wd, 0.0007)) {
-        trace(wd, "redis restart without persistence");
+    } else if (sim_chance(&wd->rng, 0.0007)) {
+        sim_trace(&wd->log, "redis restart without persistence");
         sim_redis_restart(wd->rs, false);
         wd->lossy = true;
         /* the operator puts back the stock not sold (from the database) */
@@ -728,8 +692,8 @@ static void redis_faults(world_t *wd)
 static void step(world_t *wd, bool heal)
 {
     wd->step++;
-    wd->res->steps++;
-    cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
+    wd->log.res->steps++;
+    cm_time_advance_fake((1 + sim_below(&wd->rng, 3)) * 1000000ull);
     sim_redis_step(wd->rs, wd->step);
     if (!heal)
         redis_faults(wd);
@@ -741,11 +705,11 @@ static void step(world_t *wd, bool heal)
         sim_redis_async_step(wd->rs);
     }
     int g = any_up(wd);
-    if (g < 0 || chance(wd, 0.02)) {
-        int k = (int)below(wd, NGW);
-        if (wd->gw[k].up && !heal && chance(wd, 0.6)) {
-            trace(wd, "gw%d crash", k);
-            wd->res->crashes++;
+    if (g < 0 || sim_chance(&wd->rng, 0.02)) {
+        int k = (int)sim_below(&wd->rng, NGW);
+        if (wd->gw[k].up && !heal && sim_chance(&wd->rng, 0.6)) {
+            sim_trace(&wd->log, "gw%d crash", k);
+            wd->log.res->crashes++;
             gw_down(wd, k);
         } else {
             gw_up(wd, k);
@@ -757,11 +721,12 @@ static void step(world_t *wd, bool heal)
             wd->sale_lost = false;
         return;
     }
-    uint32_t a = below(wd, 100);
+    uint32_t a = sim_below(&wd->rng, 100);
     order_t *o;
     if (a < 45) {
         /* async: a few buys in one loop iteration, for one batch */
-        for (uint32_t n = wd->async ? 1 + below(wd, 3) : 1; n && !heal && wd->res->ok; n--)
+        for (uint32_t n = wd->async ? 1 + sim_below(&wd->rng, 3) : 1; n && !heal && wd->log.res->ok;
+             n--)
             buy(wd, g, NULL);
     } else if (a < 60) {
         if ((o = pick(wd, want_retry)))
@@ -794,35 +759,34 @@ void sim_fleet_run(const sim_opts_t *opts, sim_result_t *out)
     memset(out, 0, sizeof(*out));
     out->ok = true;
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
-    wd->res = out;
-    wd->trace = opts->trace;
+    wd->log =
+        (sim_log_t){.trace = opts->trace, .res = out, .name = "fleet step ", .clock = &wd->step};
     cm_rand_seed(&wd->rng, opts->seed ^ 0x5eed4ed15ull);
     /* every other run of 8 seeds: the worker loops (the buy path), stepped */
     wd->async = (opts->seed >> 3) & 1;
     for (int g = 0; wd->async && g < NGW; g++)
         uv_loop_init(&wd->gw[g].loop);
-    wd->rs = sim_redis_new(&wd->rng);
+    wd->rs = sim_transport_new(&wd->rng, wd->async);
     wd->o = cm_xcalloc(MAX_ORDERS, sizeof(*wd->o));
-    wd->wait_replicas = chance(wd, 0.5);
-    wd->limit = 1 + below(wd, 3);
-    wd->stock = 5 + below(wd, 25);
+    wd->wait_replicas = sim_chance(&wd->rng, 0.5);
+    wd->limit = 1 + sim_below(&wd->rng, 3);
+    wd->stock = 5 + sim_below(&wd->rng, 25);
     wd->restock_key_pending = -1;
     sim_redis_faults_t *f = sim_redis_faults(wd->rs);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
-    inv_cluster_transport_set(sim_redis_transport(wd->rs, wd->async));
     for (int g = 0; g < NGW; g++)
         gw_up(wd, g);
-    trace(wd, "fleet: stock=%" PRId64 " limit=%u wait_replicas=%d async=%d", wd->stock,
-          wd->limit, wd->wait_replicas, wd->async);
+    sim_trace(&wd->log, "fleet: stock=%" PRId64 " limit=%u wait_replicas=%d async=%d", wd->stock,
+              wd->limit, wd->wait_replicas, wd->async);
     if (!put_sale(wd, 0, wd->stock)) {
-        fail(wd, "the sale could not be created");
+        sim_fail(&wd->log, "the sale could not be created");
         goto out;
     }
     sim_redis_replicate(wd->rs);
     for (int g = 0; g < NGW; g++)
         inv_redis_sync_step(wd->gw[g].inv);
-    f->p_timeout = 0.01 * below(wd, 6);
-    f->p_lost = 0.01 * below(wd, 6);
+    f->p_timeout = 0.01 * sim_below(&wd->rng, 6);
+    f->p_lost = 0.01 * sim_below(&wd->rng, 6);
     uint64_t n = opts->steps / 8 > 100 ? opts->steps / 8 : 100;
     for (uint64_t i = 0; i < n && out->ok; i++)
         step(wd, false);
@@ -841,11 +805,10 @@ out:
     for (int g = 0; wd->async && g < NGW; g++)
         uv_loop_close(&wd->gw[g].loop);
     if (wd->inflight)
-        fail(wd, "%d calls never answered", wd->inflight);
-    inv_cluster_transport_set(NULL);
+        sim_fail(&wd->log, "%d calls never answered", wd->inflight);
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts + sim_redis_stats(wd->rs)->failovers;
-    sim_redis_free(wd->rs);
+    sim_transport_free(wd->rs);
     free(wd->o);
     free(wd);
 }

@@ -32,10 +32,10 @@
 #include "gateway/buy/gw_room_core.h"
 #include "gateway/buy/gw_sale_core.h"
 #include "sim/sim_disk.h"
+#include "sim/sim_util.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +61,7 @@ typedef struct rperson {
 
 typedef struct rworld {
     cm_rand_t rng;
-    FILE *tr;
-    sim_result_t *res;
-    bool failed;
+    sim_log_t log;
     bool fsync_mode;
     sim_disk_t *disk;
     int dfd, fd;
@@ -89,37 +87,6 @@ typedef struct rworld {
     uint64_t step;
     uint64_t max_next; /* the most places a process of this world gave */
 } rworld_t;
-
-static uint64_t rnd(rworld_t *w, uint64_t n)
-{
-    return n ? cm_rand_below(&w->rng, n) : 0;
-}
-
-__attribute__((format(printf, 2, 3))) static void tr(rworld_t *w, const char *fmt, ...)
-{
-    if (!w->tr)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(w->tr, "[room %6" PRIu64 "] ", w->step);
-    vfprintf(w->tr, fmt, ap);
-    fputc('\n', w->tr);
-    va_end(ap);
-}
-
-__attribute__((format(printf, 2, 3))) static void fail(rworld_t *w, const char *fmt, ...)
-{
-    if (w->failed)
-        return;
-    w->failed = true;
-    va_list ap;
-    va_start(ap, fmt);
-    char buf[400];
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    snprintf(w->res->why, sizeof(w->res->why), "room step %" PRIu64 ": %s", w->step, buf);
-    tr(w, "FAIL %s", buf);
-}
 
 /*
  * The room's tables, a place table of 1.5 MiB and a spent table of 8 MiB,
@@ -237,7 +204,8 @@ static int log_sync(rworld_t *w)
     if (w->lost_to == 0)
         w->lost_from = w->dur;
     w->lost_to = w->len;
-    tr(w, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from, w->lost_to);
+    sim_trace(&w->log, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from,
+              w->lost_to);
     return CM_EIO;
 }
 
@@ -264,7 +232,7 @@ static void seal_write(rworld_t *w, const gw_room_out_t *out)
     if (out->sync && !w->core.seal_unlogged)
         room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = log_sync(w) == 0}, NULL,
                   NULL);
-    tr(w, "sealed: %zu ranked", w->core.npre);
+    sim_trace(&w->log, "sealed: %zu ranked", w->core.npre);
 }
 
 static void seal(rworld_t *w)
@@ -298,18 +266,18 @@ static void place_answered(rworld_t *w, int who, const gw_wr_join_t *a, uint64_t
             if (p->pos == r && p->exp_s && p->exp_s < w->now_ms / 1000) {
                 p->pre_gone = true;
             } else {
-                fail(w,
-                     "%s of the pre-queue was answered place %" PRIu64
-                     ", its key's rank is %" PRIu64,
-                     p->id, a->pos, r);
+                sim_fail(&w->log,
+                         "%s of the pre-queue was answered place %" PRIu64
+                         ", its key's rank is %" PRIu64,
+                         p->id, a->pos, r);
                 return;
             }
         }
     }
     if (a->pos < POS_MAX) {
         if (w->owner[a->pos] && w->owner[a->pos] != who + 1) {
-            fail(w, "place %" PRIu64 " given to %s and to %s", a->pos,
-                 w->p[w->owner[a->pos] - 1].id, p->id);
+            sim_fail(&w->log, "place %" PRIu64 " given to %s and to %s", a->pos,
+                     w->p[w->owner[a->pos] - 1].id, p->id);
             return;
         }
         if (!w->owner[a->pos] || need < w->owner_need[a->pos])
@@ -356,11 +324,11 @@ static void join(rworld_t *w, int who, bool take)
                 p->pre_need = w->len;
             }
         }
-        tr(w, "%s %s the pre-queue", p->id, take ? "joins" : "looks at");
+        sim_trace(&w->log, "%s %s the pre-queue", p->id, take ? "joins" : "looks at");
         return;
     }
     if (rc != GW_ROOM_ANSWERED) {
-        tr(w, "%s: join rc %d", p->id, rc);
+        sim_trace(&w->log, "%s: join rc %d", p->id, rc);
         return;
     }
     bool new_place = false;
@@ -376,8 +344,8 @@ static void join(rworld_t *w, int who, bool take)
                                                 : w->len;
     if (need < w->s_end)
         need = w->s_end;
-    tr(w, "%s %s: place %" PRIu64 "%s", p->id, take ? "joins" : "looks", a.pos,
-       a.jti ? " (admitted)" : "");
+    sim_trace(&w->log, "%s %s: place %" PRIu64 "%s", p->id, take ? "joins" : "looks", a.pos,
+              a.jti ? " (admitted)" : "");
     place_answered(w, who, &a, need);
 }
 
@@ -427,10 +395,10 @@ static void buy(rworld_t *w, int who)
         return;
     int rc = gw_room_spent_claim(&w->spent, p->jti, p->exp_s, p->fp, now_s);
     if (rc != GW_WR_CLAIMED) {
-        tr(w, "%s buys: token %s", p->id,
-           rc == GW_WR_SPENT    ? "spent"
-           : rc == GW_WR_REPLAY ? "replayed (its order back)"
-                                : "busy");
+        sim_trace(&w->log, "%s buys: token %s", p->id,
+                  rc == GW_WR_SPENT    ? "spent"
+                  : rc == GW_WR_REPLAY ? "replayed (its order back)"
+                                       : "busy");
         return;
     }
     char line[80];
@@ -442,19 +410,20 @@ static void buy(rworld_t *w, int who)
     }
     /* the reserve: sold out sometimes; in durability fsync the claim is
      * synced with the order before its 202 */
-    bool ok = rnd(w, 5) != 0 && (!w->fsync_mode || log_sync(w) == 0);
+    bool ok = sim_below(&w->rng, 5) != 0 && (!w->fsync_mode || log_sync(w) == 0);
     if (!ok) {
         snprintf(line, sizeof(line), "U %016llx", (unsigned long long)p->jti);
         /* a give-back not written: spent until it expires, as on disk */
         gw_room_spent_settle(w->spent, p->jti, log_line(w, line) != 0);
-        tr(w, "%s buys: no order, token given back", p->id);
+        sim_trace(&w->log, "%s buys: no order, token given back", p->id);
         return;
     }
     gw_room_spent_settle(w->spent, p->jti, true);
     int *n = orders_of(w, p->jti);
-    tr(w, "%s buys: order with place %" PRIu64 "'s token", p->id, p->pos);
+    sim_trace(&w->log, "%s buys: order with place %" PRIu64 "'s token", p->id, p->pos);
     if (n && ++*n > 1)
-        fail(w, "the token of place %" PRIu64 " (%s) admitted %d orders", p->pos, p->id, *n);
+        sim_fail(&w->log, "the token of place %" PRIu64 " (%s) admitted %d orders", p->pos, p->id,
+                 *n);
 }
 
 /* A whole record read back (cm_journal_record_fn): the core replays it. */
@@ -475,19 +444,19 @@ static void restart(rworld_t *w, bool power)
     sim_disk_use(w->disk);
     if (power) {
         sim_disk_power_loss(w->disk);
-        w->res->power_losses++;
+        w->log.res->power_losses++;
     } else {
         sim_disk_crash(w->disk);
-        w->res->crashes++;
+        w->log.res->crashes++;
     }
-    tr(w, "%s", power ? "power loss" : "crash");
+    sim_trace(&w->log, "%s", power ? "power loss" : "crash");
     core_gone(w);
     core_new(w);
     const oq_fs_ops_t *fs = sim_disk_ops();
     w->dfd = fs->open_dir("room");
     w->fd = fs->openat(w->dfd, "s.room", O_RDWR | O_APPEND, 0);
     if (w->fd < 0) {
-        fail(w, "the room's log is gone after a restart");
+        sim_fail(&w->log, "the room's log is gone after a restart");
         return;
     }
     struct stat st;
@@ -507,11 +476,12 @@ static void restart(rworld_t *w, bool power)
     cm_journal_scan_mem(buf, got, room_record, w, &sc);
     size_t at = (size_t)sc.end, lines = sc.records;
     if (sc.is_legacy)
-        fail(w, "the room's log is not a journal after a restart");
+        sim_fail(&w->log, "the room's log is not a journal after a restart");
     else if (at < got)
         fs->ftruncate(w->fd, (off_t)at);
     if (sc.holes)
-        tr(w, "restart: %zu holes (%lld bytes) skipped", sc.holes, (long long)sc.hole_bytes);
+        sim_trace(&w->log, "restart: %zu holes (%lld bytes) skipped", sc.holes,
+                  (long long)sc.hole_bytes);
     free(buf);
     room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
     w->len = at;
@@ -520,16 +490,18 @@ static void restart(rworld_t *w, bool power)
     if (!atomic_load(&w->core.sealed))
         w->s_end = 0;
     w->last_tick_ms = 0;
-    tr(w, "restart: %zu lines, %zu in the pre-queue, sealed %d, %" PRIu64 " places, front %" PRIu64,
-       lines, w->core.npre, (int)atomic_load(&w->core.sealed), (uint64_t)atomic_load(&w->core.next),
-       (uint64_t)atomic_load(&w->core.front_milli) / 1000);
+    sim_trace(
+        &w->log,
+        "restart: %zu lines, %zu in the pre-queue, sealed %d, %" PRIu64 " places, front %" PRIu64,
+        lines, w->core.npre, (int)atomic_load(&w->core.sealed),
+        (uint64_t)atomic_load(&w->core.next), (uint64_t)atomic_load(&w->core.front_milli) / 1000);
 }
 
 /* After a power loss: what was durable is still there; the rest is forgotten
  * (or, a pre-queue join that survived on the torn tail, taken as the log says). */
 static void after_power(rworld_t *w)
 {
-    for (int i = 0; i < w->np && !w->failed; i++) {
+    for (int i = 0; i < w->np && !w->log.failed; i++) {
         rperson_t *p = &w->p[i];
         if (!p->pre)
             continue;
@@ -537,7 +509,7 @@ static void after_power(rworld_t *w)
         for (size_t k = 0; k < w->core.npre && !in; k++)
             in = strcmp(w->core.names + w->core.name_at[k], p->id) == 0;
         if (!in && durable(w, p->pre_need))
-            fail(w, "%s's pre-queue join was durable and is gone after a restart", p->id);
+            sim_fail(&w->log, "%s's pre-queue join was durable and is gone after a restart", p->id);
         p->pre = in;
     }
     for (int pos = 1; pos < POS_MAX; pos++)
@@ -557,25 +529,24 @@ static void check_places(rworld_t *w)
 {
     if (!atomic_load(&w->core.sealed))
         return;
-    for (int i = 0; i < w->np && !w->failed; i++) {
+    for (int i = 0; i < w->np && !w->log.failed; i++) {
         rperson_t *p = &w->p[i];
         if (!p->pos || (p->exp_s && p->exp_s < w->now_ms / 1000))
             continue;
         uint64_t had = p->pos;
         join(w, i, false);
-        if (!w->failed && p->pos != had)
-            fail(w, "%s held place %" PRIu64 " before the restart, %" PRIu64 " after", p->id, had,
-                 p->pos);
+        if (!w->log.failed && p->pos != had)
+            sim_fail(&w->log, "%s held place %" PRIu64 " before the restart, %" PRIu64 " after",
+                     p->id, had, p->pos);
     }
 }
 
 void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
 {
     rworld_t *w = cm_xcalloc(1, sizeof(*w));
-    w->res = out;
-    w->tr = opts->trace;
+    w->log = (sim_log_t){.trace = opts->trace, .res = out, .name = "room step ", .clock = &w->step};
     cm_rand_seed(&w->rng, opts->seed ^ 0x726f6f6d5e5e5e5eull);
-    w->fsync_mode = rnd(w, 3) != 0 || opts->fsync_only;
+    w->fsync_mode = sim_below(&w->rng, 3) != 0 || opts->fsync_only;
     w->disk = sim_disk_new(&w->rng);
     sim_disk_use(w->disk);
     const oq_fs_ops_t *fs = sim_disk_ops();
@@ -598,28 +569,28 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     /* from here on, half the seeds fail one fdatasync in 20 (a failed one
      * drops its pages: a hole of zeros after a power loss, which the
      * journal's recovery skips to the synced frames after it) */
-    bool fsync_fails = rnd(w, 2) != 0;
+    bool fsync_fails = sim_below(&w->rng, 2) != 0;
     sim_disk_set_faults(w->disk, fsync_fails ? 0.05 : 0, 0);
     w->now_ms = T0_MS;
-    w->starts_ms = T0_MS + 2000 + (int64_t)rnd(w, 8000);
-    w->rate = 0.5 + (double)rnd(w, 8);
+    w->starts_ms = T0_MS + 2000 + (int64_t)sim_below(&w->rng, 8000);
+    w->rate = 0.5 + (double)sim_below(&w->rng, 8);
     sale_configure(w);
-    w->np = 4 + (int)rnd(w, NP_MAX - 4);
+    w->np = 4 + (int)sim_below(&w->rng, NP_MAX - 4);
     for (int i = 0; i < w->np; i++) {
         rperson_t *p = &w->p[i];
         p->len = (size_t)snprintf(p->id, sizeof(p->id), "u%d", i);
         p->key = gw_wr_prequeue_key(&w->seed, p->id, p->len);
-        p->fp = rnd(w, 2) ? cm_rand_next(&w->rng) | 1 : 0;
+        p->fp = sim_below(&w->rng, 2) ? cm_rand_next(&w->rng) | 1 : 0;
     }
-    uint64_t steps = 200 + rnd(w, 300);
-    tr(w, "room: %d persons, start at +%lld ms, %.1f/s, durability %s", w->np,
-       (long long)(w->starts_ms - T0_MS), w->rate, w->fsync_mode ? "fsync" : "write");
-    for (w->step = 0; w->step < steps && !w->failed; w->step++) {
-        w->now_ms += (int64_t)rnd(w, 300);
-        uint64_t r = rnd(w, 1000);
-        int who = (int)rnd(w, (uint64_t)w->np);
+    uint64_t steps = 200 + sim_below(&w->rng, 300);
+    sim_trace(&w->log, "room: %d persons, start at +%lld ms, %.1f/s, durability %s", w->np,
+              (long long)(w->starts_ms - T0_MS), w->rate, w->fsync_mode ? "fsync" : "write");
+    for (w->step = 0; w->step < steps && !w->log.failed; w->step++) {
+        w->now_ms += (int64_t)sim_below(&w->rng, 300);
+        uint64_t r = sim_below(&w->rng, 1000);
+        int who = (int)sim_below(&w->rng, (uint32_t)w->np);
         if (r < 450) {
-            join(w, who, rnd(w, 8) != 0);
+            join(w, who, sim_below(&w->rng, 8) != 0);
         } else if (r < 650) {
             tick(w);
         } else if (r < 830) {
@@ -628,13 +599,13 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
             (void)log_sync(w); /* the lottery thread's periodic sync */
         } else if (r < 994) {
             restart(w, false);
-            if (!w->failed)
+            if (!w->log.failed)
                 check_places(w);
         } else if (w->fsync_mode) {
             restart(w, true);
-            if (!w->failed)
+            if (!w->log.failed)
                 after_power(w);
-            if (!w->failed)
+            if (!w->log.failed)
                 check_places(w);
         }
     }
@@ -643,7 +614,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     sim_disk_stats(w->disk, &ds);
     out->fsync_fails += ds.fsync_fails;
     out->torn_writes += ds.torn_writes;
-    if (w->failed)
+    if (w->log.failed)
         out->ok = false;
     core_gone(w);
     sim_disk_free(w->disk);

@@ -59,7 +59,6 @@
 #include "gateway/buy/gw_sale_core.h"
 #include "gateway/buy/gw_sale_edit.h"
 #include "inventory/inv.h"
-#include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 #include "queue/oq_broker.h"
 #include "queue/oq_order.h"
@@ -72,6 +71,7 @@
 #include "sim/sim_fair.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_room.h"
+#include "sim/sim_util.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -271,7 +271,7 @@ typedef struct pendkey {
 
 typedef struct world {
     cm_rand_t rng;
-    FILE *tr;
+    sim_log_t log;
     uint64_t step, now_ms;
     int ng, nu;
     uint32_t limit;
@@ -300,8 +300,6 @@ typedef struct world {
     gw_t *in_reserve;     /* the gateway whose inv_reserve runs (its yield points may act) */
     uint64_t yield_edits; /* stock edits run at a yield point */
     uint32_t rseq;        /* reservations so far */
-    sim_result_t *res;
-    bool failed;
 } world_t;
 
 static void lot_forget(lottery_t *L);
@@ -313,44 +311,6 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n);
 static void lot_check_done(world_t *wd, gw_t *g);
 
 /*---- helpers ----*/
-
-static void tr(world_t *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tr(world_t *wd, const char *fmt, ...)
-{
-    if (!wd->tr)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(wd->tr, "%7" PRIu64 " ", wd->step);
-    vfprintf(wd->tr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
-    fputc('\n', wd->tr);
-    va_end(ap);
-}
-
-static void fail(world_t *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(world_t *wd, const char *fmt, ...)
-{
-    if (wd->failed)
-        return;
-    wd->failed = true;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = snprintf(wd->res->why, sizeof(wd->res->why), "step %" PRIu64 ": ", wd->step);
-    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
-    vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
-    va_end(ap);
-    tr(wd, "ORACLE: %s", wd->res->why);
-}
-
-static bool chance(world_t *wd, double p)
-{
-    return p > 0 && cm_rand_unit(&wd->rng) < p;
-}
-
-static uint32_t rnd(world_t *wd, uint32_t n)
-{
-    return (uint32_t)cm_rand_below(&wd->rng, n);
-}
 
 static uint32_t ord_of(const char *id)
 {
@@ -407,7 +367,7 @@ static int sink_put(sim_sink_t *s, uint32_t n, uint8_t st)
 static int sk_begin(st_sink_t *b)
 {
     sim_sink_t *s = (sim_sink_t *)b;
-    if (chance(s->wd, s->wd->p_db_fail))
+    if (sim_chance(&s->wd->rng, s->wd->p_db_fail))
         return CM_EIO;
     s->npend = 0;
     s->in_tx = true;
@@ -472,7 +432,7 @@ static int sk_commit(st_sink_t *b)
     sim_sink_t *s = (sim_sink_t *)b;
     world_t *wd = s->wd;
     s->in_tx = false;
-    if (chance(wd, wd->p_db_fail)) {
+    if (sim_chance(&wd->rng, wd->p_db_fail)) {
         s->npend = 0;
         return CM_EIO;
     }
@@ -480,12 +440,14 @@ static int sk_commit(st_sink_t *b)
         uint32_t n = s->pend_ord[i];
         uint8_t from = n < ORD_MAX ? wd->ords[n].db : ST_NONE, to = s->pend_st[i];
         if (n >= ORD_MAX || n >= wd->nords || wd->ords[n].state == O_FREE) {
-            fail(wd, "database: order o%u was never appended by any gateway (invented)", n);
+            sim_fail(&wd->log, "database: order o%u was never appended by any gateway (invented)",
+                     n);
             continue;
         }
         if (!(from == ST_NONE || (from == ST_SETTLED && to == ST_CANCELLED)))
-            fail(wd, "database: order o%u status moved %d -> %d (must only move forward, once)", n,
-                 from, to);
+            sim_fail(&wd->log,
+                     "database: order o%u status moved %d -> %d (must only move forward, once)", n,
+                     from, to);
         wd->ords[n].db = to;
     }
     s->npend = 0;
@@ -528,17 +490,18 @@ static int broker_produce(void *ctx, const char *key, const void *val, size_t vl
     oq_order_t o;
     char err[160];
     if (oq_order_decode(val, vlen, &o, err, sizeof(err)) != 0) {
-        fail(wd, "gw%d: the relay produced a message the codec rejects: %s", g->idx, err);
+        sim_fail(&wd->log, "gw%d: the relay produced a message the codec rejects: %s", g->idx, err);
         *why = "invalid message";
         return CM_EINVAL;
     }
     if (strcmp(key, o.order_id) != 0) {
-        fail(wd, "gw%d: the relay keyed %s by \"%s\", not its order id", g->idx, o.order_id, key);
+        sim_fail(&wd->log, "gw%d: the relay keyed %s by \"%s\", not its order id", g->idx,
+                 o.order_id, key);
         *why = "wrong key";
         return CM_EINVAL;
     }
-    if (wd->faults && chance(wd, wd->p_produce_err)) { /* a non-retriable produce error */
-        tr(wd, "gw%d: produce of %s refused", g->idx, o.order_id);
+    if (wd->faults && sim_chance(&wd->rng, wd->p_produce_err)) { /* a non-retriable produce error */
+        sim_trace(&wd->log, "gw%d: produce of %s refused", g->idx, o.order_id);
         *why = "refused (simulated)";
         return CM_EBACKEND;
     }
@@ -634,7 +597,7 @@ static void plog_append(plog_t *p, const oq_order_t *o)
 /* Moves the oldest message in flight of a random partition. */
 static void broker_step(world_t *wd)
 {
-    plog_t *p = &wd->part[rnd(wd, NPART)];
+    plog_t *p = &wd->part[sim_below(&wd->rng, NPART)];
     if (p->qn == 0)
         return;
     infl_t m = p->q[0];
@@ -643,7 +606,7 @@ static void broker_step(world_t *wd)
             return;
         memmove(p->q, p->q + 1, (p->qn - 1) * sizeof(infl_t));
         p->qn--;
-        tr(wd, "broker: delivery of %s failed (timed out, broker down)", m.o.order_id);
+        sim_trace(&wd->log, "broker: delivery of %s failed (timed out, broker down)", m.o.order_id);
         relay_report(wd, m.gw, m.gen, m.seq, false, -1, -1);
         return;
     }
@@ -654,9 +617,9 @@ static void broker_step(world_t *wd)
     uint32_t n = ord_of(m.o.order_id);
     if (m.o.type == OQ_MSG_ORDER && n < ORD_MAX)
         wd->ords[n].in_topic = true;
-    if (chance(wd, wd->p_dup)) { /* the ack was lost and the producer retried */
+    if (sim_chance(&wd->rng, wd->p_dup)) { /* the ack was lost and the producer retried */
         plog_append(p, &m.o);
-        tr(wd, "broker: %s written twice (a retried produce)", m.o.order_id);
+        sim_trace(&wd->log, "broker: %s written twice (a retried produce)", m.o.order_id);
     }
     relay_report(wd, m.gw, m.gen, m.seq, true, (int)(p - wd->part), off);
 }
@@ -679,8 +642,8 @@ static void outcome_publish(world_t *wd, const oq_order_t *o, const st_outcome_t
 static void settle_crash(world_t *wd, const char *where)
 {
     wd->st_up = false;
-    wd->res->crashes++;
-    tr(wd, "settle: crash %s", where);
+    wd->log.res->crashes++;
+    sim_trace(&wd->log, "settle: crash %s", where);
 }
 
 /*
@@ -696,10 +659,10 @@ static void settle_crash(world_t *wd, const char *where)
 static void settle_turn(world_t *wd, bool stopping)
 {
     if (!wd->st_up) {
-        if (chance(wd, 0.2)) {
+        if (sim_chance(&wd->rng, 0.2)) {
             wd->st_up = true;
             memcpy(wd->stpos, wd->committed, sizeof(wd->stpos));
-            tr(wd, "settle: start, from the committed offsets");
+            sim_trace(&wd->log, "settle: start, from the committed offsets");
         }
         return;
     }
@@ -712,7 +675,7 @@ static void settle_turn(world_t *wd, bool stopping)
     int32_t mpart[24], cpart[24];
     int64_t moff[24], cnext[24];
     size_t n = 0;
-    size_t want = 1 + rnd(wd, 24);
+    size_t want = 1 + sim_below(&wd->rng, 24);
     for (int p = 0; p < NPART; p++) {
         uint64_t at = wd->stpos[p];
         while (n < want && at < wd->part[p].n) {
@@ -734,7 +697,7 @@ static void settle_turn(world_t *wd, bool stopping)
             return;
         if (act == ST_BATCH_DONE)
             break;
-        if (!first && wd->faults && chance(wd, wd->p_crash * 4)) {
+        if (!first && wd->faults && sim_chance(&wd->rng, wd->p_crash * 4)) {
             settle_crash(wd, act == ST_BATCH_PUBLISH  ? "before the outcomes"
                              : act == ST_BATCH_COMMIT ? "before the offsets"
                                                       : "before the write");
@@ -748,14 +711,17 @@ static void settle_turn(world_t *wd, bool stopping)
             rc = st_batch_write(&wd->bw, &wd->sink.base, msgs, outs, n, &note);
             if (rc == 0)
                 st_batch_writer_done(&wd->bw, &wd->sink.base);
-            tr(wd, "settle: batch of %zu %s%s", n, rc == 0 ? "written" : "failed",
-               rc == 0 ? "" : stopping ? ", given up at the stop" : ", retried");
+            sim_trace(&wd->log, "settle: batch of %zu %s%s", n, rc == 0 ? "written" : "failed",
+                      rc == 0    ? ""
+                      : stopping ? ", given up at the stop"
+                                 : ", retried");
             if (rc != 0 && !stopping) /* retried in a later turn, as after a backoff */
                 return;
             give_up = rc != 0;
         } else if (act == ST_BATCH_PUBLISH) {
-            if (stopping && chance(wd, 0.25)) {
-                tr(wd, "settle: stop grace over before the outcomes: the batch given up");
+            if (stopping && sim_chance(&wd->rng, 0.25)) {
+                sim_trace(&wd->log,
+                          "settle: stop grace over before the outcomes: the batch given up");
                 rc = CM_EAGAIN;
                 give_up = true;
             } else {
@@ -763,8 +729,8 @@ static void settle_turn(world_t *wd, bool stopping)
                     outcome_publish(wd, &batch[i], &outv[i]);
             }
         } else { /* ST_BATCH_COMMIT */
-            if (stopping && chance(wd, 0.25)) {
-                tr(wd, "settle: stop grace over before the offsets: not committed");
+            if (stopping && sim_chance(&wd->rng, 0.25)) {
+                sim_trace(&wd->log, "settle: stop grace over before the offsets: not committed");
                 return; /* the process exits: its position goes with it */
             }
             size_t np = st_batch_offsets(mpart, moff, n, cpart, cnext);
@@ -792,12 +758,12 @@ static void settle_step(world_t *wd)
  */
 static void settle_stop(world_t *wd)
 {
-    wd->res->stops++;
-    tr(wd, "settle: SIGTERM");
-    if (chance(wd, 0.5))
+    wd->log.res->stops++;
+    sim_trace(&wd->log, "settle: SIGTERM");
+    if (sim_chance(&wd->rng, 0.5))
         settle_turn(wd, true);
     wd->st_up = false;
-    tr(wd, "settle: stopped");
+    sim_trace(&wd->log, "settle: stopped");
 }
 
 /*---- a gateway process ----*/
@@ -811,7 +777,7 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     sim_disk_use(g->disk);
     if (power) {
         sim_disk_power_loss(g->disk);
-        wd->res->power_losses++;
+        wd->log.res->power_losses++;
         if (!wd->fsync_mode) { /* durability write: a 202 may be lost, by design */
             for (uint32_t i = 1; i < wd->nords; i++)
                 if (wd->ords[i].gw == g->idx && wd->ords[i].state == O_ACKED)
@@ -821,8 +787,8 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     } else {
         sim_disk_crash(g->disk);
     }
-    wd->res->crashes++;
-    tr(wd, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
+    wd->log.res->crashes++;
+    sim_trace(&wd->log, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
     lottery_t *L = &g->lot;
     if (power && !L->o_seeded)
         L->o_power = true;
@@ -955,8 +921,8 @@ static void releaser_step(world_t *wd, gw_t *g)
         if (it->final_status >= 0)
             g->book.set_status(g->book.ud, it->o.order_id, &it->o,
                                (oq_status_t)it->final_status, NULL);
-        tr(wd, "gw%d: releaser: %s %s", g->idx, it->o.order_id,
-           rc == 0 ? "units back" : "released before");
+        sim_trace(&wd->log, "gw%d: releaser: %s %s", g->idx, it->o.order_id,
+                  rc == 0 ? "units back" : "released before");
     }
     g->nrel = k;
 }
@@ -1034,7 +1000,8 @@ static void book_put(void *ud, const oq_order_t *o)
     gw_t *g = ud;
     uint32_t n = ord_of(o->order_id);
     /* bounded: a start's replay leaves some orders out of the table */
-    if (n > 0 && n < ORD_MAX && g->status[n] == ST_NONE && (!g->replaying || rnd(g->wd, 4) != 0))
+    if (n > 0 && n < ORD_MAX && g->status[n] == ST_NONE &&
+        (!g->replaying || sim_below(&g->wd->rng, 4) != 0))
         g->status[n] = ST_QUEUED;
 }
 
@@ -1046,7 +1013,7 @@ static void book_set_status(void *ud, const char *order_id, const oq_order_t *o,
     uint32_t n = ord_of(order_id);
     if (n == 0 || n >= ORD_MAX || (g->status[n] == ST_NONE && !o))
         return;
-    if (g->replaying && rnd(g->wd, 4) == 0) /* bounded, as above */
+    if (g->replaying && sim_below(&g->wd->rng, 4) == 0) /* bounded, as above */
         return;
     set_status(g, n, from_oq(st));
 }
@@ -1082,7 +1049,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
         const oq_order_t *o = rec->order;
         uint32_t n = ord_of(o->order_id);
         if (n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx || wd->ords[n].state == O_FREE) {
-            fail(wd, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
+            sim_fail(&wd->log, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
             return 1;
         }
         lot_cut_winner(g, o);
@@ -1090,7 +1057,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
         oq_order_t o;
         char why[160];
         if (oq_order_decode(rec->event, rec->event_len, &o, why, sizeof(why)) != 0) {
-            fail(wd, "gw%d: spool event unreadable: %s", g->idx, why);
+            sim_fail(&wd->log, "gw%d: spool event unreadable: %s", g->idx, why);
             return 1;
         }
     }
@@ -1103,17 +1070,17 @@ static void gw_start(world_t *wd, gw_t *g)
 {
     char err[256];
     sim_disk_use(g->disk);
-    if (wd->faults && chance(wd, 0.15)) /* it will die in the middle of its recovery */
-        sim_disk_die_after(g->disk, 1 + rnd(wd, 40));
+    if (wd->faults && sim_chance(&wd->rng, 0.15)) /* it will die in the middle of its recovery */
+        sim_disk_die_after(g->disk, 1 + sim_below(&wd->rng, 40));
     memset(g->status, 0, sizeof(g->status));
     g->out_cur = 0;
     if (g->redis) {
         if (!redis_open(wd, g, err, sizeof(err))) {
-            tr(wd, "gw%d: cannot start: %s (stays down)", g->idx, err);
+            sim_trace(&wd->log, "gw%d: cannot start: %s (stays down)", g->idx, err);
             return;
         }
     } else if (inv_open(&g->inv, "memory", NULL, 8, err, sizeof(err)) != 0) {
-        fail(wd, "gw%d: inv_open: %s", g->idx, err);
+        sim_fail(&wd->log, "gw%d: inv_open: %s", g->idx, err);
         return;
     }
     inv_sale_def_t def = {.stock = g->stock_total,
@@ -1123,13 +1090,13 @@ static void gw_start(world_t *wd, gw_t *g)
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
     if (!g->redis && (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) != 0 ||
                       inv_worker_open(g->inv, NULL, &g->w) != 0)) {
-        fail(wd, "gw%d: sale: %s", g->idx, err);
+        sim_fail(&wd->log, "gw%d: sale: %s", g->idx, err);
         return;
     }
     g->sale = inv_sale_find(g->inv, g->sale_id);
     oq_spool_opts_t so = {.dir = "/sim/spool",
                           .durability = wd->fsync_mode ? OQ_DURABILITY_FSYNC : OQ_DURABILITY_WRITE,
-                          .segment_bytes = 1500 + rnd(wd, 3000),
+                          .segment_bytes = 1500 + sim_below(&wd->rng, 3000),
                           .fs = sim_disk_ops(),
                           .stepped = true};
     int rc = oq_spool_open(&g->sp, &so, err, sizeof(err));
@@ -1138,11 +1105,11 @@ static void gw_start(world_t *wd, gw_t *g)
         return;
     if (rc != 0) {
         if (rc == CM_EIO && wd->faults) { /* a failed fsync in recovery: tried again later */
-            tr(wd, "gw%d: spool open failed (%s), stays down", g->idx, err);
+            sim_trace(&wd->log, "gw%d: spool open failed (%s), stays down", g->idx, err);
             gw_crash(wd, g, false, "could not open its spool");
             return;
         }
-        fail(wd, "gw%d: cannot restart: spool: %s", g->idx, err);
+        sim_fail(&wd->log, "gw%d: cannot restart: spool: %s", g->idx, err);
         gw_crash(wd, g, false, "could not open its spool");
         return;
     }
@@ -1160,9 +1127,10 @@ static void gw_start(world_t *wd, gw_t *g)
                               .on_order = replay_order,
                               .on_release = replay_release,
                               .ud = c};
-    if (g->redis && wd->faults && chance(wd, 0.25)) { /* Redis goes down as the replay starts */
+    if (g->redis && wd->faults &&
+        sim_chance(&wd->rng, 0.25)) { /* Redis goes down as the replay starts */
         sim_redis_faults(wd->rs)->down = true;
-        tr(wd, "redis: down (gw%d replays its spool)", g->idx);
+        sim_trace(&wd->log, "redis: down (gw%d replays its spool)", g->idx);
     }
     g->replaying = true;
     long nrec = oq_spool_scan(g->sp, (oq_pos_t){0, 0}, replay_cb, c);
@@ -1171,23 +1139,23 @@ static void gw_start(world_t *wd, gw_t *g)
         free(c);
         return;
     }
-    if (nrec < 0 && !wd->failed)
-        fail(wd, "gw%d: replay of the spool failed: %s", g->idx, cm_errname((int)nrec));
+    if (nrec < 0 && !wd->log.failed)
+        sim_fail(&wd->log, "gw%d: replay of the spool failed: %s", g->idx, cm_errname((int)nrec));
     /* recovery never drops a record whose 202 went out (with Redis, the
      * relay deletes the segments it released: only records done may go, in
      * the topic, and on settle settled too; oq_spool.c release_impl deletes
      * them even when the point's write failed) */
-    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+    for (uint32_t i = 1; i < wd->nords && !wd->log.failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->gw == g->idx && r->state == O_ACKED && !r->exempt && !c->seen[i] &&
             !(g->redis && r->in_topic && (!g->on_settle || r->db != ST_NONE)))
-            fail(wd, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
+            sim_fail(&wd->log, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
     }
     free(c);
     if (g->lot.core.seeded && !g->lot.drawn)
-        tr(wd, "gw%d: lottery: a draw cut by a crash resumes (seed %016" PRIx64 ")", g->idx,
-           g->lot.core.seed);
-    else if (g->lot.drawn && !g->lot.o_done && !wd->failed) /* its "F" reached the log */
+        sim_trace(&wd->log, "gw%d: lottery: a draw cut by a crash resumes (seed %016" PRIx64 ")",
+                  g->idx, g->lot.core.seed);
+    else if (g->lot.drawn && !g->lot.o_done && !wd->log.failed) /* its "F" reached the log */
         lot_check_done(wd, g);
     oq_relay_opts_t ro = {.spool = g->sp,
                           .node_id = (uint32_t)g->idx,
@@ -1204,12 +1172,12 @@ static void gw_start(world_t *wd, gw_t *g)
                           .broker_ctx = g,
                           .rewind_backoff_ms = REWIND_BACKOFF_MS};
     if (oq_relay_open(&g->relay, &ro, err, sizeof(err)) != 0) {
-        fail(wd, "gw%d: relay: %s", g->idx, err);
+        sim_fail(&wd->log, "gw%d: relay: %s", g->idx, err);
         return;
     }
     oq_pos_t rp = oq_spool_released(g->sp);
-    tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx, nrec,
-       rp.seg, rp.off);
+    sim_trace(&wd->log, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64,
+              g->idx, nrec, rp.seg, rp.off);
 }
 
 /* An EVENT record of o (release or cancel) into the spool, committed. */
@@ -1233,29 +1201,31 @@ static void check_inv(world_t *wd, gw_t *g, const char *user)
     if (g->redis) { /* Redis's own books, read directly: held <= stock, the user's mark */
         int64_t held, total;
         if (redis_books(wd, g, &held, &total) && (held > g->stock_total || total != g->stock_total))
-            fail(wd,
-                 "gw%d: Redis holds %" PRId64 " units of a stock of %" PRId64
-                 " (oversell; the stock as edited is %" PRId64 ")",
-                 g->idx, held, total, g->stock_total);
+            sim_fail(&wd->log,
+                     "gw%d: Redis holds %" PRId64 " units of a stock of %" PRId64
+                     " (oversell; the stock as edited is %" PRId64 ")",
+                     g->idx, held, total, g->stock_total);
         char k[64];
         snprintf(k, sizeof(k), "{sale:%s}:users", g->sale_id);
         const char *v = user ? sim_redis_hget(wd->rs, k, user) : NULL;
         if (v && atoll(v) > g->limit)
-            fail(wd, "gw%d: user %s holds %s units in Redis after a new reservation, the limit "
-                     "is %u", g->idx, user, v, g->limit);
+            sim_fail(&wd->log,
+                     "gw%d: user %s holds %s units in Redis after a new reservation, the limit "
+                     "is %u",
+                     g->idx, user, v, g->limit);
         return;
     }
     inv_sale_info_t si;
     if (inv_sale_get(g->inv, g->sale_id, &si) == 0 &&
         (si.accepted_units > g->stock_total || si.stock_total != g->stock_total))
-        fail(wd,
-             "gw%d: %" PRId64 " units accepted of a stock of %" PRId64
-             " (oversell; the stock as edited is %" PRId64 ")",
-             g->idx, si.accepted_units, si.stock_total, g->stock_total);
+        sim_fail(&wd->log,
+                 "gw%d: %" PRId64 " units accepted of a stock of %" PRId64
+                 " (oversell; the stock as edited is %" PRId64 ")",
+                 g->idx, si.accepted_units, si.stock_total, g->stock_total);
     uint32_t units = 0;
     if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > g->limit)
-        fail(wd, "gw%d: user %s holds %u units after a new reservation, the limit is %u", g->idx,
-             user, units, g->limit);
+        sim_fail(&wd->log, "gw%d: user %s holds %u units after a new reservation, the limit is %u",
+                 g->idx, user, units, g->limit);
 }
 
 static void key_pending(world_t *wd, uint32_t u, uint32_t key, int gi, uint32_t qty)
@@ -1278,9 +1248,10 @@ static void buy_heard(world_t *wd, gw_t *g, buy_t *b, const gw_buy_out_t *out)
     case GW_BUY_A_REPLAYED:
         r->state = O_ACKED;
         r->exempt = false;
-        tr(wd, "gw%d: buy u%u k%u qty %u -> 202 o%u%s", g->idx, b->u, b->key, r->qty, b->n,
-           out->answer == GW_BUY_A_REPLAYED ? " (replayed)" : "");
-        if (b->key && chance(wd, wd->p_lost_reply)) /* the answer was lost: the client retries */
+        sim_trace(&wd->log, "gw%d: buy u%u k%u qty %u -> 202 o%u%s", g->idx, b->u, b->key, r->qty,
+                  b->n, out->answer == GW_BUY_A_REPLAYED ? " (replayed)" : "");
+        if (b->key &&
+            sim_chance(&wd->rng, wd->p_lost_reply)) /* the answer was lost: the client retries */
             key_pending(wd, b->u, b->key, g->idx, r->qty);
         else if (b->key && wd->pend[b->u].key == b->key)
             wd->pend[b->u].active = false;
@@ -1289,8 +1260,9 @@ static void buy_heard(world_t *wd, gw_t *g, buy_t *b, const gw_buy_out_t *out)
     case GW_BUY_A_NOT_CONFIRMED:
         if (b->own) { /* not a key's replay: that order is its first request's */
             if (r->state == O_ACKED)
-                fail(wd, "gw%d: o%u was answered 202 to a keyed retry, then 503 to its own buy",
-                     g->idx, b->n);
+                sim_fail(&wd->log,
+                         "gw%d: o%u was answered 202 to a keyed retry, then 503 to its own buy",
+                         g->idx, b->n);
             r->state = O_REFUSED;
             if (out->answer == GW_BUY_A_NOT_CONFIRMED) {
                 oq_spool_stats_t ss;
@@ -1298,19 +1270,19 @@ static void buy_heard(world_t *wd, gw_t *g, buy_t *b, const gw_buy_out_t *out)
                 r->cut_unsure = ss.cut_failures > 0;
             }
         }
-        tr(wd, "gw%d: buy u%u k%u qty %u -> 503 %s (%s)", g->idx, b->u, b->key, b->qty, what,
-           cm_errname(out->rc));
+        sim_trace(&wd->log, "gw%d: buy u%u k%u qty %u -> 503 %s (%s)", g->idx, b->u, b->key, b->qty,
+                  what, cm_errname(out->rc));
         key_pending(wd, b->u, b->key, g->idx, b->qty);
         return;
     case GW_BUY_A_NOT_STARTED:
     case GW_BUY_A_IN_PROGRESS:
     case GW_BUY_A_KEY_GIVEN_BACK:
     case GW_BUY_A_INV_FAILED:
-        tr(wd, "gw%d: buy u%u k%u qty %u -> %s", g->idx, b->u, b->key, b->qty, what);
+        sim_trace(&wd->log, "gw%d: buy u%u k%u qty %u -> %s", g->idx, b->u, b->key, b->qty, what);
         key_pending(wd, b->u, b->key, g->idx, b->qty); /* told to retry */
         return;
     default: /* final refusals: 410, 409, 404 */
-        tr(wd, "gw%d: buy u%u k%u qty %u -> %s", g->idx, b->u, b->key, b->qty, what);
+        sim_trace(&wd->log, "gw%d: buy u%u k%u qty %u -> %s", g->idx, b->u, b->key, b->qty, what);
         if (b->key && wd->pend[b->u].key == b->key)
             wd->pend[b->u].active = false;
         return;
@@ -1356,15 +1328,16 @@ static void buy_spool(world_t *wd, gw_t *g, buy_t *b, gw_buy_out_t *out)
     inv_sale_info_t si; /* (Redis: its give-back may wait in the releaser's queue) */
     if (g->up && b->own && out->answer == GW_BUY_A_SPOOL_REFUSED && !g->redis &&
         inv_sale_get(g->inv, g->sale_id, &si) == 0 && si.accepted_units != b->held_before)
-        fail(wd, "gw%d: o%u's spool write failed (503) and its %u units were not given back",
-             g->idx, b->n, b->qty);
+        sim_fail(&wd->log,
+                 "gw%d: o%u's spool write failed (503) and its %u units were not given back",
+                 g->idx, b->n, b->qty);
     if (!g->up || !(out->actions & GW_BUY_DO_SYNC))
         return;
     g->wait[g->nwait++] = (waiter_t){.buy = *b, .end = end};
     if (!b->answered)
         key_pending(wd, b->u, b->key, g->idx, b->qty); /* until then the client knows nothing */
-    tr(wd, "gw%d: buy u%u k%u qty %u: o%u appended, waits for the fdatasync", g->idx, b->u,
-       b->key, b->qty, b->n);
+    sim_trace(&wd->log, "gw%d: buy u%u k%u qty %u: o%u appended, waits for the fdatasync", g->idx,
+              b->u, b->key, b->qty, b->n);
 }
 
 /* The group commit (durability fsync, gw_buy.c sync_work and sync_after): one
@@ -1383,7 +1356,8 @@ static void sync_step(world_t *wd, gw_t *g)
     int rc = oq_spool_sync_to(g->sp, upto);
     if (gw_died(wd, g))
         return;
-    tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
+    sim_trace(&wd->log, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait,
+              rc == 0 ? "ok" : cm_errname(rc));
     for (size_t i = 0; i < g->nwait && g->up; i++) {
         waiter_t *wt = &g->wait[i];
         int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, wt->end);
@@ -1410,7 +1384,7 @@ static void doubt_giveback(world_t *wd, gw_t *g, const inv_reserve_req_t *req)
     snprintf(gb.user_id, sizeof(gb.user_id), "%s", req->user_id);
     gb.qty = req->qty;
     int rc = gw_units_release(g->inv, &gb);
-    tr(wd, "gw%d: %s in doubt given back: %s", g->idx, gb.order_id, cm_errname(rc));
+    sim_trace(&wd->log, "gw%d: %s in doubt given back: %s", g->idx, gb.order_id, cm_errname(rc));
     if (!gw_release_ok(&gb, rc))
         rel_push(g, &gb, -1);
 }
@@ -1421,9 +1395,9 @@ static void doubt_giveback(world_t *wd, gw_t *g, const inv_reserve_req_t *req)
  * performs what it asks. No rate limits, identity or room here. */
 static void do_buy(world_t *wd)
 {
-    uint32_t u = rnd(wd, (uint32_t)wd->nu);
+    uint32_t u = sim_below(&wd->rng, (uint32_t)wd->nu);
     pendkey_t *pk = &wd->pend[u];
-    bool retry = pk->active && rnd(wd, 4) != 0;
+    bool retry = pk->active && sim_below(&wd->rng, 4) != 0;
     uint32_t key = 0, qty;
     int gi;
     if (retry) {
@@ -1431,9 +1405,9 @@ static void do_buy(world_t *wd)
         qty = pk->qty;
         gi = pk->gw; /* a retry goes to the gateway its key belongs to (sales are per gateway) */
     } else {
-        gi = (int)rnd(wd, (uint32_t)wd->ng);
-        qty = 1 + (rnd(wd, 4) == 0);
-        if (rnd(wd, 10) < 7)
+        gi = (int)sim_below(&wd->rng, (uint32_t)wd->ng);
+        qty = 1 + (sim_below(&wd->rng, 4) == 0);
+        if (sim_below(&wd->rng, 10) < 7)
             key = ++wd->keygen;
     }
     gw_t *g = &wd->gw[gi];
@@ -1508,8 +1482,9 @@ static void do_buy(world_t *wd)
      * subscriber the simulator does not run would refresh) */
     if (rc == INV_SOLD_OUT && !g->redis && wd->yield_edits == edits &&
         before.stock_left >= (int64_t)qty) {
-        fail(wd, "gw%d: a buy of %u answered 410 sold out while %" PRId64 " units were left", gi,
-             qty, before.stock_left);
+        sim_fail(&wd->log,
+                 "gw%d: a buy of %u answered 410 sold out while %" PRId64 " units were left", gi,
+                 qty, before.stock_left);
         return;
     }
     ev = (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED, .rc = rc};
@@ -1518,7 +1493,7 @@ static void do_buy(world_t *wd)
          * for a while, by design, until the outcomes read again give units back) */
         check_inv(wd, g, req.user_id);
         if ((g->starts_ms && wall < g->starts_ms) || (g->ends_ms && wall >= g->ends_ms))
-            fail(wd, "gw%d: o%u reserved outside the sale's window", gi, n);
+            sim_fail(&wd->log, "gw%d: o%u reserved outside the sale's window", gi, n);
         wd->ords[n].rseq = ++wd->rseq;
         wd->ords[n].state = O_APPENDED;
         b.own = true;
@@ -1528,7 +1503,7 @@ static void do_buy(world_t *wd)
     if (rc == INV_DUPLICATE) {
         uint32_t acked = ord_of(req.order_id);
         if (acked == 0 || acked >= wd->nords) {
-            fail(wd, "gw%d: a keyed retry found an unknown order %s", gi, req.order_id);
+            sim_fail(&wd->log, "gw%d: a keyed retry found an unknown order %s", gi, req.order_id);
             return;
         }
         b.n = acked;
@@ -1555,7 +1530,7 @@ static void do_cancel(world_t *wd)
 {
     if (wd->nords < 2)
         return;
-    uint32_t n = 1 + rnd(wd, wd->nords - 1);
+    uint32_t n = 1 + sim_below(&wd->rng, wd->nords - 1);
     ord_t *r = &wd->ords[n];
     gw_t *g = &wd->gw[r->gw];
     if (r->state != O_ACKED || !g->up)
@@ -1570,7 +1545,7 @@ static void do_cancel(world_t *wd)
     int rc = spool_event(g, &c);
     if (gw_died(wd, g))
         return;
-    tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
+    sim_trace(&wd->log, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
 }
 
 /*---- the lottery: the real core (gw_fair_core.h), its shell as gw_lottery.c's
@@ -1803,13 +1778,13 @@ static void lot_load(world_t *wd, gw_t *g)
     cm_journal_scan_mem(buf, n, lot_record, L, &sc);
     free(buf);
     if (sc.is_legacy)
-        fail(wd, "gw%d: lottery: the entry log is not a journal (%zu bytes)", g->idx, n);
+        sim_fail(&wd->log, "gw%d: lottery: the entry log is not a journal (%zu bytes)", g->idx, n);
     if (sc.holes)
-        tr(wd, "gw%d: lottery: %zu holes (%lld bytes) in the entry log skipped", g->idx, sc.holes,
-           (long long)sc.hole_bytes);
+        sim_trace(&wd->log, "gw%d: lottery: %zu holes (%lld bytes) in the entry log skipped",
+                  g->idx, sc.holes, (long long)sc.hole_bytes);
     if ((size_t)sc.end < n && fs->ftruncate(fd, sc.end) == 0) /* cm_journal_recover */
-        tr(wd, "gw%d: lottery: a torn tail of %zu bytes cut off the entry log", g->idx,
-           n - (size_t)sc.end);
+        sim_trace(&wd->log, "gw%d: lottery: a torn tail of %zu bytes cut off the entry log", g->idx,
+                  n - (size_t)sc.end);
     L->fd = fd;
     gw_fair_out_t out;
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = L->core.seeded ? lot_make_durable(g) : 0};
@@ -1857,13 +1832,13 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     lot_step(L, &ev, now, &out);
     if (out.answer == GW_FAIR_A_ALREADY && e) {
         if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
-            fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
-                 L->o_entry[u], e->ord);
-        tr(wd, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
+            sim_fail(&wd->log, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)",
+                     g->idx, u, L->o_entry[u], e->ord);
+        sim_trace(&wd->log, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
         return true;
     }
     if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) {
-        tr(wd, "gw%d: buy u%u -> %s", g->idx, u, gw_fair_answer_name(out.answer));
+        sim_trace(&wd->log, "gw%d: buy u%u -> %s", g->idx, u, gw_fair_answer_name(out.answer));
         return true;
     }
     if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX) { /* no room in the simulation: not written */
@@ -1883,14 +1858,14 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = logged ? 0 : CM_EIO};
     lot_step(L, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
-        tr(wd, "gw%d: buy u%u -> 503 (the entry's record not written)", g->idx, u);
+        sim_trace(&wd->log, "gw%d: buy u%u -> 503 (the entry's record not written)", g->idx, u);
         return true;
     }
     L->v[L->n++] = (lot_ent_t){
         .ord = n, .key = key, .hkey = lot_hash(L, u), .user = (uint8_t)u, .qty = (uint8_t)qty};
     if (!L->o_entry[u])
         L->o_entry[u] = n;
-    tr(wd, "gw%d: buy u%u qty %u -> 202 entered e%u", g->idx, u, qty, n);
+    sim_trace(&wd->log, "gw%d: buy u%u qty %u -> 202 entered e%u", g->idx, u, qty, n);
     return true;
 }
 
@@ -1913,20 +1888,21 @@ static void lot_check_order(world_t *wd, gw_t *g)
         gw_fair_order(keys, n, L->core.seed, want);
         for (size_t i = 0; i < n; i++)
             if (order[i] != L->v[want[i]].user)
-                fail(wd,
-                     "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64
-                     " and the entrants' keys put u%u there",
-                     g->idx, order[i], i + 1, L->core.seed, L->v[want[i]].user);
+                sim_fail(&wd->log,
+                         "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64
+                         " and the entrants' keys put u%u there",
+                         g->idx, order[i], i + 1, L->core.seed, L->v[want[i]].user);
         /* one entry per user; every entry answered is in the draw (no power loss) */
         for (size_t i = 0; i < L->core.ndraw; i++)
             for (size_t j = 0; j < i; j++)
                 if (L->v[i].user == L->v[j].user)
-                    fail(wd, "gw%d: lottery: u%u has two entries in the draw", g->idx,
-                         L->v[i].user);
+                    sim_fail(&wd->log, "gw%d: lottery: u%u has two entries in the draw", g->idx,
+                             L->v[i].user);
         for (int u = 0; u < wd->nu && !L->o_power; u++)
             if (L->o_entry[u] && !lot_id(L, L->o_entry[u], L->core.ndraw))
-                fail(wd, "gw%d: lottery: u%d was answered entered (e%u) and is not in the draw",
-                     g->idx, u, L->o_entry[u]);
+                sim_fail(&wd->log,
+                         "gw%d: lottery: u%d was answered entered (e%u) and is not in the draw",
+                         g->idx, u, L->o_entry[u]);
         inv_sale_info_t si;
         inv_sale_get(g->inv, g->sale_id, &si);
         L->o_seeded = true;
@@ -1940,10 +1916,10 @@ static void lot_check_order(world_t *wd, gw_t *g)
     }
     if (L->core.seed != L->o_seed || L->core.ndraw != L->o_ndraw ||
         memcmp(order, L->o_order, L->core.ndraw) != 0)
-        fail(wd,
-             "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
-             "first drawn with seed %016" PRIx64 " and %zu: another order",
-             g->idx, L->core.seed, L->core.ndraw, L->o_seed, L->o_ndraw);
+        sim_fail(&wd->log,
+                 "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
+                 "first drawn with seed %016" PRIx64 " and %zu: another order",
+                 g->idx, L->core.seed, L->core.ndraw, L->o_seed, L->o_ndraw);
 }
 
 /* The oracle after each step of the draw's thread, under fsync durability:
@@ -1955,7 +1931,7 @@ static void lot_check_told(world_t *wd, gw_t *g)
     lottery_t *L = &g->lot;
     if (!wd->fsync_mode || !g->up || !L->on || !L->core.seeded)
         return;
-    for (size_t i = 0; i < L->core.ndraw && !wd->failed; i++) {
+    for (size_t i = 0; i < L->core.ndraw && !wd->log.failed; i++) {
         lot_ent_t *e = &L->v[L->core.perm[i]];
         if (e->held_lost) /* its commit failed: the record may come back (undersell) */
             L->o_told[e->user] = UINT8_MAX;
@@ -1968,9 +1944,9 @@ static void lot_check_told(world_t *wd, gw_t *g)
             L->o_told[e->user] = e->state;
             L->o_told_lost[e->user] |= e->state == GW_ENTRY_LOST;
         } else if (L->o_told[e->user] != e->state) {
-            fail(wd, "gw%d: lottery: u%u was answered %s, now %s", g->idx, e->user,
-                 gw_entry_state_name((gw_entry_state_t)L->o_told[e->user]),
-                 gw_entry_state_name((gw_entry_state_t)e->state));
+            sim_fail(&wd->log, "gw%d: lottery: u%u was answered %s, now %s", g->idx, e->user,
+                     gw_entry_state_name((gw_entry_state_t)L->o_told[e->user]),
+                     gw_entry_state_name((gw_entry_state_t)e->state));
         }
     }
 }
@@ -1987,7 +1963,7 @@ static void lot_check_done(world_t *wd, gw_t *g)
     bool exact = g->units_back == L->o_units_back && !L->o_inexact;
     int64_t units = 0, left = L->o_stock;
     bool exhausted = false;
-    for (size_t i = 0; i < L->core.ndraw && !wd->failed; i++) {
+    for (size_t i = 0; i < L->core.ndraw && !wd->log.failed; i++) {
         lot_ent_t *e = &L->v[L->core.perm[i]];
         if (e->state == GW_ENTRY_WON)
             units += e->qty;
@@ -2000,28 +1976,30 @@ static void lot_check_done(world_t *wd, gw_t *g)
         /* never more than its entry; exactly it or nothing unless units came back */
         uint32_t want = e->state == GW_ENTRY_WON ? e->qty : 0;
         if (held > e->qty || (exact && !e->held_lost && held != want))
-            fail(wd, "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
-                 user, e->state == GW_ENTRY_WON ? "won" : "lost", e->qty, held);
+            sim_fail(&wd->log,
+                     "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
+                     user, e->state == GW_ENTRY_WON ? "won" : "lost", e->qty, held);
         bool wins = !exhausted && e->qty <= L->o_limit && left >= e->qty;
         if (wins)
             left -= e->qty;
         if (left <= 0)
             exhausted = true;
         if (exact && wins != (e->state == GW_ENTRY_WON))
-            fail(wd,
-                 "gw%d: lottery: %s at draw position %zu %s; its seed's order and a stock of "
-                 "%" PRId64 " say it %s",
-                 g->idx, user, i + 1, e->state == GW_ENTRY_WON ? "won" : "lost", L->o_stock,
-                 wins ? "wins" : "loses");
+            sim_fail(&wd->log,
+                     "gw%d: lottery: %s at draw position %zu %s; its seed's order and a stock of "
+                     "%" PRId64 " say it %s",
+                     g->idx, user, i + 1, e->state == GW_ENTRY_WON ? "won" : "lost", L->o_stock,
+                     wins ? "wins" : "loses");
     }
     int64_t back = (int64_t)(g->units_back - L->o_units_back);
     if (units > L->o_stock + back)
-        fail(wd,
-             "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64 " (%" PRId64
-             " units came back during the draw)",
-             g->idx, units, L->o_stock, back);
-    tr(wd, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s", g->idx,
-       L->core.ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
+        sim_fail(&wd->log,
+                 "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64 " (%" PRId64
+                 " units came back during the draw)",
+                 g->idx, units, L->o_stock, back);
+    sim_trace(
+        &wd->log, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s",
+        g->idx, L->core.ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
 }
 
 /* Gives back the units of an order whose record could not be written (gw_release_unaccepted). */
@@ -2071,8 +2049,8 @@ static bool lot_accept(world_t *wd, gw_t *g, lot_ent_t *e, gw_fair_ev_t *ev)
         r->limit_at = (uint8_t)g->limit;
         r->rseq = ++wd->rseq;
         if ((L->o_done && L->o_won[e->user] != GW_ENTRY_WON) || L->o_told_lost[e->user])
-            fail(wd, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
-                 e->user);
+            sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won",
+                     g->idx, e->user);
         oq_order_t o;
         fill_order(wd, e->ord, &o);
         const oq_order_t *one = &o;
@@ -2122,8 +2100,8 @@ static bool lot_commit(world_t *wd, gw_t *g)
             e->state = GW_ENTRY_LOST;
             e->held_lost = true;
             wd->ords[e->ord].state = O_REFUSED;
-            tr(wd, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
-               cm_errname(crc));
+            sim_trace(&wd->log, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
+                      cm_errname(crc));
         }
     }
     L->nwon = 0;
@@ -2165,16 +2143,18 @@ static void lottery_step(world_t *wd, gw_t *g)
         lot_step(L, &ev, now, &out);
         if (out.actions & GW_FAIR_DO_ORDER) {
             lot_order(L);
-            tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, c->ndraw,
-               c->seed);
+            sim_trace(&wd->log, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64,
+                      g->idx, c->ndraw, c->seed);
         }
         if (!c->seeded || c->seed_unsynced) {
-            tr(wd, "gw%d: lottery: the seed's fdatasync failed, tried again later", g->idx);
+            sim_trace(&wd->log, "gw%d: lottery: the seed's fdatasync failed, tried again later",
+                      g->idx);
             return;
         }
     }
     lot_check_order(wd, g);
-    for (uint32_t k = 1 + rnd(wd, 6); k > 0 && c->next < c->ndraw && !wd->failed; k--) {
+    for (uint32_t k = 1 + sim_below(&wd->rng, 6); k > 0 && c->next < c->ndraw && !wd->log.failed;
+         k--) {
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
         lot_step(L, &ev, now, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
@@ -2189,8 +2169,8 @@ static void lottery_step(world_t *wd, gw_t *g)
             lot_step(L, &ev, now, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED)
                 return;
-            tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user, e->qty,
-               gw_entry_state_name((gw_entry_state_t)out.state));
+            sim_trace(&wd->log, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user,
+                      e->qty, gw_entry_state_name((gw_entry_state_t)out.state));
         }
         if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED) {
             e->state = out.state;
@@ -2200,8 +2180,8 @@ static void lottery_step(world_t *wd, gw_t *g)
                 bool x = lot_log(g, false, "X o%u", e->ord);
                 if (gw_died(wd, g))
                     return;
-                tr(wd, "gw%d: lottery: u%u lost for cause%s", g->idx, e->user,
-                   x ? "" : " (its X not written)");
+                sim_trace(&wd->log, "gw%d: lottery: u%u lost for cause%s", g->idx, e->user,
+                          x ? "" : " (its X not written)");
             }
             /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
             if (ev.kind != GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST && c->exhausted &&
@@ -2217,13 +2197,13 @@ static void lottery_step(world_t *wd, gw_t *g)
             if (gw_died(wd, g))
                 return;
             lot_step(L, &ev, now, &out);
-            tr(wd, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
-               ev.rc ? " (its record's fdatasync failed)" : "");
+            sim_trace(&wd->log, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
+                      ev.rc ? " (its record's fdatasync failed)" : "");
             if (c->seed_unsynced)
                 return; /* the log made durable at the next step, before the next entrant */
         }
     }
-    if (c->next < c->ndraw || wd->failed)
+    if (c->next < c->ndraw || wd->log.failed)
         return;
     if (!lot_commit(wd, g))
         return;
@@ -2260,7 +2240,7 @@ static void lottery_step(world_t *wd, gw_t *g)
         return;
     lot_step(L, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
-        tr(wd, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
+        sim_trace(&wd->log, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
         return;
     }
     L->drawn = true;
@@ -2297,47 +2277,48 @@ static void sale_edit_on(world_t *wd, gw_t *g)
 {
     char err[200];
     int64_t wall = cm_wall_ms();
-    uint32_t kind = rnd(wd, 4);
+    uint32_t kind = sim_below(&wd->rng, 4);
     if (kind <= 1) {
-        uint32_t lim = 1 + rnd(wd, 4);
+        uint32_t lim = 1 + sim_below(&wd->rng, 4);
         if (sale_put(wd, g, g->stock_total, lim, g->starts_ms, g->ends_ms, err, sizeof(err)) == 0)
-            tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+            sim_trace(&wd->log, "gw%d: per-user limit -> %u", g->idx, lim);
     } else if (kind == 2) {
         inv_sale_info_t before;
         if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
             return;
-        int64_t cut = 1 + rnd(wd, 4), stock = g->stock_total > cut ? g->stock_total - cut : 0;
+        int64_t cut = 1 + sim_below(&wd->rng, 4),
+                stock = g->stock_total > cut ? g->stock_total - cut : 0;
         int rc = sale_put(wd, g, stock, g->limit, g->starts_ms, g->ends_ms, err, sizeof(err));
-        tr(wd, "gw%d: stock -> %" PRId64 " (%" PRId64 " held): %s", g->idx, stock,
-           before.accepted_units, rc == 0 ? "ok" : err);
+        sim_trace(&wd->log, "gw%d: stock -> %" PRId64 " (%" PRId64 " held): %s", g->idx, stock,
+                  before.accepted_units, rc == 0 ? "ok" : err);
         if (rc == 0)
             check_inv(wd, g, NULL);
         else if (before.accepted_units <= stock)
-            fail(wd, "gw%d: stock %" PRId64 " refused with %" PRId64 " units held: %s", g->idx,
-                 stock, before.accepted_units, err);
+            sim_fail(&wd->log, "gw%d: stock %" PRId64 " refused with %" PRId64 " units held: %s",
+                     g->idx, stock, before.accepted_units, err);
     } else {
         /* a start ahead (a pause before it), an end just ahead or passed, or both gone */
         int64_t starts = 0, ends = 0;
-        uint32_t w = rnd(wd, 4);
+        uint32_t w = sim_below(&wd->rng, 4);
         if (w == 0)
-            starts = wall + 1 + rnd(wd, 200);
+            starts = wall + 1 + sim_below(&wd->rng, 200);
         else if (w == 1)
-            ends = wall - (int64_t)rnd(wd, 50) + (int64_t)rnd(wd, 400);
+            ends = wall - (int64_t)sim_below(&wd->rng, 50) + (int64_t)sim_below(&wd->rng, 400);
         else if (w == 2) {
             starts = wall - 1000;
-            ends = wall + 1 + rnd(wd, 600);
+            ends = wall + 1 + sim_below(&wd->rng, 600);
         }
         if (ends && ends <= 1) /* 0 means no end */
             ends = 2;
         if (sale_put(wd, g, g->stock_total, g->limit, starts, ends, err, sizeof(err)) == 0)
-            tr(wd, "gw%d: window -> starts %+" PRId64 " ms, ends %+" PRId64 " ms", g->idx,
-               starts ? starts - wall : 0, ends ? ends - wall : 0);
+            sim_trace(&wd->log, "gw%d: window -> starts %+" PRId64 " ms, ends %+" PRId64 " ms",
+                      g->idx, starts ? starts - wall : 0, ends ? ends - wall : 0);
     }
 }
 
 static void do_sale_edit(world_t *wd)
 {
-    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    gw_t *g = &wd->gw[sim_below(&wd->rng, (uint32_t)wd->ng)];
     if (!g->up || (g->lot.on && !g->lot.o_done)) /* a draw's sale is not edited until drawn */
         return;
     if (!g->redis) {
@@ -2353,17 +2334,17 @@ static void do_sale_edit(world_t *wd)
 
 static void restock_on(world_t *wd, gw_t *g)
 {
-    int64_t add = 1 + rnd(wd, 4);
+    int64_t add = 1 + sim_below(&wd->rng, 4);
     char err[200];
     if (inv_restock(g->inv, g->sale_id, add, NULL, err, sizeof(err)) == 0) {
         g->stock_total += add;
-        tr(wd, "gw%d: restock +%" PRId64 " -> %" PRId64, g->idx, add, g->stock_total);
+        sim_trace(&wd->log, "gw%d: restock +%" PRId64 " -> %" PRId64, g->idx, add, g->stock_total);
     }
 }
 
 static void do_restock(world_t *wd)
 {
-    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    gw_t *g = &wd->gw[sim_below(&wd->rng, (uint32_t)wd->ng)];
     if (!g->up || (g->lot.on && !g->lot.o_done))
         return;
     if (!g->redis) {
@@ -2390,10 +2371,10 @@ static void sim_yield(cm_yield_t at)
     if (!wd || at != CM_YIELD_SOLD_OUT_SYNC || !wd->in_reserve || !wd->faults)
         return;
     gw_t *g = wd->in_reserve;
-    if (!chance(wd, 0.15))
+    if (!sim_chance(&wd->rng, 0.15))
         return;
     wd->in_reserve = NULL;
-    tr(wd, "gw%d: (yield in the sold-out flag's update)", g->idx);
+    sim_trace(&wd->log, "gw%d: (yield in the sold-out flag's update)", g->idx);
     restock_on(wd, g);
     wd->yield_edits++;
     wd->in_reserve = g;
@@ -2418,7 +2399,7 @@ static void relay_step(world_t *wd, gw_t *g)
     if (gw_died(wd, g))
         return;
     oq_relay_step(g->relay, OQ_RELAY_PRODUCER);
-    if (gw_died(wd, g) || rnd(wd, 3) == 0)
+    if (gw_died(wd, g) || sim_below(&wd->rng, 3) == 0)
         return;
     oq_pos_t was = oq_spool_released(g->sp);
     int rc = oq_relay_step(g->relay, OQ_RELAY_RELEASER);
@@ -2426,9 +2407,9 @@ static void relay_step(world_t *wd, gw_t *g)
         return;
     oq_pos_t now = oq_spool_released(g->sp);
     if (oq_pos_cmp(now, was) != 0)
-        tr(wd, "gw%d: released to %" PRIu64 ":%" PRIu64, g->idx, now.seg, now.off);
+        sim_trace(&wd->log, "gw%d: released to %" PRIu64 ":%" PRIu64, g->idx, now.seg, now.off);
     else if (rc != 0)
-        tr(wd, "gw%d: release failed (%s)", g->idx, cm_errname(rc));
+        sim_trace(&wd->log, "gw%d: release failed (%s)", g->idx, cm_errname(rc));
 }
 
 /* Messages of g's running process still in flight in the broker. */
@@ -2452,8 +2433,9 @@ static int first_rec(const oq_rec_t *rec, void *arg)
 static void probe_ready(world_t *wd, gw_t *g)
 {
     if (gw_drain_ready(true, gw_drain_phase(g->leaving, g->draining), false))
-        fail(wd, "gw%d: /readyz answered 200 while it stops (the load balancer keeps sending)",
-             g->idx);
+        sim_fail(&wd->log,
+                 "gw%d: /readyz answered 200 while it stops (the load balancer keeps sending)",
+                 g->idx);
 }
 
 static void gw_drain(world_t *wd, gw_t *g);
@@ -2468,13 +2450,14 @@ static void gw_stop(world_t *wd, gw_t *g)
 {
     if (!g->up || g->leaving)
         return;
-    uint64_t grace_ms = gw_drain_grace_ms(rnd(wd, 30), false);
+    uint64_t grace_ms = gw_drain_grace_ms(sim_below(&wd->rng, 30), false);
     g->leaving = true;
     g->grace_end_ms = wd->now_ms + grace_ms;
-    g->keepalive = (uint8_t)rnd(wd, 4);
-    wd->res->stops++;
-    tr(wd, "gw%d: SIGTERM: leaves, the drain grace %" PRIu64 " ms, %u connections kept alive",
-       g->idx, grace_ms, g->keepalive);
+    g->keepalive = (uint8_t)sim_below(&wd->rng, 4);
+    wd->log.res->stops++;
+    sim_trace(&wd->log,
+              "gw%d: SIGTERM: leaves, the drain grace %" PRIu64 " ms, %u connections kept alive",
+              g->idx, grace_ms, g->keepalive);
     probe_ready(wd, g);
     if (grace_ms == 0)
         gw_drain(wd, g);
@@ -2507,20 +2490,23 @@ static void gw_drain(world_t *wd, gw_t *g)
     gw_drain_phase_t ph = gw_drain_phase(g->leaving, g->draining);
     for (; g->keepalive; g->keepalive--) {
         if (!gw_drain_refuses(ph)) {
-            fail(wd, "gw%d: a buy after the drain grace was served on a connection left open "
-                     "(its client's next request meets a closed socket, unanswered)", g->idx);
+            sim_fail(&wd->log,
+                     "gw%d: a buy after the drain grace was served on a connection left open "
+                     "(its client's next request meets a closed socket, unanswered)",
+                     g->idx);
             return;
         }
-        tr(wd, "gw%d: a buy on a kept-alive connection -> 503 shutting down, closed", g->idx);
+        sim_trace(&wd->log, "gw%d: a buy on a kept-alive connection -> 503 shutting down, closed",
+                  g->idx);
     }
-    uint32_t drain_ms = rnd(wd, 60);
+    uint32_t drain_ms = sim_below(&wd->rng, 60);
     sim_disk_use(g->disk);
-    tr(wd, "gw%d: drains (the relay's flush waits up to %u ms)", g->idx, drain_ms);
+    sim_trace(&wd->log, "gw%d: drains (the relay's flush waits up to %u ms)", g->idx, drain_ms);
     sync_step(wd, g);
     if (!g->up)
         return;
     if (g->nwait)
-        fail(wd, "gw%d: the workers stopped with %zu buys unanswered", g->idx, g->nwait);
+        sim_fail(&wd->log, "gw%d: the workers stopped with %zu buys unanswered", g->idx, g->nwait);
     if (g->redis) /* gw_releaser_stop: what is queued is tried once more */
         releaser_step(wd, g);
     oq_relay_stats_t rs;
@@ -2539,9 +2525,10 @@ static void gw_drain(world_t *wd, gw_t *g)
     sim_disk_stats(g->disk, &d1);
     size_t left = inflight_of(wd, g);
     oq_pos_t rp = oq_spool_released(g->sp);
-    tr(wd, "gw%d: relay closed: released to %" PRIu64 ":%" PRIu64 ", read to %" PRIu64
-           ":%" PRIu64 ", %zu left in flight",
-       g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off, left);
+    sim_trace(&wd->log,
+              "gw%d: relay closed: released to %" PRIu64 ":%" PRIu64 ", read to %" PRIu64
+              ":%" PRIu64 ", %zu left in flight",
+              g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off, left);
     if (!g->on_settle && broker_up && !failed_report && left == 0 && g->nrel == 0 &&
         d1.fsync_fails == d0.fsync_fails && d1.full_writes == d0.full_writes &&
         oq_pos_cmp(rp, rs.scanned_to) < 0) {
@@ -2552,18 +2539,18 @@ static void gw_drain(world_t *wd, gw_t *g)
         if (gw_died(wd, g))
             return;
         if (n >= 0 && oq_pos_cmp(first, rs.scanned_to) < 0)
-            fail(wd,
-                 "gw%d: a graceful stop left delivered records unreleased: released to %" PRIu64
-                 ":%" PRIu64 " (a record at %" PRIu64 ":%" PRIu64 "), the relay had read and "
-                 "delivered to %" PRIu64 ":%" PRIu64,
-                 g->idx, rp.seg, rp.off, first.seg, first.off, rs.scanned_to.seg,
-                 rs.scanned_to.off);
+            sim_fail(&wd->log,
+                     "gw%d: a graceful stop left delivered records unreleased: released to %" PRIu64
+                     ":%" PRIu64 " (a record at %" PRIu64 ":%" PRIu64 "), the relay had read and "
+                     "delivered to %" PRIu64 ":%" PRIu64,
+                     g->idx, rp.seg, rp.off, first.seg, first.off, rs.scanned_to.seg,
+                     rs.scanned_to.off);
     }
     gw_gone(g); /* the spool's close, the inventory's */
     if (sim_disk_dead(g->disk))
-        tr(wd, "gw%d: died while closing its spool", g->idx);
+        sim_trace(&wd->log, "gw%d: died while closing its spool", g->idx);
     sim_disk_crash(g->disk); /* the process has exited: its descriptors go, the page cache stays */
-    tr(wd, "gw%d: stopped", g->idx);
+    sim_trace(&wd->log, "gw%d: stopped", g->idx);
 }
 
 /* Compensation (gw_release.c gw_compensate's shell around the real core,
@@ -2584,9 +2571,11 @@ static void compensate(world_t *wd, gw_t *g, const oq_order_t *o, oq_status_t st
         g->units_back += ord.qty;
     else if (rc < 0) /* Redis: the releaser retries, and marks it final when done */
         rel_push(g, &ord, (int)st);
-    tr(wd, "gw%d: %s %s, units back (%s)", g->idx, ord.order_id,
-       st == OQ_STATUS_FAILED ? "failed" : "cancelled",
-       rc == 0 ? "released" : rc == 1 ? "released before" : cm_errname(rc));
+    sim_trace(&wd->log, "gw%d: %s %s, units back (%s)", g->idx, ord.order_id,
+              st == OQ_STATUS_FAILED ? "failed" : "cancelled",
+              rc == 0   ? "released"
+              : rc == 1 ? "released before"
+                        : cm_errname(rc));
 }
 
 /* The relay's on_outcome (gw_kafka.c's): the real core's outcome decision. */
@@ -2640,11 +2629,12 @@ static void redis_turn(world_t *wd)
     if (!wd->faults)
         return;
     sim_redis_faults_t *f = sim_redis_faults(wd->rs);
-    if (chance(wd, f->down ? 0.02 : 0.001)) {
+    if (sim_chance(&wd->rng, f->down ? 0.02 : 0.001)) {
         f->down = !f->down;
-        tr(wd, "redis: %s", f->down ? "down" : "back");
-    } else if (chance(wd, 0.0002)) { /* (its rebuild replays every write: not more often) */
-        tr(wd, "redis: restart (appendfsync always)");
+        sim_trace(&wd->log, "redis: %s", f->down ? "down" : "back");
+    } else if (sim_chance(&wd->rng,
+                          0.0002)) { /* (its rebuild replays every write: not more often) */
+        sim_trace(&wd->log, "redis: restart (appendfsync always)");
         sim_redis_restart(wd->rs, true);
     }
 }
@@ -2665,7 +2655,8 @@ static void rbooks_order(const char *field, const char *val, void *ctx)
     uint32_t n = ord_of(field);
     if (sscanf(val, "u%u %u", &u, &q) != 2 || u >= NU_MAX || n == 0 || n >= b->wd->nords ||
         b->wd->ords[n].gw != b->g->idx) {
-        fail(b->wd, "gw%d: Redis holds %s -> '%s', no order of this sale", b->g->idx, field, val);
+        sim_fail(&b->wd->log, "gw%d: Redis holds %s -> '%s', no order of this sale", b->g->idx,
+                 field, val);
         return;
     }
     b->units += q;
@@ -2677,8 +2668,8 @@ static void rbooks_user(const char *field, const char *val, void *ctx)
     rbooks_t *b = ctx;
     unsigned u = 0;
     if (sscanf(field, "u%u", &u) != 1 || u >= NU_MAX || atoll(val) != b->user[u])
-        fail(b->wd, "gw%d: Redis's books: user %s holds %s, its orders %" PRId64, b->g->idx,
-             field, val, u < NU_MAX ? b->user[u] : -1);
+        sim_fail(&b->wd->log, "gw%d: Redis's books: user %s holds %s, its orders %" PRId64,
+                 b->g->idx, field, val, u < NU_MAX ? b->user[u] : -1);
     else
         b->user[u] = -1; /* seen */
 }
@@ -2693,7 +2684,7 @@ static void redis_check(world_t *wd, gw_t *g)
 {
     int64_t held, total;
     if (!redis_books(wd, g, &held, &total)) {
-        fail(wd, "gw%d: Redis lost the sale", g->idx);
+        sim_fail(&wd->log, "gw%d: Redis lost the sale", g->idx);
         return;
     }
     rbooks_t b = {.wd = wd, .g = g};
@@ -2702,26 +2693,29 @@ static void redis_check(world_t *wd, gw_t *g)
     sim_redis_hforeach(wd->rs, k, rbooks_order, &b);
     snprintf(k, sizeof(k), "{sale:%s}:users", g->sale_id);
     sim_redis_hforeach(wd->rs, k, rbooks_user, &b);
-    for (int u = 0; u < NU_MAX && !wd->failed; u++)
+    for (int u = 0; u < NU_MAX && !wd->log.failed; u++)
         if (b.user[u] > 0)
-            fail(wd, "gw%d: Redis's books: user u%d holds no units, its orders %" PRId64, g->idx,
-                 u, b.user[u]);
+            sim_fail(&wd->log, "gw%d: Redis's books: user u%d holds no units, its orders %" PRId64,
+                     g->idx, u, b.user[u]);
     if (held != b.units)
-        fail(wd, "gw%d: Redis's books: total %" PRId64 " - left %" PRId64 " != %" PRId64
+        sim_fail(&wd->log,
+                 "gw%d: Redis's books: total %" PRId64 " - left %" PRId64 " != %" PRId64
                  " units in its orders (units given back twice, or lost)",
-             g->idx, total, total - held, b.units);
+                 g->idx, total, total - held, b.units);
     if (held > total || total != g->stock_total)
-        fail(wd, "gw%d: Redis holds %" PRId64 " units of a stock of %" PRId64
+        sim_fail(&wd->log,
+                 "gw%d: Redis holds %" PRId64 " units of a stock of %" PRId64
                  " (the stock as edited is %" PRId64 ")",
-             g->idx, held, total, g->stock_total);
-    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+                 g->idx, held, total, g->stock_total);
+    for (uint32_t i = 1; i < wd->nords && !wd->log.failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->gw != g->idx || r->state != O_ACKED || r->exempt || r->db == ST_CANCELLED ||
             r->db == ST_FAILED)
             continue;
         if (!redis_holds(wd, g, i))
-            fail(wd, "gw%d: order o%u answered 202 is no longer held in Redis (given back)",
-                 g->idx, i);
+            sim_fail(&wd->log,
+                     "gw%d: order o%u answered 202 is no longer held in Redis (given back)", g->idx,
+                     i);
     }
 }
 
@@ -2733,22 +2727,27 @@ static void redis_final(world_t *wd, gw_t *g)
 {
     redis_check(wd, g);
     int64_t leaked = 0;
-    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+    for (uint32_t i = 1; i < wd->nords && !wd->log.failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->gw != g->idx)
             continue;
         bool there = redis_holds(wd, g, i);
         if ((r->db == ST_CANCELLED || r->db == ST_FAILED) && there)
-            fail(wd, "gw%d: order o%u is %s in the database and Redis still holds its %u units",
-                 g->idx, i, r->db == ST_CANCELLED ? "cancelled" : "failed", r->qty);
+            sim_fail(&wd->log,
+                     "gw%d: order o%u is %s in the database and Redis still holds its %u units",
+                     g->idx, i, r->db == ST_CANCELLED ? "cancelled" : "failed", r->qty);
         else if (r->db == ST_SETTLED && !there && !g->power_lost_write)
-            fail(wd, "gw%d: order o%u is settled and Redis no longer holds it", g->idx, i);
+            sim_fail(&wd->log, "gw%d: order o%u is settled and Redis no longer holds it", g->idx,
+                     i);
         else if (there && r->db == ST_NONE && r->gb_durable && r->state != O_ACKED)
-            fail(wd, "gw%d: order o%u's give-back was recorded in the spool and Redis still "
-                     "holds its %u units", g->idx, i, r->qty);
+            sim_fail(&wd->log,
+                     "gw%d: order o%u's give-back was recorded in the spool and Redis still "
+                     "holds its %u units",
+                     g->idx, i, r->qty);
         leaked += there && r->db == ST_NONE ? r->qty : 0;
     }
-    tr(wd, "gw%d: Redis holds %" PRId64 " units of reserves never answered 202", g->idx, leaked);
+    sim_trace(&wd->log, "gw%d: Redis holds %" PRId64 " units of reserves never answered 202",
+              g->idx, leaked);
 }
 
 /* Quiescent after the heal, before any restart: the releaser's queue is empty
@@ -2757,13 +2756,14 @@ static void redis_final(world_t *wd, gw_t *g)
  * given up on: the check comes before them). */
 static void redis_compensated(world_t *wd, gw_t *g)
 {
-    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+    for (uint32_t i = 1; i < wd->nords && !wd->log.failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->gw == g->idx && (r->db == ST_CANCELLED || r->db == ST_FAILED) &&
             redis_holds(wd, g, i))
-            fail(wd, "gw%d: order o%u is %s in the database, every outcome was read, and Redis "
+            sim_fail(&wd->log,
+                     "gw%d: order o%u is %s in the database, every outcome was read, and Redis "
                      "still holds its %u units (a compensation given up on)",
-                 g->idx, i, r->db == ST_CANCELLED ? "cancelled" : "failed", r->qty);
+                     g->idx, i, r->db == ST_CANCELLED ? "cancelled" : "failed", r->qty);
     }
 }
 
@@ -2800,44 +2800,45 @@ static void one_step(world_t *wd)
     }
     if (wd->rs) {
         redis_turn(wd);
-        for (int i = 0; (wd->step & 63) == 0 && i < wd->ng && !wd->failed; i++)
+        for (int i = 0; (wd->step & 63) == 0 && i < wd->ng && !wd->log.failed; i++)
             if (wd->gw[i].redis && wd->gw[i].sale_made)
                 redis_check(wd, &wd->gw[i]);
     }
-    uint32_t r = rnd(wd, 1000);
-    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    uint32_t r = sim_below(&wd->rng, 1000);
+    gw_t *g = &wd->gw[sim_below(&wd->rng, (uint32_t)wd->ng)];
     if (wd->faults) {
         if (r < 3) {
-            if (r == 2 && !wd->no_stops && chance(wd, 0.5)) /* a sixth: a deploy's SIGTERM */
+            if (r == 2 && !wd->no_stops &&
+                sim_chance(&wd->rng, 0.5)) /* a sixth: a deploy's SIGTERM */
                 gw_stop(wd, g);
             else
                 gw_crash(wd, g, false, "kill -9");
             return;
         }
-        if (r < 4 && chance(wd, wd->p_power * 1000)) {
+        if (r < 4 && sim_chance(&wd->rng, wd->p_power * 1000)) {
             gw_crash(wd, g, true, "pulled the plug");
             return;
         }
         if (r < 6) {
             if (g->up)
-                sim_disk_die_after(g->disk, 1 + rnd(wd, 30));
+                sim_disk_die_after(g->disk, 1 + sim_below(&wd->rng, 30));
             return;
         }
         if (r < 8) {
-            if (wd->st_up && r == 7 && !wd->no_stops && chance(wd, 0.5))
+            if (wd->st_up && r == 7 && !wd->no_stops && sim_chance(&wd->rng, 0.5))
                 settle_stop(wd);
             else if (wd->st_up)
                 settle_crash(wd, "kill -9");
             return;
         }
-        if (r < 10 && chance(wd, wd->p_broker_flip * 500)) {
+        if (r < 10 && sim_chance(&wd->rng, wd->p_broker_flip * 500)) {
             wd->broker_up = !wd->broker_up;
-            tr(wd, "broker: %s", wd->broker_up ? "back" : "down");
+            sim_trace(&wd->log, "broker: %s", wd->broker_up ? "back" : "down");
             return;
         }
     }
     if (r < 40) {
-        if (!g->up && (wd->faults ? chance(wd, 0.3) : true))
+        if (!g->up && (wd->faults ? sim_chance(&wd->rng, 0.3) : true))
             gw_start(wd, g);
         else
             relay_step(wd, g);
@@ -2885,37 +2886,38 @@ static void final_checks(world_t *wd)
 {
     /* every 202 in the database; no key with two orders held */
     uint32_t *key_held = cm_xcalloc(wd->keygen + 1, sizeof(uint32_t));
-    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+    for (uint32_t i = 1; i < wd->nords && !wd->log.failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->state == O_ACKED && !r->exempt && r->db == ST_NONE)
-            fail(wd, "order o%u was answered 202 and never reached the database", i);
+            sim_fail(&wd->log, "order o%u was answered 202 and never reached the database", i);
         /* a 503 "not confirmed" is not an order: its record was cut off the
          * spool, durably unless the cut itself failed */
         if (r->state == O_REFUSED && !r->cut_unsure && r->db != ST_NONE)
-            fail(wd, "order o%u was answered 503 (not confirmed) and reached the database", i);
+            sim_fail(&wd->log,
+                     "order o%u was answered 503 (not confirmed) and reached the database", i);
         if (r->key && r->db == ST_SETTLED && !wd->gw[r->gw].power_lost_write && key_held[r->key]++)
-            fail(wd, "idempotency key k%u has two orders settled", r->key);
+            sim_fail(&wd->log, "idempotency key k%u has two orders settled", r->key);
     }
     free(key_held);
     /* the inventory holds exactly the settled orders (after a restart's replay) */
-    for (int gi = 0; gi < wd->ng && !wd->failed; gi++) {
+    for (int gi = 0; gi < wd->ng && !wd->log.failed; gi++) {
         gw_crash(wd, &wd->gw[gi], false, "final restart");
-        wd->res->crashes--;
+        wd->log.res->crashes--;
         gw_start(wd, &wd->gw[gi]);
     }
     /* the restarted gateways read the outcomes again (a compensation whose
      * release event did not reach the disk runs again: once, in effect) */
-    for (uint64_t h = 0; h < HEAL_STEPS_MAX && !wd->failed; h++) {
+    for (uint64_t h = 0; h < HEAL_STEPS_MAX && !wd->log.failed; h++) {
         one_step(wd);
         if ((h & 255) == 0 && quiescent(wd))
             break;
     }
-    for (int gi = 0; gi < wd->ng && !wd->failed; gi++) {
+    for (int gi = 0; gi < wd->ng && !wd->log.failed; gi++) {
         gw_t *g = &wd->gw[gi];
         if (!g->up)
             continue;
         if (g->lot.on && !g->lot.o_done)
-            fail(wd, "gw%d: the lottery never finished its draw", gi);
+            sim_fail(&wd->log, "gw%d: the lottery never finished its draw", gi);
         int64_t settled = 0;
         uint32_t per_user[NU_MAX] = {0};
         for (uint32_t i = 1; i < wd->nords; i++)
@@ -2932,22 +2934,23 @@ static void final_checks(world_t *wd)
             if (g->power_lost_write) /* as below */
                 continue;
         } else if (si.accepted_units > si.stock_total)
-            fail(wd, "gw%d: %" PRId64 " units held of a stock of %" PRId64, gi, si.accepted_units,
-                 si.stock_total);
+            sim_fail(&wd->log, "gw%d: %" PRId64 " units held of a stock of %" PRId64, gi,
+                     si.accepted_units, si.stock_total);
         else if (g->power_lost_write) /* durability write lost units at a power loss, by design */
             continue;
         else if (settled > si.stock_total)
-            fail(wd, "gw%d: %" PRId64 " units settled of a stock of %" PRId64 " (oversell)", gi,
-                 settled, si.stock_total);
+            sim_fail(&wd->log,
+                     "gw%d: %" PRId64 " units settled of a stock of %" PRId64 " (oversell)", gi,
+                     settled, si.stock_total);
         else if (si.accepted_units != settled)
-            fail(wd,
-                 "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
-                 " (a compensation lost or run twice)",
-                 gi, si.accepted_units, settled);
-        for (int u = 0; u < wd->nu && !wd->failed; u++)
+            sim_fail(&wd->log,
+                     "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
+                     " (a compensation lost or run twice)",
+                     gi, si.accepted_units, settled);
+        for (int u = 0; u < wd->nu && !wd->log.failed; u++)
             if (per_user[u] > g->max_limit)
-                fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u, per_user[u],
-                     g->max_limit);
+                sim_fail(&wd->log, "gw%d: user u%d has %u units settled, the limit is %u", gi, u,
+                         per_user[u], g->max_limit);
         /* each settled order: its user's settled units up to it within the
          * limit in force when it was reserved */
         uint32_t upto[NU_MAX] = {0};
@@ -2957,15 +2960,15 @@ static void final_checks(world_t *wd)
                 by[nby++] = i;
         ords_by_rseq = wd->ords;
         qsort(by, nby, sizeof(uint32_t), rseq_cmp);
-        for (uint32_t k = 0; k < nby && !wd->failed; k++) {
+        for (uint32_t k = 0; k < nby && !wd->log.failed; k++) {
             uint32_t i = by[k];
             const ord_t *r = &wd->ords[i];
             upto[r->user] += r->qty;
             if (upto[r->user] > r->limit_at)
-                fail(wd,
-                     "gw%d: user u%u holds %u settled units with o%u, reserved under the "
-                     "limit %u",
-                     gi, r->user, upto[r->user], i, r->limit_at);
+                sim_fail(&wd->log,
+                         "gw%d: user u%u holds %u settled units with o%u, reserved under the "
+                         "limit %u",
+                         gi, r->user, upto[r->user], i, r->limit_at);
         }
         free(by);
     }
@@ -2975,20 +2978,19 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
 {
     memset(out, 0, sizeof(*out));
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
-    wd->res = out;
-    wd->tr = opts->trace;
+    wd->log = (sim_log_t){.trace = opts->trace, .res = out, .name = "step ", .clock = &wd->step};
     cm_rand_seed(&wd->rng, opts->seed);
     yield_world = wd;
     cm_yield_set(sim_yield);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     int redis_mode = opts->redis ? opts->redis : opts->seed % 32 == 28 ? 1 : -1;
-    wd->ng = 1 + (int)rnd(wd, NG_MAX);
-    wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
-    wd->limit = 1 + rnd(wd, 3);
-    wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
+    wd->ng = 1 + (int)sim_below(&wd->rng, NG_MAX);
+    wd->nu = 4 + (int)sim_below(&wd->rng, NU_MAX - 4);
+    wd->limit = 1 + sim_below(&wd->rng, 3);
+    wd->fsync_mode = sim_below(&wd->rng, 3) != 0 || opts->fsync_only;
     wd->no_stops = opts->no_stops;
     wd->open_defects = opts->open_defects;
-    wd->p_fsync_fail = rnd(wd, 2) ? 0.05 : 0;
+    wd->p_fsync_fail = sim_below(&wd->rng, 2) ? 0.05 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
     wd->p_broker_flip = 0.002;
@@ -3009,32 +3011,32 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         g->idx = i;
         g->book = (gw_book_t){
             .get = book_get, .put = book_put, .set_status = book_set_status, .ud = g};
-        g->on_settle = rnd(wd, 4) != 0;
+        g->on_settle = sim_below(&wd->rng, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
-        sim_disk_set_faults(g->disk, wd->p_fsync_fail, rnd(wd, 4) == 0 ? 6000 + rnd(wd, 20000) : 0);
+        sim_disk_set_faults(g->disk, wd->p_fsync_fail,
+                            sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
-        g->stock_total = 3 + rnd(wd, 40);
+        g->stock_total = 3 + sim_below(&wd->rng, 40);
         g->limit = g->max_limit = wd->limit;
-        if (rnd(wd, 3) == 0) { /* a start-window lottery on this sale */
+        if (sim_below(&wd->rng, 3) == 0) { /* a start-window lottery on this sale */
             g->lot.on = true;
-            g->lot.closes_ms = cm_wall_ms() + 100 + rnd(wd, 900);
+            g->lot.closes_ms = cm_wall_ms() + 100 + sim_below(&wd->rng, 900);
             g->lot.secret.k0 = cm_rand_next(&wd->rng);
             g->lot.secret.k1 = cm_rand_next(&wd->rng);
             lot_configure_core(&g->lot);
         }
         /* the inventory: Redis on every gateway (--redis), or on three in four
          * in the seeds 28 mod 32 (their draws only: the others walk as before) */
-        g->redis = redis_mode > 0 && (opts->redis > 0 || rnd(wd, 4) != 0);
+        g->redis = redis_mode > 0 && (opts->redis > 0 || sim_below(&wd->rng, 4) != 0);
         if (g->redis) {
             g->lot.on = false; /* the lottery runs on the memory gateways */
             if (!wd->rs) {
-                wd->rs = sim_redis_new(&wd->rng);
-                inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
+                wd->rs = sim_transport_new(&wd->rng, false);
             }
         }
     }
-    tr(wd, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s", opts->seed, wd->ng,
-       wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
+    sim_trace(&wd->log, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s",
+              opts->seed, wd->ng, wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
     for (int i = 0; i < wd->ng; i++) {
         if (wd->gw[i].lot.on)
             lot_configure(&wd->gw[i]);
@@ -3042,29 +3044,29 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     }
     if (wd->rs) { /* lost and late replies from now on (sim_redis.h) */
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
-        f->p_timeout = 0.01 * rnd(wd, 6);
-        f->p_lost = 0.01 * rnd(wd, 6);
-        tr(wd, "redis: gateways%s%s%s, %.0f%% timeouts, %.0f%% lost replies",
-           wd->gw[0].redis ? " 0" : "", wd->ng > 1 && wd->gw[1].redis ? " 1" : "",
-           wd->ng > 2 && wd->gw[2].redis ? " 2" : "", f->p_timeout * 100, f->p_lost * 100);
+        f->p_timeout = 0.01 * sim_below(&wd->rng, 6);
+        f->p_lost = 0.01 * sim_below(&wd->rng, 6);
+        sim_trace(&wd->log, "redis: gateways%s%s%s, %.0f%% timeouts, %.0f%% lost replies",
+                  wd->gw[0].redis ? " 0" : "", wd->ng > 1 && wd->gw[1].redis ? " 1" : "",
+                  wd->ng > 2 && wd->gw[2].redis ? " 2" : "", f->p_timeout * 100, f->p_lost * 100);
     }
-    for (uint64_t s = 0; s < opts->steps && !wd->failed; s++)
+    for (uint64_t s = 0; s < opts->steps && !wd->log.failed; s++)
         one_step(wd);
-    if (!wd->failed) {
-        tr(wd, "heal: faults off, every process back");
+    if (!wd->log.failed) {
+        sim_trace(&wd->log, "heal: faults off, every process back");
         heal(wd);
         wd->st_up = true;
         memcpy(wd->stpos, wd->committed, sizeof(wd->stpos));
         uint64_t h = 0;
-        for (; h < HEAL_STEPS_MAX && !wd->failed; h++) {
+        for (; h < HEAL_STEPS_MAX && !wd->log.failed; h++) {
             one_step(wd);
             if ((h & 255) == 0 && quiescent(wd))
                 break;
         }
-        for (int i = 0; i < wd->ng && !wd->failed && quiescent(wd); i++)
+        for (int i = 0; i < wd->ng && !wd->log.failed && quiescent(wd); i++)
             if (wd->gw[i].redis)
                 redis_compensated(wd, &wd->gw[i]);
-        if (!wd->failed && !quiescent(wd)) {
+        if (!wd->log.failed && !quiescent(wd)) {
             const char *what = "settlement lags";
             char buf[200];
             for (int i = 0; i < wd->ng; i++) {
@@ -3085,12 +3087,12 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
                     }
                 }
             }
-            fail(wd, "no quiescence %d steps after the heal: %s", HEAL_STEPS_MAX, what);
+            sim_fail(&wd->log, "no quiescence %d steps after the heal: %s", HEAL_STEPS_MAX, what);
         }
     }
-    if (!wd->failed)
+    if (!wd->log.failed)
         final_checks(wd);
-    out->ok = !wd->failed;
+    out->ok = !wd->log.failed;
     out->steps = wd->step;
     for (uint32_t i = 1; i < wd->nords; i++)
         out->accepted += wd->ords[i].state == O_ACKED;
@@ -3122,10 +3124,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         free(wd->outs[i].json);
     free(wd->outs);
     st_batch_writer_free(&wd->bw);
-    if (wd->rs) {
-        inv_cluster_transport_set(NULL);
-        sim_redis_free(wd->rs);
-    }
+    if (wd->rs)
+        sim_transport_free(wd->rs);
     cm_yield_set(NULL);
     yield_world = NULL;
     cm_time_set_fake(false, 0, 0);
