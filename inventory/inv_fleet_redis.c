@@ -134,6 +134,13 @@ struct inv_fleet_conn {
     char err[256];
 };
 
+/* A transport failure of the routed client: c is broken. */
+static void routed_failed(inv_fleet_conn_t *c)
+{
+    c->broken = true;
+    snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+}
+
 /* One routed command; NULL on a transport failure (c is then broken). */
 static redisReply *fcall(inv_fleet_conn_t *c, const char *key, const char *fmt, ...)
 {
@@ -142,10 +149,8 @@ static redisReply *fcall(inv_fleet_conn_t *c, const char *key, const char *fmt, 
     va_start(ap, fmt);
     redisReply *r = inv_cluster_sync_vcmd(c->s, key, &err, fmt, ap);
     va_end(ap);
-    if (!r) {
-        c->broken = true;
-        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
-    }
+    if (!r)
+        routed_failed(c);
     return r;
 }
 
@@ -185,10 +190,8 @@ static redisReply *fscript(inv_fleet_conn_t *c, const char *key, const fscript_t
     va_start(ap, fmt);
     redisReply *r = inv_cluster_sync_vscript(c->s, key, sc->sha1, sc->text, &err, fmt, ap);
     va_end(ap);
-    if (!r) {
-        c->broken = true;
-        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
-    }
+    if (!r)
+        routed_failed(c);
     return r;
 }
 
@@ -510,13 +513,6 @@ int inv_fleet_figures(inv_fleet_conn_t *c, const char *member, const char *json,
 static const redisReply *rr(const inv_fleet_reply_t *r)
 {
     return (const redisReply *)(const void *)r;
-}
-
-/* A transport failure of the routed client: c is broken. */
-static void routed_failed(inv_fleet_conn_t *c)
-{
-    c->broken = true;
-    snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
 }
 
 inv_fleet_reply_t *inv_fleet_vcmd(inv_fleet_conn_t *c, const char *key, const char *fmt, va_list ap)
