@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define GW_ELIG_MAX_SALES 1024 /* sales with a rule */
+
 typedef struct retired {
     struct retired *next;
     gw_elig_rule_t *rule;
