@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define GW_ELIG_MAX_SALES 1024 /* sales with a rule */
+
 typedef struct retired {
     struct retired *next;
     gw_elig_rule_t *rule;
@@ -62,8 +64,8 @@ static gw_elig_rule_t *find(struct gw_elig *e, const char *sale_id, size_t *slot
 static void bind_bits(const gw_server_t *srv, gw_elig_rule_t *r)
 {
     for (uint32_t i = 0; i < r->n_claims; i++)
-        r->bits[i] = (int8_t)id_config_claim_bit(&srv->cfg->identity, r->claims[i],
-                                                  strlen(r->claims[i]));
+        r->bits[i] =
+            (int8_t)id_config_claim_bit(&srv->cfg->identity, r->claims[i], strlen(r->claims[i]));
 }
 
 /* Rewrites eligibility.json (tmp, fsync, rename). e->mu held. */
@@ -206,8 +208,10 @@ int gw_elig_open(gw_server_t *srv, char *errbuf, size_t errlen)
                 cm_log_warn("elig", "a sale requires a claim not in identity.eligibility_claims",
                             "sale=%s claim=%s", r->sale_id, r->claims[c]);
         if (r->min_age_days && !srv->cfg->identity.account_created_claim[0])
-            cm_log_warn("elig", "a sale requires an account age without "
-                                "identity.account_created_claim", "sale=%s", r->sale_id);
+            cm_log_warn("elig",
+                        "a sale requires an account age without "
+                        "identity.account_created_claim",
+                        "sale=%s", r->sale_id);
         pthread_mutex_lock(&e->mu);
         (void)publish(e, r->sale_id, r);
         pthread_mutex_unlock(&e->mu);
@@ -302,7 +306,6 @@ int gw_elig_parse(gw_server_t *srv, const char *sale_id, const void *require_cla
 _Static_assert(GW_ELIG_FLEET_VALUE_MAX >=
                    sizeof("36500 ") - 1 + ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1),
                "the fleet's text of the longest rule fits");
-/* The fleet's text of a rule: "<days> <claim,claim>" ("-" for no claims). */
 static void fleet_value(const gw_elig_rule_t *r, char *out, size_t cap)
 {
     size_t n = (size_t)snprintf(out, cap, "%u ", r->min_age_days);
@@ -483,25 +486,19 @@ void gw_elig_fleet_apply(gw_server_t *srv, const char *field, const char *value)
         return;
     }
     gw_elig_rule_t *r = cm_xcalloc(1, sizeof(*r));
-    if (!fleet_parse(value, r)) {
-        /* A rule this gateway cannot read is kept as it is here (marked seen): dropping it
-         * would open the sale to everyone. */
-        free(r);
-        cm_log_error("elig", "a fleet rule cannot be read: the sale's rule here is kept",
-                     "sale=%s value=%.80s", sale, value);
-        pthread_mutex_lock(&e->mu);
-        size_t slot = 0;
-        if (find(e, sale, &slot))
-            e->seen[slot] = true;
-        pthread_mutex_unlock(&e->mu);
-        return;
-    }
+    bool readable = fleet_parse(value, r);
     snprintf(r->sale_id, sizeof(r->sale_id), "%s", sale);
     bind_bits(srv, r);
     pthread_mutex_lock(&e->mu);
     size_t slot = 0;
     gw_elig_rule_t *old = find(e, sale, &slot);
-    if (old && same_rule(old, r)) {
+    if (!readable) {
+        /* A rule this gateway cannot read is kept as it is here (marked seen): dropping it
+         * would open the sale to everyone. */
+        free(r);
+        cm_log_error("elig", "a fleet rule cannot be read: the sale's rule here is kept",
+                     "sale=%s value=%.80s", sale, value);
+    } else if (old && same_rule(old, r)) {
         free(r);
     } else {
         if (publish(e, sale, r) != 0)

@@ -31,7 +31,6 @@ struct gw_server;
 struct gw_req;
 
 #define GW_ELIG_AGE_MAX_DAYS 36500
-#define GW_ELIG_MAX_SALES 1024
 
 /* A sale's eligibility rule. */
 typedef struct gw_elig_rule {

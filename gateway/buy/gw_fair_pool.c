@@ -47,20 +47,11 @@
 void gw_fair__pool_init(gw_fair_pool_t *p, const cm_redis_url_t *addr, size_t cap,
                         uint32_t timeout_ms, bool fail_fast)
 {
-    pthread_mutex_init(&p->mu, NULL);
-    p->addr = addr;
-    p->cap = cap ? cap : 1;
+    /* the window closed and every count 0 */
+    *p = (gw_fair_pool_t){
+        .addr = addr, .cap = cap ? cap : 1, .timeout_ms = timeout_ms, .fail_fast = fail_fast};
     p->idle = cm_xcalloc(p->cap, sizeof(*p->idle));
-    p->nidle = 0;
-    p->timeout_ms = timeout_ms;
-    p->fail_fast = fail_fast;
-    atomic_init(&p->down_until_ms, 0);
-    atomic_init(&p->consecutive, 0);
-    atomic_init(&p->opened_log_ms, 0);
-    atomic_init(&p->closed_log_ms, 0);
-    atomic_init(&p->failed, 0);
-    atomic_init(&p->refused, 0);
-    atomic_init(&p->windows, 0);
+    pthread_mutex_init(&p->mu, NULL);
 }
 
 void gw_fair__pool_deinit(gw_fair_pool_t *p)

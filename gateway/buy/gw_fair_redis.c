@@ -6,6 +6,7 @@
  */
 #include "gateway/buy/gw_fair_redis.h"
 
+#include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_plant.h"
 #include "inventory/inv_fleet.h"
@@ -18,44 +19,39 @@
 #include <string.h>
 
 /* Reading a reply: short names for inv_fleet_reply_*, as hiredis's fields read. */
-static inv_fleet_reply_type_t rtype(const inv_fleet_reply_t *r)
-{
-    return inv_fleet_reply_type(r);
-}
-
-static long long rnum(const inv_fleet_reply_t *r)
-{
-    return inv_fleet_reply_integer(r);
-}
-
-static const char *rstr(const inv_fleet_reply_t *r)
-{
-    return inv_fleet_reply_str(r);
-}
-
-static size_t rlen(const inv_fleet_reply_t *r)
-{
-    return inv_fleet_reply_len(r);
-}
-
-static size_t relems(const inv_fleet_reply_t *r)
-{
-    return inv_fleet_reply_elements(r);
-}
-
-static const inv_fleet_reply_t *el(const inv_fleet_reply_t *r, size_t i)
-{
-    return inv_fleet_reply_element(r, i);
-}
+#define rtype inv_fleet_reply_type
+#define rnum inv_fleet_reply_integer
+#define rstr inv_fleet_reply_str
+#define rlen inv_fleet_reply_len
+#define relems inv_fleet_reply_elements
+#define el inv_fleet_reply_element
 
 /*---- the lottery ----*/
 
 #define K_CONF "{flashgate:fair}:conf"
 
-static void fkey(char *out, size_t cap, const char *sale, const char *what)
+/* A key of the sale: {flashgate:fair:<sale>}:<what>. */
+typedef struct fkey {
+    char s[160];
+} fkey_t;
+
+static fkey_t fkey(const char *sale, const char *what)
 {
-    snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
+    fkey_t k;
+    snprintf(k.s, sizeof(k.s), "{flashgate:fair:%s}:%s", sale, what);
+    return k;
 }
+
+/* A script of the store: its text, and its SHA1 in hex (scripts_init, once per process).
+ * Each goes as EVALSHA, with its text only after NOSCRIPT (inv_fleet_vscript): a room
+ * join's text is 1.6 kB that every join sent otherwise (bench/README.md, "The fairness
+ * store's scripts by SHA1"). */
+typedef struct script {
+    const char *text;
+    char sha1[41];
+} script_t;
+
+static void scripts_init(void);
 
 /* r, or NULL with the reason in errbuf on a transport error (r NULL) or an error reply. */
 static inv_fleet_reply_t *checked(inv_fleet_conn_t *c, inv_fleet_reply_t *r, char *errbuf,
@@ -73,75 +69,95 @@ static inv_fleet_reply_t *checked(inv_fleet_conn_t *c, inv_fleet_reply_t *r, cha
     return r;
 }
 
-/* One command on key's node; NULL with the reason in errbuf on a transport error or an
+/* One command (sc NULL: fmt is the command) or script sc (fmt: numkeys, the keys and the
+ * arguments) on key's node; NULL with the reason in errbuf on a transport error or an
  * error reply. */
-static inv_fleet_reply_t *vfcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
-                                const char *fmt, va_list ap)
-{
-    return checked(c, inv_fleet_vcmd(c, key, fmt, ap), errbuf, errlen);
-}
-
-static inv_fleet_reply_t *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
-                               const char *fmt, ...)
+static inv_fleet_reply_t *call(inv_fleet_conn_t *c, const char *key, const script_t *sc,
+                               char *errbuf, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    inv_fleet_reply_t *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-/* A script of the store: its text, and its SHA1 in hex (scripts_init, once per process).
- * Each goes as EVALSHA, with its text only after NOSCRIPT (inv_fleet_vscript): a room
- * join's text is 1.6 kB that every join sent otherwise (bench/README.md, "The fairness
- * store's scripts by SHA1"). */
-typedef struct script {
-    const char *text;
-    char sha1[41];
-} script_t;
-
-static void scripts_init(void);
-
-/* fcmd for script sc; fmt gives numkeys, the keys and the arguments. */
-static inv_fleet_reply_t *fscript(inv_fleet_conn_t *c, const char *key, const script_t *sc,
-                                  char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    scripts_init();
-    va_list ap;
-    va_start(ap, fmt);
-    inv_fleet_reply_t *r = inv_fleet_vscript(c, key, sc->sha1, sc->text, fmt, ap);
+    inv_fleet_reply_t *r;
+    if (sc) {
+        scripts_init();
+        r = inv_fleet_vscript(c, key, sc->sha1, sc->text, fmt, ap);
+    } else {
+        r = inv_fleet_vcmd(c, key, fmt, ap);
+    }
     va_end(ap);
     return checked(c, r, errbuf, errlen);
 }
 
-/* One command on key's node for its effect or its integer: 0, with *out (when not
- * NULL) the reply's integer, or `dflt` when the reply is not one; CM_EBACKEND with
- * the reason in errbuf. */
-static int fint(inv_fleet_conn_t *c, const char *key, long long *out, long long dflt, char *errbuf,
-                size_t errlen, const char *fmt, ...)
+/* call for argc strings (sc NULL: the command's words; else numkeys, the keys and the
+ * arguments), routed by argv[1]. */
+static inv_fleet_reply_t *call_argv(inv_fleet_conn_t *c, const script_t *sc, int argc,
+                                    const char **argv, char *errbuf, size_t errlen)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    inv_fleet_reply_t *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
-    va_end(ap);
+    size_t *argl = cm_xmalloc((size_t)argc * sizeof(*argl));
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    if (sc)
+        scripts_init();
+    inv_fleet_reply_t *r =
+        sc ? inv_fleet_script_argv(c, argv[1], sc->sha1, sc->text, argc, argv, argl)
+           : inv_fleet_cmd_argv(c, argv[1], argc, argv, argl);
+    free(argl);
+    return checked(c, r, errbuf, errlen);
+}
+
+/* "unexpected reply" in errbuf: CM_EBACKEND. */
+static int unexpected(char *errbuf, size_t errlen)
+{
+    cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    return CM_EBACKEND;
+}
+
+/* A call's reply for its effect: frees r; 0, or CM_EBACKEND when r is NULL. */
+static int ran(inv_fleet_reply_t *r)
+{
+    inv_fleet_reply_free(r);
+    return r ? 0 : CM_EBACKEND;
+}
+
+/* A call's integer reply into *out (when not NULL), else CM_EBACKEND with the reason.
+ * Frees r. */
+static int num(inv_fleet_reply_t *r, long long *out, char *errbuf, size_t errlen)
+{
     if (!r)
         return CM_EBACKEND;
-    if (out)
-        *out = rtype(r) == INV_FLEET_REPLY_INTEGER ? rnum(r) : dflt;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : unexpected(errbuf, errlen);
+    if (rc == 0 && out)
+        *out = rnum(r);
     inv_fleet_reply_free(r);
-    return 0;
+    return rc;
 }
 
 /* HGETALL of key: fn for each field and value; 0 or CM_EBACKEND (errbuf). */
 static int fpairs(inv_fleet_conn_t *c, const char *key, inv_fleet_pair_fn fn, void *ctx,
                   char *errbuf, size_t errlen)
 {
-    inv_fleet_reply_t *r = fcmd(c, key, errbuf, errlen, "HGETALL %s", key);
+    inv_fleet_reply_t *r = call(c, key, NULL, errbuf, errlen, "HGETALL %s", key);
     if (!r)
         return CM_EBACKEND;
     for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i + 1 < relems(r); i += 2)
         if (rstr(el(r, i)) && rstr(el(r, i + 1)))
             fn(ctx, rstr(el(r, i)), rstr(el(r, i + 1)));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+/* ZRANGE of key, ranks start..stop: fn for each member; 0 or CM_EBACKEND (errbuf). */
+static int fmembers(inv_fleet_conn_t *c, const char *key, long long start, long long stop,
+                    void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
+                    size_t errlen)
+{
+    inv_fleet_reply_t *r =
+        call(c, key, NULL, errbuf, errlen, "ZRANGE %s %lld %lld", key, start, stop);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
+        if (rstr(el(r, i)))
+            fn(ctx, rstr(el(r, i)));
     inv_fleet_reply_free(r);
     return 0;
 }
@@ -155,7 +171,7 @@ int gw_fair_redis_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, vo
 int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
                                    bool *found, char *errbuf, size_t errlen)
 {
-    inv_fleet_reply_t *r = fcmd(c, K_CONF, errbuf, errlen, "HGET %s %s", K_CONF, sale);
+    inv_fleet_reply_t *r = call(c, K_CONF, NULL, errbuf, errlen, "HGET %s %s", K_CONF, sale);
     if (!r)
         return CM_EBACKEND;
     *found = rtype(r) == INV_FLEET_REPLY_STRING;
@@ -168,20 +184,14 @@ int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
                                    char *errbuf, size_t errlen)
 {
-    inv_fleet_reply_t *r = fcmd(c, K_CONF, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
-    if (rc)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-    inv_fleet_reply_free(r);
-    return rc;
+    return num(call(c, K_CONF, NULL, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value), NULL,
+               errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf,
                                    size_t errlen)
 {
-    return fint(c, K_CONF, NULL, 0, errbuf, errlen, "HDEL %s %s", K_CONF, field);
+    return ran(call(c, K_CONF, NULL, errbuf, errlen, "HDEL %s %s", K_CONF, field));
 }
 
 int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
@@ -190,47 +200,32 @@ int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *err
                                         "done", "entered", "reg",    "wr",   "wrpre", "wrpl",
                                         "wl",   "wlock",   "wp",     "ep",   "ei"};
     enum { N = sizeof(names) / sizeof(names[0]) };
-    char keys[N][160];
-    const char *argv[N + 1];
-    size_t argl[N + 1];
-    argv[0] = "DEL";
-    argl[0] = 3;
+    fkey_t keys[N];
+    const char *argv[N + 1] = {"DEL"};
     for (size_t i = 0; i < N; i++) {
-        fkey(keys[i], sizeof(keys[i]), sale, names[i]);
-        argv[i + 1] = keys[i];
-        argl[i + 1] = strlen(keys[i]);
+        keys[i] = fkey(sale, names[i]);
+        argv[i + 1] = keys[i].s;
     }
-    inv_fleet_reply_t *r = inv_fleet_cmd_argv(c, keys[0], N + 1, argv, argl);
-    if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
-        return CM_EBACKEND;
-    }
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
-    if (rc)
-        cm_errbuf_set(errbuf, errlen, "%s",
-                      rtype(r) == INV_FLEET_REPLY_ERROR ? rstr(r) : "unexpected reply");
-    inv_fleet_reply_free(r);
-    return rc;
+    return num(call_argv(c, NULL, N + 1, argv, errbuf, errlen), NULL, errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
                                    const char *value)
 {
-    char ke[160];
-    fkey(ke, sizeof(ke), sale, "e");
+    fkey_t ke = fkey(sale, "e");
     /* the first command picks the pipeline's node: the sale's */
-    return inv_fleet_pipe_append(c, ke, "HSETNX %s %s %s", ke, user, value) == 0 ? 0 : CM_EBACKEND;
+    return inv_fleet_pipe_append(c, ke.s, "HSETNX %s %s %s", ke.s, user, value) == 0 ? 0
+                                                                                     : CM_EBACKEND;
 }
 
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                       size_t added, bool all_added, char *errbuf, size_t errlen)
 {
-    char kp[160];
-    fkey(kp, sizeof(kp), sale, "pushed");
+    fkey_t kp = fkey(sale, "pushed");
     (void)added; /* counted by push_add */
     bool ok = false;
     if (all_added) {
-        int rc = inv_fleet_pipe_append(c, kp, "SADD %s %u", kp, node_id);
+        int rc = inv_fleet_pipe_append(c, kp.s, "SADD %s %u", kp.s, node_id);
         if (rc == CM_EBACKEND) { /* no connection to the node */
             cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
             return CM_EBACKEND;
@@ -255,10 +250,8 @@ static script_t SC_PUSHED = {.text = LUA_PUSHED};
 int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
                                        long long *missing, char *errbuf, size_t errlen)
 {
-    char kp[160], ke[160];
-    fkey(kp, sizeof(kp), sale, "pushed");
-    fkey(ke, sizeof(ke), sale, "entered");
-    inv_fleet_reply_t *r = fscript(c, kp, &SC_PUSHED, errbuf, errlen, "2 %s %s", kp, ke);
+    fkey_t kp = fkey(sale, "pushed"), ke = fkey(sale, "entered");
+    inv_fleet_reply_t *r = call(c, kp.s, &SC_PUSHED, errbuf, errlen, "2 %s %s", kp.s, ke.s);
     if (!r)
         return CM_EBACKEND;
     bool two = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2;
@@ -272,13 +265,11 @@ int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, lo
 static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char *name, bool *out,
                               char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, name);
+    fkey_t k = fkey(sale, name);
     long long v = 0;
-    if (fint(c, k, &v, 0, errbuf, errlen, "EXISTS %s", k) != 0)
-        return CM_EBACKEND;
+    int rc = num(call(c, k.s, NULL, errbuf, errlen, "EXISTS %s", k.s), &v, errbuf, errlen);
     *out = v == 1;
-    return 0;
+    return rc;
 }
 
 int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
@@ -290,27 +281,25 @@ int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done
 int gw_fair_redis_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
                                    size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "done");
-    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
+    fkey_t k = fkey(sale, "done");
+    return ran(call(c, k.s, NULL, errbuf, errlen, "SET %s %llu", k.s, (unsigned long long)n));
 }
 
 int gw_fair_redis_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                        char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "entered");
-    return fint(c, k, NULL, 0, errbuf, errlen, "SADD %s %u", k, node_id);
+    fkey_t k = fkey(sale, "entered");
+    return ran(call(c, k.s, NULL, errbuf, errlen, "SADD %s %u", k.s, node_id));
 }
 
 int gw_fair_redis_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
                                   size_t errlen)
 {
-    bool entered = false, done = false;
+    bool entered = false, drawn = false;
     if (lottery_key_exists(c, sale, "entered", &entered, errbuf, errlen) != 0 ||
-        (entered && lottery_key_exists(c, sale, "done", &done, errbuf, errlen) != 0))
+        (entered && lottery_key_exists(c, sale, "done", &drawn, errbuf, errlen) != 0))
         return CM_EBACKEND;
-    *busy = entered && !done;
+    *busy = entered && !drawn;
     return 0;
 }
 
@@ -326,59 +315,45 @@ static script_t SC_LOTTERY_LOCK = {.text = LUA_LOTTERY_LOCK};
 int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                                bool *mine, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "lock");
-    inv_fleet_reply_t *r =
-        fscript(c, k, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k, node_id, ttl_ms);
-    if (!r)
-        return CM_EBACKEND;
-    *mine = rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) == 1;
-    inv_fleet_reply_free(r);
-    return 0;
+    fkey_t k = fkey(sale, "lock");
+    long long n = 0;
+    int rc = num(call(c, k.s, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k.s, node_id, ttl_ms),
+                 &n, errbuf, errlen);
+    *mine = rc == 0 && n == 1;
+    return rc;
 }
 
 int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms,
                                      char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "lock");
-    return fint(c, k, NULL, 0, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
+    fkey_t k = fkey(sale, "lock");
+    return ran(call(c, k.s, NULL, errbuf, errlen, "PEXPIRE %s %d", k.s, ttl_ms));
 }
 
 int gw_fair_redis_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
 {
-    char ke[160], kd[160];
-    fkey(ke, sizeof(ke), sale, "e");
-    fkey(kd, sizeof(kd), sale, "drawn");
-    inv_fleet_reply_t *r = inv_fleet_cmd(c, ke, "RENAMENX %s %s", ke, kd);
-    if (!r)
-        return CM_EBACKEND;
-    inv_fleet_reply_free(r);
-    return 0;
+    fkey_t ke = fkey(sale, "e"), kd = fkey(sale, "drawn");
+    return ran(inv_fleet_cmd(c, ke.s, "RENAMENX %s %s", ke.s, kd.s));
 }
 
 int gw_fair_redis_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                    void *ctx, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "drawn");
-    return fpairs(c, k, fn, ctx, errbuf, errlen);
+    return fpairs(c, fkey(sale, "drawn").s, fn, ctx, errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                                      char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "seed");
-    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %s NX", k, seed_hex);
+    fkey_t k = fkey(sale, "seed");
+    return ran(call(c, k.s, NULL, errbuf, errlen, "SET %s %s NX", k.s, seed_hex));
 }
 
 int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed,
                                    bool *seeded, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "seed");
-    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
+    fkey_t k = fkey(sale, "seed");
+    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s);
     if (!r)
         return CM_EBACKEND;
     *seeded = rtype(r) == INV_FLEET_REPLY_STRING;
@@ -391,17 +366,14 @@ int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64
 int gw_fair_redis_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                   void *ctx, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "won");
-    return fpairs(c, k, fn, ctx, errbuf, errlen);
+    return fpairs(c, fkey(sale, "won").s, fn, ctx, errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                                      const char *order_id, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "won");
-    return fint(c, k, NULL, 0, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+    fkey_t k = fkey(sale, "won");
+    return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
 }
 
 /* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
@@ -432,11 +404,9 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
                                      const char *order_id, const char *value, bool *taken,
                                      char *held, size_t cap, char *errbuf, size_t errlen)
 {
-    char kp[160], ki[160];
-    fkey(kp, sizeof(kp), sale, "ep");
-    fkey(ki, sizeof(ki), sale, "ei");
-    inv_fleet_reply_t *r = fscript(c, kp, &SC_ENTRY_MARK, errbuf, errlen, "2 %s %s %s %s %s", kp,
-                                   ki, person, order_id, value);
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
+    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "2 %s %s %s %s %s", kp.s,
+                                ki.s, person, order_id, value);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -467,63 +437,33 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
                                           size_t errlen)
 {
-    char kp[160], ki[160];
-    fkey(kp, sizeof(kp), sale, "ep");
-    fkey(ki, sizeof(ki), sale, "ei");
-    size_t argc = 3 + 3 * n;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *argl = malloc(argc * sizeof(*argl));
-    if (!argv || !argl) {
-        free(argv);
-        free(argl);
-        cm_errbuf_set(errbuf, errlen, "out of memory");
-        return CM_EBACKEND;
-    }
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
+    const char **argv = cm_xmalloc((3 + 3 * n) * sizeof(*argv));
     argv[0] = "2";
-    argv[1] = kp;
-    argv[2] = ki;
-    for (size_t i = 0; i < 3 * n; i++)
-        argv[3 + i] = args[i];
-    for (size_t i = 0; i < argc; i++)
-        argl[i] = strlen(argv[i]);
-    scripts_init();
-    inv_fleet_reply_t *r = inv_fleet_script_argv(c, kp, SC_ENTRY_MARK_MANY.sha1,
-                                                 SC_ENTRY_MARK_MANY.text, (int)argc, argv, argl);
+    argv[1] = kp.s;
+    argv[2] = ki.s;
+    memcpy(argv + 3, args, 3 * n * sizeof(*args));
+    inv_fleet_reply_t *r =
+        call_argv(c, &SC_ENTRY_MARK_MANY, (int)(3 + 3 * n), argv, errbuf, errlen);
     free(argv);
-    free(argl);
-    if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
-        return CM_EBACKEND;
-    }
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
-    if (rc)
-        cm_errbuf_set(errbuf, errlen, "%s",
-                      rtype(r) == INV_FLEET_REPLY_ERROR ? rstr(r) : "unexpected reply");
-    inv_fleet_reply_free(r);
-    return rc;
+    return num(r, NULL, errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
                                      const char *order_id, char *errbuf, size_t errlen)
 {
-    char kp[160], ki[160];
-    fkey(kp, sizeof(kp), sale, "ep");
-    fkey(ki, sizeof(ki), sale, "ei");
-    inv_fleet_reply_t *r =
-        fscript(c, kp, &SC_ENTRY_DROP, errbuf, errlen, "2 %s %s %s %s", kp, ki, person, order_id);
-    inv_fleet_reply_free(r);
-    return r ? 0 : CM_EBACKEND;
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
+    return ran(call(c, kp.s, &SC_ENTRY_DROP, errbuf, errlen, "2 %s %s %s %s", kp.s, ki.s, person,
+                    order_id));
 }
 
 int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
                                     bool *found, char *person, size_t pcap, char *value,
                                     size_t vcap, char *errbuf, size_t errlen)
 {
-    char kp[160], ki[160];
-    fkey(kp, sizeof(kp), sale, "ep");
-    fkey(ki, sizeof(ki), sale, "ei");
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
     inv_fleet_reply_t *r =
-        fscript(c, kp, &SC_ENTRY_GET, errbuf, errlen, "2 %s %s %s", kp, ki, order_id);
+        call(c, kp.s, &SC_ENTRY_GET, errbuf, errlen, "2 %s %s %s", kp.s, ki.s, order_id);
     if (!r)
         return CM_EBACKEND;
     *found = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2 &&
@@ -603,77 +543,57 @@ static const char LUA_WL_END[] = "if redis.call('HSETNX', KEYS[1], 'ended', '1')
                                  "return 1\n";
 static script_t SC_WL_END = {.text = LUA_WL_END};
 
-/* The waitlist's keys of a sale: wl, wlock, wp, won. */
+/* The waitlist's keys of a sale. */
 typedef struct wl_keys {
-    char wl[160], wlock[160], wp[160], won[160];
+    fkey_t wl, wlock, wp, won;
 } wl_keys_t;
 
-static void wl_keys(wl_keys_t *k, const char *sale)
+static wl_keys_t wl_keys(const char *sale)
 {
-    fkey(k->wl, sizeof(k->wl), sale, "wl");
-    fkey(k->wlock, sizeof(k->wlock), sale, "wlock");
-    fkey(k->wp, sizeof(k->wp), sale, "wp");
-    fkey(k->won, sizeof(k->won), sale, "won");
-}
-
-/* An integer reply into *out, else CM_EBACKEND with the reason. Frees r. */
-static int int_reply(inv_fleet_reply_t *r, long long *out, char *errbuf, size_t errlen)
-{
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
-    if (rc)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-    else
-        *out = rnum(r);
-    inv_fleet_reply_free(r);
-    return rc;
+    return (wl_keys_t){fkey(sale, "wl"), fkey(sale, "wlock"), fkey(sale, "wp"), fkey(sale, "won")};
 }
 
 int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_wl_state_t *st,
                            char *errbuf, size_t errlen)
 {
-    wl_keys_t k;
-    wl_keys(&k, sale);
+    fkey_t kl = fkey(sale, "wl"), kp = fkey(sale, "wp");
     memset(st, 0, sizeof(*st));
-    inv_fleet_reply_t *r = fscript(c, k.wl, &SC_WL_STATE, errbuf, errlen, "2 %s %s", k.wl, k.wp);
+    inv_fleet_reply_t *r = call(c, kl.s, &SC_WL_STATE, errbuf, errlen, "2 %s %s", kl.s, kp.s);
     if (!r)
         return CM_EBACKEND;
+    int rc = 0;
     if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 6 ||
         rtype(el(r, 0)) != INV_FLEET_REPLY_STRING || rtype(el(r, 5)) != INV_FLEET_REPLY_STRING) {
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-        inv_fleet_reply_free(r);
-        return CM_EBACKEND;
+        rc = unexpected(errbuf, errlen);
+    } else {
+        st->mode = rlen(el(r, 0)) == 1 ? rstr(el(r, 0))[0] : 0;
+        st->ended = rnum(el(r, 1)) != 0;
+        st->gen = rnum(el(r, 2));
+        st->head = rnum(el(r, 3));
+        st->promoted = rnum(el(r, 4));
+        snprintf(st->owner, sizeof(st->owner), "%s", rstr(el(r, 5)));
     }
-    st->mode = rlen(el(r, 0)) == 1 ? rstr(el(r, 0))[0] : 0;
-    st->ended = rnum(el(r, 1)) != 0;
-    st->gen = rnum(el(r, 2));
-    st->head = rnum(el(r, 3));
-    st->promoted = rnum(el(r, 4));
-    snprintf(st->owner, sizeof(st->owner), "%s", rstr(el(r, 5)));
     inv_fleet_reply_free(r);
-    return 0;
+    return rc;
 }
 
 int gw_fair_redis_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
                               size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "wl");
-    long long n;
+    fkey_t k = fkey(sale, "wl");
     char m[2] = {mode, '\0'};
-    return int_reply(fcmd(c, k, errbuf, errlen, "HSETNX %s mode %s", k, m), &n, errbuf, errlen);
+    return num(call(c, k.s, NULL, errbuf, errlen, "HSETNX %s mode %s", k.s, m), NULL, errbuf,
+               errlen);
 }
 
 int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms,
                           bool *mine, char *errbuf, size_t errlen)
 {
-    wl_keys_t k;
-    wl_keys(&k, sale);
+    fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
     long long n = 0;
-    int rc = int_reply(fscript(c, k.wlock, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", k.wlock,
-                               k.wp, owner, ttl_ms),
-                       &n, errbuf, errlen);
+    int rc =
+        num(call(c, kl.s, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, ttl_ms),
+            &n, errbuf, errlen);
     *mine = rc == 0 && n == 1;
     return rc;
 }
@@ -682,9 +602,8 @@ int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found,
                              size_t person_cap, char *order, size_t order_cap, char *owner,
                              size_t owner_cap, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "wp");
-    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
+    fkey_t k = fkey(sale, "wp");
+    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s);
     if (!r)
         return CM_EBACKEND;
     *found = false;
@@ -704,24 +623,22 @@ int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found,
 int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner,
                            const char *person, const char *order, char *errbuf, size_t errlen)
 {
-    wl_keys_t k;
-    wl_keys(&k, sale);
+    wl_keys_t k = wl_keys(sale);
     long long n = 0;
-    int rc = int_reply(fscript(c, k.wlock, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s",
-                               k.wlock, k.wp, k.won, k.wl, owner, person, order),
-                       &n, errbuf, errlen);
+    int rc = num(call(c, k.wlock.s, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s",
+                      k.wlock.s, k.wp.s, k.won.s, k.wl.s, owner, person, order),
+                 &n, errbuf, errlen);
     return rc ? rc : n == 1;
 }
 
 int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
                            char *errbuf, size_t errlen)
 {
-    wl_keys_t k;
-    wl_keys(&k, sale);
+    fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
     long long n = 0;
-    int rc = int_reply(fscript(c, k.wlock, &SC_WL_ADOPT, errbuf, errlen, "2 %s %s %s %d", k.wlock,
-                               k.wp, owner, grace_ms),
-                       &n, errbuf, errlen);
+    int rc = num(
+        call(c, kl.s, &SC_WL_ADOPT, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, grace_ms),
+        &n, errbuf, errlen);
     return rc ? rc : n == 1;
 }
 
@@ -729,29 +646,23 @@ int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *o
                             const char *person, const char *result, long long head, long long *gen,
                             char *errbuf, size_t errlen)
 {
-    wl_keys_t k;
-    wl_keys(&k, sale);
+    wl_keys_t k = wl_keys(sale);
     long long n = 0;
     /* %b: the result may be empty, which a plain %s would drop as an argument */
-    int rc =
-        int_reply(fscript(c, k.wlock, &SC_WL_FINISH, errbuf, errlen,
-                          "4 %s %s %s %s %s %s %b %lld %s", k.wlock, k.wp, k.won, k.wl, owner,
-                          person, result, strlen(result), head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
-                  &n, errbuf, errlen);
-    if (rc)
+    int rc = num(call(c, k.wlock.s, &SC_WL_FINISH, errbuf, errlen, "4 %s %s %s %s %s %s %b %lld %s",
+                      k.wlock.s, k.wp.s, k.won.s, k.wl.s, owner, person, result, strlen(result),
+                      head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
+                 &n, errbuf, errlen);
+    if (rc || n < 0)
         return rc;
-    if (n < 0)
-        return 0;
     *gen = n;
     return 1;
 }
 
 int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "wl");
-    long long n;
-    return int_reply(fscript(c, k, &SC_WL_END, errbuf, errlen, "1 %s", k), &n, errbuf, errlen);
+    fkey_t k = fkey(sale, "wl");
+    return num(call(c, k.s, &SC_WL_END, errbuf, errlen, "1 %s", k.s), NULL, errbuf, errlen);
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/
@@ -766,29 +677,22 @@ static script_t SC_REG_ADD = {.text = LUA_REG_ADD};
 int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
                           int *added, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "reg");
+    fkey_t k = fkey(sale, "reg");
     /* The score is the registration's rank (ZCARD + 1: nothing is ever
      * removed but the whole key), so ZRANGE by rank pages exactly. */
-    inv_fleet_reply_t *r =
-        fscript(c, k, &SC_REG_ADD, errbuf, errlen, "1 %s %s %lld", k, person, cap);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
-    if (rc)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-    else
-        *added = (int)rnum(r);
-    inv_fleet_reply_free(r);
+    long long n = 0;
+    int rc = num(call(c, k.s, &SC_REG_ADD, errbuf, errlen, "1 %s %s %lld", k.s, person, cap), &n,
+                 errbuf, errlen);
+    if (rc == 0)
+        *added = (int)n;
     return rc;
 }
 
 int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
                           char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "reg");
-    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "ZSCORE %s %s", k, person);
+    fkey_t k = fkey(sale, "reg");
+    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "ZSCORE %s %s", k.s, person);
     if (!r)
         return CM_EBACKEND;
     *has = rtype(r) == INV_FLEET_REPLY_STRING;
@@ -799,25 +703,15 @@ int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *per
 int gw_fair_redis_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
                             size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "reg");
-    return fint(c, k, n, 0, errbuf, errlen, "ZCARD %s", k);
+    fkey_t k = fkey(sale, "reg");
+    return num(call(c, k.s, NULL, errbuf, errlen, "ZCARD %s", k.s), n, errbuf, errlen);
 }
 
 int gw_fair_redis_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
                             void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
                             size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "reg");
-    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "ZRANGE %s %lld %lld", k, start, stop);
-    if (!r)
-        return CM_EBACKEND;
-    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
-        if (rstr(el(r, i)))
-            fn(ctx, rstr(el(r, i)));
-    inv_fleet_reply_free(r);
-    return 0;
+    return fmembers(c, fkey(sale, "reg").s, start, stop, fn, ctx, errbuf, errlen);
 }
 
 /*---- the waiting room (gateway/buy/gw_room_fleet.c) ----*/
@@ -955,13 +849,6 @@ static const char LUA_ROOM_UNCLAIM[] =
     "return 0\n";
 static script_t SC_ROOM_UNCLAIM = {.text = LUA_ROOM_UNCLAIM};
 
-static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
-{
-    fkey(wr, 160, sale, "wr");
-    fkey(pre, 160, sale, "wrpre");
-    fkey(pl, 160, sale, "wrpl");
-}
-
 static uint64_t reply_u64(const inv_fleet_reply_t *e)
 {
     if (rtype(e) == INV_FLEET_REPLY_INTEGER)
@@ -971,34 +858,45 @@ static uint64_t reply_u64(const inv_fleet_reply_t *e)
     return 0;
 }
 
+/* The room's state from r's five elements {seed, sealed ms, npre, next, front}; the seed
+ * "" unless a string. */
+static void room_state_of(const inv_fleet_reply_t *r, gw_fair_redis_room_state_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (rtype(el(r, 0)) == INV_FLEET_REPLY_STRING)
+        snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
+    st->sealed_ms = (int64_t)reply_u64(el(r, 1));
+    st->npre = reply_u64(el(r, 2));
+    st->next = reply_u64(el(r, 3));
+    st->front_milli = reply_u64(el(r, 4));
+}
+
+/* The answer to a script that found the room without a seed and was offered none. */
+static int no_seed(char *errbuf, size_t errlen)
+{
+    cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+    return CM_ENOTFOUND;
+}
+
 int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
                             gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen)
 {
-    char wr[160], pre[160], pl[160];
-    room_keys(sale, wr, pre, pl);
+    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre");
     inv_fleet_reply_t *r =
-        fscript(c, wr, &SC_ROOM_TICK, errbuf, errlen, "2 %s %s %s %d %lld %llu %llu", wr, pre,
-                seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
-                (unsigned long long)ahead);
+        call(c, wr.s, &SC_ROOM_TICK, errbuf, errlen, "2 %s %s %s %d %lld %llu %llu", wr.s, pre.s,
+             seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
+             (unsigned long long)ahead);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
-    if (rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 1) {
-        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
-        rc = CM_ENOTFOUND;
-    } else if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5 ||
-               rtype(el(r, 0)) != INV_FLEET_REPLY_STRING) {
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-        rc = CM_EBACKEND;
-    } else {
-        memset(st, 0, sizeof(*st));
-        snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
-        st->sealed_ms = (int64_t)reply_u64(el(r, 1));
-        st->npre = reply_u64(el(r, 2));
-        st->next = reply_u64(el(r, 3));
-        st->front_milli = reply_u64(el(r, 4));
-    }
+    if (rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 1)
+        rc = no_seed(errbuf, errlen);
+    else if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5 ||
+             rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)
+        rc = unexpected(errbuf, errlen);
+    else
+        room_state_of(r, st);
     inv_fleet_reply_free(r);
     return rc;
 }
@@ -1008,13 +906,12 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
                             int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
                             char *errbuf, size_t errlen)
 {
-    char wr[160], pre[160], pl[160];
-    room_keys(sale, wr, pre, pl);
+    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre"), pl = fkey(sale, "wrpl");
     memset(out, 0, sizeof(*out));
     inv_fleet_reply_t *r =
-        fscript(c, wr, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr,
-                pre, pl, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
-                (long long)now_ms, ttl_s, (unsigned long long)cap);
+        call(c, wr.s, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr.s,
+             pre.s, pl.s, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
+             (long long)now_ms, ttl_s, (unsigned long long)cap);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -1025,8 +922,7 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
     if (kind == -2 && relems(r) == 2 && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING) {
         snprintf(out->seed, sizeof(out->seed), "%s", rstr(el(r, 1)));
     } else if (kind == -3) {
-        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
-        rc = CM_ENOTFOUND;
+        rc = no_seed(errbuf, errlen);
     } else if (kind == -1 || kind == 0) {
         out->prequeue = true;
         out->full = kind == -1;
@@ -1034,96 +930,80 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
         out->pos = reply_u64(el(r, 1));
         out->exp_s = (int64_t)reply_u64(el(r, 2));
     } else {
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-        rc = CM_EBACKEND;
+        rc = unexpected(errbuf, errlen);
     }
     inv_fleet_reply_free(r);
     return rc;
 }
 
-static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
-{
-    char what[40];
-    snprintf(what, sizeof(what), "wrjti:%016llx", (unsigned long long)jti);
-    fkey(out, cap, sale, what);
-}
-
 /* The claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone. */
-static void claim_keys(const char *sale, uint64_t jti, uint64_t fp, uint64_t nonce, char k[200],
-                       char vk[240], char val[48], char fps[24], char ns[24])
+typedef struct claim_keys {
+    char k[200], vk[240], val[48], fps[24], ns[24];
+} claim_keys_t;
+
+static void claim_keys(claim_keys_t *ck, const char *sale, uint64_t jti, uint64_t fp,
+                       uint64_t nonce)
 {
-    jti_key(k, 200, sale, jti);
-    snprintf(vk, 240, "%s:void:%016llx", k, (unsigned long long)nonce);
-    snprintf(fps, 24, "%llu", (unsigned long long)fp);
-    snprintf(ns, 24, "%016llx", (unsigned long long)nonce);
-    snprintf(val, 48, "%s:%s", fps, ns);
+    snprintf(ck->k, sizeof(ck->k), "{flashgate:fair:%s}:wrjti:%016llx", sale,
+             (unsigned long long)jti);
+    snprintf(ck->vk, sizeof(ck->vk), "%s:void:%016llx", ck->k, (unsigned long long)nonce);
+    snprintf(ck->fps, sizeof(ck->fps), "%llu", (unsigned long long)fp);
+    snprintf(ck->ns, sizeof(ck->ns), "%016llx", (unsigned long long)nonce);
+    snprintf(ck->val, sizeof(ck->val), "%s:%s", ck->fps, ck->ns);
 }
 
 int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                              uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48], fps[24], ns[24];
-    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
-    inv_fleet_reply_t *r = fscript(c, k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s", k,
-                                   vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) >= 0 && rnum(r) <= 2 ? (int)rnum(r)
-                                                                                 : CM_EBACKEND;
-    if (rc < 0)
-        cm_errbuf_set(errbuf, errlen,
-                      rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) == 3
-                          ? "the claim was given back before it ran"
-                          : "unexpected reply");
-    inv_fleet_reply_free(r);
-    return rc;
+    claim_keys_t ck;
+    claim_keys(&ck, sale, jti, fp, nonce);
+    long long n = -1;
+    int rc = num(call(c, ck.k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s", ck.k, ck.vk,
+                      ck.val, (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns),
+                 &n, errbuf, errlen);
+    if (rc == 0 && n == 3) {
+        cm_errbuf_set(errbuf, errlen, "the claim was given back before it ran");
+        rc = CM_EBACKEND;
+    } else if (rc == 0 && (n < 0 || n > 2)) {
+        rc = unexpected(errbuf, errlen);
+    }
+    return rc ? rc : (int)n;
 }
 
 int gw_fair_redis_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                                uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48], fps[24], ns[24];
-    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
-    inv_fleet_reply_t *r = fscript(c, k, &SC_ROOM_UNCLAIM, errbuf, errlen, "2 %s %s %lld %s %s", k,
-                                   vk, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && (rnum(r) == 0 || rnum(r) == 1) ? (int)rnum(r)
-                                                                                   : CM_EBACKEND;
-    if (rc < 0)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-    inv_fleet_reply_free(r);
-    return rc;
+    claim_keys_t ck;
+    claim_keys(&ck, sale, jti, fp, nonce);
+    long long n = -1;
+    int rc = num(call(c, ck.k, &SC_ROOM_UNCLAIM, errbuf, errlen, "2 %s %s %lld %s %s", ck.k, ck.vk,
+                      (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns),
+                 &n, errbuf, errlen);
+    if (rc == 0 && n != 0 && n != 1)
+        rc = unexpected(errbuf, errlen);
+    return rc ? rc : (int)n;
 }
 
 int gw_fair_redis_room_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_room_state_t *st,
                              char *errbuf, size_t errlen)
 {
-    char wr[160], pre[160], pl[160];
-    room_keys(sale, wr, pre, pl);
-    inv_fleet_reply_t *r = fcmd(c, wr, errbuf, errlen, "HMGET %s seed sealed npre next front", wr);
+    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre");
+    inv_fleet_reply_t *r =
+        call(c, wr.s, NULL, errbuf, errlen, "HMGET %s seed sealed npre next front", wr.s);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
     memset(st, 0, sizeof(*st));
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5) {
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
-        rc = CM_EBACKEND;
-    } else {
-        if (rtype(el(r, 0)) == INV_FLEET_REPLY_STRING)
-            snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
-        st->sealed_ms = (int64_t)reply_u64(el(r, 1));
-        st->npre = reply_u64(el(r, 2));
-        st->next = reply_u64(el(r, 3));
-        st->front_milli = reply_u64(el(r, 4));
-    }
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5)
+        rc = unexpected(errbuf, errlen);
+    else
+        room_state_of(r, st);
     inv_fleet_reply_free(r);
     if (rc == 0 && !st->sealed_ms) {
-        r = fcmd(c, pre, errbuf, errlen, "ZCARD %s", pre);
-        if (!r)
+        long long n = 0;
+        if (num(call(c, pre.s, NULL, errbuf, errlen, "ZCARD %s", pre.s), &n, errbuf, errlen) != 0)
             return CM_EBACKEND;
-        st->npre = reply_u64(r);
-        inv_fleet_reply_free(r);
+        st->npre = n > 0 ? (uint64_t)n : 0;
     }
     return rc;
 }
@@ -1132,16 +1012,7 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
                              void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
                              size_t errlen)
 {
-    char wr[160], pre[160], pl[160];
-    room_keys(sale, wr, pre, pl);
-    inv_fleet_reply_t *r = fcmd(c, pre, errbuf, errlen, "ZRANGE %s %lld %lld", pre, start, stop);
-    if (!r)
-        return CM_EBACKEND;
-    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
-        if (rstr(el(r, i)))
-            fn(ctx, rstr(el(r, i)));
-    inv_fleet_reply_free(r);
-    return 0;
+    return fmembers(c, fkey(sale, "wrpre").s, start, stop, fn, ctx, errbuf, errlen);
 }
 
 /*---- the scripts' SHA1s ----*/

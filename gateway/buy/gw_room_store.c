@@ -35,26 +35,9 @@
 
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
+    *st = (gw_room_store_t){.fd = -1, .cfd = -1}; /* every count and length 0 */
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->sync_cv, NULL);
-    st->sync_inflight = 0;
-    st->sync_inflight_upto = 0;
-    st->fd = -1;
-    st->len = 0;
-    st->synced_len = 0;
-    st->gen = 0;
-    st->dirty = false;
-    st->synced_ms = 0;
-    st->err_ms = 0;
-    st->cfd = -1;
-    st->clen = st->csynced = st->cmark = 0;
-    st->cgen = 0;
-    st->cfailed = false;
-    st->dir_unsynced = false;
-    st->base_len = 0;
-    atomic_init(&st->compactions, 0);
-    atomic_init(&st->claim_syncs, 0);
-    atomic_init(&st->claim_sync_failures, 0);
 }
 
 void gw_fair__room_store_deinit(gw_room_store_t *st)
@@ -86,15 +69,20 @@ static void store_trouble(gw_fair_sale_t *fs, const char *what)
 }
 
 /* fsync of the log's directory: a new log, its removal or a compaction's rename
- * survives a power cut. 0 or CM_EIO (logged). */
+ * survives a power cut. 0 or CM_EIO (errno set). */
+static int dir_fsync(const gw_fair_sale_t *fs)
+{
+    char path[700];
+    store_path(fs, path, sizeof(path));
+    return cm_journal_dir_sync(path);
+}
+
+/* dir_fsync, a failure logged. */
 static int store_dir_sync(gw_fair_sale_t *fs)
 {
-    int dfd = open(fs->f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    int rc = dir_fsync(fs);
     if (rc != 0)
         store_trouble(fs, "directory fsync");
-    if (dfd >= 0)
-        close(dfd);
     return rc;
 }
 
@@ -131,11 +119,8 @@ static int store_sync(gw_fair_sale_t *fs)
     if (cfd >= 0)
         close(cfd);
     if (rc == 0 && dir) {
-        int dfd = open(fs->f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : -1;
+        rc = dir_fsync(fs);
         e = errno;
-        if (dfd >= 0)
-            close(dfd);
     }
     pthread_mutex_lock(&st->mu);
     if (--st->sync_inflight == 0)
@@ -200,6 +185,14 @@ static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
     return n ? store_write_frames(fs, frame, n) : CM_EINVAL;
 }
 
+/* The "K" line of the room's keys: its length. */
+static int key_line(char *out, size_t cap, cm_hash_key_t key, cm_hash_key_t seed)
+{
+    return snprintf(out, cap, "K %016llx %016llx %016llx %016llx", (unsigned long long)key.k0,
+                    (unsigned long long)key.k1, (unsigned long long)seed.k0,
+                    (unsigned long long)seed.k1);
+}
+
 /* Opens the log for appends; a new (empty) one starts with the room's keys. st->mu held. */
 static int store_open(gw_fair_sale_t *fs)
 {
@@ -237,9 +230,7 @@ static int store_open(gw_fair_sale_t *fs)
     /* the magic line and the keys first, synced: every place and replay id after
      * them derives from them */
     char line[128], head[CM_JOURNAL_MAGIC_LEN + sizeof(line) + CM_JOURNAL_FRAME_OVERHEAD];
-    int n = snprintf(line, sizeof(line), "K %016llx %016llx %016llx %016llx",
-                     (unsigned long long)fs->wr_key.k0, (unsigned long long)fs->wr_key.k1,
-                     (unsigned long long)fs->wr_seed.k0, (unsigned long long)fs->wr_seed.k1);
+    int n = key_line(line, sizeof(line), fs->wr_key, fs->wr_seed);
     memcpy(head, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
     size_t hn = CM_JOURNAL_MAGIC_LEN + cm_journal_frame(head + CM_JOURNAL_MAGIC_LEN,
                                                         sizeof(head) - CM_JOURNAL_MAGIC_LEN, line,
@@ -316,28 +307,25 @@ static int store_flush(gw_fair_sale_t *fs)
 /* fdatasync of the log through its length now (every line whose write(2) returned
  * before the call), unless an fdatasync covered it already or one running covers it
  * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
- * The log's lock is not held across the fdatasync. Counts claim_syncs, and
- * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
+ * The log's lock is not held across the fdatasync. 0 or CM_EIO. Thread-safe
  * (blocks on the disk: off the loops). */
-static int local_sync(gw_fair_sale_t *fs)
-{
-    gw_room_store_t *st = &fs->wr_store;
-    pthread_mutex_lock(&st->mu);
-    int rc = store_flush(fs);
-    pthread_mutex_unlock(&st->mu);
-    atomic_fetch_add_explicit(rc == 0 ? &st->claim_syncs : &st->claim_sync_failures, 1,
-                              memory_order_relaxed);
-    return rc;
-}
-
-/* fdatasync of the log through its length now, as local_sync but counted as no
- * claim's (the seal's). 0 or CM_EIO. Thread-safe (blocks on the disk). */
 static int store_durable(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     int rc = store_flush(fs);
     pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* store_durable for the token claims of the orders a group commit answers: counts
+ * claim_syncs, and claim_sync_failures on a failure (logged, rate limited). */
+static int local_sync(gw_fair_sale_t *fs)
+{
+    int rc = store_durable(fs);
+    atomic_fetch_add_explicit(rc == 0 ? &fs->wr_store.claim_syncs
+                                      : &fs->wr_store.claim_sync_failures,
+                              1, memory_order_relaxed);
     return rc;
 }
 
@@ -863,9 +851,7 @@ static void room_compact(gw_fair_sale_t *fs)
     memcpy(img.p, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
     img.len = CM_JOURNAL_MAGIC_LEN;
     char l[80];
-    int kn = snprintf(l, sizeof(l), "K %016llx %016llx %016llx %016llx", (unsigned long long)key.k0,
-                      (unsigned long long)key.k1, (unsigned long long)seed.k0,
-                      (unsigned long long)seed.k1);
+    int kn = key_line(l, sizeof(l), key, seed);
     (void)cm_journal_buf_add(&img, l, (size_t)kn);
     for (size_t i = 0; i < npre; i++)
         img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_J,
