@@ -437,14 +437,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         snprintf(out->person, sizeof(out->person), "%s", person);
         out->qty = qty;
         out->entered_at_ms = at;
-        inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
-        int64_t starts = 0;
-        if (s) {
-            inv_sale_info_t info;
-            inv_sale_snapshot(s, &info);
-            starts = info.starts_at_ms;
-        }
-        out->draw_at_ms = starts + atomic_load(&fs->sale.cfg.fair_window_ms);
+        out->draw_at_ms = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
         out->state = GW_ENTRY_ENTERED;
         return 1;
     }
@@ -601,17 +594,6 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     return true;
 }
 
-/* Whether the sale's ends_at passed (its waitlist is then lost). */
-static bool sale_ended(gw_fair_t *f, const char *sale_id)
-{
-    inv_sale_t *s = inv_sale_find(f->srv->stores.inv, sale_id);
-    if (!s)
-        return false;
-    inv_sale_info_t info;
-    inv_sale_snapshot(s, &info);
-    return info.ends_at_ms && cm_wall_ms() >= info.ends_at_ms;
-}
-
 /*
  * After the draw: every gateway learns every entry's position and outcome,
  * again whenever the waitlist's generation moves (a promotion, a loser lost
@@ -634,7 +616,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     /* the losers wait unless the draw said not (or an older drawer said nothing) or the
      * sale ended; an entry the draw or a promotion refused for cause is lost */
-    bool ended = ws.ended || sale_ended(f, fs->sale_id);
+    bool ended = ws.ended || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
     bool first = !atomic_load(&fs->drawn);
     pthread_mutex_lock(&fs->mu);
     /* the core's DRAW_KNOWN: its ORDER is the perm below (the same gw_fair_order
@@ -831,7 +813,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
     if (cm_hash_seed_random(&rnd) != 0)
         return false;
     inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
-    bool over = !sale || sale_ended(f, fs->sale_id);
+    bool over = !sale || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
     int64_t t0 = cm_wall_ms();
     gw_fair_core_t core = {.perm = NULL};
     gw_fair_core_init(&core);

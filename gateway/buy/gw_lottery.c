@@ -383,17 +383,18 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
-    /* the window itself is the buy path's to check (gw_buy.c: the phase) */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                       .entrants = fs->n,
-                       .max_entries = fs->f->srv->cfg->max_lottery_entries};
+    /* the machine decides the window (the buy path's phase was read without mu) */
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
+                       .fair = {.kind = GW_FAIR_EV_ENTER, .entrants = fs->n}};
     entry_t *e = fs->closed ? NULL : gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
-        ev.found = strcmp(e->user_id, t->user_id) == 0 ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_OTHER;
+        ev.fair.found =
+            strcmp(e->user_id, t->user_id) == 0 ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_OTHER;
     }
-    gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
+    const gw_fair_out_t out = so.fair;
     if (out.answer == GW_FAIR_A_ALREADY && e) {
         ticket_of(fs, e, t, draw_at);
         rc = 1;
@@ -407,7 +408,7 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
         rc = GW_FAIR_FULL;
         goto out;
     }
-    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */
+    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* out of the window, or the draw took them */
         rc = CM_EBUSY;
         goto out;
     }
@@ -429,11 +430,11 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    ev =
-        (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
-                       .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
-    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
-    if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
+    ev.fair = (gw_fair_ev_t){
+        .kind = GW_FAIR_EV_ENTRY_LOGGED,
+        .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
+    gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
+    if (!(so.fair.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
         goto out;
     }
@@ -458,16 +459,8 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         gw_fair_sale_t *fs = f->sales[i];
         pthread_mutex_lock(&fs->mu);
         entry_t *e = gw_fair__find_id(fs, order_id);
-        if (e) {
-            inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
-            int64_t starts = 0;
-            if (s) {
-                inv_sale_info_t info;
-                inv_sale_snapshot(s, &info);
-                starts = info.starts_at_ms;
-            }
-            ticket_of(fs, e, out, starts + atomic_load(&fs->sale.cfg.fair_window_ms));
-        }
+        if (e)
+            ticket_of(fs, e, out, gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms)));
         pthread_mutex_unlock(&fs->mu);
         if (e)
             return 1;
@@ -712,12 +705,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     int64_t now = cm_wall_ms();
     /* the losers wait for freed units (gw_waitlist.c) unless the sale is over
      * already; the core decides it once (a resumed or retried draw keeps it) */
-    bool over = !sale;
-    if (sale) {
-        inv_sale_info_t si;
-        inv_sale_snapshot(sale, &si);
-        over = si.ends_at_ms && now >= si.ends_at_ms;
-    }
+    bool over = !sale || gw_sale_phase(&fs->sale, now) == GW_SALE_PH_ENDED;
     gw_fair_out_t out;
     for (;;) {
         pthread_mutex_lock(&fs->mu);

@@ -165,8 +165,6 @@ static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
             out->reg.answer = has_registration(c) ? GW_REG_SHUT : GW_REG_GONE;
             return;
         }
-        ev.opens_ms = LD(c->cfg.reg_opens_ms);
-        ev.window_ms = LD(c->cfg.fair_window_ms);
         ev.cap = LD(c->cfg.reg_cap);
     }
     if (!c->reg) {
@@ -174,6 +172,14 @@ static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
         return;
     }
     gw_reg_core_step(c->reg, &ev, &out->reg);
+}
+
+/* The room seals at the sale's start (with a lottery too: inside its entry
+ * window), not at a phase's: its pre-queue ranks the joins before it. */
+static bool room_started(const gw_sale_core_t *c, int64_t now_ms)
+{
+    int64_t starts = LD(c->cfg.starts_at_ms);
+    return !(starts && now_ms < starts);
 }
 
 static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
@@ -185,7 +191,10 @@ static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, g
     }
     gw_room_ev_t ev = *in;
     if (ev.kind == GW_ROOM_EV_JOIN) {
-        ev.join.starts_at_ms = LD(c->cfg.starts_at_ms);
+        if (!atomic_load(&c->room->sealed) && room_started(c, now_ms)) {
+            out->room.rc = GW_ROOM_SEAL; /* nothing done: SEAL, then JOIN again */
+            return;
+        }
         ev.join.now_ms = now_ms;
     } else if (ev.kind == GW_ROOM_EV_SEAL) {
         ev.now_ms = now_ms;
@@ -260,8 +269,7 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
         if (out->wl.actions)
             out->actions |= GW_SALE_DO_WL;
     }
-    int64_t starts = LD(c->cfg.starts_at_ms);
-    if (has_room(c) && !(starts && now_ms < starts)) {
+    if (has_room(c) && room_started(c, now_ms)) {
         bool sealed = atomic_load(&c->room->sealed);
         on_room(c,
                 &(gw_room_ev_t){.kind = sealed ? GW_ROOM_EV_TICK : GW_ROOM_EV_SEAL,
