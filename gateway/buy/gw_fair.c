@@ -234,12 +234,14 @@ void gw_fair_tick(gw_server_t *srv)
 
 static void fair_tick_locked(gw_fair_t *f)
 {
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    bool here[FAIR_MAX_SALES];
+    for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
+        here[i] = gw_fair__sale_terms(f->sales[i]);
     f->lot->tick(f, cm_wall_ms());
     gw_fair__rooms_tick(f, cm_wall_ms());
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        bool here = gw_fair__sale_terms(fs); /* another gateway's edits of its start and end */
         if (atomic_load(&fs->drawn)) {
             f->lot->leftovers_tick(f, fs);
             continue;
@@ -247,7 +249,7 @@ static void fair_tick_locked(gw_fair_t *f)
         if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
             continue;
         f->lot->entries_tick(f, fs);
-        if (!here)
+        if (!here[i])
             continue;
         int64_t closes = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
         if (cm_wall_ms() < closes)

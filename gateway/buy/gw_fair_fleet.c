@@ -214,8 +214,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         return false;
     pthread_mutex_lock(&fs->mu);
     gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, cm_wall_ms(),
-                      &out);
+    gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, &out);
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
@@ -625,7 +624,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     gw_fair_ev_t kev = {
         .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = d.seed, .entrants = d.n, .waitlist = ws.mode == 'w'};
     gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &kev, cm_wall_ms(), &out);
+    gw_fair_core_step(&fs->core, &kev, &out);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
@@ -805,7 +804,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
  * A fresh core each run: the store holds the draw, a run resumes it. True
  * when it is done. Lottery thread.
  */
-static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
+static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_server_t *srv = f->srv;
     char why[256] = "";
@@ -818,10 +817,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
     gw_fair_core_t core = {.perm = NULL};
     gw_fair_core_init(&core);
     gw_fair_out_t out;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                       .closes_at_ms = closes_ms,
-                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-    gw_fair_core_step(&core, &ev, t0, &out);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
+    gw_fair_core_step(&core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
     fleet_draw_t d;
@@ -829,7 +826,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
         (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = fleet_seed(f, fs, core.seed, over, &d)};
     ev.seed = d.seed;
     ev.entrants = d.n;
-    gw_fair_core_step(&core, &ev, t0, &out);
+    gw_fair_core_step(&core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_ORDER)) {
         fleet_draw_free(&d);
         return false;
@@ -849,8 +846,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
                 gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
                                                  sizeof(why)),
                 why);
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
+        gw_fair_core_step(&core, &ev, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
             break;
         const entry_t *e = &d.all[out.entry];
@@ -859,10 +856,10 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
                             .state = fleet_won(&d, e->person)       ? GW_ENTRY_WON
                                      : fleet_refused(&d, e->person) ? GW_ENTRY_LOST
                                                                     : GW_ENTRY_ENTERED};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             ev = fleet_accept(f, fs, sale, e, &nwon);
-            gw_fair_core_step(&core, &ev, t0, &out);
+            gw_fair_core_step(&core, &ev, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED) {
                 failed = true;
                 break;
@@ -872,19 +869,19 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
          * LOG_SOLD_OUT: nobody is told an outcome before :done, so the stock's
          * end needs no record of its own here */
         if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT)
-            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, t0, &out);
+            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, &out);
     }
     bool done = false;
     if (!failed && core.next >= core.ndraw) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
+        gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
             if (fconn(f) &&
                 fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
                     why))
                 ev.rc = 0;
-            gw_fair_core_step(&core, &ev, t0, &out);
+            gw_fair_core_step(&core, &ev, &out);
             done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
         }
     }
@@ -949,7 +946,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
                           why))
         return;
-    if (mine && !fleet_run_draw(f, fs, closes_ms))
+    if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
 }
 

@@ -162,7 +162,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY};
             ev.found =
                 gw_fair__find_user(fs, e.person, e.key) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (!(out.actions & GW_FAIR_DO_ADD_ENTRY))
                 continue;
             gw_fair__entry_add(fs, &e);
@@ -174,7 +174,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                                .rec = GW_FAIR_REC_SEED,
                                .seed = seed,
                                .entrants = fs->n};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_started_ms = at;
         } else if (line[0] == 'W' && fs->seeded) {
             char id[INV_ORDER_ID_MAX + 1];
@@ -182,7 +182,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD,
                                .rec = GW_FAIR_REC_WON,
                                .within = w && w < fs->v + fs->ndraw};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (w && (out.actions & GW_FAIR_DO_SET_STATE)) {
                 mark_won(fs, w);
                 w->wlogged = true;
@@ -200,11 +200,11 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             char wflag[2] = "";
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END};
             ev.waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_done_ms = at;
         } else if (line[0] == 'O') {
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SOLD_OUT};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
         }
@@ -219,7 +219,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
      * (not only its "D": the same failed fdatasync covered the "E" lines) is
      * written again and synced before the draw resumes or counts as done. */
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)};
-    gw_fair_core_step(&fs->core, &ev, 0, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
@@ -525,10 +525,19 @@ static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, boo
     return rc;
 }
 
+/* A draw's tick through the sale's machine: it decides the window closed and
+ * whether the losers wait (the sale not ended). fs->mu held. */
+static gw_fair_out_t draw_step(gw_fair_sale_t *fs, const gw_fair_ev_t *ev, int64_t now)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now, &so);
+    return so.fair;
+}
+
 /* The core's first steps of a draw: the seed's "D" record made durable, or a
  * log read back unsynced made durable again. True once the entrants can be
  * drawn. Lottery thread, fs->mu held. */
-static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
+static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (fs->seeded && !fs->seed_unsynced)
         return true;
@@ -536,13 +545,11 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0))
         return false;
     int64_t now = cm_wall_ms();
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                       .closes_at_ms = closes_at_ms,
-                       .entrants = fs->n,
-                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-    gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &ev, now, &out);
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+    gw_fair_out_t out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
+                                                      .entrants = fs->n,
+                                                      .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
+                                  now);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_SEED) {
         fs->draw_started_ms = now;
         char line[96];
@@ -570,7 +577,7 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         ev.rc = log_make_durable(path);
         pthread_mutex_lock(&fs->mu);
     }
-    gw_fair_core_step(&fs->core, &ev, now, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
@@ -691,9 +698,10 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
  */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
+    (void)closes_at_ms; /* the sale's machine holds the window (fs->sale) */
     gw_server_t *srv = f->srv;
     pthread_mutex_lock(&fs->mu);
-    bool seeded = draw_seed(f, fs, closes_at_ms);
+    bool seeded = draw_seed(f, fs);
     pthread_mutex_unlock(&fs->mu);
     if (!seeded)
         return;
@@ -703,9 +711,6 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
-    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over
-     * already; the core decides it once (a resumed or retried draw keeps it) */
-    bool over = !sale || gw_sale_phase(&fs->sale, now) == GW_SALE_PH_ENDED;
     gw_fair_out_t out;
     for (;;) {
         pthread_mutex_lock(&fs->mu);
@@ -713,16 +718,16 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             pthread_mutex_unlock(&fs->mu);
             break;
         }
-        gw_fair_ev_t ev = {
-            .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
-        gw_fair_core_step(&fs->core, &ev, now, &out);
+        /* the losers wait for freed units (gw_waitlist.c) unless the sale is
+         * over already; the core decides it once (a resumed draw keeps it) */
+        out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, now);
         if (!(out.actions & GW_FAIR_DO_DRAW)) {
             pthread_mutex_unlock(&fs->mu);
             break;
         }
         entry_t *e = &fs->v[out.entry]; /* the vector no longer grows: closed */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
-        gw_fair_core_step(&fs->core, &ev, now, &out);
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW, .state = e->state};
+        gw_fair_core_step(&fs->core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             pthread_mutex_unlock(&fs->mu);
             if (nwon == capwon) {
@@ -731,7 +736,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
             ev = accept_one(f, fs, sale, e, now, won, &nwon);
             pthread_mutex_lock(&fs->mu);
-            gw_fair_core_step(&fs->core, &ev, now, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED) {
                 failed = true;
                 pthread_mutex_unlock(&fs->mu);
@@ -755,7 +760,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
                                 .rc = log_line_synced(fs, line, (size_t)len,
                                                       srv->cfg->durability == GW_DURABILITY_FSYNC)};
-            gw_fair_core_step(&fs->core, &ev, now, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (ev.rc != 0)
                 cm_log_error("fair",
                              "cannot record that the draw's stock ran out; the log is "
@@ -776,9 +781,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
      * winners. The draw is done once "F" is durable, not before (the core's
      * rule): until then buys get 503 and the next tick writes the lines
      * again. */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
-    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
+    out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, fs->draw_done_ms);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
         ev.rc = log_winners(fs);
         if (ev.rc == 0) {
@@ -795,7 +799,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
         }
     }
-    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
                      fs->sale_id);

@@ -220,7 +220,8 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         fs->wr_last_ms = now;
         if (rate <= 0)
             continue;
-        bool s = gw_fair__sale_terms(fs);
+        /* the machine's start, refreshed by this tick (fair_tick_locked) */
+        bool s = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
         int64_t starts = atomic_load(&fs->sale.cfg.starts_at_ms);
         double eff = (double)rate * factor / members;
         if (cap >= 0 && eff > cap)

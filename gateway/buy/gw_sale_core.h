@@ -149,7 +149,8 @@ enum {
 /* An event's answer and the store operations it asks for: the members of
  * the event's kind are filled (a TICK fills those its actions name). */
 typedef struct gw_sale_out {
-    gw_sale_phase_t phase; /* the phase the event was decided in */
+    gw_sale_phase_t phase; /* the phase the event was decided in (a store's reply,
+                            * never refused, is decided in none: 0) */
     bool refused;          /* outside its phase: answered here, no core stepped */
     unsigned actions;      /* TICK: GW_SALE_DO_* */
     gw_reg_out_t reg;      /* REG (refused: answer GW_REG_GONE or GW_REG_SHUT) */
