@@ -141,8 +141,8 @@ void gw_room_handle(gw_req_t *r)
         }
     }
     gw_wr_join_t j;
-    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, starts,
-                               v.admitted_through, &j);
+    int rc =
+        gw_fair_room_join(fs, person, person_len, take, now_ms, starts, v.admitted_through, &j);
     if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
                       "now; retry", r->id);
@@ -361,7 +361,8 @@ bool gw_reg_handle(gw_req_t *r)
         return false;
     }
     if (rc == GW_REG_SHUT) { /* the window closed since the check above */
-        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is closed", r->id);
+        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is closed",
+                      r->id);
         return false;
     }
     if (rc == GW_REG_FULL) {

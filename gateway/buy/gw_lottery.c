@@ -430,9 +430,9 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    ev.fair = (gw_fair_ev_t){
-        .kind = GW_FAIR_EV_ENTRY_LOGGED,
-        .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
+    ev.fair =
+        (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
+                       .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
     gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
     if (!(so.fair.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
@@ -545,9 +545,10 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0))
         return false;
     int64_t now = cm_wall_ms();
-    gw_fair_out_t out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                                                      .entrants = fs->n,
-                                                      .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
+    gw_fair_out_t out = draw_step(fs,
+                                  &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
+                                                  .entrants = fs->n,
+                                                  .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
                                   now);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_SEED) {

@@ -109,8 +109,9 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 int gw_fair__reg_sync(gw_fair_sale_t *fs, int held)
 {
     /* SYNCED reads no state (each held answer brings its own): no reg_mu */
-    gw_sale_ev_t ev = {.kind = GW_SALE_EV_REG,
-                       .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
+    gw_sale_ev_t ev = {
+        .kind = GW_SALE_EV_REG,
+        .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
     gw_sale_out_t out;
     gw_sale_step(&fs->sale, &ev, 0, &out);
     return out.reg.answer;

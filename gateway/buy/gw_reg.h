@@ -56,7 +56,6 @@ void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *star
  */
 bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms);
 
-
 /*
  * Registers person for the sale, the sale's machine deciding its window and
  * its cap (sales.max_registrations: cap is not read; the caller checked the

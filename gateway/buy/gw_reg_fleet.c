@@ -48,7 +48,8 @@ static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
      * before a lottery is set again under the id (gw_fair_fleet.c, the tombstone's
      * clear), the only way a registration under the id is read again. */
     /* the set is Redis's: the store decides */
-    gw_reg_out_t out = reg_step(fs, &(gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .store_decides = true});
+    gw_reg_out_t out =
+        reg_step(fs, &(gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .store_decides = true});
     *sync = false;
     if (!(out.actions & GW_REG_DO_STORE))
         return out.answer;

@@ -675,10 +675,10 @@ static int join_step(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_sale_
 {
     if (fs->wr_seal_syncing)
         return CM_EAGAIN;
-    gw_sale_step(&fs->sale,
-                 &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM,
-                                 .room = {.kind = GW_ROOM_EV_JOIN, .join = *join}},
-                 join->now_ms, so);
+    gw_sale_step(
+        &fs->sale,
+        &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = {.kind = GW_ROOM_EV_JOIN, .join = *join}},
+        join->now_ms, so);
     return so->room.rc;
 }
 

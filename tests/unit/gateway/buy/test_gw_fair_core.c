@@ -78,10 +78,7 @@ static void order(sale_t *s)
 static void seed(sale_t *s)
 {
     gw_fair_out_t o =
-        step(&s->c,
-             (gw_fair_ev_t){
-                 .kind = GW_FAIR_EV_TICK, .entrants = s->n, .rnd = SEED},
-             CLOSES);
+        step(&s->c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .entrants = s->n, .rnd = SEED}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_SEED);
     o = step(&s->c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
@@ -93,10 +90,8 @@ static void seed(sale_t *s)
 static bool draw(sale_t *s, size_t max, bool sale_over)
 {
     for (size_t k = 0; k < max; k++) {
-        gw_fair_out_t o = step(
-            &s->c,
-            (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = sale_over},
-            CLOSES);
+        gw_fair_out_t o =
+            step(&s->c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = sale_over}, CLOSES);
         if (o.actions == GW_FAIR_DO_LOG_OUTCOMES) {
             s->waitlist = o.waitlist;
             return false;
@@ -185,8 +180,7 @@ static void test_seed(void **state)
     sale_t s;
     sale_init(&s, 10);
     keys_init(&s, 3);
-    gw_fair_ev_t tick = {
-        .kind = GW_FAIR_EV_TICK, .entrants = s.n, .rnd = 1};
+    gw_fair_ev_t tick = {.kind = GW_FAIR_EV_TICK, .entrants = s.n, .rnd = 1};
     assert_int_equal(step(&s.c, tick, CLOSES).actions, GW_FAIR_DO_SEED);
     assert_true(s.c.closed);
     assert_int_equal(s.c.ndraw, 3);
@@ -243,9 +237,7 @@ static void test_draw(void **state)
     assert_false(draw(&s, 1, true));
     assert_true(end(&s, 0));
     assert_true(s.c.lot_done);
-    assert_int_equal(
-        step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, CLOSES).actions,
-        0);
+    assert_int_equal(step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, CLOSES).actions, 0);
 }
 
 /* An unreachable inventory stops the draw at its entrant; the next tick
@@ -466,8 +458,7 @@ static void test_fleet_draw(void **state)
     gw_fair_out_t o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, CLOSES);
     assert_int_equal(o.actions, 0);
     gw_fair_core_init(&fl.c); /* the drawer's own core */
-    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .rnd = 12345},
-             CLOSES);
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .rnd = 12345}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_SEED);
     /* the store kept another drawer's seed: that one decides */
     o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND}, CLOSES);

@@ -26,8 +26,7 @@ static gw_reg_out_t step(gw_reg_core_t *c, gw_reg_ev_t ev)
 
 static gw_reg_ev_t reg(bool found, uint64_t cap)
 {
-    return (gw_reg_ev_t){
-        .kind = GW_REG_EV_REGISTER, .found = found, .cap = cap};
+    return (gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .found = found, .cap = cap};
 }
 
 static void test_one_per_person(void **state)
@@ -160,9 +159,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_per_person), cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_failed_line),
-        cmocka_unit_test(test_store_decides),  cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_fsync_answers_after_sync),
+        cmocka_unit_test(test_failed_line),    cmocka_unit_test(test_store_decides),
+        cmocka_unit_test(test_replay),         cmocka_unit_test(test_fsync_answers_after_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
