@@ -925,6 +925,27 @@ static void test_person_entry(void **st)
     free(m);
 }
 
+/* The entry window is the sale machine's (gw_sale_core.c), decided under the
+ * lottery's lock with the entry's own time: one at or after the close (the
+ * buy path let it through just before) is refused as the draw's (503, retry),
+ * as is one before the window opens; one inside it is taken. */
+static void test_enter_outside_window(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
+    gw_fair_ticket_t t;
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, starts_at_ms + 1000, &t),
+                     CM_EBUSY);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, starts_at_ms - 1, &t),
+                     CM_EBUSY);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG02", "c1", NULL, NULL, starts_at_ms + 999, &t), 0);
+    mini_close(m);
+    free(m);
+}
+
 /* Waits (bounded) until the lottery of `fs` has drawn. */
 static void wait_drawn(gw_fair_sale_t *fs, int64_t starts_at_ms)
 {
@@ -1634,6 +1655,7 @@ int main(void)
         cmocka_unit_test(test_fleet_perm_is_the_seeded_order),
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_person_entry),
+        cmocka_unit_test(test_enter_outside_window),
         cmocka_unit_test(test_resumed_draw_reserves_once),
         cmocka_unit_test(test_lost_for_cause_not_waitlisted),
         cmocka_unit_test(test_lost_for_cause_waitlisted),
