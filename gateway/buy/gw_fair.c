@@ -220,7 +220,7 @@ void gw_fair_close(gw_server_t *srv)
     free(f);
     srv->fair = NULL;
 }
-static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f);
+static void fair_tick_locked(gw_fair_t *f);
 
 void gw_fair_tick(gw_server_t *srv)
 {
@@ -228,15 +228,18 @@ void gw_fair_tick(gw_server_t *srv)
     if (!f)
         return;
     pthread_mutex_lock(&f->tick_mu);
-    fair_tick_locked(srv, f);
+    fair_tick_locked(f);
     pthread_mutex_unlock(&f->tick_mu);
 }
 
-static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
+static void fair_tick_locked(gw_fair_t *f)
 {
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    bool here[FAIR_MAX_SALES];
+    for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
+        here[i] = gw_fair__sale_terms(f->sales[i]);
     f->lot->tick(f, cm_wall_ms());
     gw_fair__rooms_tick(f, cm_wall_ms());
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if (atomic_load(&fs->drawn)) {
@@ -246,12 +249,9 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
         if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
             continue;
         f->lot->entries_tick(f, fs);
-        inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
-        if (!s)
+        if (!here[i])
             continue;
-        inv_sale_info_t info;
-        inv_sale_snapshot(s, &info);
-        int64_t closes = info.starts_at_ms + atomic_load(&fs->sale.cfg.fair_window_ms);
+        int64_t closes = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
         if (cm_wall_ms() < closes)
             continue;
         f->lot->draw_tick(f, fs, closes);

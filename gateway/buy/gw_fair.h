@@ -98,6 +98,9 @@ gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id);
 gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms);
 /* When the window closes (ms since the epoch). Thread-safe. */
 int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
+/* The sale's state machine (gw_sale_core.h): its configuration (relaxed
+ * atomics) and phase, for the routes to read. Thread-safe. */
+const struct gw_sale_core *gw_fair_machine(const gw_fair_sale_t *fs);
 
 /*
  * An entry's state: in the draw, won (its order is reserved), lost, or
@@ -299,8 +302,9 @@ typedef struct gw_wr_join {
 } gw_wr_join_t;
 
 /*
- * The place `person` holds in the room at now_ms (the sale starting at
- * starts_at_ms, 0 = no start), joining (take) or only looking. Before the
+ * The place `person` holds in the room at now_ms (the sale starting at its
+ * machine's starts_at, gw_fair_machine: starts_at_ms is not read), joining
+ * (take) or only looking. Before the
  * start a join enters the pre-queue (out->prequeue). From the start (the first
  * call at or after it seals the pre-queue, as does the tick), a pre-queue
  * person holds their rank, anyone else a place at the back, kept while the

@@ -159,12 +159,13 @@ static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *o
     out->actions = GW_FAIR_DO_APPEND_ENTRY;
 }
 
-static void on_tick(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
+static void on_tick(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
     if (c->lot_stage == STAGE_ENTRY) {
-        if (c->closed || !ev->closes_at_ms || now_ms < ev->closes_at_ms)
+        if (c->closed)
             return;
-        /* the window closed: the entrants there are now are the draw's */
+        /* the window closed (the sale machine ticks a lottery only after it):
+         * the entrants there are now are the draw's */
         c->closed = true;
         c->seed = ev->rnd;
         c->ndraw = ev->entrants;
@@ -420,8 +421,7 @@ static void on_draw_known(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out
     out->waitlist = ev->waitlist;
 }
 
-void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms,
-                       gw_fair_out_t *out)
+void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
     *out = (gw_fair_out_t){.answer = GW_FAIR_A_NONE};
     switch (ev->kind) {
@@ -440,7 +440,7 @@ void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms
         out->actions = GW_FAIR_DO_ADD_ENTRY;
         break;
     case GW_FAIR_EV_TICK:
-        on_tick(c, ev, now_ms, out);
+        on_tick(c, ev, out);
         break;
     case GW_FAIR_EV_SEED_DURABLE:
         on_seed_durable(c, ev, out);

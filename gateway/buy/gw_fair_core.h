@@ -101,7 +101,8 @@ typedef enum {
     GW_FAIR_EV_ENTER = 0,       /* an entry inside the window (the sale machine's to check):
                                    found, now, entrants, max_entries */
     GW_FAIR_EV_ENTRY_LOGGED,    /* the entry's record: rc */
-    GW_FAIR_EV_TICK,            /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
+    GW_FAIR_EV_TICK,            /* the draw's thread, after the window (the sale machine's to
+                                   check): now, entrants, rnd, sale_over */
     GW_FAIR_EV_SEED_DURABLE,    /* the seed's record (or the log written again): rc */
     GW_FAIR_EV_DRAW,            /* the entry DO_DRAW named: state */
     GW_FAIR_EV_ACCEPTED,        /* the accept of DO_ACCEPT's entry: acc, sold_out */
@@ -140,7 +141,6 @@ typedef enum {
 /* One event's facts; each kind reads only its own members. */
 typedef struct gw_fair_ev {
     gw_fair_ev_kind_t kind;
-    int64_t closes_at_ms;              /* TICK: the window's close (0: not told) */
     gw_fair_found_t found;             /* ENTER; RECORD ENTRY: the person's entry */
     int rc;                            /* ENTRY_LOGGED, SEED_DURABLE, DRAW_LOGGED, LOADED */
     size_t entrants;                   /* ENTER, TICK, RECORD SEED: the entries so far */
@@ -168,10 +168,10 @@ typedef struct gw_fair_out {
 
 /* A new lottery, taking entries. */
 void gw_fair_core_init(gw_fair_core_t *c);
-/* One event at now_ms. An event the core does not expect now does nothing
- * (no answer, no action): a shell's defect, never an entrant's. */
-void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms,
-                       gw_fair_out_t *out);
+/* One event (no clock: the windows are the sale machine's, gw_sale_core.h).
+ * An event the core does not expect now does nothing (no answer, no action):
+ * a shell's defect, never an entrant's. */
+void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out);
 
 /* The draw order of the frozen entrants: perm[0..ndraw) from c->seed and
  * keys[0..ndraw) (each entrant's keyed hash of its person), into the buffer

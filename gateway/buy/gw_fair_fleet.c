@@ -214,8 +214,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         return false;
     pthread_mutex_lock(&fs->mu);
     gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, cm_wall_ms(),
-                      &out);
+    gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, &out);
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
@@ -437,14 +436,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         snprintf(out->person, sizeof(out->person), "%s", person);
         out->qty = qty;
         out->entered_at_ms = at;
-        inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
-        int64_t starts = 0;
-        if (s) {
-            inv_sale_info_t info;
-            inv_sale_snapshot(s, &info);
-            starts = info.starts_at_ms;
-        }
-        out->draw_at_ms = starts + atomic_load(&fs->sale.cfg.fair_window_ms);
+        out->draw_at_ms = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
         out->state = GW_ENTRY_ENTERED;
         return 1;
     }
@@ -601,17 +593,6 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     return true;
 }
 
-/* Whether the sale's ends_at passed (its waitlist is then lost). */
-static bool sale_ended(gw_fair_t *f, const char *sale_id)
-{
-    inv_sale_t *s = inv_sale_find(f->srv->stores.inv, sale_id);
-    if (!s)
-        return false;
-    inv_sale_info_t info;
-    inv_sale_snapshot(s, &info);
-    return info.ends_at_ms && cm_wall_ms() >= info.ends_at_ms;
-}
-
 /*
  * After the draw: every gateway learns every entry's position and outcome,
  * again whenever the waitlist's generation moves (a promotion, a loser lost
@@ -634,7 +615,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     /* the losers wait unless the draw said not (or an older drawer said nothing) or the
      * sale ended; an entry the draw or a promotion refused for cause is lost */
-    bool ended = ws.ended || sale_ended(f, fs->sale_id);
+    bool ended = ws.ended || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
     bool first = !atomic_load(&fs->drawn);
     pthread_mutex_lock(&fs->mu);
     /* the core's DRAW_KNOWN: its ORDER is the perm below (the same gw_fair_order
@@ -643,7 +624,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     gw_fair_ev_t kev = {
         .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = d.seed, .entrants = d.n, .waitlist = ws.mode == 'w'};
     gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &kev, cm_wall_ms(), &out);
+    gw_fair_core_step(&fs->core, &kev, &out);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
@@ -823,7 +804,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
  * A fresh core each run: the store holds the draw, a run resumes it. True
  * when it is done. Lottery thread.
  */
-static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
+static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_server_t *srv = f->srv;
     char why[256] = "";
@@ -831,15 +812,13 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
     if (cm_hash_seed_random(&rnd) != 0)
         return false;
     inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
-    bool over = !sale || sale_ended(f, fs->sale_id);
+    bool over = !sale || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
     int64_t t0 = cm_wall_ms();
     gw_fair_core_t core = {.perm = NULL};
     gw_fair_core_init(&core);
     gw_fair_out_t out;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                       .closes_at_ms = closes_ms,
-                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-    gw_fair_core_step(&core, &ev, t0, &out);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
+    gw_fair_core_step(&core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
     fleet_draw_t d;
@@ -847,7 +826,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
         (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = fleet_seed(f, fs, core.seed, over, &d)};
     ev.seed = d.seed;
     ev.entrants = d.n;
-    gw_fair_core_step(&core, &ev, t0, &out);
+    gw_fair_core_step(&core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_ORDER)) {
         fleet_draw_free(&d);
         return false;
@@ -867,8 +846,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
                 gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
                                                  sizeof(why)),
                 why);
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
+        gw_fair_core_step(&core, &ev, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
             break;
         const entry_t *e = &d.all[out.entry];
@@ -877,10 +856,10 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
                             .state = fleet_won(&d, e->person)       ? GW_ENTRY_WON
                                      : fleet_refused(&d, e->person) ? GW_ENTRY_LOST
                                                                     : GW_ENTRY_ENTERED};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             ev = fleet_accept(f, fs, sale, e, &nwon);
-            gw_fair_core_step(&core, &ev, t0, &out);
+            gw_fair_core_step(&core, &ev, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED) {
                 failed = true;
                 break;
@@ -890,19 +869,19 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
          * LOG_SOLD_OUT: nobody is told an outcome before :done, so the stock's
          * end needs no record of its own here */
         if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT)
-            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, t0, &out);
+            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, &out);
     }
     bool done = false;
     if (!failed && core.next >= core.ndraw) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
-        gw_fair_core_step(&core, &ev, t0, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
+        gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
             if (fconn(f) &&
                 fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
                     why))
                 ev.rc = 0;
-            gw_fair_core_step(&core, &ev, t0, &out);
+            gw_fair_core_step(&core, &ev, &out);
             done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
         }
     }
@@ -967,7 +946,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
                           why))
         return;
-    if (mine && !fleet_run_draw(f, fs, closes_ms))
+    if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
 }
 

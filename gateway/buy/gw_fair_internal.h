@@ -160,8 +160,9 @@ struct gw_fair_sale {
      * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
     /* registration (gw_reg.c), one node: its persons (its window: sale.cfg) */
-    pthread_mutex_t reg_mu; /* reg */
+    pthread_mutex_t reg_mu; /* reg, reg_core */
     struct gw_reg_set *reg; /* allocated at the first registration or load */
+    gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
     const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
@@ -328,6 +329,12 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id);
 int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen);
 /* Empties a deleted sale's lottery and waiting room (see its definition for the locks). */
 int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
+/* The sale's terms into its machine (fs->sale.cfg): starts_at, ends_at from
+ * inventory, the caps from the server's configuration. The slot's creation,
+ * the admin's PUT and the lottery thread's tick (another gateway's edits)
+ * call it; every fairness path reads the machine. false: the sale is not in
+ * inventory (its terms are left as they were). Any thread. */
+bool gw_fair__sale_terms(gw_fair_sale_t *fs);
 /* Whether the lottery is past its close here. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
 /* Creates or updates a sale's lottery in the local table. f->mu held. 0 or a cm_err_t. */
@@ -467,11 +474,6 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /* Reads the sale's registration log (one node). Single-threaded (open). */
 void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Registers person for the sale (at most cap persons): a gw_reg_outcome_t (gw_reg_core.h), or a negative
- * cm_err_t with a reason in why; *sync as gw_reg_add's. A fleet's goes through the worker
- * loops' pool. Loop thread. */
-int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     bool *sync, char *why, size_t whylen);
 /* gw_reg_sync for the slot fs. Thread-safe; blocks on the disk (off the loops). */
 int gw_fair__reg_sync(gw_fair_sale_t *fs, int held);
 /* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */

@@ -45,8 +45,9 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
         return;
     }
-    inv_sale_terms_t terms;
-    inv_sale_terms(sale, &terms);
+    gw_sale_cfg_t cfg;
+    gw_sale_cfg_get(gw_fair_machine(fs), &cfg);
+    int64_t starts = cfg.starts_at_ms;
     int64_t now_ms = cm_wall_ms();
     gw_fair_room_view_t v;
     gw_fair_room_view(fs, &v);
@@ -140,8 +141,8 @@ void gw_room_handle(gw_req_t *r)
         }
     }
     gw_wr_join_t j;
-    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, terms.starts_at_ms,
-                               v.admitted_through, &j);
+    int rc =
+        gw_fair_room_join(fs, person, person_len, take, now_ms, starts, v.admitted_through, &j);
     if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
                       "now; retry", r->id);
@@ -163,19 +164,19 @@ void gw_room_handle(gw_req_t *r)
     if (rc == CM_EBUSY) {
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
                       "the pre-queue of sale %s is full; join again after the start", r->id);
-        gw_resp_retry_after(p, (uint64_t)((terms.starts_at_ms - now_ms) / 1000 + 1));
+        gw_resp_retry_after(p, (uint64_t)((starts - now_ms) / 1000 + 1));
         return;
     }
     if (j.prequeue) {
         /* before the start: no place yet; the order is drawn at the start */
         char at[40];
-        cm_time_format_rfc3339(terms.starts_at_ms, at, sizeof(at));
+        cm_time_format_rfc3339(starts, at, sizeof(at));
         gw_resp_init(p, GW_R_OK);
         p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
                                        "{\"sale_id\":\"%s\",\"prequeue\":true,\"joined\":%s,"
                                        "\"starts_at\":\"%s\",\"retry_after\":%lld}",
                                        r->id, take ? "true" : "false", at,
-                                       (long long)((terms.starts_at_ms - now_ms) / 1000 + 1));
+                                       (long long)((starts - now_ms) / 1000 + 1));
         gw_resp_header(p, "Cache-Control", "no-store");
         return;
     }
@@ -357,6 +358,11 @@ bool gw_reg_handle(gw_req_t *r)
     int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, cap, &sync, why, sizeof(why));
     if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
+        return false;
+    }
+    if (rc == GW_REG_SHUT) { /* the window closed since the check above */
+        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is closed",
+                      r->id);
         return false;
     }
     if (rc == GW_REG_FULL) {

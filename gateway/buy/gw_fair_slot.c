@@ -15,6 +15,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "gateway/base/gw_base.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -40,8 +41,7 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     fs->f = f;
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
     gw_fair__room_keys(fs);
-    gw_sale_core_init(&fs->sale, &fs->core, &fs->wr_core,
-                      NULL); /* registration: per call (gw_reg_local.c) */
+    gw_sale_core_init(&fs->sale, &fs->core, &fs->wr_core, &fs->reg_core);
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
     pthread_mutex_init(&fs->reg_mu, NULL);
@@ -50,7 +50,32 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     fs->wr_ops = f->fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
     fs->fd = -1;
     fs->reg_ops = f->fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops; /* the one choice */
+    (void)gw_fair__sale_terms(fs);
     return fs;
+}
+
+const gw_sale_core_t *gw_fair_machine(const gw_fair_sale_t *fs)
+{
+    return &fs->sale;
+}
+
+bool gw_fair__sale_terms(gw_fair_sale_t *fs)
+{
+    gw_server_t *srv = fs->f->srv;
+    gw_sale_conf_t *g = &fs->sale.cfg;
+    atomic_store_explicit(&g->max_entries, srv->cfg->max_lottery_entries, memory_order_relaxed);
+    /* 0: a configuration not read from options (its floor is 1): no cap */
+    uint64_t cap = srv->cfg->max_registrations ? srv->cfg->max_registrations : (uint64_t)INT64_MAX;
+    atomic_store_explicit(&g->reg_cap, cap, memory_order_relaxed);
+    atomic_store_explicit(&g->waitlist, true, memory_order_relaxed); /* losers wait until ends_at */
+    inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
+    if (!s)
+        return false;
+    inv_sale_terms_t t;
+    inv_sale_terms(s, &t);
+    atomic_store_explicit(&g->starts_at_ms, t.starts_at_ms, memory_order_relaxed);
+    atomic_store_explicit(&g->ends_at_ms, t.ends_at_ms, memory_order_relaxed);
+    return true;
 }
 
 /*
@@ -150,6 +175,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
         atomic_store(&fs->sale.cfg.fair_window_ms, window_ms);
         atomic_store(&fs->sale.cfg.fair_early_ms, early_ms);
         atomic_store(&fs->sale.cfg.room_rate, wr_rate);
+        (void)gw_fair__sale_terms(fs); /* the admin's PUT: the sale's new start and end */
     } else {
         if (atomic_load(&f->n) == FAIR_MAX_SALES) {
             cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",

@@ -162,7 +162,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY};
             ev.found =
                 gw_fair__find_user(fs, e.person, e.key) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (!(out.actions & GW_FAIR_DO_ADD_ENTRY))
                 continue;
             gw_fair__entry_add(fs, &e);
@@ -174,7 +174,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                                .rec = GW_FAIR_REC_SEED,
                                .seed = seed,
                                .entrants = fs->n};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_started_ms = at;
         } else if (line[0] == 'W' && fs->seeded) {
             char id[INV_ORDER_ID_MAX + 1];
@@ -182,7 +182,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD,
                                .rec = GW_FAIR_REC_WON,
                                .within = w && w < fs->v + fs->ndraw};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (w && (out.actions & GW_FAIR_DO_SET_STATE)) {
                 mark_won(fs, w);
                 w->wlogged = true;
@@ -200,11 +200,11 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             char wflag[2] = "";
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END};
             ev.waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_done_ms = at;
         } else if (line[0] == 'O') {
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SOLD_OUT};
-            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
         }
@@ -219,7 +219,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
      * (not only its "D": the same failed fdatasync covered the "E" lines) is
      * written again and synced before the draw resumes or counts as done. */
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)};
-    gw_fair_core_step(&fs->core, &ev, 0, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
@@ -383,17 +383,18 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
-    /* the window itself is the buy path's to check (gw_buy.c: the phase) */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                       .entrants = fs->n,
-                       .max_entries = fs->f->srv->cfg->max_lottery_entries};
+    /* the machine decides the window (the buy path's phase was read without mu) */
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
+                       .fair = {.kind = GW_FAIR_EV_ENTER, .entrants = fs->n}};
     entry_t *e = fs->closed ? NULL : gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
-        ev.found = strcmp(e->user_id, t->user_id) == 0 ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_OTHER;
+        ev.fair.found =
+            strcmp(e->user_id, t->user_id) == 0 ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_OTHER;
     }
-    gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
+    const gw_fair_out_t out = so.fair;
     if (out.answer == GW_FAIR_A_ALREADY && e) {
         ticket_of(fs, e, t, draw_at);
         rc = 1;
@@ -407,7 +408,7 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
         rc = GW_FAIR_FULL;
         goto out;
     }
-    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */
+    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* out of the window, or the draw took them */
         rc = CM_EBUSY;
         goto out;
     }
@@ -429,11 +430,11 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    ev =
+    ev.fair =
         (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
                        .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
-    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
-    if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
+    gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
+    if (!(so.fair.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
         goto out;
     }
@@ -458,16 +459,8 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         gw_fair_sale_t *fs = f->sales[i];
         pthread_mutex_lock(&fs->mu);
         entry_t *e = gw_fair__find_id(fs, order_id);
-        if (e) {
-            inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
-            int64_t starts = 0;
-            if (s) {
-                inv_sale_info_t info;
-                inv_sale_snapshot(s, &info);
-                starts = info.starts_at_ms;
-            }
-            ticket_of(fs, e, out, starts + atomic_load(&fs->sale.cfg.fair_window_ms));
-        }
+        if (e)
+            ticket_of(fs, e, out, gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms)));
         pthread_mutex_unlock(&fs->mu);
         if (e)
             return 1;
@@ -532,10 +525,19 @@ static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, boo
     return rc;
 }
 
+/* A draw's tick through the sale's machine: it decides the window closed and
+ * whether the losers wait (the sale not ended). fs->mu held. */
+static gw_fair_out_t draw_step(gw_fair_sale_t *fs, const gw_fair_ev_t *ev, int64_t now)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now, &so);
+    return so.fair;
+}
+
 /* The core's first steps of a draw: the seed's "D" record made durable, or a
  * log read back unsynced made durable again. True once the entrants can be
  * drawn. Lottery thread, fs->mu held. */
-static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
+static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (fs->seeded && !fs->seed_unsynced)
         return true;
@@ -543,13 +545,12 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0))
         return false;
     int64_t now = cm_wall_ms();
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                       .closes_at_ms = closes_at_ms,
-                       .entrants = fs->n,
-                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-    gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &ev, now, &out);
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+    gw_fair_out_t out = draw_step(fs,
+                                  &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
+                                                  .entrants = fs->n,
+                                                  .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
+                                  now);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_SEED) {
         fs->draw_started_ms = now;
         char line[96];
@@ -577,7 +578,7 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         ev.rc = log_make_durable(path);
         pthread_mutex_lock(&fs->mu);
     }
-    gw_fair_core_step(&fs->core, &ev, now, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
@@ -698,9 +699,10 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
  */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
+    (void)closes_at_ms; /* the sale's machine holds the window (fs->sale) */
     gw_server_t *srv = f->srv;
     pthread_mutex_lock(&fs->mu);
-    bool seeded = draw_seed(f, fs, closes_at_ms);
+    bool seeded = draw_seed(f, fs);
     pthread_mutex_unlock(&fs->mu);
     if (!seeded)
         return;
@@ -710,14 +712,6 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
-    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over
-     * already; the core decides it once (a resumed or retried draw keeps it) */
-    bool over = !sale;
-    if (sale) {
-        inv_sale_info_t si;
-        inv_sale_snapshot(sale, &si);
-        over = si.ends_at_ms && now >= si.ends_at_ms;
-    }
     gw_fair_out_t out;
     for (;;) {
         pthread_mutex_lock(&fs->mu);
@@ -725,16 +719,16 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             pthread_mutex_unlock(&fs->mu);
             break;
         }
-        gw_fair_ev_t ev = {
-            .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
-        gw_fair_core_step(&fs->core, &ev, now, &out);
+        /* the losers wait for freed units (gw_waitlist.c) unless the sale is
+         * over already; the core decides it once (a resumed draw keeps it) */
+        out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, now);
         if (!(out.actions & GW_FAIR_DO_DRAW)) {
             pthread_mutex_unlock(&fs->mu);
             break;
         }
         entry_t *e = &fs->v[out.entry]; /* the vector no longer grows: closed */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
-        gw_fair_core_step(&fs->core, &ev, now, &out);
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW, .state = e->state};
+        gw_fair_core_step(&fs->core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             pthread_mutex_unlock(&fs->mu);
             if (nwon == capwon) {
@@ -743,7 +737,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
             ev = accept_one(f, fs, sale, e, now, won, &nwon);
             pthread_mutex_lock(&fs->mu);
-            gw_fair_core_step(&fs->core, &ev, now, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED) {
                 failed = true;
                 pthread_mutex_unlock(&fs->mu);
@@ -767,7 +761,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
                                 .rc = log_line_synced(fs, line, (size_t)len,
                                                       srv->cfg->durability == GW_DURABILITY_FSYNC)};
-            gw_fair_core_step(&fs->core, &ev, now, &out);
+            gw_fair_core_step(&fs->core, &ev, &out);
             if (ev.rc != 0)
                 cm_log_error("fair",
                              "cannot record that the draw's stock ran out; the log is "
@@ -788,9 +782,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
      * winners. The draw is done once "F" is durable, not before (the core's
      * rule): until then buys get 503 and the next tick writes the lines
      * again. */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
-    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
+    out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, fs->draw_done_ms);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
         ev.rc = log_winners(fs);
         if (ev.rc == 0) {
@@ -807,7 +800,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
         }
     }
-    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
+    gw_fair_core_step(&fs->core, &ev, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
                      fs->sale_id);

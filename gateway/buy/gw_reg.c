@@ -32,6 +32,7 @@ int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.reg_closes_ms, 0);
     pthread_mutex_lock(&fs->reg_mu);
     int rc = fs->reg_ops->drop(f, fs);
+    gw_reg_core_init(&fs->reg_core);
     pthread_mutex_unlock(&fs->reg_mu);
     return rc;
 }
@@ -105,23 +106,15 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 
 /*---- registering, the entry's check ----*/
 
-int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
-                     char *why, size_t whylen)
-{
-    int rc = fs->reg_ops->add(f, fs, person, cap, sync, why, whylen);
-    if (rc == GW_REG_ADDED)
-        atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
-    return rc;
-}
-
 int gw_fair__reg_sync(gw_fair_sale_t *fs, int held)
 {
-    gw_reg_ev_t ev = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held};
-    gw_reg_out_t out;
-    gw_reg_core_t none; /* SYNCED reads no state: each held answer brings its own */
-    gw_reg_core_init(&none);
-    gw_reg_core_step(&none, &ev, &out);
-    return out.answer;
+    /* SYNCED reads no state (each held answer brings its own): no reg_mu */
+    gw_sale_ev_t ev = {
+        .kind = GW_SALE_EV_REG,
+        .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
+    gw_sale_out_t out;
+    gw_sale_step(&fs->sale, &ev, 0, &out);
+    return out.reg.answer;
 }
 
 /* The sale's lottery slot with a registration, or NULL. */
@@ -147,11 +140,15 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
 int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, bool *sync,
                char *why, size_t whylen)
 {
+    (void)cap; /* the sale's machine holds sales.max_registrations (gw_fair__sale_terms) */
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
     *sync = false;
     if (!fs)
         return GW_REG_GONE;
-    return gw_fair__reg_add(srv->fair, fs, person, cap, sync, why, whylen);
+    int rc = fs->reg_ops->add(srv->fair, fs, person, sync, why, whylen);
+    if (rc == GW_REG_ADDED)
+        atomic_fetch_add_explicit(&srv->fair->reg_taken, 1, memory_order_relaxed);
+    return rc;
 }
 
 int gw_reg_sync(gw_server_t *srv, const char *sale_id, int held)

@@ -56,10 +56,11 @@ void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *star
  */
 bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms);
 
-
 /*
- * Registers person for the sale (at most cap persons; the caller checked the
- * window is open, gw_reg_window): a gw_reg_outcome_t (gw_reg_core.h), or a negative cm_err_t
+ * Registers person for the sale, the sale's machine deciding its window and
+ * its cap (sales.max_registrations: cap is not read; the caller checked the
+ * window, gw_reg_window, and a window closed since is GW_REG_SHUT): a
+ * gw_reg_outcome_t (gw_reg_core.h), or a negative cm_err_t
  * (CM_EIO: one node's log write failed; a fleet's Redis error) with a reason
  * in why. One node's registration is appended to its log (one write(2))
  * before this returns; a fleet's is one round trip on the worker loops'

@@ -17,11 +17,12 @@
 #include <stdint.h>
 
 typedef struct gw_reg_ops {
-    /* Registers person (at most cap): a gw_reg_outcome_t or a negative cm_err_t
-     * with a reason in why. *sync true: the outcome stands only once sync()
-     * returns 0 (gw_reg_sync). Loop thread (a fleet's: one round trip). */
-    int (*add)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
-               char *why, size_t whylen);
+    /* Registers person, stepping the sale's machine (fs->sale: the window, the
+     * cap) under reg_mu: a gw_reg_outcome_t or a negative cm_err_t with a
+     * reason in why. *sync true: the outcome stands only once sync() returns 0
+     * (gw_reg_sync). Loop thread (a fleet's: one round trip, without reg_mu). */
+    int (*add)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
+               size_t whylen);
     /* The log made durable through its length now (a group commit across the
      * worker loops): 0 or CM_EIO. Thread-safe; blocks on the disk (off the loops). */
     int (*sync)(gw_fair_sale_t *fs);

@@ -17,8 +17,9 @@
  *     holds bytes no fdatasync covered waits for one too: a 200 is as durable
  *     as a 201. A failed fdatasync answers the error (503: retry); the line
  *     stays in the set, and the retry's sync decides
- *   - a registration that meets a deleted window (or a sale without its
- *     lottery) is GONE, and writes nothing: the delete removed the log
+ *   - the window (a deleted one, or a sale without its lottery: GONE;
+ *     outside it: SHUT) is the sale's machine's (gw_sale_core.c): a
+ *     registration reaches this core inside it
  *   - a fleet's store checks the person and the cap in one step: its answer
  *     is the registration's
  *   - at a restart each record is a person, once; a record that is not an
@@ -87,17 +88,12 @@ static void answer(gw_reg_out_t *out, int a)
 
 static void on_register(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
 {
-    if (c->appending)
-        return; /* one at a time: the shell holds the set's lock over a registration */
-    if (ev->opens_ms <= 0 || ev->window_ms <= 0) {
-        answer(out, GW_REG_GONE);
-        return;
-    }
-    if (ev->store_decides) {
-        c->appending = true;
+    if (ev->store_decides) { /* the store's one script decides: nothing held here */
         out->actions = GW_REG_DO_STORE;
         return;
     }
+    if (c->appending)
+        return; /* one at a time: the shell holds the set's lock over a registration */
     /* planted: a person registered already is taken as new (a second line, a
      * second chance) */
     if (ev->found && !CM_PLANT(REG_TWO_PER_PERSON)) {
@@ -167,9 +163,6 @@ void gw_reg_core_step(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out
         answer(out, ev->rc == 0 ? ev->held : ev->rc < 0 ? ev->rc : CM_EIO);
         break;
     case GW_REG_EV_STORED:
-        if (!c->appending)
-            break;
-        c->appending = false;
         answer(out, ev->stored);
         if (ev->stored == GW_REG_ADDED)
             c->n++;

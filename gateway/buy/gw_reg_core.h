@@ -32,7 +32,7 @@ typedef enum {
     GW_REG_ADDED = 1,   /* new: 201 */
     GW_REG_FULL = 2,    /* cap persons registered: 409 */
     GW_REG_GONE = 3,    /* no registration any more (deleted, or its window removed, since
-                         * the caller looked): 404 */
+                         * the caller looked; gw_sale_core): 404 */
     GW_REG_SHUT = 4,    /* outside the registration window (gw_sale_core): 403
                          * registration_closed */
 } gw_reg_outcome_t;
@@ -48,7 +48,7 @@ enum {
 };
 
 typedef enum {
-    GW_REG_EV_REGISTER = 0, /* opens_ms, window_ms, found, cap, store_decides, sync, covered */
+    GW_REG_EV_REGISTER = 0, /* found, cap, store_decides, sync, covered (inside the window) */
     GW_REG_EV_APPENDED,     /* rc */
     GW_REG_EV_SYNCED,       /* rc, held */
     GW_REG_EV_STORED,       /* stored */
@@ -57,8 +57,6 @@ typedef enum {
 
 typedef struct gw_reg_ev {
     gw_reg_ev_kind_t kind;
-    int64_t opens_ms;   /* REGISTER: the registration window's opening (<= 0: none) */
-    int64_t window_ms;  /* REGISTER: the sale's lottery window (<= 0: no lottery) */
     bool found;         /* REGISTER, LINE: the set holds the person already */
     uint64_t cap;       /* REGISTER: sales.max_registrations */
     bool store_decides; /* REGISTER: found and the cap are the store's to check (a fleet) */
@@ -83,7 +81,7 @@ typedef struct gw_reg_out {
 
 typedef struct gw_reg_core {
     size_t n;       /* persons registered */
-    bool appending; /* a person's line is being written or stored: its answer awaited */
+    bool appending; /* a person's line is being written: its answer awaited */
     bool sync;      /* the one being written: its answer waits for the fdatasync */
 } gw_reg_core_t;
 

@@ -11,7 +11,10 @@
 #include "gateway/buy/gw_reg_backend.h"
 
 #include "common/cm_err.h"
+#include "common/cm_time.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,8 +27,19 @@ static int redis_err(char *why, size_t whylen)
     return CM_EBACKEND;
 }
 
-static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
-                     char *why, size_t whylen)
+/* One registration event through the sale's machine, under reg_mu (held only
+ * for the step: the round trip runs without it). */
+static gw_reg_out_t reg_step(gw_fair_sale_t *fs, const gw_reg_ev_t *ev)
+{
+    gw_sale_out_t so;
+    pthread_mutex_lock(&fs->reg_mu);
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_REG, .reg = *ev}, cm_wall_ms(), &so);
+    pthread_mutex_unlock(&fs->reg_mu);
+    return so.reg;
+}
+
+static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
+                     size_t whylen)
 {
     /* As one gateway's, before the round trip: a delete seen here since the route's
      * check records nothing. One on another gateway (seen at the next poll), or one
@@ -33,28 +47,23 @@ static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
      * the delete's DEL: the answer is 201, and the set it makes again is cleared
      * before a lottery is set again under the id (gw_fair_fleet.c, the tombstone's
      * clear), the only way a registration under the id is read again. */
-    gw_reg_core_t core = {.n = 0}; /* the set is Redis's: the store decides */
-    gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
-                      .cap = cap,
-                      .opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms),
-                      .window_ms = atomic_load(&fs->sale.cfg.fair_window_ms),
-                      .store_decides = true};
-    gw_reg_out_t out;
+    /* the set is Redis's: the store decides */
+    gw_reg_out_t out =
+        reg_step(fs, &(gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .store_decides = true});
     *sync = false;
-    gw_reg_core_step(&core, &ev, &out);
     if (!(out.actions & GW_REG_DO_STORE))
         return out.answer;
+    uint64_t cap = atomic_load_explicit(&fs->sale.cfg.reg_cap, memory_order_relaxed);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
     int added = 0;
     int rc = c ? gw_fair_redis_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
                : CM_EBACKEND;
     gw_fair__pool_put(&f->loop_pool, c);
-    ev = (gw_reg_ev_t){.kind = GW_REG_EV_STORED,
-                       .stored = rc < 0       ? rc
-                                 : added == 1 ? GW_REG_ADDED
-                                 : added == 0 ? GW_REG_ALREADY
-                                              : GW_REG_FULL};
-    gw_reg_core_step(&core, &ev, &out);
+    out = reg_step(fs, &(gw_reg_ev_t){.kind = GW_REG_EV_STORED,
+                                      .stored = rc < 0       ? rc
+                                                : added == 1 ? GW_REG_ADDED
+                                                : added == 0 ? GW_REG_ALREADY
+                                                             : GW_REG_FULL});
     return out.answer;
 }
 

@@ -18,6 +18,7 @@
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_time.h"
 #include "gateway/base/gw_config.h"
 
 #include <errno.h>
@@ -44,7 +45,6 @@ struct gw_reg_set {
     bool syncing;   /* an fdatasync runs (without reg_mu); cv: its end */
     unsigned users; /* calls of local_sync inside: the set is not freed under them */
     pthread_cond_t cv;
-    gw_reg_core_t core; /* the decisions: one per person, the cap, the log's records */
     cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
 };
 
@@ -100,7 +100,6 @@ static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
         fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
         fs->reg->fd = -1;
         pthread_cond_init(&fs->reg->cv, NULL);
-        gw_reg_core_init(&fs->reg->core);
         /* never fails on Linux; a fixed key still works (a table's order only) */
         if (cm_hash_seed_random(&fs->reg->key) != 0)
             fs->reg->key = (cm_hash_key_t){0x94d049bb133111ebull, (uint64_t)(uintptr_t)fs};
@@ -140,12 +139,13 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
         size_t n = (size_t)got;
         if (line[n - 1] == '\n')
             line[--n] = '\0';
-        gw_reg_ev_t ev = {.kind = GW_REG_EV_LINE, .line = line, .len = n};
-        ev.found = n <= INV_USER_ID_MAX && strlen(line) == n && set_has(s, line);
-        gw_reg_out_t out;
-        gw_reg_core_step(&s->core, &ev, &out);
-        bad += out.bad;
-        if (out.actions & GW_REG_DO_ADD)
+        gw_sale_ev_t ev = {.kind = GW_SALE_EV_REG,
+                           .reg = {.kind = GW_REG_EV_LINE, .line = line, .len = n}};
+        ev.reg.found = n <= INV_USER_ID_MAX && strlen(line) == n && set_has(s, line);
+        gw_sale_out_t out;
+        gw_sale_step(&fs->sale, &ev, 0, &out);
+        bad += out.reg.bad;
+        if (out.reg.actions & GW_REG_DO_ADD)
             set_add(s, line);
     }
     free(line);
@@ -196,32 +196,31 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
     return 0;
 }
 
-static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
-                     char *why, size_t whylen)
+static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
+                     size_t whylen)
 {
-    gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER, .cap = cap};
-    gw_reg_out_t out;
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_REG, .reg = {.kind = GW_REG_EV_REGISTER}};
+    gw_sale_out_t so;
+    int64_t now = cm_wall_ms();
     pthread_mutex_lock(&fs->reg_mu);
     /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
      * removes the log under it: a registration that passed the route's check
-     * before the delete and comes here after it must not create the log again. */
-    ev.opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms);
-    ev.window_ms = atomic_load(&fs->sale.cfg.fair_window_ms);
-    struct gw_reg_set *s = ev.opens_ms > 0 && ev.window_ms > 0 ? set_get(fs) : NULL;
-    gw_reg_core_t none;
-    gw_reg_core_init(&none);
-    gw_reg_core_t *core = s ? &s->core : &none;
-    ev.found = set_has(s, person);
-    ev.sync = f->srv->cfg->durability == GW_DURABILITY_FSYNC;
-    ev.covered = !s || (s->synced >= s->log_len && !s->dir_unsynced);
-    gw_reg_core_step(core, &ev, &out);
-    if (s && (out.actions & GW_REG_DO_APPEND)) { /* no set: the window is gone, GONE */
-        ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
-        gw_reg_core_step(core, &ev, &out);
-        if (out.actions & GW_REG_DO_ADD)
+     * before the delete and comes here after it is refused by the machine
+     * (GONE) and creates no log again. */
+    struct gw_reg_set *s = fs->reg;
+    ev.reg.found = set_has(s, person);
+    ev.reg.sync = f->srv->cfg->durability == GW_DURABILITY_FSYNC;
+    ev.reg.covered = !s || (s->synced >= s->log_len && !s->dir_unsynced);
+    gw_sale_step(&fs->sale, &ev, now, &so);
+    if (so.reg.actions & GW_REG_DO_APPEND) {
+        s = set_get(fs);
+        ev.reg = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
+        gw_sale_step(&fs->sale, &ev, now, &so);
+        if (so.reg.actions & GW_REG_DO_ADD)
             set_add(s, person);
     }
     pthread_mutex_unlock(&fs->reg_mu);
+    const gw_reg_out_t out = so.reg;
     *sync = out.actions & GW_REG_DO_SYNC;
     if (*sync)
         return out.held;

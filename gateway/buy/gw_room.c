@@ -57,12 +57,14 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       int64_t starts_at_ms, uint64_t admitted_through, gw_wr_join_t *out)
 {
-    gw_room_join_ev_t ev = {.person = person,
-                            .len = len,
-                            .take = take,
-                            .now_ms = now_ms,
-                            .starts_at_ms = starts_at_ms,
-                            .admitted_through = admitted_through};
+    (void)starts_at_ms; /* the machine's (fs->sale.cfg), kept true by gw_fair__sale_terms */
+    gw_room_join_ev_t ev = {
+        .person = person,
+        .len = len,
+        .take = take,
+        .now_ms = now_ms,
+        .starts_at_ms = atomic_load_explicit(&fs->sale.cfg.starts_at_ms, memory_order_relaxed),
+        .admitted_through = admitted_through};
     return fs->wr_ops->join(fs, &ev, out);
 }
 
@@ -218,14 +220,13 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         fs->wr_last_ms = now;
         if (rate <= 0)
             continue;
-        inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
-        inv_sale_info_t info = {0};
-        if (s)
-            inv_sale_snapshot(s, &info);
+        /* the machine's start, refreshed by this tick (fair_tick_locked) */
+        bool s = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
+        int64_t starts = atomic_load(&fs->sale.cfg.starts_at_ms);
         double eff = (double)rate * factor / members;
         if (cap >= 0 && eff > cap)
             eff = cap;
-        bool started = s && !(info.starts_at_ms && now < info.starts_at_ms);
-        fs->wr_ops->tick(fs, now, dt, started, info.starts_at_ms, eff, members);
+        bool started = s && !(starts && now < starts);
+        fs->wr_ops->tick(fs, now, dt, started, starts, eff, members);
     }
 }

@@ -270,9 +270,7 @@ static int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_
     out->nrec = 0;
     out->sync = false;
     int64_t now_s = ev->now_ms / 1000;
-    if (!atomic_load(&c->sealed)) {
-        if (!ev->starts_at_ms || ev->now_ms >= ev->starts_at_ms)
-            return GW_ROOM_SEAL;
+    if (!atomic_load(&c->sealed)) { /* before the start (the machine seals at it) */
         answer->prequeue = true;
         if (!ev->take)
             return GW_ROOM_PREQUEUE;

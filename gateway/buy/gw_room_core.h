@@ -112,16 +112,18 @@ typedef struct gw_room_join_ev {
     size_t len;
     bool take;
     int64_t now_ms;
-    int64_t starts_at_ms;      /* the sale's start, 0 = none */
+    int64_t starts_at_ms;      /* the sale's start, 0 = none (a fleet's script; the core
+                                * never reads it: the machine decides the seal) */
     uint64_t admitted_through; /* the front the caller admits through */
 } gw_room_join_ev_t;
 
 /* What a JOIN decided (>= 0), besides its answer. */
 enum {
     GW_ROOM_ANSWERED = 0, /* answered: write out's records (places, admissions) */
-    GW_ROOM_PREQUEUE = 1, /* before the start: out->rec[0] is a new person's J record
-                           * (write it, then WRITTEN) or out is empty */
-    GW_ROOM_SEAL = 2,     /* at or after the start, not sealed: seal first */
+    GW_ROOM_PREQUEUE = 1, /* not sealed (before the start): out->rec[0] is a new person's J
+                           * record (write it, then WRITTEN) or out is empty */
+    GW_ROOM_SEAL = 2,     /* the sale's machine's: at or after the start, not sealed: seal
+                           * first (gw_sale_core.c; the core itself never returns it) */
 };
 
 void gw_room_core_init(gw_room_core_t *c);
@@ -140,9 +142,10 @@ bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_ro
  * Each kind reads only its own members:
  *   JOIN         a join or a look: the step returns GW_ROOM_ANSWERED (out:
  *                the P and A records to write, the seal's again first where
- *                it was not written: gw_room_core_relog), GW_ROOM_PREQUEUE,
- *                GW_ROOM_SEAL (nothing done: SEAL, then JOIN again) or
- *                CM_EBUSY (the pre-queue is full)
+ *                it was not written: gw_room_core_relog), GW_ROOM_PREQUEUE
+ *                (not sealed: the sale's machine seals at the start, so an
+ *                unsealed room here is before it) or CM_EBUSY (the pre-queue
+ *                is full)
  *   WRITTEN      a record the shell wrote (ok) or failed to write: a J adds
  *                its person, an S that failed is written again before the
  *                next place's, an F is the front logged

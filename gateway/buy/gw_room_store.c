@@ -623,15 +623,14 @@ static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
  * same ranks; it is written again before the next place's line. An empty
  * pre-queue's line needs no sync of its own, so a room without a pre-queue
  * never answers 503 for its seal. wr_mu held. */
-static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
+static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms)
 {
-    gw_room_out_t out;
-    gw_room_core_step(
-        &fs->wr_core,
-        &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL, .now_ms = now_ms, .starts_ms = starts_at_ms}, NULL,
-        &out);
-    (void)recs_write(fs, &out);
-    fs->wr_seal_syncing = out.sync && !fs->wr_core.seal_unlogged;
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale,
+                 &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = {.kind = GW_ROOM_EV_SEAL}},
+                 now_ms, &so);
+    (void)recs_write(fs, &so.room.recs);
+    fs->wr_seal_syncing = so.room.recs.sync && !fs->wr_core.seal_unlogged;
     if (fs->wr_core.npre)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id,
                     fs->wr_core.npre);
@@ -657,34 +656,46 @@ static void seal_sync(gw_fair_sale_t *fs)
 }
 
 /* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
+/* The join stepped through the sale's machine (its start and the time
+ * decide the pre-queue, the seal), unless another thread's seal is in its
+ * fdatasync: nothing is answered from it yet. wr_mu held. */
+static int join_step(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_sale_out_t *so)
+{
+    if (fs->wr_seal_syncing)
+        return CM_EAGAIN;
+    gw_sale_step(
+        &fs->sale,
+        &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = {.kind = GW_ROOM_EV_JOIN, .join = *join}},
+        join->now_ms, so);
+    return so->room.rc;
+}
+
 static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_wr_join_t *out)
 {
-    gw_room_out_t recs;
-    gw_room_ev_t ev = {.kind = GW_ROOM_EV_JOIN, .join = *join};
+    gw_sale_out_t so;
     pthread_mutex_lock(&fs->wr_mu);
-    /* another thread's seal, in its fdatasync: nothing is answered from it yet */
-    int rc = fs->wr_seal_syncing ? CM_EAGAIN : gw_room_core_step(&fs->wr_core, &ev, out, &recs);
+    int rc = join_step(fs, join, &so);
     if (rc == GW_ROOM_SEAL) {
-        prequeue_seal(fs, join->now_ms, join->starts_at_ms);
+        prequeue_seal(fs, join->now_ms);
         if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
             pthread_mutex_unlock(&fs->wr_mu);
             seal_sync(fs);
             pthread_mutex_lock(&fs->wr_mu);
         }
         /* another thread's seal in its fdatasync meanwhile, or a reset */
-        rc = fs->wr_seal_syncing || !atomic_load(&fs->wr_core.sealed)
-                 ? CM_EAGAIN
-                 : gw_room_core_step(&fs->wr_core, &ev, out, &recs);
+        rc = atomic_load(&fs->wr_core.sealed) ? join_step(fs, join, &so) : CM_EAGAIN;
     }
     if (rc == GW_ROOM_ANSWERED) {
         /* a failed line is logged by the store: the place is kept in memory only */
-        (void)recs_write(fs, &recs);
+        (void)recs_write(fs, &so.room.recs);
     } else if (rc == GW_ROOM_PREQUEUE) {
         /* a new person's line before they are added: not written, not added */
-        rc = recs_write(fs, &recs) == 0 ? 0 : CM_EIO;
-    } else if (rc == CM_EAGAIN) {
-        memset(out, 0, sizeof(*out));
+        rc = recs_write(fs, &so.room.recs) == 0 ? 0 : CM_EIO;
     }
+    if (rc == CM_EAGAIN)
+        memset(out, 0, sizeof(*out));
+    else
+        *out = so.room.answer;
     pthread_mutex_unlock(&fs->wr_mu);
     return rc;
 }
@@ -897,6 +908,7 @@ static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started
                        int64_t starts_at_ms, double eff_per_s, uint32_t members)
 {
     (void)members; /* the room is this gateway's alone */
+    (void)starts_at_ms; /* the machine's (fs->sale.cfg) decides the seal */
     atomic_store(&fs->wr_eff_milli, (uint64_t)(eff_per_s * 1000));
     store_tick_sync(fs); /* the pre-queue's joins too */
     room_compact(fs);
@@ -906,7 +918,7 @@ static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started
         pthread_mutex_lock(&fs->wr_mu);
         bool sealer = !atomic_load(&fs->wr_core.sealed);
         if (sealer)
-            prequeue_seal(fs, now, starts_at_ms);
+            prequeue_seal(fs, now);
         sealer = sealer && fs->wr_seal_syncing;
         pthread_mutex_unlock(&fs->wr_mu);
         if (sealer)

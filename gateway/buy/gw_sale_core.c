@@ -165,8 +165,6 @@ static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
             out->reg.answer = has_registration(c) ? GW_REG_SHUT : GW_REG_GONE;
             return;
         }
-        ev.opens_ms = LD(c->cfg.reg_opens_ms);
-        ev.window_ms = LD(c->cfg.fair_window_ms);
         ev.cap = LD(c->cfg.reg_cap);
     }
     if (!c->reg) {
@@ -174,6 +172,14 @@ static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
         return;
     }
     gw_reg_core_step(c->reg, &ev, &out->reg);
+}
+
+/* The room seals at the sale's start (with a lottery too: inside its entry
+ * window), not at a phase's: its pre-queue ranks the joins before it. */
+static bool room_started(const gw_sale_core_t *c, int64_t now_ms)
+{
+    int64_t starts = LD(c->cfg.starts_at_ms);
+    return !(starts && now_ms < starts);
 }
 
 static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
@@ -185,7 +191,10 @@ static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, g
     }
     gw_room_ev_t ev = *in;
     if (ev.kind == GW_ROOM_EV_JOIN) {
-        ev.join.starts_at_ms = LD(c->cfg.starts_at_ms);
+        if (!atomic_load(&c->room->sealed) && room_started(c, now_ms)) {
+            out->room.rc = GW_ROOM_SEAL; /* nothing done: SEAL, then JOIN again */
+            return;
+        }
         ev.join.now_ms = now_ms;
     } else if (ev.kind == GW_ROOM_EV_SEAL) {
         ev.now_ms = now_ms;
@@ -204,9 +213,6 @@ static void fair_published(gw_sale_core_t *c, const gw_fair_out_t *fo)
 static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
 {
     gw_fair_ev_t ev = *in;
-    gw_sale_cfg_t cfg;
-    gw_sale_cfg_get(c, &cfg);
-    const gw_sale_cfg_t *g = &cfg;
     if (ev.kind == GW_FAIR_EV_ENTER) {
         if (!has_lottery(c) || out->phase != GW_SALE_PH_ENTRY) {
             out->refused = true;
@@ -214,16 +220,17 @@ static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, g
                                                                                : GW_FAIR_A_CLOSED;
             return;
         }
-        ev.max_entries = g->max_entries;
+        ev.max_entries = LD(c->cfg.max_entries);
     } else if (ev.kind == GW_FAIR_EV_TICK) {
-        ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
+        if (out->phase <= GW_SALE_PH_ENTRY)
+            return; /* the window still open (or not yet): nothing to draw */
         ev.sale_over = sale_over(c, now_ms);
     }
     if (!c->fair) {
         out->refused = true;
         return;
     }
-    gw_fair_core_step(c->fair, &ev, now_ms, &out->fair);
+    gw_fair_core_step(c->fair, &ev, &out->fair);
     fair_published(c, &out->fair);
 }
 
@@ -260,8 +267,7 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
         if (out->wl.actions)
             out->actions |= GW_SALE_DO_WL;
     }
-    int64_t starts = LD(c->cfg.starts_at_ms);
-    if (has_room(c) && !(starts && now_ms < starts)) {
+    if (has_room(c) && room_started(c, now_ms)) {
         bool sealed = atomic_load(&c->room->sealed);
         on_room(c,
                 &(gw_room_ev_t){.kind = sealed ? GW_ROOM_EV_TICK : GW_ROOM_EV_SEAL,
@@ -275,10 +281,22 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
     out->phase = gw_sale_phase(c, now_ms);
 }
 
+/* The events decided by the phase: a tick, a registration, an entry, the
+ * lottery's tick. A store's reply or a restart record is never refused, and
+ * its step reads no phase (the live shells step one per request). */
+static bool by_phase(const gw_sale_ev_t *ev)
+{
+    return ev->kind == GW_SALE_EV_TICK ||
+           (ev->kind == GW_SALE_EV_REG && ev->reg.kind == GW_REG_EV_REGISTER) ||
+           (ev->kind == GW_SALE_EV_FAIR &&
+            (ev->fair.kind == GW_FAIR_EV_ENTER || ev->fair.kind == GW_FAIR_EV_TICK));
+}
+
 void gw_sale_step(gw_sale_core_t *c, const gw_sale_ev_t *ev, int64_t now_ms, gw_sale_out_t *out)
 {
     memset(out, 0, sizeof(*out));
-    out->phase = gw_sale_phase(c, now_ms);
+    if (by_phase(ev))
+        out->phase = gw_sale_phase(c, now_ms);
     switch (ev->kind) {
     case GW_SALE_EV_CONFIGURE:
         cfg_set(&c->cfg, &ev->cfg);

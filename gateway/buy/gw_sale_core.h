@@ -38,9 +38,12 @@
  * tables grow with cm_xmalloc): the shells hold the locks and perform the
  * output's store operations, the simulator runs this same code, and
  * tests/unit/gateway/buy/test_gw_sale_core.c drives it alone. The cores a
- * shell keeps elsewhere (the lottery's in gw_fair_sale_t, the room's beside
- * its lock, registration's with its set) are pointed to; NULL: the sale has
- * no such core, and its events are refused.
+ * shell keeps elsewhere (the lottery's in gw_fair_sale_t, the room's and
+ * registration's beside their locks) are pointed to; NULL: the sale has no
+ * such core, and its events are refused. Registration's is one per sale for
+ * either store: a fleet's Redis decides in one script, so its REGISTER holds
+ * nothing in the core between the step and the store's reply, and the shell
+ * takes reg_mu for each step only, never across the round trip.
  */
 #ifndef GW_SALE_CORE_H
 #define GW_SALE_CORE_H
@@ -146,7 +149,8 @@ enum {
 /* An event's answer and the store operations it asks for: the members of
  * the event's kind are filled (a TICK fills those its actions name). */
 typedef struct gw_sale_out {
-    gw_sale_phase_t phase; /* the phase the event was decided in */
+    gw_sale_phase_t phase; /* the phase the event was decided in (a store's reply,
+                            * never refused, is decided in none: 0) */
     bool refused;          /* outside its phase: answered here, no core stepped */
     unsigned actions;      /* TICK: GW_SALE_DO_* */
     gw_reg_out_t reg;      /* REG (refused: answer GW_REG_GONE or GW_REG_SHUT) */

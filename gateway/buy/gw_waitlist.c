@@ -228,7 +228,7 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     gw_wl_out_t out;
     gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
                      .now_ms = now,
-                     .ends_at_ms = info.ends_at_ms,
+                     .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
                      .left = left,
                      /* a walk over the same stock that admitted nobody (every qty too large) */
                      .unchanged = left == fs->wl_seen_left &&

@@ -298,7 +298,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     /* the end first: every gateway loses its waiters at once */
     gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
                      .now_ms = now,
-                     .ends_at_ms = info.ends_at_ms,
+                     .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
                      .left = 1,
                      .pending = true};
     gw_wl_core_step(&wc, &ev, &out);
@@ -315,7 +315,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     int64_t left = info.stock_left;
     ev = (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
                       .now_ms = now,
-                      .ends_at_ms = info.ends_at_ms,
+                      .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
                       .left = left,
                       .unchanged = left == fs->wl_seen_left &&
                                    info.accepted_units == fs->wl_seen_acc &&

@@ -107,7 +107,8 @@ static void test_enter_while_rekeyed(void **st)
     srv->cfg = cfg;
     char why[256] = "";
     assert_int_equal(gw_fair_open(srv, gw_acceptor(srv), why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_configure(srv, "s1", 60000, 0, 0, why, sizeof(why)), 0);
+    /* a lottery and a waiting room: the sale's machine takes joins only for a room */
+    assert_int_equal(gw_fair_configure(srv, "s1", 60000, 0, 1000, why, sizeof(why)), 0);
     gw_fair_sale_t *fs = gw_fair_find(srv->fair, "s1");
     assert_non_null(fs);
 

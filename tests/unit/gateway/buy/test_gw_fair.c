@@ -398,7 +398,7 @@ static void test_draw_commit_fails(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     oq__spool_fail_next_sync(m->srv.stores.spool);
@@ -498,7 +498,7 @@ static void test_draw_winner_durable_before_a_later_failure(void **st)
         snprintf(id[i], sizeof(id[i]), "%s", t.order_id);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     /* the preparer makes the spare now: the draw's roll waits for it, not creates one */
@@ -564,7 +564,7 @@ static void test_draw_end_not_durable(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     atomic_store(&log_syncs_left, 1); /* the seed's "D" is synced, the end is not */
@@ -611,7 +611,7 @@ static void test_seed_sync_not_under_mutex(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     atomic_store(&hold_log_syncs, true);
@@ -675,7 +675,7 @@ static void test_draw_winners_not_arrival_order(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000 + i;
+        t.entered_at_ms = now - 9500 + i;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     mini_draw(m, fs, starts_at_ms);
@@ -790,14 +790,14 @@ static void test_idem_dash_survives_restart(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, keys[i]), 0);
     }
     /* A line as an older gateway wrote it for an entry without a key (a record
      * of the journal, common/cm_journal.h). */
     char path[160], rec[128], frame[160];
     snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
-    int rlen = snprintf(rec, sizeof(rec), "E 0AM0AZFQKEG02 u2 1 %lld -", (long long)(now - 9000));
+    int rlen = snprintf(rec, sizeof(rec), "E 0AM0AZFQKEG02 u2 1 %lld -", (long long)(now - 9500));
     size_t flen = cm_journal_frame(frame, sizeof(frame), rec, (size_t)rlen);
     assert_true(flen > 0);
     FILE *fp = fopen(path, "a");
@@ -871,14 +871,14 @@ static void test_person_entry(void **st)
     int64_t now = cm_wall_ms(), starts_at_ms;
     gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
     gw_fair_ticket_t t;
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", "P", NULL, now - 9000, &t), 0);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "a2", "P", NULL, now - 9000, &t),
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", "P", NULL, now - 9500, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "a2", "P", NULL, now - 9500, &t),
                      GW_FAIR_OTHER_ACCOUNT);
     assert_string_equal(t.order_id, "0AM0AZFQKEG01");
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG02", "a1", "P", NULL, now - 9000, &t), 1);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG02", "a1", "P", NULL, now - 9500, &t), 1);
     assert_string_equal(t.order_id, "0AM0AZFQKEG00");
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG03", "b1", "Q", "-", now - 9000, &t), 0);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG04", "c1", NULL, "@x", now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG03", "b1", "Q", "-", now - 9500, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG04", "c1", NULL, "@x", now - 9500, &t), 0);
     assert_string_equal(t.person, "c1");
 
     char why[256] = "";
@@ -886,11 +886,11 @@ static void test_person_entry(void **st)
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG05", "a2", "P", NULL, now - 9000, &t),
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG05", "a2", "P", NULL, now - 9500, &t),
                      GW_FAIR_OTHER_ACCOUNT);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG06", "b2", "Q", NULL, now - 9000, &t),
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG06", "b2", "Q", NULL, now - 9500, &t),
                      GW_FAIR_OTHER_ACCOUNT);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG07", "x1", "x", NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG07", "x1", "x", NULL, now - 9500, &t), 0);
     mini_draw(m, fs, starts_at_ms);
 
     person_seen_t seen;
@@ -921,6 +921,27 @@ static void test_person_entry(void **st)
     assert_int_equal(units, 1);
     assert_int_equal(inv_user_units(m->srv.stores.inv, "s1", "a1", &units), 0);
     assert_int_equal(units, 0);
+    mini_close(m);
+    free(m);
+}
+
+/* The entry window is the sale machine's (gw_sale_core.c), decided under the
+ * lottery's lock with the entry's own time: one at or after the close (the
+ * buy path let it through just before) is refused as the draw's (503, retry),
+ * as is one before the window opens; one inside it is taken. */
+static void test_enter_outside_window(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
+    gw_fair_ticket_t t;
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, starts_at_ms + 1000, &t),
+                     CM_EBUSY);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, starts_at_ms - 1, &t),
+                     CM_EBUSY);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG02", "c1", NULL, NULL, starts_at_ms + 999, &t), 0);
     mini_close(m);
     free(m);
 }
@@ -1038,7 +1059,7 @@ static void test_resumed_draw_reserves_once(void **st)
         snprintf(cnt.ids[i], sizeof(cnt.ids[i]), "%s", t.order_id);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -1142,8 +1163,8 @@ static void lost_for_cause_cut(bool sale_over)
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     gw_fair_ticket_t t;
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9000, &t), 0);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9500, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9500, &t), 0);
     /* a1 holds its one unit outside the spool: its entry is refused for cause */
     assert_int_equal(inv_replay(m->srv.stores.inv, "s1", "a1", 1, "0AM0AZFQKEGZZ", ""), 0);
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -1202,8 +1223,8 @@ static void test_outcome_answered_once_durable(void **st)
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     gw_fair_ticket_t t;
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9000, &t), 0);
-    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9500, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9500, &t), 0);
     /* a1 holds its one unit outside the spool: its entry is refused for cause */
     assert_int_equal(inv_replay(m->srv.stores.inv, "s1", "a1", 1, "0AM0AZFQKEGZZ", ""), 0);
     /* the seed's fdatasync passes; the next one (the end's) waits */
@@ -1301,7 +1322,7 @@ static void test_seed_read_back_unsynced(void **st)
         snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     atomic_store(&log_syncs_left, 0); /* every fdatasync of the entry log fails */
@@ -1415,7 +1436,7 @@ static gw_fair_sale_t *wl_setup(mini_t *m, inv_sale_def_t *def, int64_t stock, i
         cm_id_format(cm_id_next(&ids, now), t.order_id);
         snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
         t.qty = 1;
-        t.entered_at_ms = now - 9000;
+        t.entered_at_ms = now - 9500;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -1634,6 +1655,7 @@ int main(void)
         cmocka_unit_test(test_fleet_perm_is_the_seeded_order),
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_person_entry),
+        cmocka_unit_test(test_enter_outside_window),
         cmocka_unit_test(test_resumed_draw_reserves_once),
         cmocka_unit_test(test_lost_for_cause_not_waitlisted),
         cmocka_unit_test(test_lost_for_cause_waitlisted),

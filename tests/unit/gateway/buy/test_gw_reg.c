@@ -150,6 +150,7 @@ static gw_fair_sale_t *mini_open(mini_t *m)
     assert_non_null(mkdtemp(m->dir));
     snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
     snprintf(m->cfg.inventory, sizeof(m->cfg.inventory), "memory");
+    m->cfg.max_registrations = 1000;
     mini_start(m);
     char why[256] = "";
     int64_t now = cm_wall_ms();
@@ -183,7 +184,8 @@ static int reg(mini_t *m, gw_fair_sale_t *fs, const char *person)
 {
     char why[256] = "";
     bool sync = false;
-    return gw_fair__reg_add(m->srv.fair, fs, person, 1000, &sync, why, sizeof(why));
+    (void)fs;
+    return gw_reg_add(&m->srv, "s1", person, 0, &sync, why, sizeof(why));
 }
 
 static void reg_path(const mini_t *m, char *out, size_t cap)
@@ -419,7 +421,9 @@ static void test_route_calls(void **state)
 {
     (void)state;
     mini_t m;
-    mini_open(&m);
+    gw_fair_sale_t *fs = mini_open(&m);
+    m.cfg.max_registrations = 2; /* the cap is the sale's machine's, from the server's */
+    gw_fair__sale_terms(fs);
     int64_t o = 0, c = 0;
     assert_true(gw_reg_window(&m.srv, "s1", &o, &c));
     assert_true(o > 0 && c > o);
@@ -429,7 +433,7 @@ static void test_route_calls(void **state)
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ALREADY);
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 2, &sync, why, sizeof(why)), GW_REG_FULL);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 9, &sync, why, sizeof(why)), GW_REG_FULL);
     assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", 2, &sync, why, sizeof(why)), GW_REG_GONE);
     assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
     assert_false(gw_reg_window(&m.srv, "s1", &o, &c));

@@ -26,8 +26,7 @@ static gw_reg_out_t step(gw_reg_core_t *c, gw_reg_ev_t ev)
 
 static gw_reg_ev_t reg(bool found, uint64_t cap)
 {
-    return (gw_reg_ev_t){
-        .kind = GW_REG_EV_REGISTER, .opens_ms = 1000, .window_ms = 500, .found = found, .cap = cap};
+    return (gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .found = found, .cap = cap};
 }
 
 static void test_one_per_person(void **state)
@@ -81,21 +80,6 @@ static void test_failed_line(void **state)
     assert_int_equal(o.actions, 0); /* not in the set: a retry registers it */
     assert_int_equal(c.n, 0);
     assert_int_equal(step(&c, reg(false, 10)).actions, GW_REG_DO_APPEND);
-}
-
-static void test_gone(void **state)
-{
-    (void)state;
-    gw_reg_core_t c;
-    gw_reg_core_init(&c);
-    gw_reg_ev_t ev = reg(false, 10);
-    ev.opens_ms = 0; /* deleted */
-    gw_reg_out_t o = step(&c, ev);
-    assert_int_equal(o.answer, GW_REG_GONE);
-    assert_int_equal(o.actions, 0);
-    ev = reg(false, 10);
-    ev.window_ms = 0; /* the lottery removed */
-    assert_int_equal(step(&c, ev).answer, GW_REG_GONE);
 }
 
 static void test_store_decides(void **state)
@@ -175,9 +159,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_per_person), cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_failed_line),    cmocka_unit_test(test_gone),
-        cmocka_unit_test(test_store_decides),  cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_fsync_answers_after_sync),
+        cmocka_unit_test(test_failed_line),    cmocka_unit_test(test_store_decides),
+        cmocka_unit_test(test_replay),         cmocka_unit_test(test_fsync_answers_after_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

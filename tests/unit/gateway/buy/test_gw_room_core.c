@@ -107,7 +107,7 @@ static void write_out(room_t *r, const gw_room_out_t *o)
         write_rec(r, &o->rec[i]);
 }
 
-/* A join (take) at now_ms, sealing first when due. */
+/* A join (take) at now_ms, sealed first from the start (the sale machine's rule). */
 static int join(room_t *r, const char *person, int64_t now_ms, uint64_t through, gw_wr_join_t *a)
 {
     gw_room_join_ev_t ev = {.person = person,
@@ -117,12 +117,11 @@ static int join(room_t *r, const char *person, int64_t now_ms, uint64_t through,
                             .starts_at_ms = START_MS,
                             .admitted_through = through};
     gw_room_out_t o;
-    int rc = core_join(&r->c, &ev, a, &o);
-    if (rc == GW_ROOM_SEAL) {
+    if (!atomic_load(&r->c.sealed) && now_ms >= START_MS) { /* the sale machine's seal */
         core_seal(&r->c, now_ms, START_MS, &o);
         write_out(r, &o);
-        rc = core_join(&r->c, &ev, a, &o);
     }
+    int rc = core_join(&r->c, &ev, a, &o);
     write_out(r, &o);
     return rc;
 }

@@ -127,6 +127,7 @@ static void test_seal_sync_outside_lock(void **st)
     assert_non_null(room);
     int64_t t0 = cm_wall_ms();
     starts_ms = t0 + 60000;
+    atomic_store(&room->sale.cfg.starts_at_ms, starts_ms); /* the sale's start, as its PUT sets */
     gw_wr_join_t j;
     assert_int_equal(gw_fair_room_join(room, "p0", 2, true, t0, starts_ms, 0, &j), 0);
     assert_true(j.prequeue);

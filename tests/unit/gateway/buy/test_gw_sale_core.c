@@ -274,6 +274,12 @@ static void test_registration_lottery(void **state)
     gw_sale_out_t o = step(
         &x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.entrants = x.n, .rnd = SEED}}, 1200);
     assert_int_equal(o.actions, 0);
+    /* nor the draw thread's own lottery tick (the live shell's): the window is the machine's */
+    o = step(&x,
+             (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR,
+                            .fair = {.kind = GW_FAIR_EV_TICK, .entrants = x.n, .rnd = SEED}},
+             1499);
+    assert_int_equal(o.fair.actions, 0);
     draw(&x, 1500);
     assert_int_equal(count(&x, GW_ENTRY_WON), 1);
     assert_int_equal(count(&x, GW_ENTRY_WAITLISTED), 0); /* no waitlist configured: lost */
