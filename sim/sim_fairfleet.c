@@ -109,8 +109,8 @@ typedef struct person {
     bool registered;   /* answered 201 or 200: the route lets it enter */
     char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
-    int cancel;       /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
-    bool before_end;  /* won, or its order held, when the sale ended */
+    int cancel;      /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
+    bool before_end; /* won, or its order held, when the sale ended */
 } person_t;
 
 /* A room person's admission token, as the join answered it. */
@@ -819,8 +819,8 @@ static void check_end(world_t *wd)
             fail(wd, "winner %s's order %s is in no gateway's spool", person, w);
     }
     if (nwon > wd->stock + wd->cancels)
-        fail(wd, "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed",
-             nwon, wd->stock, wd->cancels);
+        fail(wd, "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed", nwon,
+             wd->stock, wd->cancels);
     books_t b = {.wd = wd, .d = d};
     sim_redis_hforeach(wd->rs, ORDERS, book_order, &b);
     if (b.orders > wd->stock)
@@ -876,8 +876,9 @@ static void check_end(world_t *wd)
         if (!sale || !fs)
             continue;
         inv_sale_snapshot(sale, &info);
-        trace(wd, "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
-                  " version %" PRIu64 ", open %d, head %zu",
+        trace(wd,
+              "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
+              " version %" PRIu64 ", open %d, head %zu",
               g, info.stock_left, (uint64_t)info.version, fs->wl_seen_left,
               (uint64_t)fs->wl_seen_version, atomic_load(&fs->wl_open), (size_t)fs->wl_head);
     }

@@ -35,6 +35,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "inventory/inv_fleet.h"
@@ -218,6 +219,8 @@ static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, gw_fair_redis_wl_state_t *
     if (!c ||
         !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(c, fs->sale_id, ws, why, sizeof(why)), why))
         return false;
+    if (CM_PLANT(WL_FLEET_GEN_IGNORED)) /* planted: the promotions of others go unread */
+        fs->wl_gen = ws->gen;
     if (ws->gen != fs->wl_gen)
         gw_fair__fleet_fetch(f, fs);
     return ws->gen == fs->wl_gen;
@@ -277,6 +280,22 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const cha
     fs->wl_retry_ms = now + FLEET_WL_POLL_MS; /* what is not done is tried again then */
     if (!gw_fair__fleet_ok(f, rc < 0 ? rc : 0, why))
         return;
+    if (CM_PLANT(WL_FLEET_END_UNREAD) && rc >= 0) {
+        /* planted: the waitlisted lost by the last poll, the draw not read again */
+        pthread_mutex_lock(&fs->mu);
+        for (size_t i = 0; i < fs->ndraw; i++) {
+            entry_t *e = &fs->v[fs->perm[i]];
+            if (e->state == GW_ENTRY_WAITLISTED) {
+                gw_fair__wl_remove(fs, e);
+                e->state = GW_ENTRY_LOST;
+                fs->lost++;
+            }
+        }
+        fs->wl_ended = true;
+        atomic_store(&fs->wl_open, false);
+        pthread_mutex_unlock(&fs->mu);
+        return;
+    }
     if (rc == 0) { /* the pending promotion, under the lock; the end at a later tick */
         bool mine = false;
         gw_fair_redis_wl_state_t ws;
@@ -407,7 +426,8 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     /* the stock the walk last heard from Redis is what it saw: a view that lagged (units
      * shown that another gateway had taken) is not taken as seen, or the unit freed next,
      * which shows the same view again, would look unchanged and never be walked for */
-    info.stock_left = left;
+    if (!CM_PLANT(WL_FLEET_SEEN_STALE))
+        info.stock_left = left;
     gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + FLEET_WL_RETRY_MS : 0,
                          "fleet");
 }
