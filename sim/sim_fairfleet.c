@@ -155,8 +155,11 @@ typedef struct world {
     uint64_t claims, orders;
     char dir[64];
     int64_t t0, starts_at, ends_at, stock;
-    int64_t cancels; /* units the settle side freed (or may have: a release in doubt) */
-    bool end_seen;   /* the sale's end passed: who held a unit then is noted */
+    int64_t cancels;    /* units the settle side freed (or may have: a release in doubt) */
+    bool end_seen;      /* the sale's end passed: who held a unit then is noted */
+    uint64_t wipe_step; /* Redis restarted without persistence at this step (0: never) */
+    bool wiped;
+    int64_t put_back; /* the stock the operator puts back after the wipe (-1: done) */
     uint64_t step, next_id;
     FILE *trace;
     sim_result_t *res;
@@ -360,7 +363,10 @@ static void do_enter(world_t *wd, int g)
     int rc = gw_fair_enter(fs, &t, "");
     trace(wd, "gw%d enter %s/%s -> %d %s", g, t.user_id, t.person, rc, t.order_id);
     person_t *P = &wd->p[p];
-    if (rc == 0) {
+    if (rc == 0 && wd->wiped) { /* Redis lost the person's mark: no promise (check_wiped) */
+        snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
+        P->order_gw[a] = g;
+    } else if (rc == 0) {
         if (P->order[a][0])
             fail(wd, "account %s entered twice: %s then %s", t.user_id, P->order[a], t.order_id);
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
@@ -523,6 +529,56 @@ static void note_end(world_t *wd)
     trace(wd, "the sale ended");
 }
 
+/*
+ * Redis restarted without persistence (docs/fleet.md: its durability decides the no-oversell
+ * promise; the runbook: the stock lived there). The operator puts the sales back with the
+ * stock not yet sold and the fairness settings again, as the admin's PUTs do; what the fleet
+ * kept of registrations, entries, the draw, the waitlist and the room is gone.
+ */
+static void wipe(world_t *wd)
+{
+    const char *l = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
+    wd->put_back = l ? atoll(l) : wd->stock;
+    trace(wd, "redis restart WITHOUT persistence (%" PRId64 " units not sold)", wd->put_back);
+    sim_redis_restart(wd->rs, false);
+    wd->wiped = true;
+    wd->res->crashes++;
+    /* a new room: its places and tokens are new */
+    memset(wd->place, 0, sizeof(wd->place));
+    memset(wd->rp, 0, sizeof(wd->rp));
+    wd->ntok = 0;
+    wd->nbuy = 0;
+}
+
+/* The operator's PUTs after the wipe, again until answered (each is idempotent). */
+static void put_back(world_t *wd, int g)
+{
+    gw_server_t *s = &wd->gw[g].srv;
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), SALE);
+    def.stock = wd->put_back;
+    def.per_user_limit = 1;
+    def.starts_at_ms = wd->starts_at;
+    def.ends_at_ms = wd->ends_at;
+    inv_sale_def_t room = def;
+    snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
+    room.stock = 1000;
+    room.ends_at_ms = wd->starts_at + 3600000;
+    inv_sale_info_t info;
+    char why[256] = "";
+    int rc = inv_sale_put(s->stores.inv, &def, &info, why, sizeof(why));
+    if (rc == 0)
+        rc = inv_sale_put(s->stores.inv, &room, &info, why, sizeof(why));
+    if (rc == 0)
+        rc = gw_fair_configure(s, ROOM, 0, 0, 100, why, sizeof(why));
+    if (rc == 0)
+        rc = gw_fair_configure(s, SALE, WINDOW_MS, 0, 0, why, sizeof(why));
+    trace(wd, "gw%d operator: the sales put back -> %d %s", g, rc, rc ? why : "");
+    if (rc == 0)
+        wd->put_back = -1;
+}
+
 /*---- faults ----*/
 
 /* Between the close and the draw. */
@@ -596,6 +652,8 @@ static void step(world_t *wd, bool heal)
     wd->res->steps++;
     cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
     sim_redis_step(wd->rs, wd->step);
+    if (wd->step == wd->wipe_step)
+        wipe(wd);
     note_end(wd);
     if (!heal)
         faults(wd);
@@ -606,6 +664,10 @@ static void step(world_t *wd, bool heal)
     int g = any_up(wd);
     if (g < 0)
         return;
+    if (wd->wiped && wd->put_back >= 0) {
+        put_back(wd, g);
+        return;
+    }
     uint32_t a = below(wd, 100);
     if (a < 40 && !heal && cm_wall_ms() >= wd->starts_at + WINDOW_MS && chance(wd, 0.1))
         do_cancel(wd, g);
@@ -732,8 +794,39 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
     }
 }
 
+/* After Redis lost its data: no oversell, the orders in the gateways' spools (each order id
+ * once) within the stock and the units freed; nothing else is promised (docs/fleet.md). */
+static void check_wiped(world_t *wd)
+{
+    int64_t spooled = 0;
+    for (uint64_t i = 1; i <= wd->next_id; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "f%" PRIu64, i);
+        for (int g = 0; g < NGW; g++) {
+            gw_accept_t acc;
+            if (wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, id, &acc) == 1) {
+                spooled++;
+                break;
+            }
+        }
+    }
+    trace(wd,
+          "oracle (Redis wiped): %" PRId64 " orders spooled, stock %" PRId64 ", %" PRId64
+          " units freed",
+          spooled, wd->stock, wd->cancels);
+    if (spooled > wd->stock + wd->cancels)
+        fail(wd,
+             "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
+             " units freed, across Redis' restart without persistence",
+             spooled, wd->stock, wd->cancels);
+}
+
 static void check_end(world_t *wd)
 {
+    if (wd->wiped) {
+        check_wiped(wd);
+        return;
+    }
     char why[256] = "";
     cm_redis_url_t addr;
     if (cm_redis_url_parse(URL, &addr, why, sizeof(why)) != 0) {
@@ -954,6 +1047,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->trace = opts->trace;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
+    /* one seed in eight: Redis restarted without persistence, once */
+    wd->wipe_step = chance(wd, 0.125) ? 50 + below(wd, FAULT_STEPS - 100) : 0;
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir))
