@@ -159,7 +159,9 @@ typedef struct world {
     bool end_seen;      /* the sale's end passed: who held a unit then is noted */
     uint64_t wipe_step; /* Redis restarted without persistence at this step (0: never) */
     bool wiped;
-    int64_t put_back; /* the stock the operator puts back after the wipe (-1: done) */
+    bool open_defects;  /* sim_opts_t's: also the checks of the open defects */
+    int64_t put_back;   /* the stock the operator puts back after the wipe (-1: done) */
+    char room_seed[40]; /* the room's seed when the wipe came, if sealed (published) */
     uint64_t step, next_id;
     FILE *trace;
     sim_result_t *res;
@@ -540,6 +542,9 @@ static void wipe(world_t *wd)
     const char *l = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
     wd->put_back = l ? atoll(l) : wd->stock;
     trace(wd, "redis restart WITHOUT persistence (%" PRId64 " units not sold)", wd->put_back);
+    const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
+    if (seed && sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "sealed"))
+        snprintf(wd->room_seed, sizeof(wd->room_seed), "%s", seed);
     sim_redis_restart(wd->rs, false);
     wd->wiped = true;
     wd->res->crashes++;
@@ -795,9 +800,16 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
 }
 
 /* After Redis lost its data: no oversell, the orders in the gateways' spools (each order id
- * once) within the stock and the units freed; nothing else is promised (docs/fleet.md). */
+ * once) within the stock and the units freed; a sealed room's published seed never offered
+ * to the room made again (docs/fleet.md "Waiting room"); nothing else is promised. */
 static void check_wiped(world_t *wd)
 {
+    /* open (docs/simulation.md): a gateway that adopted the seed and never saw the seal
+     * offers it to the empty Redis (gw_room_fleet.c seed_offer) */
+    const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
+    if (wd->open_defects && wd->room_seed[0] && seed && strcmp(seed, wd->room_seed) == 0)
+        fail(wd, "the room made again after the wipe took the sealed room's published seed %s",
+             seed);
     int64_t spooled = 0;
     for (uint64_t i = 1; i <= wd->next_id; i++) {
         char id[40];
@@ -1045,6 +1057,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->res = out;
     wd->trace = opts->trace;
+    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
     /* one seed in eight: Redis restarted without persistence, once */
