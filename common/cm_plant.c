@@ -66,6 +66,9 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_FAIR_OUTCOME_UNSYNCED] = "fair_outcome_unsynced",
     [CM_PLANT_FAIR_FLEET_PUSH_SKIPS] = "fair_fleet_push_skips",
     [CM_PLANT_FAIR_REDIS_MARK_HELD] = "fair_redis_mark_held",
+    [CM_PLANT_WL_FLEET_GEN_IGNORED] = "wl_fleet_gen_ignored",
+    [CM_PLANT_WL_FLEET_END_UNREAD] = "wl_fleet_end_unread",
+    [CM_PLANT_WL_FLEET_SEEN_STALE] = "wl_fleet_seen_stale",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -120,6 +120,13 @@ typedef enum {
                                        last entry out and still reports every entry pushed */
     CM_PLANT_FAIR_REDIS_MARK_HELD,  /* gw_fair_redis.c: an entry mark another account of the
                                        person holds is read as taken: both accounts enter */
+    CM_PLANT_WL_FLEET_GEN_IGNORED, /* gw_waitlist_fleet.c: a moved waitlist generation is not
+                                      read: a loser another gateway promoted reads waitlisted */
+    CM_PLANT_WL_FLEET_END_UNREAD,   /* gw_waitlist_fleet.c: at ends_at a gateway loses its
+                                       waitlisted by its last poll of the draw, not read again
+                                       (a past defect): a loser promoted just before reads lost */
+    CM_PLANT_WL_FLEET_SEEN_STALE,   /* gw_waitlist_fleet.c: a walk that met sold-out keeps its
+                                       lagging view as seen: the next unit freed looks unchanged */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -20,6 +20,12 @@
  * less than its member TTL, through gw_fleet__members_sim), and the clock is
  * the fake one (cm_time_set_fake), 1-3 ms a step.
  *
+ * The leftovers: once the draw is done, the settle side reports won orders
+ * cancelled or failed (their gateway's compensation releases them in the
+ * inventory, retried while in doubt), and gw_waitlist_fleet.c's promotions
+ * (each gateway's tick) hand the units to the waitlisted losers. In half the
+ * seeds the sale ends while they wait (or before the draw).
+ *
  * Faults: Redis calls that time out (ran, run up to 20 steps later, or
  * never: a reply later than the pool's timeout), replies lost with their
  * connection, Redis down and back, Redis restarted with persistence (its
@@ -33,9 +39,14 @@
  *   - every gateway computes the same winners from the seed and the frozen
  *     entrants (its own SipHash key, gw_fair_order): the winners recorded are
  *     the first `stock` of that order, less the ones the spool refused;
- *   - winners <= stock, each winner has exactly one order (the Redis
- *     inventory's orders of the sale and its account's units), and no order
- *     that is not a winner's;
+ *   - leftovers go to the losers in draw order: the losers promoted are the
+ *     first of the others in that order, none promoted after the sale's end
+ *     (unless begun before it), and no unit left in the inventory while a
+ *     loser waits and the sale has not ended;
+ *   - winners <= stock + units freed, orders held <= stock, each winner has
+ *     exactly one order (held in the Redis inventory with its person's unit,
+ *     unless cancelled; in some gateway's spool), and no order that is not a
+ *     winner's;
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
  *     here: with persistence on, appendfsync always).
@@ -77,6 +88,8 @@
 #define NGW 3
 #define NP 10 /* persons; every third one has a second account */
 #define SALE "s1"
+#define WON "{flashgate:fair:" SALE "}:won"
+#define ORDERS "{sale:" SALE "}:orders"
 #define ROOM "s2"          /* a sale with a waiting room */
 #define NR 12              /* the room's persons */
 #define NBUY 64            /* buys in progress at most */
@@ -96,6 +109,8 @@ typedef struct person {
     bool registered;   /* answered 201 or 200: the route lets it enter */
     char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
+    int cancel;      /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
+    bool before_end; /* won, or its order held, when the sale ended */
 } person_t;
 
 /* A room person's admission token, as the join answered it. */
@@ -139,7 +154,14 @@ typedef struct world {
     size_t ntok;
     uint64_t claims, orders;
     char dir[64];
-    int64_t t0, starts_at, stock;
+    int64_t t0, starts_at, ends_at, stock;
+    int64_t cancels;    /* units the settle side freed (or may have: a release in doubt) */
+    bool end_seen;      /* the sale's end passed: who held a unit then is noted */
+    uint64_t wipe_step; /* Redis restarted without persistence at this step (0: never) */
+    bool wiped;
+    bool open_defects;  /* sim_opts_t's: also the checks of the open defects */
+    int64_t put_back;   /* the stock the operator puts back after the wipe (-1: done) */
+    char room_seed[40]; /* the room's seed when the wipe came, if sealed (published) */
     uint64_t step, next_id;
     FILE *trace;
     sim_result_t *res;
@@ -265,6 +287,7 @@ static bool gw_up(world_t *wd, int g)
     return true;
 }
 
+static world_t *g_world;
 /* The product's random keys (secrets, draw and room seeds) drawn from the seed. */
 static uint64_t seed_word(void *arg)
 {
@@ -273,7 +296,6 @@ static uint64_t seed_word(void *arg)
 
 /* The heartbeat's view (gw_fleet.c), which the gateways here do not run: a
  * gateway is a member while up and for MEMBER_TTL_MS after it went down. */
-static world_t *g_world;
 
 static uint32_t members_sim(gw_server_t *srv)
 {
@@ -343,7 +365,10 @@ static void do_enter(world_t *wd, int g)
     int rc = gw_fair_enter(fs, &t, "");
     trace(wd, "gw%d enter %s/%s -> %d %s", g, t.user_id, t.person, rc, t.order_id);
     person_t *P = &wd->p[p];
-    if (rc == 0) {
+    if (rc == 0 && wd->wiped) { /* Redis lost the person's mark: no promise (check_wiped) */
+        snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
+        P->order_gw[a] = g;
+    } else if (rc == 0) {
         if (P->order[a][0])
             fail(wd, "account %s entered twice: %s then %s", t.user_id, P->order[a], t.order_id);
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
@@ -453,6 +478,112 @@ static void do_settle(world_t *wd)
     }
 }
 
+/*---- the leftovers: orders the settle side reports cancelled or failed ----*/
+
+/* A won order cancelled or failed: its gateway's compensation (gw_release.c) releases it in
+ * the inventory, retried while the answer is not known; the unit goes to the waitlist. */
+static void do_cancel(world_t *wd, int g)
+{
+    int p = (int)below(wd, NP);
+    person_t *P = &wd->p[p];
+    char person[16];
+    snprintf(person, sizeof(person), "p%d", p);
+    const char *w = sim_redis_hget(wd->rs, WON, person);
+    /* after the draw: a unit it freed goes to the waitlist, not to the draw's next entrant */
+    if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
+        return;
+    if (P->cancel == 2 || !w || strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+        return;
+    char order[40];
+    snprintf(order, sizeof(order), "%s", w);
+    if (!P->cancel && !sim_redis_hget(wd->rs, ORDERS, order)) /* not reserved yet */
+        return;
+    int rc = inv_release(wd->gw[g].srv.stores.inv, SALE, person, 1, order);
+    trace(wd, "gw%d cancel %s of %s -> %d", g, order, person, rc);
+    if (!P->cancel)
+        wd->cancels++;
+    if (rc == 0 || (rc == CM_ENOTFOUND && P->cancel))
+        P->cancel = 2;
+    else if (rc == CM_ENOTFOUND)
+        fail(wd, "won order %s of %s held in the inventory is unknown to its release", order,
+             person);
+    else
+        P->cancel = 1;
+}
+
+/* At the sale's end: who won or holds a unit (no promotion may begin after it). */
+static void note_end(world_t *wd)
+{
+    if (wd->end_seen || cm_wall_ms() < wd->ends_at)
+        return;
+    wd->end_seen = true;
+    /* a promotion begun before the end (pending: "person order owner at") may finish after it */
+    const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
+    int pending = wp && wp[0] == 'p' ? atoi(wp + 1) : -1;
+    for (int p = 0; p < NP; p++) {
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        bool held = false;
+        for (int a = 0; a < 2; a++)
+            held |= wd->p[p].order[a][0] && sim_redis_hget(wd->rs, ORDERS, wd->p[p].order[a]);
+        wd->p[p].before_end = held || p == pending || sim_redis_hget(wd->rs, WON, person);
+    }
+    trace(wd, "the sale ended");
+}
+
+/*
+ * Redis restarted without persistence (docs/fleet.md: its durability decides the no-oversell
+ * promise; the runbook: the stock lived there). The operator puts the sales back with the
+ * stock not yet sold and the fairness settings again, as the admin's PUTs do; what the fleet
+ * kept of registrations, entries, the draw, the waitlist and the room is gone.
+ */
+static void wipe(world_t *wd)
+{
+    const char *l = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
+    wd->put_back = l ? atoll(l) : wd->stock;
+    trace(wd, "redis restart WITHOUT persistence (%" PRId64 " units not sold)", wd->put_back);
+    const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
+    if (seed && sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "sealed"))
+        snprintf(wd->room_seed, sizeof(wd->room_seed), "%s", seed);
+    sim_redis_restart(wd->rs, false);
+    wd->wiped = true;
+    wd->res->crashes++;
+    /* a new room: its places and tokens are new */
+    memset(wd->place, 0, sizeof(wd->place));
+    memset(wd->rp, 0, sizeof(wd->rp));
+    wd->ntok = 0;
+    wd->nbuy = 0;
+}
+
+/* The operator's PUTs after the wipe, again until answered (each is idempotent). */
+static void put_back(world_t *wd, int g)
+{
+    gw_server_t *s = &wd->gw[g].srv;
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), SALE);
+    def.stock = wd->put_back;
+    def.per_user_limit = 1;
+    def.starts_at_ms = wd->starts_at;
+    def.ends_at_ms = wd->ends_at;
+    inv_sale_def_t room = def;
+    snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
+    room.stock = 1000;
+    room.ends_at_ms = wd->starts_at + 3600000;
+    inv_sale_info_t info;
+    char why[256] = "";
+    int rc = inv_sale_put(s->stores.inv, &def, &info, why, sizeof(why));
+    if (rc == 0)
+        rc = inv_sale_put(s->stores.inv, &room, &info, why, sizeof(why));
+    if (rc == 0)
+        rc = gw_fair_configure(s, ROOM, 0, 0, 100, why, sizeof(why));
+    if (rc == 0)
+        rc = gw_fair_configure(s, SALE, WINDOW_MS, 0, 0, why, sizeof(why));
+    trace(wd, "gw%d operator: the sales put back -> %d %s", g, rc, rc ? why : "");
+    if (rc == 0)
+        wd->put_back = -1;
+}
+
 /*---- faults ----*/
 
 /* Between the close and the draw. */
@@ -489,6 +620,7 @@ static void faults(world_t *wd)
         f->down = true;
         for (uint64_t t = 0; t < ms; t += 250) { /* the lottery threads keep ticking, failing */
             cm_time_advance_fake(250 * 1000000ull);
+            note_end(wd);
             note_left(wd);
             for (int g = 0; g < NGW; g++)
                 if (wd->gw[g].up)
@@ -525,6 +657,9 @@ static void step(world_t *wd, bool heal)
     wd->res->steps++;
     cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
     sim_redis_step(wd->rs, wd->step);
+    if (wd->step == wd->wipe_step)
+        wipe(wd);
+    note_end(wd);
     if (!heal)
         faults(wd);
     note_left(wd);
@@ -534,8 +669,14 @@ static void step(world_t *wd, bool heal)
     int g = any_up(wd);
     if (g < 0)
         return;
+    if (wd->wiped && wd->put_back >= 0) {
+        put_back(wd, g);
+        return;
+    }
     uint32_t a = below(wd, 100);
-    if (a < 20 && !heal)
+    if (a < 40 && !heal && cm_wall_ms() >= wd->starts_at + WINDOW_MS && chance(wd, 0.1))
+        do_cancel(wd, g);
+    else if (a < 20 && !heal)
         do_register(wd, g);
     else if (a < 40 && !heal)
         do_enter(wd, g);
@@ -612,9 +753,11 @@ static void book_order(const char *order, const char *val, void *ctx)
     fail(b->wd, "order %s in the inventory is no winner's", order);
 }
 
-/* The winners gateway g computes: the first `stock` of its draw order, less the refused. */
+/* The winners gateway g computes: the first `stock` of its draw order, less the refused; then
+ * the leftovers: the losers promoted are the first of the others in that order. */
 static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t seed)
 {
+    const char *wl_mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
     gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, SALE);
     if (!fs) {
         fail(wd, "gw%d has no lottery", g);
@@ -629,25 +772,73 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
         keys[i] = cm_hash_sip24(&secret, d->e[i].person, strlen(d->e[i].person));
     gw_fair_order(keys, d->n, seed, perm);
     int64_t left = wd->stock;
+    const char *waits = NULL; /* the first loser in draw order not promoted */
     for (size_t k = 0; k < d->n; k++) {
         const entrant_t *e = &d->e[perm[k]];
         int p = atoi(e->person + 1);
         const char *w = d->won[p];
         if (strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
             continue;
-        bool should = left > 0;
-        if (should)
+        bool won = strcmp(w, e->order) == 0;
+        if (left > 0) {
             left--;
-        if (should != (strcmp(w, e->order) == 0))
-            fail(wd,
-                 "gw%d's draw order puts %s (%s) at %zu with %" PRId64
-                 " units left, and the draw recorded \"%s\"",
-                 g, e->person, e->order, k, left + should, w);
+            if (!won)
+                fail(wd,
+                     "gw%d's draw order puts %s (%s) at %zu with %" PRId64
+                     " units left, and the draw recorded \"%s\"",
+                     g, e->person, e->order, k, left + 1, w);
+            continue;
+        }
+        if (!won && !waits)
+            waits = e->person;
+        else if (won && waits)
+            fail(wd, "leftovers out of draw order: %s (at %zu) promoted while %s before it was not",
+                 e->person, k, waits);
+        else if (won && !wd->p[p].before_end && wd->end_seen && wl_mode && wl_mode[0] == 'w')
+            fail(wd, "loser %s promoted after the sale's end", e->person);
     }
+}
+
+/* After Redis lost its data: no oversell, the orders in the gateways' spools (each order id
+ * once) within the stock and the units freed; a sealed room's published seed never offered
+ * to the room made again (docs/fleet.md "Waiting room"); nothing else is promised. */
+static void check_wiped(world_t *wd)
+{
+    /* open (docs/simulation.md): a gateway that adopted the seed and never saw the seal
+     * offers it to the empty Redis (gw_room_fleet.c seed_offer) */
+    const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
+    if (wd->open_defects && wd->room_seed[0] && seed && strcmp(seed, wd->room_seed) == 0)
+        fail(wd, "the room made again after the wipe took the sealed room's published seed %s",
+             seed);
+    int64_t spooled = 0;
+    for (uint64_t i = 1; i <= wd->next_id; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "f%" PRIu64, i);
+        for (int g = 0; g < NGW; g++) {
+            gw_accept_t acc;
+            if (wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, id, &acc) == 1) {
+                spooled++;
+                break;
+            }
+        }
+    }
+    trace(wd,
+          "oracle (Redis wiped): %" PRId64 " orders spooled, stock %" PRId64 ", %" PRId64
+          " units freed",
+          spooled, wd->stock, wd->cancels);
+    if (spooled > wd->stock + wd->cancels)
+        fail(wd,
+             "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
+             " units freed, across Redis' restart without persistence",
+             spooled, wd->stock, wd->cancels);
 }
 
 static void check_end(world_t *wd)
 {
+    if (wd->wiped) {
+        check_wiped(wd);
+        return;
+    }
     char why[256] = "";
     cm_redis_url_t addr;
     if (cm_redis_url_parse(URL, &addr, why, sizeof(why)) != 0) {
@@ -715,20 +906,43 @@ static void check_end(world_t *wd)
             fail(wd, "p%d won with %s, no entry of its", p, w);
             continue;
         }
-        if (!sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", w))
+        bool held = sim_redis_hget(wd->rs, ORDERS, w) != NULL;
+        if (!held && !wd->p[p].cancel)
             fail(wd, "winner p%d's order %s is not in the inventory", p, w);
         char person[16]; /* the inventory's user is the person (inv.h) */
         snprintf(person, sizeof(person), "p%d", p);
         const char *units = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", person);
-        if (!units || atoll(units) != 1)
+        if (held && (!units || atoll(units) != 1))
             fail(wd, "winner %s holds %s units", person, units ? units : "no");
+        /* its one order: in a spool, relayed from there (settlement drops a second copy) */
+        bool spooled = false;
+        for (int g = 0; g < NGW && !spooled; g++) {
+            gw_accept_t acc;
+            spooled = wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, w, &acc) == 1;
+        }
+        if (!spooled)
+            fail(wd, "winner %s's order %s is in no gateway's spool", person, w);
     }
-    if (nwon > wd->stock)
-        fail(wd, "%" PRId64 " winners for a stock of %" PRId64, nwon, wd->stock);
+    if (nwon > wd->stock + wd->cancels)
+        fail(wd, "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed", nwon,
+             wd->stock, wd->cancels);
     books_t b = {.wd = wd, .d = d};
-    sim_redis_hforeach(wd->rs, "{sale:" SALE "}:orders", book_order, &b);
-    if (b.orders != nwon)
-        fail(wd, "%" PRId64 " orders in the inventory for %" PRId64 " winners", b.orders, nwon);
+    sim_redis_hforeach(wd->rs, ORDERS, book_order, &b);
+    if (b.orders > wd->stock)
+        fail(wd, "%" PRId64 " orders in the inventory for a stock of %" PRId64, b.orders,
+             wd->stock);
+    /* the leftovers reach the losers: no unit left while one waits, before the end */
+    const char *left_s = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
+    if (!wd->end_seen && left_s && atoll(left_s) > 0 && !wd->res->why[0]) {
+        const char *mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
+        for (size_t i = 0; i < d->n && mode && mode[0] == 'w'; i++) {
+            int p = atoi(d->e[i].person + 1);
+            if (!d->won[p][0]) {
+                fail(wd, "%s units left while loser %s waits", left_s, d->e[i].person);
+                break;
+            }
+        }
+    }
     /* every gateway: the same winners from the seed and the entrants, and its answers */
     for (int g = 0; g < NGW && seeded; g++) {
         check_same_winners(wd, g, d, seed);
@@ -758,6 +972,24 @@ static void check_end(world_t *wd)
         else if (!has)
             fail(wd, "registration of %s answered 201 is not in Redis", person);
     }
+    const char *wl_mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
+    const char *wl_promoted = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "promoted");
+    for (int g = 0; g < NGW; g++) {
+        inv_sale_t *sale = inv_sale_find(wd->gw[g].srv.stores.inv, SALE);
+        gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, SALE);
+        inv_sale_info_t info;
+        if (!sale || !fs)
+            continue;
+        inv_sale_snapshot(sale, &info);
+        trace(wd,
+              "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
+              " version %" PRIu64 ", open %d, head %zu",
+              g, info.stock_left, (uint64_t)info.version, fs->wl_seen_left,
+              (uint64_t)fs->wl_seen_version, atomic_load(&fs->wl_open), (size_t)fs->wl_head);
+    }
+    const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
+    trace(wd, "waitlist: mode %s, %s promoted, %" PRId64 " units freed, pending %s",
+          wl_mode ? wl_mode : "-", wl_promoted ? wl_promoted : "0", wd->cancels, wp ? wp : "none");
     trace(wd,
           "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
           " claims, %" PRIu64 " orders",
@@ -790,12 +1022,15 @@ static bool setup(world_t *wd)
     def.stock = wd->stock;
     def.per_user_limit = 1;
     def.starts_at_ms = wd->starts_at;
-    def.ends_at_ms = wd->starts_at + 3600000;
+    /* in half the seeds the sale ends while losers wait (or before the draw) */
+    wd->ends_at = wd->starts_at + (chance(wd, 0.5) ? 3600000 : WINDOW_MS + 200 + below(wd, 2500));
+    def.ends_at_ms = wd->ends_at;
     char why[256] = "";
     inv_sale_info_t info;
     gw_server_t *s0 = &wd->gw[0].srv;
     inv_sale_def_t room = def;
     snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
+    room.ends_at_ms = wd->starts_at + 3600000;
     room.stock = 1000;
     int64_t rate = 20 + below(wd, 200); /* admissions a second */
     if (inv_sale_put(s0->stores.inv, &def, &info, why, sizeof(why)) != 0 ||
@@ -822,8 +1057,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->res = out;
     wd->trace = opts->trace;
+    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
+    /* one seed in eight: Redis restarted without persistence, once */
+    wd->wipe_step = chance(wd, 0.125) ? 50 + below(wd, FAULT_STEPS - 100) : 0;
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir))
@@ -838,6 +1076,9 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
     g_world = wd;
     gw_fleet__members_sim = members_sim;
+    /* the tables' process-wide key (cm_hash_mem) is drawn at its first use: drawn here, it
+     * takes no word of the seed's keys, so a seed draws the same keys alone or in a batch */
+    (void)cm_hash_str("");
     cm_rand_seed(&wd->keys, opts->seed ^ 0x6b657973ull);
     cm_hash_seed_set_fake(seed_word, &wd->keys);
     trace(wd, "fair fleet: stock=%" PRId64, wd->stock);

@@ -5,9 +5,11 @@
  * own Redis store (gw_fair_lot_ops_t's and gw_reg_ops_t's Redis tables):
  * registration, lottery entries (one per person, persons with two accounts on
  * two gateways), the window's close, the pushes, one drawer under the lock,
- * every gateway reading the draw; with lost replies, replies later than the
- * pool's timeout, Redis down and back, a restart of Redis with persistence
- * and a gateway's restart.
+ * every gateway reading the draw, the waitlist's promotions of the units that
+ * cancelled orders free (gw_waitlist_fleet.c) up to the sale's end; with lost
+ * replies, replies later than the pool's timeout, Redis down and back, a
+ * restart of Redis with persistence or (one seed in eight) without, and a
+ * gateway's restart.
  */
 #ifndef SIM_FAIRFLEET_H
 #define SIM_FAIRFLEET_H

@@ -195,6 +195,7 @@ typedef struct cmd {
     int argc;
     char **argv;
     size_t *argl;
+    int64_t at_ms; /* a logged write's clock: its replay runs at it */
 } cmd_t;
 
 typedef struct late {
@@ -221,6 +222,7 @@ struct sim_redis {
     uint64_t step;
     late_t *late;
     bool replaying;
+    int64_t replay_ms; /* the clock of the write being replayed */
     sim_redis_faults_t faults;
     sim_redis_stats_t stats;
     inv_cluster_transport_t tr;
@@ -266,13 +268,20 @@ static redisReply *rep_arr(size_t n)
 
 /* k's entry in the keyspace, or NULL; a key past its expiry goes first (Redis's lazy
  * expiry, on the simulated wall clock). */
+/* The clock: a replay runs each write at its own time, as the AOF's effects (absolute expiries,
+ * TIME's value) keep it, so a script reads on replay what it read when it ran. */
+static int64_t sr_now(const sim_redis_t *r)
+{
+    return r->replaying ? r->replay_ms : cm_wall_ms();
+}
+
 static sd_ent_t *ks_find(sim_redis_t *r, const char *k, size_t kl)
 {
     sd_ent_t *e = sd_find(r->ks, k, kl);
     if (!e)
         return NULL;
     obj_t *o = (obj_t *)(void *)e->v;
-    if (o->expire_ms == 0 || cm_wall_ms() < o->expire_ms)
+    if (o->expire_ms == 0 || sr_now(r) < o->expire_ms)
         return e;
     e = sd_take(r->ks, k, kl);
     obj_free(e->v);
@@ -632,7 +641,7 @@ static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl
     const char *c = argv[0];
     bool wrong;
     if (is(c, "TIME") && argc == 1) {
-        int64_t ms = cm_wall_ms();
+        int64_t ms = sr_now(r);
         char a[24], b[24];
         int na = snprintf(a, sizeof(a), "%lld", (long long)(ms / 1000));
         int nb = snprintf(b, sizeof(b), "%lld", (long long)(ms % 1000) * 1000);
@@ -673,7 +682,7 @@ static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl
         obj_t *o = lookup_create(r, argv[1], argl[1], T_STR, &wrong);
         o->s = mem_dup(argv[2], argl[2]);
         o->sl = argl[2];
-        o->expire_ms = px ? cm_wall_ms() + px : 0;
+        o->expire_ms = px ? sr_now(r) + px : 0;
         r->dirty++;
         return rep_str(REDIS_REPLY_STATUS, "OK", 2);
     }
@@ -684,7 +693,7 @@ static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl
         sd_ent_t *e = ks_find(r, argv[1], argl[1]);
         if (!e)
             return rep_int(0);
-        ((obj_t *)(void *)e->v)->expire_ms = cm_wall_ms() + ms;
+        ((obj_t *)(void *)e->v)->expire_ms = sr_now(r) + ms;
         r->dirty++;
         return rep_int(1);
     }
@@ -693,7 +702,7 @@ static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl
         if (!e)
             return rep_int(-2);
         obj_t *o = (obj_t *)(void *)e->v;
-        return rep_int(o->expire_ms ? o->expire_ms - cm_wall_ms() : -1);
+        return rep_int(o->expire_ms ? o->expire_ms - sr_now(r) : -1);
     }
     if (is(c, "RENAMENX") && argc == 3) {
         if (!ks_find(r, argv[1], argl[1]))
@@ -980,6 +989,7 @@ static redisReply *run_logged(sim_redis_t *r, int argc, char **argv, size_t *arg
     }
     cmd_t *c = &r->log[r->nlog++];
     cmd_copy(c, argc, argv, argl);
+    c->at_ms = cm_wall_ms();
     if (is(argv[0], "EVAL")) { /* logged by id: the replay finds its text in r->texts */
         char id[41];
         script_id(argv[1], argl[1], id);
@@ -1010,6 +1020,7 @@ static void rebuild(sim_redis_t *r, size_t n)
     r->ks = sd_new();
     r->replaying = true;
     for (size_t i = 0; i < n; i++) {
+        r->replay_ms = r->log[i].at_ms;
         redisReply *rp = exec(r, r->log[i].argc, r->log[i].argv, r->log[i].argl);
         freeReplyObject(rp);
     }
@@ -1491,6 +1502,13 @@ const char *sim_redis_hget(sim_redis_t *r, const char *key, const char *field)
     obj_t *o = lookup(r, key, strlen(key), T_HASH, &wrong);
     sd_ent_t *e = o ? sd_find(o->d, field, strlen(field)) : NULL;
     return e ? e->v : NULL;
+}
+
+const char *sim_redis_get(sim_redis_t *r, const char *key)
+{
+    bool wrong;
+    obj_t *o = lookup(r, key, strlen(key), T_STR, &wrong);
+    return o ? o->s : NULL;
 }
 
 void sim_redis_hforeach(sim_redis_t *r, const char *key,

@@ -64,6 +64,8 @@ void sim_redis_failover(sim_redis_t *r);
 
 /* Reads for the oracle (no fault, no log): a hash field's value, or NULL. */
 const char *sim_redis_hget(sim_redis_t *r, const char *key, const char *field);
+/* A string's value, or NULL. */
+const char *sim_redis_get(sim_redis_t *r, const char *key);
 /* Calls fn for every field of a hash. */
 void sim_redis_hforeach(sim_redis_t *r, const char *key,
                         void (*fn)(const char *field, const char *val, void *ctx), void *ctx);

@@ -614,8 +614,9 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     }
     /* the losers wait unless the draw said not (or an older drawer said nothing) or the
-     * sale ended; an entry the draw or a promotion refused for cause is lost */
-    bool ended = ws.ended || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
+     * fleet recorded the sale's end (gw_waitlist_fleet.c wl_end: after the promotions begun
+     * before it); an entry the draw or a promotion refused for cause is lost */
+    bool ended = ws.ended;
     bool first = !atomic_load(&fs->drawn);
     pthread_mutex_lock(&fs->mu);
     /* the core's DRAW_KNOWN: its ORDER is the perm below (the same gw_fair_order

@@ -537,8 +537,9 @@ static const char LUA_WL_FINISH[] =
     "return redis.call('HINCRBY', KEYS[4], 'gen', 1)\n";
 static script_t SC_WL_FINISH = {.text = LUA_WL_FINISH};
 
-/* KEYS wl. */
-static const char LUA_WL_END[] = "if redis.call('HSETNX', KEYS[1], 'ended', '1') == 1 then\n"
+/* KEYS wl, wp. 0 while a promotion begun before the end is pending. */
+static const char LUA_WL_END[] = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+                                 "if redis.call('HSETNX', KEYS[1], 'ended', '1') == 1 then\n"
                                  "  redis.call('HINCRBY', KEYS[1], 'gen', 1) end\n"
                                  "return 1\n";
 static script_t SC_WL_END = {.text = LUA_WL_END};
@@ -661,8 +662,11 @@ int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *o
 
 int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "wl");
-    return num(call(c, k.s, &SC_WL_END, errbuf, errlen, "1 %s", k.s), NULL, errbuf, errlen);
+    wl_keys_t k = wl_keys(sale);
+    long long n = 0;
+    int rc = num(call(c, k.wl.s, &SC_WL_END, errbuf, errlen, "2 %s %s", k.wl.s, k.wp.s), &n, errbuf,
+                 errlen);
+    return rc ? rc : n == 1;
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/

@@ -275,7 +275,8 @@ int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *ow
 int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner,
                             const char *person, const char *result, long long head, long long *gen,
                             char *errbuf, size_t errlen);
-/* The sale ended: the waitlist's rest is lost (once; gen bumped). */
+/* The sale ended: the waitlist's rest is lost (once; gen bumped). 1 ended, 0 not yet: a
+ * promotion begun before the end is pending and is finished first. */
 int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
 
 /*---- registration (gateway/buy/gw_reg.c): :reg above ----*/

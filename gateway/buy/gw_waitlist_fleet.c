@@ -24,8 +24,9 @@
  * FLEET_WL_POLL_MS while losers wait) and re-reads the draw when it moves, so
  * a loser reads "waitlisted" with its place, then "won", on every gateway,
  * and first-come buys are refused (410, "waitlist":true) everywhere until
- * nobody waits. At ends_at every gateway loses its waitlisted at once and
- * records the end (first writer wins), after which no promotion begins.
+ * nobody waits. At ends_at the end is recorded once no promotion is pending
+ * (one begun before it is finished first), after which no promotion begins;
+ * each gateway then reads the draw again and loses its waitlisted.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -34,6 +35,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "inventory/inv_fleet.h"
@@ -164,8 +166,10 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
         int rc = gw_accept_take(&f->accept, &ar, &a);
         if (rc < 0)
             return FP_FAILED; /* still pending: tried again */
-        if (rc == GW_ACCEPT_SOLD_OUT) /* the stock seen was gone: it keeps its place */
+        if (rc == GW_ACCEPT_SOLD_OUT) { /* the stock seen was gone: it keeps its place */
+            *left = rq.stock_left > 0 ? rq.stock_left : 0; /* Redis', not the stale view's */
             return finish(f, fs, owner, e->person, "") ? FP_NO_STOCK : FP_FAILED;
+        }
         if (rc == GW_ACCEPT_BEFORE) {
             /* reserved by an earlier try and released since (cancelled, failed): it was
              * promoted, as the fleet draw takes such a winner */
@@ -207,28 +211,6 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
     return FP_WON;
 }
 
-/* The sale ended: this gateway's waitlisted entries are lost, and the fleet records it. */
-static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    char why[256] = "";
-    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    if (c)
-        gw_fair__fleet_ok(f, gw_fair_redis_wl_end(c, fs->sale_id, why, sizeof(why)), why);
-    pthread_mutex_lock(&fs->mu);
-    for (size_t i = 0; i < fs->ndraw; i++) {
-        entry_t *e = &fs->v[fs->perm[i]];
-        if (e->state == GW_ENTRY_WAITLISTED) {
-            gw_fair__wl_remove(fs, e);
-            e->state = GW_ENTRY_LOST;
-            fs->lost++;
-        }
-    }
-    fs->wl_ended = true;
-    atomic_store(&fs->wl_open, false);
-    pthread_mutex_unlock(&fs->mu);
-    cm_log_info("fair", "sale ended: its fleet waitlist is lost", "sale=%s", fs->sale_id);
-}
-
 /* Reads the waitlist's state and re-reads the draw when it moved. False on a Redis problem. */
 static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, gw_fair_redis_wl_state_t *ws)
 {
@@ -237,6 +219,8 @@ static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, gw_fair_redis_wl_state_t *
     if (!c ||
         !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(c, fs->sale_id, ws, why, sizeof(why)), why))
         return false;
+    if (CM_PLANT(WL_FLEET_GEN_IGNORED)) /* planted: the promotions of others go unread */
+        fs->wl_gen = ws->gen;
     if (ws->gen != fs->wl_gen)
         gw_fair__fleet_fetch(f, fs);
     return ws->gen == fs->wl_gen;
@@ -278,6 +262,58 @@ static bool resolve_pending(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, 
     return p == FP_WON || p == FP_LOST;
 }
 
+/*
+ * The sale ended. The end is one record in Redis, written only while no
+ * promotion is pending: one begun before the end is finished first (by its
+ * owner, or adopted after the grace), so whoever reads the end reads its
+ * outcome too. Then this gateway reads the draw again (gw_fair__fleet_fetch:
+ * the promotions recorded won, every loser still waiting lost). Until both are
+ * done (Redis away, a promotion pending) its losers keep waiting: no gateway
+ * answers lost a loser that a promotion may still make a winner.
+ */
+static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const char *owner,
+                   int64_t now, int64_t left)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    int rc = c ? gw_fair_redis_wl_end(c, fs->sale_id, why, sizeof(why)) : CM_EBACKEND;
+    fs->wl_retry_ms = now + FLEET_WL_POLL_MS; /* what is not done is tried again then */
+    if (!gw_fair__fleet_ok(f, rc < 0 ? rc : 0, why))
+        return;
+    if (CM_PLANT(WL_FLEET_END_UNREAD) && rc >= 0) {
+        /* planted: the waitlisted lost by the last poll, the draw not read again */
+        pthread_mutex_lock(&fs->mu);
+        for (size_t i = 0; i < fs->ndraw; i++) {
+            entry_t *e = &fs->v[fs->perm[i]];
+            if (e->state == GW_ENTRY_WAITLISTED) {
+                gw_fair__wl_remove(fs, e);
+                e->state = GW_ENTRY_LOST;
+                fs->lost++;
+            }
+        }
+        fs->wl_ended = true;
+        atomic_store(&fs->wl_open, false);
+        pthread_mutex_unlock(&fs->mu);
+        return;
+    }
+    if (rc == 0) { /* the pending promotion, under the lock; the end at a later tick */
+        bool mine = false;
+        gw_fair_redis_wl_state_t ws;
+        c = gw_fair__fleet_conn(f);
+        if (c &&
+            gw_fair__fleet_ok(f,
+                              gw_fair_redis_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine,
+                                                    why, sizeof(why)),
+                              why) &&
+            mine && wl_sync(f, fs, &ws) && ws.owner[0])
+            (void)resolve_pending(f, fs, sale, owner, &ws, &left);
+        return;
+    }
+    gw_fair__fleet_fetch(f, fs);
+    if (fs->wl_ended)
+        cm_log_info("fair", "sale ended: its fleet waitlist is lost", "sale=%s", fs->sale_id);
+}
+
 void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (!atomic_load(&fs->wl_open))
@@ -303,7 +339,8 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
                      .pending = true};
     gw_wl_core_step(&wc, &ev, &out);
     if (out.actions & GW_WL_DO_END) {
-        wl_end(f, fs);
+        if (now >= fs->wl_retry_ms)
+            wl_end(f, fs, sale, owner, now, info.stock_left);
         return;
     }
     if (now < fs->wl_retry_ms || now - fs->wl_polled_ms < FLEET_WL_POLL_MS)
@@ -386,6 +423,11 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         gw_wl_core_step(&wc, &ev, &out);
         fs->wl_head = wc.head;
     }
+    /* the stock the walk last heard from Redis is what it saw: a view that lagged (units
+     * shown that another gateway had taken) is not taken as seen, or the unit freed next,
+     * which shows the same view again, would look unchanged and never be walked for */
+    if (!CM_PLANT(WL_FLEET_SEEN_STALE))
+        info.stock_left = left;
     gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + FLEET_WL_RETRY_MS : 0,
                          "fleet");
 }

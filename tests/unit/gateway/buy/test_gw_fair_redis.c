@@ -279,7 +279,7 @@ static void test_lottery_records(void **state)
 /*
  * The waitlist's records as they are read back: the state script's six fields,
  * the lock, a promotion begun, read as pending, finished as a winner (gen and
- * promoted bumped, :won set), and the end.
+ * promoted bumped, :won set), and the end, refused while a promotion is pending.
  */
 static void test_waitlist_records(void **state)
 {
@@ -326,11 +326,16 @@ static void test_waitlist_records(void **state)
     assert_string_equal(buf, "O1");
     /* no outcome: the generation is read, not bumped */
     assert_int_equal(gw_fair_redis_wl_begin(c, "wlr", "own1", "p2", "O2", why, sizeof(why)), 1);
+    /* the end waits for a promotion begun before it: its outcome is recorded first, so no
+     * gateway that read the end answers a loser lost whom that promotion then makes a winner */
+    assert_int_equal(gw_fair_redis_wl_end(c, "wlr", why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_wl_state(c, "wlr", &st, why, sizeof(why)), 0);
+    assert_false(st.ended);
     assert_int_equal(gw_fair_redis_wl_finish(c, "wlr", "own1", "p2", "", 3, &gen, why, sizeof(why)),
                      1);
     assert_int_equal(gen, 1);
-    assert_int_equal(gw_fair_redis_wl_end(c, "wlr", why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_wl_end(c, "wlr", why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_wl_end(c, "wlr", why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_wl_end(c, "wlr", why, sizeof(why)), 1);
     assert_int_equal(gw_fair_redis_wl_state(c, "wlr", &st, why, sizeof(why)), 0);
     assert_int_equal(st.mode, 'w');
     assert_true(st.ended);
