@@ -218,6 +218,8 @@ inv_fleet_reply_t *inv_fleet_vscript(inv_fleet_conn_t *c, const char *key, const
 inv_fleet_reply_t *inv_fleet_script_argv(inv_fleet_conn_t *c, const char *key, const char *sha1,
                                          const char *text, int argc, const char **argv,
                                          const size_t *argl);
+/* The sha1 those take: the SHA1 of text in 40 lowercase hex digits and a NUL. */
+void inv_fleet_script_sha1(const char *text, char sha1[41]);
 
 /* Frees r (NULL is fine). */
 void inv_fleet_reply_free(inv_fleet_reply_t *r);

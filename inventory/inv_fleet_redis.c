@@ -543,6 +543,11 @@ inv_fleet_reply_t *inv_fleet_cmd_argv(inv_fleet_conn_t *c, const char *key, int 
     return (inv_fleet_reply_t *)(void *)r;
 }
 
+void inv_fleet_script_sha1(const char *text, char sha1[41])
+{
+    inv_cluster_script_sha1(text, sha1);
+}
+
 inv_fleet_reply_t *inv_fleet_vscript(inv_fleet_conn_t *c, const char *key, const char *sha1,
                                      const char *text, const char *fmt, va_list ap)
 {

@@ -330,7 +330,7 @@ static void do_register(world_t *wd, int g)
     char person[16], why[256] = "";
     snprintf(person, sizeof(person), "p%d", p);
     bool sync = false;
-    int rc = gw_reg_add(srv, SALE, person, NP, &sync, why, sizeof(why));
+    int rc = gw_reg_add(srv, SALE, person, &sync, why, sizeof(why));
     trace(wd, "gw%d register %s -> %d %s", g, person, rc, rc < 0 ? why : "");
     if (sync)
         fail(wd, "a fleet's registration asked for a sync");
@@ -408,7 +408,7 @@ static void do_join(world_t *wd, int g)
     gw_fair_room_view(fs, &v);
     gw_wr_join_t j;
     memset(&j, 0, sizeof(j));
-    int rc = gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(), wd->starts_at,
+    int rc = gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(),
                                v.admitted_through, &j);
     trace(wd, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos, j.jti);
     if (rc != 0 || !j.pos)

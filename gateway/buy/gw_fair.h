@@ -321,8 +321,7 @@ typedef struct gw_wr_join {
  * gw_fair_admission_claim does.
  */
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
-                      int64_t now_ms, int64_t starts_at_ms, uint64_t admitted_through,
-                      gw_wr_join_t *out);
+                      int64_t now_ms, uint64_t admitted_through, gw_wr_join_t *out);
 
 /*
  * One bucket of a room's place table (gw_room_core.c): the position held by the

@@ -11,7 +11,6 @@
 #include "common/cm_plant.h"
 #include "inventory/inv_fleet.h"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1032,20 +1031,8 @@ static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
 static void scripts_hash(void)
 {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int n = 0;
-        /* SHA1 is how Redis names a script; no secret rides on it */
-        if (EVP_Digest(scripts[i]->text, strlen(scripts[i]->text), md, &n, EVP_sha1(), NULL) != 1 ||
-            n != 20)
-            abort(); /* OpenSSL always has SHA1: only a broken library fails here */
-        for (unsigned int j = 0; j < 20; j++) {
-            scripts[i]->sha1[2 * j] = hex[md[j] >> 4];
-            scripts[i]->sha1[2 * j + 1] = hex[md[j] & 15];
-        }
-        scripts[i]->sha1[40] = '\0';
-    }
+    for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++)
+        inv_fleet_script_sha1(scripts[i]->text, scripts[i]->sha1);
 }
 
 /* Thread-safe: the first call hashes every script, the others wait for it. */

@@ -141,8 +141,7 @@ void gw_room_handle(gw_req_t *r)
         }
     }
     gw_wr_join_t j;
-    int rc =
-        gw_fair_room_join(fs, person, person_len, take, now_ms, starts, v.admitted_through, &j);
+    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, v.admitted_through, &j);
     if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
                       "now; retry", r->id);
@@ -353,9 +352,8 @@ bool gw_reg_handle(gw_req_t *r)
         return false;
     }
     char why[256] = "";
-    uint64_t cap = srv->cfg->max_registrations;
     bool sync = false;
-    int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, cap, &sync, why, sizeof(why));
+    int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, &sync, why, sizeof(why));
     if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
         return false;
@@ -369,7 +367,7 @@ bool gw_reg_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
                       "registration for sale %s is full (%llu persons, "
                       "sales.max_registrations)",
-                      r->id, (unsigned long long)cap);
+                      r->id, (unsigned long long)srv->cfg->max_registrations);
         return false;
     }
     if (rc < 0) {

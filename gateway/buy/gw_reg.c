@@ -137,10 +137,9 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
     return true;
 }
 
-int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, bool *sync,
-               char *why, size_t whylen)
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, bool *sync, char *why,
+               size_t whylen)
 {
-    (void)cap; /* the sale's machine holds sales.max_registrations (gw_fair__sale_terms) */
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
     *sync = false;
     if (!fs)

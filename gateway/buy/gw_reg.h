@@ -58,8 +58,8 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
 
 /*
  * Registers person for the sale, the sale's machine deciding its window and
- * its cap (sales.max_registrations: cap is not read; the caller checked the
- * window, gw_reg_window, and a window closed since is GW_REG_SHUT): a
+ * its cap (sales.max_registrations; the caller checked the window,
+ * gw_reg_window, and a window closed since is GW_REG_SHUT): a
  * gw_reg_outcome_t (gw_reg_core.h), or a negative cm_err_t
  * (CM_EIO: one node's log write failed; a fleet's Redis error) with a reason
  * in why. One node's registration is appended to its log (one write(2))
@@ -67,8 +67,8 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
  * pool. *sync true (one node in fsync durability): the outcome is not an
  * answer yet; gw_reg_sync gives the answer once the log is durable. Loop thread.
  */
-int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap,
-               bool *sync, char *why, size_t whylen);
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, bool *sync, char *why,
+               size_t whylen);
 
 /*
  * The answer of a registration gw_reg_add held (*sync) with outcome held: the

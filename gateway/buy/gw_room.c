@@ -55,9 +55,9 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
 }
 
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
-                      int64_t starts_at_ms, uint64_t admitted_through, gw_wr_join_t *out)
+                      uint64_t admitted_through, gw_wr_join_t *out)
 {
-    (void)starts_at_ms; /* the machine's (fs->sale.cfg), kept true by gw_fair__sale_terms */
+    /* the start is the machine's (fs->sale.cfg), kept true by gw_fair__sale_terms */
     gw_room_join_ev_t ev = {
         .person = person,
         .len = len,

@@ -59,7 +59,7 @@ static uint64_t room_place(gw_fair_sale_t *fs, const char *user, bool take)
 {
     gw_wr_join_t j;
     int rc;
-    while ((rc = gw_fair_room_join(fs, user, strlen(user), take, 1, 0, 0, &j)) == CM_EAGAIN)
+    while ((rc = gw_fair_room_join(fs, user, strlen(user), take, 1, 0, &j)) == CM_EAGAIN)
         sched_yield();
     assert_int_equal(rc, 0);
     return j.pos;

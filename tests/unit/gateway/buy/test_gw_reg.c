@@ -185,7 +185,7 @@ static int reg(mini_t *m, gw_fair_sale_t *fs, const char *person)
     char why[256] = "";
     bool sync = false;
     (void)fs;
-    return gw_reg_add(&m->srv, "s1", person, 0, &sync, why, sizeof(why));
+    return gw_reg_add(&m->srv, "s1", person, &sync, why, sizeof(why));
 }
 
 static void reg_path(const mini_t *m, char *out, size_t cap)
@@ -363,18 +363,18 @@ static void test_fsync_answer_waits_for_the_sync(void **state)
     m.cfg.durability = GW_DURABILITY_FSYNC;
     char why[256] = "";
     bool sync = false;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_true(sync); /* written, not answered */
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
                      GW_REG_ALREADY);
     assert_true(sync); /* found, but its record is not durable yet */
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
                      GW_REG_ALREADY);
     assert_false(sync); /* covered: answered now */
     m.cfg.durability = GW_DURABILITY_WRITE;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_false(sync); /* write durability: the write is the answer */
     fs = mini_restart(&m);
     char list[256];
@@ -402,12 +402,12 @@ static void test_failed_sync(void **state)
     m.cfg.durability = GW_DURABILITY_FSYNC;
     char why[256] = "";
     bool sync = false;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_true(sync);
     gw_reg__datasync = failing_datasync;
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
     gw_reg__datasync = fdatasync;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
                      GW_REG_ALREADY);
     assert_true(sync); /* in the set, not yet covered */
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
@@ -430,14 +430,14 @@ static void test_route_calls(void **state)
     assert_false(gw_reg_window(&m.srv, "s2", &o, &c));
     char why[256] = "";
     bool sync = false;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ALREADY);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 9, &sync, why, sizeof(why)), GW_REG_FULL);
-    assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", 2, &sync, why, sizeof(why)), GW_REG_GONE);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", &sync, why, sizeof(why)), GW_REG_FULL);
+    assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", &sync, why, sizeof(why)), GW_REG_GONE);
     assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
     assert_false(gw_reg_window(&m.srv, "s1", &o, &c));
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-d", 2, &sync, why, sizeof(why)), GW_REG_GONE);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-d", &sync, why, sizeof(why)), GW_REG_GONE);
     mini_close(&m);
 }
 

@@ -141,7 +141,7 @@ static gw_wr_join_t join(room_t *m, const char *person, bool take, int64_t now_m
     gw_wr_join_t j;
     atomic_store(&m->fs->sale.cfg.starts_at_ms, 1000000); /* the sale's start, as its PUT sets */
     assert_int_equal(
-        gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, 0, admitted, &j), 0);
+        gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j), 0);
     return j;
 }
 
@@ -439,7 +439,7 @@ static gw_wr_join_t joinat(room_t *m, const char *person, bool take, int64_t now
     gw_wr_join_t j;
     assert_int_equal(
         (atomic_store(&m->fs->sale.cfg.starts_at_ms, starts_ms), /* the sale's start */
-         gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, 0, admitted, &j)),
+         gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j)),
         0);
     return j;
 }

@@ -53,7 +53,7 @@ static void *other_run(void *arg)
 {
     (void)arg;
     gw_wr_join_t j;
-    int rc = gw_fair_room_join(room, "late", 4, true, starts_ms + 1, starts_ms, 0, &j);
+    int rc = gw_fair_room_join(room, "late", 4, true, starts_ms + 1, 0, &j);
     gw_fair_room_view_t v;
     gw_fair_room_view(room, &v);
     pthread_mutex_lock(&other_mu);
@@ -129,14 +129,14 @@ static void test_seal_sync_outside_lock(void **st)
     starts_ms = t0 + 60000;
     atomic_store(&room->sale.cfg.starts_at_ms, starts_ms); /* the sale's start, as its PUT sets */
     gw_wr_join_t j;
-    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, t0, starts_ms, 0, &j), 0);
+    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, t0, 0, &j), 0);
     assert_true(j.prequeue);
-    assert_int_equal(gw_fair_room_join(room, "p1", 2, true, t0, starts_ms, 0, &j), 0);
+    assert_int_equal(gw_fair_room_join(room, "p1", 2, true, t0, 0, &j), 0);
     assert_true(j.prequeue);
 
     atomic_store(&slow_armed, true);
     /* the first join at the start seals, and syncs the seal */
-    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, starts_ms, starts_ms, 0, &j), 0);
+    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, starts_ms, 0, &j), 0);
     assert_false(atomic_load(&slow_armed)); /* the seal's fdatasync ran */
     assert_true(j.pos == 1 || j.pos == 2);
     assert_int_equal(pthread_join(other, NULL), 0);
@@ -147,7 +147,7 @@ static void test_seal_sync_outside_lock(void **st)
     assert_int_equal(other_join.pos, 0);
     assert_false(other_view.sealed);
     /* once durable: the next arrival has the place after the pre-queue */
-    assert_int_equal(gw_fair_room_join(room, "late", 4, true, starts_ms + 2, starts_ms, 0, &j), 0);
+    assert_int_equal(gw_fair_room_join(room, "late", 4, true, starts_ms + 2, 0, &j), 0);
     assert_int_equal(j.pos, 3);
     gw_fair_room_view_t v;
     gw_fair_room_view(room, &v);
@@ -221,7 +221,7 @@ static void test_compaction_while_claiming(void **st)
         for (int t = 0; t < TOKENS; t++) {
             char name[32];
             snprintf(name, sizeof(name), "c%d-%d", i, t);
-            assert_int_equal(gw_fair_room_join(fs, name, strlen(name), true, now_ms, 0, 1u << 30,
+            assert_int_equal(gw_fair_room_join(fs, name, strlen(name), true, now_ms, 1u << 30,
                                                &tok[i][t]),
                              0);
             assert_true(tok[i][t].jti != 0);
@@ -305,8 +305,8 @@ static void test_flush_shares_sync(void **st)
     flush_fair = srv->fair;
     int64_t now_ms = cm_wall_ms();
     gw_wr_join_t a, b;
-    assert_int_equal(gw_fair_room_join(fs, "a", 1, true, now_ms, 0, 10, &a), 0);
-    assert_int_equal(gw_fair_room_join(fs, "b", 1, true, now_ms, 0, 10, &b), 0);
+    assert_int_equal(gw_fair_room_join(fs, "a", 1, true, now_ms, 10, &a), 0);
+    assert_int_equal(gw_fair_room_join(fs, "b", 1, true, now_ms, 10, &b), 0);
     uint64_t nonce;
     assert_int_equal(gw_fair_admission_claim(srv->fair, "s1", a.jti, a.exp_s, 0, now_ms / 1000,
                                              &nonce),
