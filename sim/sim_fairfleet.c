@@ -408,8 +408,8 @@ static void do_join(world_t *wd, int g)
     gw_fair_room_view(fs, &v);
     gw_wr_join_t j;
     memset(&j, 0, sizeof(j));
-    int rc = gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(),
-                               v.admitted_through, &j);
+    int rc =
+        gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(), v.admitted_through, &j);
     trace(wd, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos, j.jti);
     if (rc != 0 || !j.pos)
         return;

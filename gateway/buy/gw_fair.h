@@ -320,8 +320,8 @@ typedef struct gw_wr_join {
  * for the seal's fdatasync, once per room. In a fleet it blocks on Redis as
  * gw_fair_admission_claim does.
  */
-int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
-                      int64_t now_ms, uint64_t admitted_through, gw_wr_join_t *out);
+int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
+                      uint64_t admitted_through, gw_wr_join_t *out);
 
 /*
  * One bucket of a room's place table (gw_room_core.c): the position held by the

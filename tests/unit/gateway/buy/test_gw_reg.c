@@ -365,13 +365,11 @@ static void test_fsync_answer_waits_for_the_sync(void **state)
     bool sync = false;
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_true(sync); /* written, not answered */
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
-                     GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
     assert_true(sync); /* found, but its record is not durable yet */
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
-                     GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
     assert_false(sync); /* covered: answered now */
     m.cfg.durability = GW_DURABILITY_WRITE;
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
@@ -407,8 +405,7 @@ static void test_failed_sync(void **state)
     gw_reg__datasync = failing_datasync;
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
     gw_reg__datasync = fdatasync;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)),
-                     GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
     assert_true(sync); /* in the set, not yet covered */
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
     mini_close(&m);

@@ -140,8 +140,8 @@ static gw_wr_join_t join(room_t *m, const char *person, bool take, int64_t now_m
 {
     gw_wr_join_t j;
     atomic_store(&m->fs->sale.cfg.starts_at_ms, 1000000); /* the sale's start, as its PUT sets */
-    assert_int_equal(
-        gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j), 0);
+    assert_int_equal(gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j),
+                     0);
     return j;
 }
 
@@ -437,10 +437,9 @@ static gw_wr_join_t joinat(room_t *m, const char *person, bool take, int64_t now
                            int64_t starts_ms, uint64_t admitted)
 {
     gw_wr_join_t j;
-    assert_int_equal(
-        (atomic_store(&m->fs->sale.cfg.starts_at_ms, starts_ms), /* the sale's start */
-         gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j)),
-        0);
+    assert_int_equal((atomic_store(&m->fs->sale.cfg.starts_at_ms, starts_ms), /* the sale's start */
+                      gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, admitted, &j)),
+                     0);
     return j;
 }
 

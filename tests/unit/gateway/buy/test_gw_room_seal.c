@@ -221,9 +221,8 @@ static void test_compaction_while_claiming(void **st)
         for (int t = 0; t < TOKENS; t++) {
             char name[32];
             snprintf(name, sizeof(name), "c%d-%d", i, t);
-            assert_int_equal(gw_fair_room_join(fs, name, strlen(name), true, now_ms, 1u << 30,
-                                               &tok[i][t]),
-                             0);
+            assert_int_equal(
+                gw_fair_room_join(fs, name, strlen(name), true, now_ms, 1u << 30, &tok[i][t]), 0);
             assert_true(tok[i][t].jti != 0);
         }
     atomic_store(&claimers_left, CLAIMERS);
