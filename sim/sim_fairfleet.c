@@ -56,6 +56,7 @@
 #include "sim/sim_fairfleet.h"
 
 #include "sim/sim_redis.h"
+#include "sim/sim_util.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -78,7 +79,6 @@
 
 #include <ftw.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,45 +163,8 @@ typedef struct world {
     int64_t put_back;   /* the stock the operator puts back after the wipe (-1: done) */
     char room_seed[40]; /* the room's seed when the wipe came, if sealed (published) */
     uint64_t step, next_id;
-    FILE *trace;
-    sim_result_t *res;
+    sim_log_t log;
 } world_t;
-
-static bool chance(world_t *wd, double p)
-{
-    return cm_rand_unit(&wd->rng) < p;
-}
-
-static uint32_t below(world_t *wd, uint32_t n)
-{
-    return (uint32_t)cm_rand_below(&wd->rng, n);
-}
-
-static void trace(world_t *wd, const char *fmt, ...)
-{
-    if (!wd->trace)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(wd->trace, "[%" PRIu64 "] ", wd->step);
-    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
-    vfprintf(wd->trace, fmt, ap);
-    fputc('\n', wd->trace);
-    va_end(ap);
-}
-
-static void fail(world_t *wd, const char *fmt, ...)
-{
-    if (!wd->res->ok)
-        return;
-    wd->res->ok = false;
-    va_list ap;
-    va_start(ap, fmt);
-    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
-    vsnprintf(wd->res->why, sizeof(wd->res->why), fmt, ap);
-    va_end(ap);
-    trace(wd, "FAIL %s", wd->res->why);
-}
 
 static void account_of(int p, int a, char *out, size_t cap)
 {
@@ -231,7 +194,7 @@ static void gw_down(world_t *wd, int g)
     memset(&G->srv, 0, sizeof(G->srv));
     G->up = false;
     G->down_ms = cm_wall_ms();
-    trace(wd, "gw%d down", g);
+    sim_trace(&wd->log, "gw%d down", g);
 }
 
 static bool gw_up(world_t *wd, int g)
@@ -250,20 +213,20 @@ static bool gw_up(world_t *wd, int g)
     atomic_store(&G->srv.node.id, (uint32_t)g + 1);
     G->srv.pool.nworkers = 1;
     if (inv_open(&G->srv.stores.inv, URL, NULL, 16, why, sizeof(why)) != 0) {
-        trace(wd, "gw%d inventory: %s", g, why);
+        sim_trace(&wd->log, "gw%d inventory: %s", g, why);
         return false;
     }
     (void)mkdir(G->cfg.data_dir, 0700);
     snprintf(spdir, sizeof(spdir), "%s/spool", G->cfg.data_dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
     if (oq_spool_open(&G->srv.stores.spool, &so, why, sizeof(why)) != 0) {
-        fail(wd, "gw%d spool: %s", g, why);
+        sim_fail(&wd->log, "gw%d spool: %s", g, why);
         inv_close(G->srv.stores.inv);
         return false;
     }
     G->srv.stores.orders = gw_orders_new(1000);
     if (gw_fair_open(&G->srv, gw_acceptor(&G->srv), why, sizeof(why)) != 0) {
-        fail(wd, "gw%d lottery: %s", g, why);
+        sim_fail(&wd->log, "gw%d lottery: %s", g, why);
         gw_fair_close(&G->srv);
         gw_orders_free(G->srv.stores.orders);
         oq_spool_close(G->srv.stores.spool);
@@ -273,7 +236,7 @@ static bool gw_up(world_t *wd, int g)
     /* the lottery thread's inventory handle (gw_fair_start_thread's), no thread:
      * the driver runs its turns (gw_fair_tick) */
     if (inv_worker_open(G->srv.stores.inv, NULL, &G->srv.fair->inv) != 0) {
-        fail(wd, "gw%d lottery inventory handle", g);
+        sim_fail(&wd->log, "gw%d lottery inventory handle", g);
         gw_fair_close(&G->srv);
         gw_orders_free(G->srv.stores.orders);
         oq_spool_close(G->srv.stores.spool);
@@ -283,7 +246,7 @@ static bool gw_up(world_t *wd, int g)
     inv_redis_sync_step(G->srv.stores.inv);
     G->up = true;
     G->gen++;
-    trace(wd, "gw%d up", g);
+    sim_trace(&wd->log, "gw%d up", g);
     return true;
 }
 
@@ -308,7 +271,7 @@ static uint32_t members_sim(gw_server_t *srv)
 
 static int any_up(world_t *wd)
 {
-    int start = (int)below(wd, NGW);
+    int start = (int)sim_below(&wd->rng, NGW);
     for (int k = 0; k < NGW; k++)
         if (wd->gw[(start + k) % NGW].up)
             return (start + k) % NGW;
@@ -326,20 +289,20 @@ static void do_register(world_t *wd, int g)
     gw_sale_cfg_t cfg = {.reg_opens_ms = opens, .reg_closes_ms = closes};
     if (gw_sale_phase_at(&cfg, false, false, cm_wall_ms()) != GW_SALE_PH_REGISTRATION)
         return;
-    int p = (int)below(wd, NP);
+    int p = (int)sim_below(&wd->rng, NP);
     char person[16], why[256] = "";
     snprintf(person, sizeof(person), "p%d", p);
     bool sync = false;
     int rc = gw_reg_add(srv, SALE, person, &sync, why, sizeof(why));
-    trace(wd, "gw%d register %s -> %d %s", g, person, rc, rc < 0 ? why : "");
+    sim_trace(&wd->log, "gw%d register %s -> %d %s", g, person, rc, rc < 0 ? why : "");
     if (sync)
-        fail(wd, "a fleet's registration asked for a sync");
+        sim_fail(&wd->log, "a fleet's registration asked for a sync");
     if (rc == GW_REG_ADDED)
         wd->p[p].reg_acked = true;
     if (rc == GW_REG_ADDED || rc == GW_REG_ALREADY)
         wd->p[p].registered = true;
     if (rc == GW_REG_FULL)
-        fail(wd, "registration of %s answered full with a cap of every person", person);
+        sim_fail(&wd->log, "registration of %s answered full with a cap of every person", person);
 }
 
 static void do_enter(world_t *wd, int g)
@@ -348,7 +311,7 @@ static void do_enter(world_t *wd, int g)
     gw_fair_sale_t *fs = gw_fair_find(srv->fair, SALE);
     if (!fs || gw_fair_phase(fs, wd->starts_at, cm_wall_ms()) != GW_FAIR_ENTER)
         return;
-    int p = (int)below(wd, NP);
+    int p = (int)sim_below(&wd->rng, NP);
     if (!wd->p[p].registered) /* the route's 403 not_registered */
         return;
     /* a second account plays on its own gateway: the person's two entries meet in Redis */
@@ -363,21 +326,23 @@ static void do_enter(world_t *wd, int g)
     t.entered_at_ms = cm_wall_ms();
     t.draw_at_ms = gw_fair_closes_at(fs, wd->starts_at);
     int rc = gw_fair_enter(fs, &t, "");
-    trace(wd, "gw%d enter %s/%s -> %d %s", g, t.user_id, t.person, rc, t.order_id);
+    sim_trace(&wd->log, "gw%d enter %s/%s -> %d %s", g, t.user_id, t.person, rc, t.order_id);
     person_t *P = &wd->p[p];
     if (rc == 0 && wd->wiped) { /* Redis lost the person's mark: no promise (check_wiped) */
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
     } else if (rc == 0) {
         if (P->order[a][0])
-            fail(wd, "account %s entered twice: %s then %s", t.user_id, P->order[a], t.order_id);
+            sim_fail(&wd->log, "account %s entered twice: %s then %s", t.user_id, P->order[a],
+                     t.order_id);
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
         if (P->order[!a][0])
-            fail(wd, "person p%d entered with two accounts: %s (gw%d) and %s (gw%d)", p,
-                 P->order[0], P->order_gw[0], P->order[1], P->order_gw[1]);
+            sim_fail(&wd->log, "person p%d entered with two accounts: %s (gw%d) and %s (gw%d)", p,
+                     P->order[0], P->order_gw[0], P->order[1], P->order_gw[1]);
     } else if (rc == 1 && P->order[a][0] && strcmp(t.order_id, P->order[a]) != 0) {
-        fail(wd, "account %s's entry %s answered as %s", t.user_id, P->order[a], t.order_id);
+        sim_fail(&wd->log, "account %s's entry %s answered as %s", t.user_id, P->order[a],
+                 t.order_id);
     }
 }
 
@@ -401,7 +366,7 @@ static void do_join(world_t *wd, int g)
     gw_fair_sale_t *fs = gw_fair_room(wd->gw[g].srv.fair, ROOM);
     if (!fs)
         return;
-    int k = (int)below(wd, NR);
+    int k = (int)sim_below(&wd->rng, NR);
     char person[16];
     snprintf(person, sizeof(person), "r%d", k);
     gw_fair_room_view_t v;
@@ -410,12 +375,14 @@ static void do_join(world_t *wd, int g)
     memset(&j, 0, sizeof(j));
     int rc =
         gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(), v.admitted_through, &j);
-    trace(wd, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos, j.jti);
+    sim_trace(&wd->log, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos,
+              j.jti);
     if (rc != 0 || !j.pos)
         return;
     if (j.pos < NPOS) {
         if (wd->place[j.pos][0] && strcmp(wd->place[j.pos], person) != 0)
-            fail(wd, "place %" PRIu64 " given to %s and to %s", j.pos, wd->place[j.pos], person);
+            sim_fail(&wd->log, "place %" PRIu64 " given to %s and to %s", j.pos, wd->place[j.pos],
+                     person);
         snprintf(wd->place[j.pos], sizeof(wd->place[j.pos]), "%s", person);
     }
     wd->rp[k].pos = j.pos;
@@ -427,14 +394,15 @@ static void do_join(world_t *wd, int g)
 
 static void do_claim(world_t *wd, int g)
 {
-    int k = (int)below(wd, NR);
+    int k = (int)sim_below(&wd->rng, NR);
     rperson_t *R = &wd->rp[k];
     int64_t now_s = cm_wall_ms() / 1000;
     if (!R->jti || R->exp_s <= now_s || wd->nbuy == NBUY) /* the route's 403 */
         return;
     uint64_t nonce = 0;
     int rc = gw_fair_admission_claim(wd->gw[g].srv.fair, ROOM, R->jti, R->exp_s, 0, now_s, &nonce);
-    trace(wd, "gw%d claim r%d jti=%" PRIx64 " -> %d nonce=%" PRIx64, g, k, R->jti, rc, nonce);
+    sim_trace(&wd->log, "gw%d claim r%d jti=%" PRIx64 " -> %d nonce=%" PRIx64, g, k, R->jti, rc,
+              nonce);
     if (rc != GW_WR_CLAIMED)
         return;
     wd->claims++;
@@ -442,10 +410,10 @@ static void do_claim(world_t *wd, int g)
     if (!t)
         return;
     if (t->spent || t->maybe || t->held)
-        fail(wd, "token %" PRIx64 " of r%d claimed again while %s", R->jti, k,
-             t->spent   ? "spent by an order"
-             : t->maybe ? "maybe spent (its buy died)"
-                        : "held");
+        sim_fail(&wd->log, "token %" PRIx64 " of r%d claimed again while %s", R->jti, k,
+                 t->spent   ? "spent by an order"
+                 : t->maybe ? "maybe spent (its buy died)"
+                            : "held");
     t->held = true;
     wd->buy[wd->nbuy++] = (buy_t){.jti = R->jti, .nonce = nonce, .g = g, .gen = wd->gw[g].gen};
 }
@@ -456,7 +424,7 @@ static void do_settle(world_t *wd)
 {
     if (!wd->nbuy)
         return;
-    size_t i = below(wd, (uint32_t)wd->nbuy);
+    size_t i = sim_below(&wd->rng, (uint32_t)wd->nbuy);
     buy_t b = wd->buy[i];
     wd->buy[i] = wd->buy[--wd->nbuy];
     token_t *t = token_of(wd, b.jti);
@@ -466,12 +434,12 @@ static void do_settle(world_t *wd)
     gw_t *G = &wd->gw[b.g];
     if (!G->up || G->gen != b.gen) {
         t->maybe = true;
-        trace(wd, "buy of token %" PRIx64 " died with gw%d", b.jti, b.g);
+        sim_trace(&wd->log, "buy of token %" PRIx64 " died with gw%d", b.jti, b.g);
         return;
     }
-    bool accepted = chance(wd, 0.6);
+    bool accepted = sim_chance(&wd->rng, 0.6);
     gw_fair_admission_settle(G->srv.fair, ROOM, b.jti, 0, b.nonce, accepted);
-    trace(wd, "gw%d settle jti=%" PRIx64 " accepted=%d", b.g, b.jti, accepted);
+    sim_trace(&wd->log, "gw%d settle jti=%" PRIx64 " accepted=%d", b.g, b.jti, accepted);
     if (accepted) {
         t->spent = true;
         wd->orders++;
@@ -484,7 +452,7 @@ static void do_settle(world_t *wd)
  * the inventory, retried while the answer is not known; the unit goes to the waitlist. */
 static void do_cancel(world_t *wd, int g)
 {
-    int p = (int)below(wd, NP);
+    int p = (int)sim_below(&wd->rng, NP);
     person_t *P = &wd->p[p];
     char person[16];
     snprintf(person, sizeof(person), "p%d", p);
@@ -499,14 +467,14 @@ static void do_cancel(world_t *wd, int g)
     if (!P->cancel && !sim_redis_hget(wd->rs, ORDERS, order)) /* not reserved yet */
         return;
     int rc = inv_release(wd->gw[g].srv.stores.inv, SALE, person, 1, order);
-    trace(wd, "gw%d cancel %s of %s -> %d", g, order, person, rc);
+    sim_trace(&wd->log, "gw%d cancel %s of %s -> %d", g, order, person, rc);
     if (!P->cancel)
         wd->cancels++;
     if (rc == 0 || (rc == CM_ENOTFOUND && P->cancel))
         P->cancel = 2;
     else if (rc == CM_ENOTFOUND)
-        fail(wd, "won order %s of %s held in the inventory is unknown to its release", order,
-             person);
+        sim_fail(&wd->log, "won order %s of %s held in the inventory is unknown to its release",
+                 order, person);
     else
         P->cancel = 1;
 }
@@ -528,7 +496,7 @@ static void note_end(world_t *wd)
             held |= wd->p[p].order[a][0] && sim_redis_hget(wd->rs, ORDERS, wd->p[p].order[a]);
         wd->p[p].before_end = held || p == pending || sim_redis_hget(wd->rs, WON, person);
     }
-    trace(wd, "the sale ended");
+    sim_trace(&wd->log, "the sale ended");
 }
 
 /*
@@ -541,13 +509,14 @@ static void wipe(world_t *wd)
 {
     const char *l = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
     wd->put_back = l ? atoll(l) : wd->stock;
-    trace(wd, "redis restart WITHOUT persistence (%" PRId64 " units not sold)", wd->put_back);
+    sim_trace(&wd->log, "redis restart WITHOUT persistence (%" PRId64 " units not sold)",
+              wd->put_back);
     const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
     if (seed && sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "sealed"))
         snprintf(wd->room_seed, sizeof(wd->room_seed), "%s", seed);
     sim_redis_restart(wd->rs, false);
     wd->wiped = true;
-    wd->res->crashes++;
+    wd->log.res->crashes++;
     /* a new room: its places and tokens are new */
     memset(wd->place, 0, sizeof(wd->place));
     memset(wd->rp, 0, sizeof(wd->rp));
@@ -579,7 +548,7 @@ static void put_back(world_t *wd, int g)
         rc = gw_fair_configure(s, ROOM, 0, 0, 100, why, sizeof(why));
     if (rc == 0)
         rc = gw_fair_configure(s, SALE, WINDOW_MS, 0, 0, why, sizeof(why));
-    trace(wd, "gw%d operator: the sales put back -> %d %s", g, rc, rc ? why : "");
+    sim_trace(&wd->log, "gw%d operator: the sales put back -> %d %s", g, rc, rc ? why : "");
     if (rc == 0)
         wd->put_back = -1;
 }
@@ -605,18 +574,18 @@ static void note_left(world_t *wd);
 static void faults(world_t *wd)
 {
     sim_redis_faults_t *f = sim_redis_faults(wd->rs);
-    if (chance(wd, f->down ? 0.08 : 0.006)) {
+    if (sim_chance(&wd->rng, f->down ? 0.08 : 0.006)) {
         f->down = !f->down;
-        trace(wd, "redis %s", f->down ? "down" : "up");
+        sim_trace(&wd->log, "redis %s", f->down ? "down" : "up");
     }
-    if (chance(wd, 0.002)) {
-        trace(wd, "redis restart with persistence");
+    if (sim_chance(&wd->rng, 0.002)) {
+        sim_trace(&wd->log, "redis restart with persistence");
         sim_redis_restart(wd->rs, true);
-        wd->res->crashes++;
+        wd->log.res->crashes++;
     }
-    if (chance(wd, 0.002)) { /* a long outage (a partition, a slow restart): 0.5-5 s */
-        uint64_t ms = 500 + below(wd, 4500);
-        trace(wd, "redis away for %" PRIu64 " ms", ms);
+    if (sim_chance(&wd->rng, 0.002)) { /* a long outage (a partition, a slow restart): 0.5-5 s */
+        uint64_t ms = 500 + sim_below(&wd->rng, 4500);
+        sim_trace(&wd->log, "redis away for %" PRIu64 " ms", ms);
         f->down = true;
         for (uint64_t t = 0; t < ms; t += 250) { /* the lottery threads keep ticking, failing */
             cm_time_advance_fake(250 * 1000000ull);
@@ -628,11 +597,11 @@ static void faults(world_t *wd)
         }
         f->down = false;
     }
-    if (chance(wd, 0.004)) {
-        int g = (int)below(wd, NGW);
+    if (sim_chance(&wd->rng, 0.004)) {
+        int g = (int)sim_below(&wd->rng, NGW);
         if (wd->gw[g].up) {
-            trace(wd, "gw%d restart", g);
-            wd->res->crashes++;
+            sim_trace(&wd->log, "gw%d restart", g);
+            wd->log.res->crashes++;
             gw_down(wd, g);
         }
     }
@@ -647,15 +616,15 @@ static void note_left(world_t *wd)
     for (int g = 0; g < NGW; g++)
         if (!wd->gw[g].up && cm_wall_ms() - wd->gw[g].down_ms >= MEMBER_TTL_MS && !wd->gw[g].left) {
             wd->gw[g].left = true;
-            trace(wd, "gw%d left the members before the draw", g);
+            sim_trace(&wd->log, "gw%d left the members before the draw", g);
         }
 }
 
 static void step(world_t *wd, bool heal)
 {
     wd->step++;
-    wd->res->steps++;
-    cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
+    wd->log.res->steps++;
+    cm_time_advance_fake((1 + sim_below(&wd->rng, 3)) * 1000000ull);
     sim_redis_step(wd->rs, wd->step);
     if (wd->step == wd->wipe_step)
         wipe(wd);
@@ -664,7 +633,7 @@ static void step(world_t *wd, bool heal)
         faults(wd);
     note_left(wd);
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && (heal || chance(wd, 0.05)))
+        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)))
             gw_up(wd, g);
     int g = any_up(wd);
     if (g < 0)
@@ -673,8 +642,8 @@ static void step(world_t *wd, bool heal)
         put_back(wd, g);
         return;
     }
-    uint32_t a = below(wd, 100);
-    if (a < 40 && !heal && cm_wall_ms() >= wd->starts_at + WINDOW_MS && chance(wd, 0.1))
+    uint32_t a = sim_below(&wd->rng, 100);
+    if (a < 40 && !heal && cm_wall_ms() >= wd->starts_at + WINDOW_MS && sim_chance(&wd->rng, 0.1))
         do_cancel(wd, g);
     else if (a < 20 && !heal)
         do_register(wd, g);
@@ -709,15 +678,15 @@ static void read_entrant(void *ctx, const char *person, const char *v)
 {
     drawn_t *d = ctx;
     if (d->n == sizeof(d->e) / sizeof(d->e[0])) {
-        fail(d->wd, "more entrants than accounts");
+        sim_fail(&d->wd->log, "more entrants than accounts");
         return;
     }
     entrant_t *e = &d->e[d->n++];
     memset(e, 0, sizeof(*e));
-    trace(d->wd, "entrant %s: %s", person, v);
+    sim_trace(&d->wd->log, "entrant %s: %s", person, v);
     snprintf(e->person, sizeof(e->person), "%s", person);
     if (sscanf(v, "%39s", e->order) != 1)
-        fail(d->wd, "entrant %s: value \"%s\"", person, v);
+        sim_fail(&d->wd->log, "entrant %s: value \"%s\"", person, v);
     const char *at = strstr(v, " @");
     snprintf(e->account, sizeof(e->account), "%s", at ? at + 2 : person);
     char *sp = strchr(e->account, ' ');
@@ -730,7 +699,7 @@ static void read_winner(void *ctx, const char *person, const char *order)
     drawn_t *d = ctx;
     int p = person[0] == 'p' ? atoi(person + 1) : -1;
     if (p < 0 || p >= NP) {
-        fail(d->wd, "a winner that is no person: %s", person);
+        sim_fail(&d->wd->log, "a winner that is no person: %s", person);
         return;
     }
     snprintf(d->won[p], sizeof(d->won[p]), "%s", order);
@@ -750,7 +719,7 @@ static void book_order(const char *order, const char *val, void *ctx)
     for (int p = 0; p < NP; p++)
         if (strcmp(b->d->won[p], order) == 0)
             return;
-    fail(b->wd, "order %s in the inventory is no winner's", order);
+    sim_fail(&b->wd->log, "order %s in the inventory is no winner's", order);
 }
 
 /* The winners gateway g computes: the first `stock` of its draw order, less the refused; then
@@ -760,7 +729,7 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
     const char *wl_mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
     gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, SALE);
     if (!fs) {
-        fail(wd, "gw%d has no lottery", g);
+        sim_fail(&wd->log, "gw%d has no lottery", g);
         return;
     }
     pthread_mutex_lock(&fs->mu);
@@ -783,19 +752,20 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
         if (left > 0) {
             left--;
             if (!won)
-                fail(wd,
-                     "gw%d's draw order puts %s (%s) at %zu with %" PRId64
-                     " units left, and the draw recorded \"%s\"",
-                     g, e->person, e->order, k, left + 1, w);
+                sim_fail(&wd->log,
+                         "gw%d's draw order puts %s (%s) at %zu with %" PRId64
+                         " units left, and the draw recorded \"%s\"",
+                         g, e->person, e->order, k, left + 1, w);
             continue;
         }
         if (!won && !waits)
             waits = e->person;
         else if (won && waits)
-            fail(wd, "leftovers out of draw order: %s (at %zu) promoted while %s before it was not",
-                 e->person, k, waits);
+            sim_fail(&wd->log,
+                     "leftovers out of draw order: %s (at %zu) promoted while %s before it was not",
+                     e->person, k, waits);
         else if (won && !wd->p[p].before_end && wd->end_seen && wl_mode && wl_mode[0] == 'w')
-            fail(wd, "loser %s promoted after the sale's end", e->person);
+            sim_fail(&wd->log, "loser %s promoted after the sale's end", e->person);
     }
 }
 
@@ -808,8 +778,9 @@ static void check_wiped(world_t *wd)
      * offers it to the empty Redis (gw_room_fleet.c seed_offer) */
     const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
     if (wd->open_defects && wd->room_seed[0] && seed && strcmp(seed, wd->room_seed) == 0)
-        fail(wd, "the room made again after the wipe took the sealed room's published seed %s",
-             seed);
+        sim_fail(&wd->log,
+                 "the room made again after the wipe took the sealed room's published seed %s",
+                 seed);
     int64_t spooled = 0;
     for (uint64_t i = 1; i <= wd->next_id; i++) {
         char id[40];
@@ -822,15 +793,15 @@ static void check_wiped(world_t *wd)
             }
         }
     }
-    trace(wd,
-          "oracle (Redis wiped): %" PRId64 " orders spooled, stock %" PRId64 ", %" PRId64
-          " units freed",
-          spooled, wd->stock, wd->cancels);
+    sim_trace(&wd->log,
+              "oracle (Redis wiped): %" PRId64 " orders spooled, stock %" PRId64 ", %" PRId64
+              " units freed",
+              spooled, wd->stock, wd->cancels);
     if (spooled > wd->stock + wd->cancels)
-        fail(wd,
-             "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
-             " units freed, across Redis' restart without persistence",
-             spooled, wd->stock, wd->cancels);
+        sim_fail(&wd->log,
+                 "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
+                 " units freed, across Redis' restart without persistence",
+                 spooled, wd->stock, wd->cancels);
 }
 
 static void check_end(world_t *wd)
@@ -842,12 +813,12 @@ static void check_end(world_t *wd)
     char why[256] = "";
     cm_redis_url_t addr;
     if (cm_redis_url_parse(URL, &addr, why, sizeof(why)) != 0) {
-        fail(wd, "url: %s", why);
+        sim_fail(&wd->log, "url: %s", why);
         return;
     }
     inv_fleet_conn_t *c = inv_fleet_connect(&addr, 2000, why, sizeof(why));
     if (!c) {
-        fail(wd, "oracle's connection: %s", why);
+        sim_fail(&wd->log, "oracle's connection: %s", why);
         return;
     }
     drawn_t *d = cm_xcalloc(1, sizeof(*d));
@@ -858,14 +829,15 @@ static void check_end(world_t *wd)
         gw_fair_redis_lottery_entrants(c, SALE, read_entrant, d, why, sizeof(why)) != 0 ||
         gw_fair_redis_lottery_seed_get(c, SALE, &seed, &seeded, why, sizeof(why)) != 0 ||
         gw_fair_redis_lottery_winners(c, SALE, read_winner, d, why, sizeof(why)) != 0) {
-        fail(wd, "oracle's read: %s", why);
+        sim_fail(&wd->log, "oracle's read: %s", why);
         goto out;
     }
     bool any_entry = false;
     for (int p = 0; p < NP; p++)
         any_entry |= wd->p[p].order[0][0] || wd->p[p].order[1][0];
     if (any_entry && (!done || !seeded)) {
-        fail(wd, "the draw is not complete after the heal (done=%d seeded=%d)", done, seeded);
+        sim_fail(&wd->log, "the draw is not complete after the heal (done=%d seeded=%d)", done,
+                 seeded);
         goto out;
     }
     /* one entry per person, each one answered "entered" to its account */
@@ -875,16 +847,17 @@ static void check_end(world_t *wd)
         int p = e->person[0] == 'p' ? atoi(e->person + 1) : -1;
         int pa = person_of_account(e->account);
         if (p < 0 || p >= NP || pa != p) {
-            fail(wd, "entrant %s with account %s", e->person, e->account);
+            sim_fail(&wd->log, "entrant %s with account %s", e->person, e->account);
             continue;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(d->e[j].person, e->person) == 0)
-                fail(wd, "person %s drawn twice", e->person);
+                sim_fail(&wd->log, "person %s drawn twice", e->person);
         int a = e->account[0] == 'b';
         if (strcmp(wd->p[p].order[a], e->order) != 0)
-            fail(wd, "entrant %s's order %s was not answered \"entered\" to %s (it was \"%s\")",
-                 e->person, e->order, e->account, wd->p[p].order[a]);
+            sim_fail(&wd->log,
+                     "entrant %s's order %s was not answered \"entered\" to %s (it was \"%s\")",
+                     e->person, e->order, e->account, wd->p[p].order[a]);
         else
             in_draw[p][a] = true;
     }
@@ -892,8 +865,8 @@ static void check_end(world_t *wd)
     for (int p = 0; p < NP; p++)
         for (int a = 0; a < 2; a++)
             if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left)
-                fail(wd, "entry %s of p%d (gw%d) answered \"entered\" is not in the draw",
-                     wd->p[p].order[a], p, wd->p[p].order_gw[a]);
+                sim_fail(&wd->log, "entry %s of p%d (gw%d) answered \"entered\" is not in the draw",
+                         wd->p[p].order[a], p, wd->p[p].order_gw[a]);
     /* winners <= stock, each one order; no other order */
     int64_t nwon = 0;
     for (int p = 0; p < NP; p++) {
@@ -903,17 +876,17 @@ static void check_end(world_t *wd)
         nwon++;
         int a = strcmp(wd->p[p].order[1], w) == 0;
         if (strcmp(wd->p[p].order[a], w) != 0) {
-            fail(wd, "p%d won with %s, no entry of its", p, w);
+            sim_fail(&wd->log, "p%d won with %s, no entry of its", p, w);
             continue;
         }
         bool held = sim_redis_hget(wd->rs, ORDERS, w) != NULL;
         if (!held && !wd->p[p].cancel)
-            fail(wd, "winner p%d's order %s is not in the inventory", p, w);
+            sim_fail(&wd->log, "winner p%d's order %s is not in the inventory", p, w);
         char person[16]; /* the inventory's user is the person (inv.h) */
         snprintf(person, sizeof(person), "p%d", p);
         const char *units = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", person);
         if (held && (!units || atoll(units) != 1))
-            fail(wd, "winner %s holds %s units", person, units ? units : "no");
+            sim_fail(&wd->log, "winner %s holds %s units", person, units ? units : "no");
         /* its one order: in a spool, relayed from there (settlement drops a second copy) */
         bool spooled = false;
         for (int g = 0; g < NGW && !spooled; g++) {
@@ -921,24 +894,25 @@ static void check_end(world_t *wd)
             spooled = wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, w, &acc) == 1;
         }
         if (!spooled)
-            fail(wd, "winner %s's order %s is in no gateway's spool", person, w);
+            sim_fail(&wd->log, "winner %s's order %s is in no gateway's spool", person, w);
     }
     if (nwon > wd->stock + wd->cancels)
-        fail(wd, "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed", nwon,
-             wd->stock, wd->cancels);
+        sim_fail(&wd->log,
+                 "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed", nwon,
+                 wd->stock, wd->cancels);
     books_t b = {.wd = wd, .d = d};
     sim_redis_hforeach(wd->rs, ORDERS, book_order, &b);
     if (b.orders > wd->stock)
-        fail(wd, "%" PRId64 " orders in the inventory for a stock of %" PRId64, b.orders,
-             wd->stock);
+        sim_fail(&wd->log, "%" PRId64 " orders in the inventory for a stock of %" PRId64, b.orders,
+                 wd->stock);
     /* the leftovers reach the losers: no unit left while one waits, before the end */
     const char *left_s = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
-    if (!wd->end_seen && left_s && atoll(left_s) > 0 && !wd->res->why[0]) {
+    if (!wd->end_seen && left_s && atoll(left_s) > 0 && !wd->log.res->why[0]) {
         const char *mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
         for (size_t i = 0; i < d->n && mode && mode[0] == 'w'; i++) {
             int p = atoi(d->e[i].person + 1);
             if (!d->won[p][0]) {
-                fail(wd, "%s units left while loser %s waits", left_s, d->e[i].person);
+                sim_fail(&wd->log, "%s units left while loser %s waits", left_s, d->e[i].person);
                 break;
             }
         }
@@ -954,10 +928,11 @@ static void check_end(world_t *wd)
                 int rc = gw_fair_lookup(wd->gw[g].srv.fair, wd->p[p].order[a], &t);
                 bool won = strcmp(d->won[p], wd->p[p].order[a]) == 0;
                 if (rc != 1)
-                    fail(wd, "gw%d does not know its entry %s (%d)", g, wd->p[p].order[a], rc);
+                    sim_fail(&wd->log, "gw%d does not know its entry %s (%d)", g, wd->p[p].order[a],
+                             rc);
                 else if ((t.state == GW_ENTRY_WON) != won)
-                    fail(wd, "gw%d answers entry %s of p%d %s; the draw recorded \"%s\"", g,
-                         wd->p[p].order[a], p, gw_entry_state_name(t.state), d->won[p]);
+                    sim_fail(&wd->log, "gw%d answers entry %s of p%d %s; the draw recorded \"%s\"",
+                             g, wd->p[p].order[a], p, gw_entry_state_name(t.state), d->won[p]);
             }
     }
     /* registrations answered 201 are in Redis */
@@ -968,9 +943,9 @@ static void check_end(world_t *wd)
         snprintf(person, sizeof(person), "p%d", p);
         bool has = false;
         if (gw_fair_redis_reg_has(c, SALE, person, &has, why, sizeof(why)) != 0)
-            fail(wd, "oracle's read of the registrations: %s", why);
+            sim_fail(&wd->log, "oracle's read of the registrations: %s", why);
         else if (!has)
-            fail(wd, "registration of %s answered 201 is not in Redis", person);
+            sim_fail(&wd->log, "registration of %s answered 201 is not in Redis", person);
     }
     const char *wl_mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
     const char *wl_promoted = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "promoted");
@@ -981,19 +956,20 @@ static void check_end(world_t *wd)
         if (!sale || !fs)
             continue;
         inv_sale_snapshot(sale, &info);
-        trace(wd,
-              "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
-              " version %" PRIu64 ", open %d, head %zu",
-              g, info.stock_left, (uint64_t)info.version, fs->wl_seen_left,
-              (uint64_t)fs->wl_seen_version, atomic_load(&fs->wl_open), (size_t)fs->wl_head);
+        sim_trace(&wd->log,
+                  "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
+                  " version %" PRIu64 ", open %d, head %zu",
+                  g, info.stock_left, (uint64_t)info.version, fs->wl_seen_left,
+                  (uint64_t)fs->wl_seen_version, atomic_load(&fs->wl_open), (size_t)fs->wl_head);
     }
     const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
-    trace(wd, "waitlist: mode %s, %s promoted, %" PRId64 " units freed, pending %s",
-          wl_mode ? wl_mode : "-", wl_promoted ? wl_promoted : "0", wd->cancels, wp ? wp : "none");
-    trace(wd,
-          "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
-          " claims, %" PRIu64 " orders",
-          d->n, nwon, wd->stock, wd->claims, wd->orders);
+    sim_trace(&wd->log, "waitlist: mode %s, %s promoted, %" PRId64 " units freed, pending %s",
+              wl_mode ? wl_mode : "-", wl_promoted ? wl_promoted : "0", wd->cancels,
+              wp ? wp : "none");
+    sim_trace(&wd->log,
+              "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
+              " claims, %" PRIu64 " orders",
+              d->n, nwon, wd->stock, wd->claims, wd->orders);
 out:
     free(d);
     inv_fleet_close(c);
@@ -1011,7 +987,7 @@ static bool setup(world_t *wd)
 {
     for (int g = 0; g < NGW; g++)
         if (!gw_up(wd, g)) {
-            fail(wd, "gw%d did not start", g);
+            sim_fail(&wd->log, "gw%d did not start", g);
             return false;
         }
     wd->t0 = cm_wall_ms();
@@ -1023,7 +999,9 @@ static bool setup(world_t *wd)
     def.per_user_limit = 1;
     def.starts_at_ms = wd->starts_at;
     /* in half the seeds the sale ends while losers wait (or before the draw) */
-    wd->ends_at = wd->starts_at + (chance(wd, 0.5) ? 3600000 : WINDOW_MS + 200 + below(wd, 2500));
+    wd->ends_at =
+        wd->starts_at +
+        (sim_chance(&wd->rng, 0.5) ? 3600000 : WINDOW_MS + 200 + sim_below(&wd->rng, 2500));
     def.ends_at_ms = wd->ends_at;
     char why[256] = "";
     inv_sale_info_t info;
@@ -1032,13 +1010,13 @@ static bool setup(world_t *wd)
     snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
     room.ends_at_ms = wd->starts_at + 3600000;
     room.stock = 1000;
-    int64_t rate = 20 + below(wd, 200); /* admissions a second */
+    int64_t rate = 20 + sim_below(&wd->rng, 200); /* admissions a second */
     if (inv_sale_put(s0->stores.inv, &def, &info, why, sizeof(why)) != 0 ||
         inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
         gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
-        fail(wd, "the sale could not be set: %s", why);
+        sim_fail(&wd->log, "the sale could not be set: %s", why);
         return false;
     }
     /* the other gateways: the sale from the inventory's sync, the lottery from
@@ -1055,25 +1033,24 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     memset(out, 0, sizeof(*out));
     out->ok = true;
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
-    wd->res = out;
-    wd->trace = opts->trace;
+    wd->log = (sim_log_t){
+        .trace = opts->trace, .res = out, .name = "fairfleet step ", .clock = &wd->step};
     wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
-    wd->stock = 2 + below(wd, 5);
+    wd->stock = 2 + sim_below(&wd->rng, 5);
     /* one seed in eight: Redis restarted without persistence, once */
-    wd->wipe_step = chance(wd, 0.125) ? 50 + below(wd, FAULT_STEPS - 100) : 0;
+    wd->wipe_step = sim_chance(&wd->rng, 0.125) ? 50 + sim_below(&wd->rng, FAULT_STEPS - 100) : 0;
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir))
         snprintf(wd->dir, sizeof(wd->dir), "/tmp/fg-sim-fairfleet-XXXXXX");
     if (wd->dir[1] == 't' && !mkdtemp(wd->dir)) {
-        fail(wd, "mkdtemp failed");
+        sim_fail(&wd->log, "mkdtemp failed");
         free(wd);
         return;
     }
-    wd->rs = sim_redis_new(&wd->rng);
+    wd->rs = sim_transport_new(&wd->rng, false);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
-    inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
     g_world = wd;
     gw_fleet__members_sim = members_sim;
     /* the tables' process-wide key (cm_hash_mem) is drawn at its first use: drawn here, it
@@ -1081,11 +1058,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     (void)cm_hash_str("");
     cm_rand_seed(&wd->keys, opts->seed ^ 0x6b657973ull);
     cm_hash_seed_set_fake(seed_word, &wd->keys);
-    trace(wd, "fair fleet: stock=%" PRId64, wd->stock);
+    sim_trace(&wd->log, "fair fleet: stock=%" PRId64, wd->stock);
     if (setup(wd)) {
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
-        f->p_timeout = 0.01 * below(wd, 6);
-        f->p_lost = 0.01 * below(wd, 6);
+        f->p_timeout = 0.01 * sim_below(&wd->rng, 6);
+        f->p_lost = 0.01 * sim_below(&wd->rng, 6);
         for (uint64_t i = 0; i < FAULT_STEPS && out->ok; i++)
             step(wd, false);
         *f = (sim_redis_faults_t){0};
@@ -1096,13 +1073,12 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     }
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
-    inv_cluster_transport_set(NULL);
     gw_fleet__members_sim = NULL;
     cm_hash_seed_set_fake(NULL, NULL);
     g_world = NULL;
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts;
-    sim_redis_free(wd->rs);
+    sim_transport_free(wd->rs);
     (void)nftw(wd->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(wd);
 }
