@@ -133,11 +133,13 @@ static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = gw_fair_redis_room_join(
-            c, fs->sale_id, hex, member, person, before_start, ev->take, ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person, before_start, ev->take,
+                                     ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why,
+                                     sizeof(why));
         if (rc == 0 && !j.seed[0]) { /* the room's seed is the one offered */
             pthread_mutex_lock(&fs->wr_mu);
-            fs->wr_seed_fleet = seed;
+            if (fs->wr_seed.k0 == seed.k0 && fs->wr_seed.k1 == seed.k1) /* not re-keyed since */
+                fs->wr_seed_fleet = seed;
             pthread_mutex_unlock(&fs->wr_mu);
         }
         if (rc || !j.seed[0])

@@ -72,8 +72,11 @@ static void gw_free(gw_t *g)
 
 static int join(gw_t *g, const char *person, int64_t now_ms, gw_wr_join_t *out)
 {
-    gw_room_join_ev_t ev = {.person = person, .len = strlen(person), .take = true,
-                            .now_ms = now_ms, .starts_at_ms = STARTS_MS};
+    gw_room_join_ev_t ev = {.person = person,
+                            .len = strlen(person),
+                            .take = true,
+                            .now_ms = now_ms,
+                            .starts_at_ms = STARTS_MS};
     return gw_fair__room_redis_ops.join(g->fs, &ev, out);
 }
 
