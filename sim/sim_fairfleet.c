@@ -774,10 +774,8 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
  * to the room made again (docs/fleet.md "Waiting room"); nothing else is promised. */
 static void check_wiped(world_t *wd)
 {
-    /* open (docs/simulation.md): a gateway that adopted the seed and never saw the seal
-     * offers it to the empty Redis (gw_room_fleet.c seed_offer) */
     const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
-    if (wd->open_defects && wd->room_seed[0] && seed && strcmp(seed, wd->room_seed) == 0)
+    if (wd->room_seed[0] && seed && strcmp(seed, wd->room_seed) == 0)
         sim_fail(&wd->log,
                  "the room made again after the wipe took the sealed room's published seed %s",
                  seed);

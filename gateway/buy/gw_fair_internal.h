@@ -178,6 +178,9 @@ struct gw_fair_sale {
      * view and the audit read are a copy the lottery thread refreshes, and
      * wr_seed is the fleet's seed once a tick or a join has read it. */
     int64_t wr_fleet_ms;              /* the last fleet tick (lottery thread) */
+    /* Fleet: the seed Redis' room last held by a reply (carried or confirmed; wr_mu).
+     * From the start on, any gateway may have sealed the room with it: published. */
+    cm_hash_key_t wr_seed_fleet;
     /* One gateway: the room's log (gw_room_store.c); never used in a fleet,
      * whose room is Redis'. */
     gw_room_store_t wr_store;

@@ -78,18 +78,23 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
 }
 
 /*
- * The seed this gateway may offer as the room's: its own, unless its copy of
- * the room was ever sealed. A sealed room's seed is published; if Redis has no
- * seed any more the room was deleted (and maybe made again), and this gateway
- * has not yet read the tombstone that gives it a new seed (gw_fair__room_reset):
- * offering the old one would make the new room's order known before its start.
- * wr_mu held.
+ * The seed this gateway may offer as the room's: any seed but a published one.
+ * A seed is published once the room was sealed with it: this copy saw the
+ * seal, or the start has passed (by this gateway's clock) and Redis' room held
+ * the seed (wr_seed_fleet), so another gateway may have sealed it and handed
+ * out tokens keyed by it even if no reply here showed the seal. If Redis has
+ * no seed any more the room was deleted or lost (a restart without
+ * persistence), and this gateway has not read a tombstone that gives it a new
+ * seed (gw_fair__room_reset): the old one would give the new room's places
+ * the old replay ids, so an old token would admit again. wr_mu held.
  */
-static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, char hex[34])
+static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, bool started,
+                       char hex[34])
 {
+    bool held = seed->k0 == fs->wr_seed_fleet.k0 && seed->k1 == fs->wr_seed_fleet.k1;
     hex[0] = '-';
     gw_fair__seed_hex(seed, hex + 1);
-    if (!fs->wr_core.sealed_ms)
+    if (!fs->wr_core.sealed_ms && !(started && held))
         memmove(hex, hex + 1, 33);
 }
 
@@ -101,6 +106,7 @@ static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
         return;
     pthread_mutex_lock(&fs->wr_mu);
     fs->wr_seed = k;
+    fs->wr_seed_fleet = k;
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
@@ -117,18 +123,25 @@ static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
     int rc = c ? 0 : CM_EBACKEND;
     gw_fair_redis_room_join_t j = {0};
     cm_hash_key_t seed = {0, 0};
+    bool before_start = ev->starts_at_ms && ev->now_ms < ev->starts_at_ms;
     /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
     for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
         char hex[34], member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
         pthread_mutex_lock(&fs->wr_mu);
         seed = fs->wr_seed;
-        seed_offer(fs, &seed, hex);
+        seed_offer(fs, &seed, !before_start, hex);
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = gw_fair_redis_room_join(
-            c, fs->sale_id, hex, member, person, ev->starts_at_ms && ev->now_ms < ev->starts_at_ms,
-            ev->take, ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person, before_start, ev->take,
+                                     ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why,
+                                     sizeof(why));
+        if (rc == 0 && !j.seed[0]) { /* the room's seed is the one offered */
+            pthread_mutex_lock(&fs->wr_mu);
+            if (fs->wr_seed.k0 == seed.k0 && fs->wr_seed.k1 == seed.k1) /* not re-keyed since */
+                fs->wr_seed_fleet = seed;
+            pthread_mutex_unlock(&fs->wr_mu);
+        }
         if (rc || !j.seed[0])
             break;
         seed_adopt(fs, j.seed);
@@ -163,7 +176,7 @@ static void state_copy(gw_fair_sale_t *fs, const gw_fair_redis_room_state_t *st,
     bool seeded = gw_fair__seed_parse(st->seed, &k);
     pthread_mutex_lock(&fs->wr_mu);
     if (seeded)
-        fs->wr_seed = k;
+        fs->wr_seed = fs->wr_seed_fleet = k;
     fs->wr_core.npre = st->npre;
     if (st->sealed_ms && !fs->wr_core.sealed_ms)
         cm_log_info("fair", "waiting room pre-queue sealed (fleet)", "sale=%s persons=%llu",
@@ -195,7 +208,7 @@ static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool st
     uint64_t add = started && dt > 0 ? (uint64_t)(eff_per_s * (double)dt) : 0;
     char why[256] = "", hex[34];
     pthread_mutex_lock(&fs->wr_mu);
-    seed_offer(fs, &fs->wr_seed, hex);
+    seed_offer(fs, &fs->wr_seed, started, hex);
     pthread_mutex_unlock(&fs->wr_mu);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     gw_fair_redis_room_state_t st;
