@@ -281,3 +281,23 @@ int ts_redis_cmd(const ts_redis_t *r, char *buf, size_t len, const char *fmt, ..
     redisFree(c);
     return rc;
 }
+
+double ts_redis_info_num(const ts_redis_t *r, const char *section, const char *line,
+                         const char *name)
+{
+    char buf[8192], pat[96];
+    if (ts_redis_cmd(r, buf, sizeof(buf), "INFO %s", section) != 0)
+        return 0;
+    const char *p = buf;
+    if (line) {
+        snprintf(pat, sizeof(pat), "%s:", line);
+        p = strstr(buf, pat);
+        if (!p)
+            return 0;
+        snprintf(pat, sizeof(pat), "%s=", name);
+    } else {
+        snprintf(pat, sizeof(pat), "%s:", name);
+    }
+    p = strstr(p, pat);
+    return p ? strtod(p + strlen(pat), NULL) : 0;
+}

@@ -61,4 +61,12 @@ char *ts_redis_url(const ts_redis_t *r, char *buf, size_t len, const char *query
 int ts_redis_cmd(const ts_redis_t *r, char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/*
+ * A number of INFO's `section`: the one after "name:" (stats: total_net_input_bytes), or
+ * after "name=" on the line "line:" (commandstats: cmdstat_evalsha's calls, usec_per_call);
+ * 0 if absent or the server did not answer.
+ */
+double ts_redis_info_num(const ts_redis_t *r, const char *section, const char *line,
+                         const char *name);
+
 #endif

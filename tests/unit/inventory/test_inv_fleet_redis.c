@@ -38,23 +38,9 @@ static inv_fleet_conn_t *conn(void)
     return c;
 }
 
-/* A number of INFO section: `name:` alone, or `name=` in the line `line:`; 0 if absent. */
 static double info_num(const char *section, const char *line, const char *name)
 {
-    char buf[8192], pat[96];
-    CMD(buf, "INFO %s", section);
-    const char *p = buf;
-    if (line) {
-        snprintf(pat, sizeof(pat), "%s:", line);
-        p = strstr(buf, pat);
-        if (!p)
-            return 0;
-        snprintf(pat, sizeof(pat), "%s=", name);
-    } else {
-        snprintf(pat, sizeof(pat), "%s:", name);
-    }
-    p = strstr(p, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
+    return ts_redis_info_num(&srv, section, line, name);
 }
 
 static void figure(void *ctx, const char *member, const char *json)

@@ -430,25 +430,9 @@ static void test_reg_and_room(void **state)
     inv_fleet_close(c);
 }
 
-/* A field of INFO's `section`: the number after "name:" (stats), or after
- * "name=" on the line of `line` (commandstats: cmdstat_evalsha calls, usec_per_call); 0 if
- * absent. */
 static double info_num(const char *section, const char *line, const char *name)
 {
-    char buf[8192], pat[96];
-    CMD(buf, "INFO %s", section);
-    const char *p = buf;
-    if (line) {
-        snprintf(pat, sizeof(pat), "%s:", line);
-        p = strstr(buf, pat);
-        if (!p)
-            return 0;
-        snprintf(pat, sizeof(pat), "%s=", name);
-    } else {
-        snprintf(pat, sizeof(pat), "%s:", name);
-    }
-    p = strstr(p, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
+    return ts_redis_info_num(&srv, section, line, name);
 }
 
 /* The bytes redis-server read and its CPU per script call over n entry marks and n room
