@@ -142,8 +142,10 @@ static int spawn_server(ts_redis_t *r)
 int ts_redis_start(ts_redis_t *r, bool aof)
 {
     memset(r, 0, sizeof(*r));
-    if (!find_bin(r->bin, sizeof(r->bin)))
-        return TS_REDIS_SKIP;
+    if (!find_bin(r->bin, sizeof(r->bin))) {
+        fprintf(stderr, "FAIL: no redis-server (deploy/install-deps.sh installs it)\n");
+        return -1;
+    }
     r->is_aof = aof;
     const char *tmp = getenv("TMPDIR");
     snprintf(r->dir, sizeof(r->dir), "%s/fg-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
