@@ -380,7 +380,8 @@ void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e);
 
 /* The room's store: what gw_room.c asks of it, never which one it is. One
  * gateway's (gw_fair__room_local_ops, gw_room_store.c: the core and its log) or
- * the fleet's (gw_fair__room_redis_ops, gw_room_fleet.c: Redis' room). */
+ * the fleet's (gw_fair__room_redis_ops, gw_room_fleet.c: Redis' room). A NULL
+ * op has nothing to do in that store (the caller checks). */
 typedef struct gw_room_ops {
     /* gw_fair_room_join's answer. Thread-safe. */
     int (*join)(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out);
