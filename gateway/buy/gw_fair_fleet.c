@@ -260,6 +260,14 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
  * read the entry by id before the draw, and the lottery thread sends it with
  * the tick's others in one script (fleet_marks_push).
  */
+/* A person's mark as stored: "order node account qty at_ms" (mark_parse reads it). */
+#define MARK_VAL_MAX (INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64)
+static void mark_format(char out[MARK_VAL_MAX], const char *order, unsigned node,
+                        const char *account, unsigned qty, int64_t at_ms)
+{
+    snprintf(out, MARK_VAL_MAX, "%s %u %s %u %lld", order, node, account, qty, (long long)at_ms);
+}
+
 static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
                        size_t acap, unsigned *qty, long long *at_ms)
 {
@@ -284,9 +292,8 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
         return 0;
     const char *person = t->person;
     unsigned me = atomic_load(&f->srv->node.id);
-    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64], held[sizeof(val) + 64], why[256] = "";
-    snprintf(val, sizeof(val), "%s %u %s %u %lld", t->order_id, me, t->user_id, t->qty,
-             (long long)t->entered_at_ms);
+    char val[MARK_VAL_MAX], held[sizeof(val) + 64], why[256] = "";
+    mark_format(val, t->order_id, me, t->user_id, t->qty, t->entered_at_ms);
     bool taken = false;
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
     int rc = c ? gw_fair_redis_lottery_entry_mark(c, fs->sale_id, person, t->order_id, val, &taken,
@@ -328,7 +335,7 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
 typedef struct mark_out {
     char person[INV_USER_ID_MAX + 1];
     char order[INV_ORDER_ID_MAX + 1];
-    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+    char val[MARK_VAL_MAX];
 } mark_out_t;
 
 /* Sends the person marks of this gateway's entries that took none at entry (an account
@@ -344,6 +351,7 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
             return;
         }
         mark_out_t *m = cm_xmalloc(MARKS_BATCH * sizeof(*m));
+        const char **args = cm_xmalloc(3 * MARKS_BATCH * sizeof(*args)); /* person order val */
         size_t k = 0, i = fs->mark_next;
         for (; i < fs->n && k < MARKS_BATCH; i++) {
             const entry_t *e = &fs->v[i];
@@ -351,26 +359,18 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
                 continue;
             snprintf(m[k].person, sizeof(m[k].person), "%s", e->person);
             snprintf(m[k].order, sizeof(m[k].order), "%s", e->order_id);
-            snprintf(m[k].val, sizeof(m[k].val), "%s %u %s %u %lld", e->order_id, me, e->user_id,
-                     e->qty, (long long)e->at_ms);
+            mark_format(m[k].val, e->order_id, me, e->user_id, e->qty, e->at_ms);
+            args[3 * k] = m[k].person, args[3 * k + 1] = m[k].order, args[3 * k + 2] = m[k].val;
             k++;
         }
         size_t upto = i;
         pthread_mutex_unlock(&fs->mu);
-        int rc = 0;
         char why[256] = "";
-        if (k) {
-            const char **args = cm_xmalloc(3 * k * sizeof(*args));
-            for (size_t j = 0; j < k; j++) {
-                args[3 * j] = m[j].person;
-                args[3 * j + 1] = m[j].order;
-                args[3 * j + 2] = m[j].val;
-            }
-            rc = fconn(f) ? gw_fair_redis_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
-                                                                  sizeof(why))
-                          : CM_EBACKEND;
-            free(args);
-        }
+        int rc = !k         ? 0
+                 : fconn(f) ? gw_fair_redis_lottery_entry_mark_many(f->rc, fs->sale_id, args, k,
+                                                                    why, sizeof(why))
+                            : CM_EBACKEND;
+        free(args);
         free(m);
         if (rc != 0) {
             if (f->rc)
@@ -411,7 +411,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         if (atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed) <= 0 ||
             atomic_load(&fs->drawn))
             continue;
-        char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+        char why[256] = "", person[INV_USER_ID_MAX + 1], v[MARK_VAL_MAX];
         bool found = false;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         int rc = c ? gw_fair_redis_lottery_entry_get(c, fs->sale_id, order_id, &found, person,
@@ -476,20 +476,31 @@ static int strp_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool fleet_won(const fleet_draw_t *d, const char *user)
+/* What :won holds of person: GW_ENTRY_WON (a winner), GW_ENTRY_LOST (drawn and
+ * refused, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) or GW_ENTRY_ENTERED (nothing). */
+static uint8_t fleet_outcome(const fleet_draw_t *d, const char *person)
 {
-    return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
+    if (d->nwon && bsearch(&person, d->won, d->nwon, sizeof(char *), strp_cmp))
+        return GW_ENTRY_WON;
+    if (d->nrefused && bsearch(&person, d->refused, d->nrefused, sizeof(char *), strp_cmp))
+        return GW_ENTRY_LOST;
+    return GW_ENTRY_ENTERED;
 }
 
-static bool fleet_refused(const fleet_draw_t *d, const char *user)
+/* Appends a copy of s to the ids v[0..*n) (*cap: their room, grown by doubling). */
+static void strv_add(char ***v, size_t *n, size_t *cap, const char *s)
 {
-    return d->nrefused && bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *v = cm_xrealloc(*v, *cap * sizeof(char *));
+    }
+    (*v)[(*n)++] = cm_xstrdup(s);
 }
 
 typedef struct read_ctx {
     cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
-    size_t cap, cap_refused;
+    size_t cap, cap_won, cap_refused;
 } read_ctx_t;
 
 static void read_entrant(void *ctx, const char *user, const char *v)
@@ -526,19 +537,10 @@ static void read_winner(void *ctx, const char *user, const char *order)
 {
     read_ctx_t *x = ctx;
     fleet_draw_t *d = x->d;
-    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0) {
-        if (d->nrefused == x->cap_refused) {
-            x->cap_refused = x->cap_refused ? x->cap_refused * 2 : 16;
-            d->refused = cm_xrealloc(d->refused, x->cap_refused * sizeof(char *));
-        }
-        d->refused[d->nrefused++] = cm_xstrdup(user);
-        return;
-    }
-    if (d->nwon == x->cap) {
-        x->cap *= 2;
-        d->won = cm_xrealloc(d->won, x->cap * sizeof(char *));
-    }
-    d->won[d->nwon++] = cm_xstrdup(user);
+    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+        strv_add(&d->refused, &d->nrefused, &x->cap_refused, user);
+    else
+        strv_add(&d->won, &d->nwon, &x->cap_won, user);
 }
 
 uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
@@ -575,8 +577,6 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
         return false;
     }
     if (with_won) {
-        x.cap = 64;
-        d->won = cm_xcalloc(x.cap, sizeof(char *));
         if (!fok(f,
                  gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why,
                                                sizeof(why)),
@@ -584,7 +584,8 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
             fleet_draw_free(d);
             return false;
         }
-        qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
+        if (d->nwon)
+            qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
         if (d->nrefused)
             qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
     }
@@ -631,11 +632,10 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
         /* ENTERED here: waitlisted below, once the tree is sized */
-        bool waits = !ended && gw_fair_core_loser(&fs->core, fleet_refused(&d, src->person)) ==
-                                   GW_ENTRY_WAITLISTED;
-        uint8_t st = fleet_won(&d, src->person) ? GW_ENTRY_WON
-                     : waits                    ? GW_ENTRY_ENTERED
-                                                : GW_ENTRY_LOST;
+        uint8_t rec = fleet_outcome(&d, src->person);
+        bool waits =
+            !ended && gw_fair_core_loser(&fs->core, rec == GW_ENTRY_LOST) == GW_ENTRY_WAITLISTED;
+        uint8_t st = rec == GW_ENTRY_WON ? GW_ENTRY_WON : waits ? GW_ENTRY_ENTERED : GW_ENTRY_LOST;
         entry_t *e = gw_fair__find_user(fs, src->person, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
             /* this person's entry through another gateway (or account) is the one drawn */
@@ -853,10 +853,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             break;
         const entry_t *e = &d.all[out.entry];
         /* a drawer before us admitted it (or its spool refused it): decided */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW,
-                            .state = fleet_won(&d, e->person)       ? GW_ENTRY_WON
-                                     : fleet_refused(&d, e->person) ? GW_ENTRY_LOST
-                                                                    : GW_ENTRY_ENTERED};
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = fleet_outcome(&d, e->person)};
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             ev = fleet_accept(f, fs, sale, e, &nwon);
@@ -951,6 +948,24 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
 }
 
+/*---- the admin thread's calls: a connection of their own per request (f->rc is the
+ * lottery thread's) ----*/
+
+static inv_fleet_conn_t *admin_conn(gw_fair_t *f, char *why, size_t cap)
+{
+    return inv_fleet_connect(&f->addr, 2000, why, cap);
+}
+
+/* Closes c (NULL: none): 0, or CM_EBACKEND with "redis: <why>" when rc is not 0. */
+static int admin_done(inv_fleet_conn_t *c, int rc, const char *why, char *errbuf, size_t errlen)
+{
+    inv_fleet_close(c);
+    if (rc == 0)
+        return 0;
+    cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+    return CM_EBACKEND;
+}
+
 /*
  * Fleet: the lottery's configuration lives in one Redis hash (sale ->
  * "window early k0 k1"); the secret is made once by the first gateway that
@@ -963,11 +978,9 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     if (window_ms == 0 && wr_rate == 0 && !fs)
         return 0; /* no lottery, none to remove: the fleet need not hear of it */
     char why[256] = "";
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-    if (!c) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
+    if (!c)
+        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
     int rc = CM_EBACKEND;
     char cur[256];
     bool found = false;
@@ -1011,15 +1024,12 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
 {
     char why[256] = "", cur[256];
     bool found = false;
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc =
         c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
           : CM_EBACKEND;
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
+    if ((rc = admin_done(c, rc, why, errbuf, errlen)) != 0)
+        return rc;
     if (found) {
         pthread_mutex_lock(&f->tick_mu);
         conf_sync_one(f, sale_id, cur);
@@ -1071,18 +1081,13 @@ int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *
                           char *errbuf, size_t errlen)
 {
     char why[256] = "";
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc = c ? 0 : CM_EBACKEND;
     if (rc == 0 && drawn)
         rc = gw_fair_redis_lottery_done(c, sale_id, drawn, why, sizeof(why));
     if (rc == 0 && entered)
         rc = gw_fair_redis_lottery_entered(c, sale_id, entered, why, sizeof(why));
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
-    return 0;
+    return admin_done(c, rc, why, errbuf, errlen);
 }
 
 int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
@@ -1090,7 +1095,7 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
 {
     char why[256] = "", cur[256];
     bool found = false;
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc =
         c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
           : CM_EBACKEND;
@@ -1108,12 +1113,7 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
         if (rc == 0)
             rc = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why));
     }
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
-    return 0;
+    return admin_done(c, rc, why, errbuf, errlen);
 }
 
 void gw_fair__fleet_stats(gw_fair_t *f, void *o)
