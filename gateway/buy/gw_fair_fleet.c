@@ -172,37 +172,6 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     pthread_mutex_unlock(&f->mu);
 }
 
-/*
- * Tells the fleet this gateway holds entries of the sale, once it has one:
- * the window can then not change through any gateway (entries stay local
- * until the close, so the one asked would not know). Lottery thread.
- */
-static void fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    pthread_mutex_lock(&fs->mu);
-    bool any = fs->n > 0;
-    pthread_mutex_unlock(&fs->mu);
-    char why[256] = "";
-    if (any && fconn(f) &&
-        fok(f,
-            gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why,
-                                               sizeof(why)),
-            why))
-        fs->marked = true;
-}
-
-/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
-static void fleet_conf_sync(gw_fair_t *f)
-{
-    if (!fconn(f))
-        return;
-    char why[256] = "";
-    gw_elig_fleet_begin(f->srv);
-    bool ok =
-        fok(f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
-    gw_elig_fleet_end(f->srv, ok);
-}
-
 /* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
  * The fleet's entries are keyed by person (HSETNX: the first pushed of a person's
  * entries is the one drawn); the value names the account as " @account" when it
@@ -1061,19 +1030,43 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Reads the fleet's lottery configuration into the local table every
+ * FLEET_CONF_POLL_MS, and sends the admission-token give-backs. */
 void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
 {
     if (now_ms - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
         f->last_conf_ms = now_ms;
-        fleet_conf_sync(f);
+        char why[256] = "";
+        if (fconn(f)) {
+            gw_elig_fleet_begin(f->srv);
+            bool ok = fok(
+                f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+            gw_elig_fleet_end(f->srv, ok);
+        }
     }
     gw_fair__room_unclaims_tick(f, now_ms);
 }
 
+/*
+ * Tells the fleet this gateway holds entries of the sale, once it has one:
+ * the window can then not change through any gateway (entries stay local
+ * until the close, so the one asked would not know). Then the marks
+ * (fleet_marks_push).
+ */
 void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (!fs->marked)
-        fleet_mark(f, fs);
+    if (!fs->marked) {
+        pthread_mutex_lock(&fs->mu);
+        bool any = fs->n > 0;
+        pthread_mutex_unlock(&fs->mu);
+        char why[256] = "";
+        if (any && fconn(f) &&
+            fok(f,
+                gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why,
+                                                   sizeof(why)),
+                why))
+            fs->marked = true;
+    }
     fleet_marks_push(f, fs);
 }
 
