@@ -69,7 +69,7 @@ static void trouble(gw_fair_t *f, const char *what, const char *why)
     }
 }
 
-static inv_fleet_conn_t *fconn(gw_fair_t *f)
+inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
 {
     if (f->rc && !inv_fleet_broken(f->rc))
         return f->rc;
@@ -81,14 +81,12 @@ static inv_fleet_conn_t *fconn(gw_fair_t *f)
     return f->rc;
 }
 
-/*
- * After one lottery call on f->rc: true if it succeeded; else logs (a
- * transport error drops the connection, an error reply keeps it).
- */
-static bool fok(gw_fair_t *f, int rc, const char *why)
+bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
 {
     if (rc >= 0)
         return true;
+    if (!f->rc)
+        return false; /* no connection to call on: gw_fair__fleet_conn said why */
     if (inv_fleet_broken(f->rc)) {
         trouble(f, "command", why);
         inv_fleet_close(f->rc);
@@ -97,18 +95,6 @@ static bool fok(gw_fair_t *f, int rc, const char *why)
         trouble(f, "reply", why);
     }
     return false;
-}
-
-inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
-{
-    return fconn(f);
-}
-
-bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
-{
-    if (rc < 0 && !f->rc)
-        return false; /* no connection to call on: fconn said why */
-    return fok(f, rc, why);
 }
 
 /* The lottery thread (f->tick_mu held), or the admin thread holding it. */
@@ -178,7 +164,7 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
  * is not the person. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    inv_fleet_conn_t *c = fconn(f);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!c)
         return false;
     pthread_mutex_lock(&fs->mu);
@@ -335,15 +321,14 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
         size_t upto = i;
         pthread_mutex_unlock(&fs->mu);
         char why[256] = "";
-        int rc = !k         ? 0
-                 : fconn(f) ? gw_fair_redis_lottery_entry_mark_many(f->rc, fs->sale_id, args, k,
-                                                                    why, sizeof(why))
-                            : CM_EBACKEND;
+        int rc = !k                       ? 0
+                 : gw_fair__fleet_conn(f) ? gw_fair_redis_lottery_entry_mark_many(
+                                                f->rc, fs->sale_id, args, k, why, sizeof(why))
+                                          : CM_EBACKEND;
         free(args);
         free(m);
         if (rc != 0) {
-            if (f->rc)
-                (void)fok(f, rc, why);
+            (void)gw_fair__fleet_ok(f, rc, why);
             return; /* sent again at the next tick (each mark is taken at most once) */
         }
         pthread_mutex_lock(&fs->mu);
@@ -527,7 +512,7 @@ uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
 static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
 {
     memset(d, 0, sizeof(*d));
-    if (!fconn(f))
+    if (!gw_fair__fleet_conn(f))
         return false;
     char why[256] = "";
     read_ctx_t x = {.d = d, .cap = 64};
@@ -535,21 +520,22 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     x.secret = fs->secret;
     pthread_mutex_unlock(&fs->mu);
     d->all = cm_xcalloc(x.cap, sizeof(entry_t));
-    if (!fok(f,
-             gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
-             why) ||
-        !fok(f,
-             gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why,
-                                            sizeof(why)),
-             why)) {
+    if (!gw_fair__fleet_ok(
+            f,
+            gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
+            why) ||
+        !gw_fair__fleet_ok(f,
+                           gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded,
+                                                          why, sizeof(why)),
+                           why)) {
         fleet_draw_free(d);
         return false;
     }
     if (with_won) {
-        if (!fok(f,
-                 gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why,
-                                               sizeof(why)),
-                 why)) {
+        if (!gw_fair__fleet_ok(f,
+                               gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x,
+                                                             why, sizeof(why)),
+                               why)) {
             fleet_draw_free(d);
             return false;
         }
@@ -573,8 +559,9 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_fair_redis_wl_state_t ws;
     char why[256] = "";
-    if (!fconn(f) ||
-        !fok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)), why))
+    if (!gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)),
+                           why))
         return;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true))
@@ -664,7 +651,7 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
 {
     memset(d, 0, sizeof(*d));
     char why[256] = "", hex[24];
-    inv_fleet_conn_t *c = fconn(f);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!c)
         return CM_EBACKEND;
     if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
@@ -673,8 +660,10 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
         return CM_EBACKEND;
     }
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
-    if (!fok(f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
-        !fok(f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+    if (!gw_fair__fleet_ok(
+            f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
+        !gw_fair__fleet_ok(
+            f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
         return CM_EBACKEND;
     if (!fleet_read(f, fs, d, true))
         return CM_EBACKEND;
@@ -747,10 +736,11 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
         ev.acc = GW_FAIR_ACC_SOLD_OUT;
         break;
     }
-    if (put && (!fconn(f) || !fok(f,
-                                  gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                                   put, why, sizeof(why)),
-                                  why))) {
+    if (put && (!gw_fair__fleet_conn(f) ||
+                !gw_fair__fleet_ok(f,
+                                   gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                                                    put, why, sizeof(why)),
+                                   why))) {
         ev.acc = GW_FAIR_ACC_FAILED;
         return ev;
     }
@@ -811,11 +801,11 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t nwon = 0;
     bool failed = false;
     while (core.next < core.ndraw) {
-        if (core.next % 64 == 63 && fconn(f))
-            fok(f,
-                gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
-                                                 sizeof(why)),
-                why);
+        if (core.next % 64 == 63 && gw_fair__fleet_conn(f))
+            gw_fair__fleet_ok(f,
+                              gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS,
+                                                               why, sizeof(why)),
+                              why);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
         gw_fair_core_step(&core, &ev, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
@@ -844,8 +834,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
-            if (fconn(f) &&
-                fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
+            if (gw_fair__fleet_conn(f) &&
+                gw_fair__fleet_ok(
+                    f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
                     why))
                 ev.rc = 0;
             gw_fair_core_step(&core, &ev, &out);
@@ -878,8 +869,9 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 {
     char why[256] = "";
     bool done = false;
-    if ((!fs->pushed && !fleet_push(f, fs)) || !fconn(f) ||
-        !fok(f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
+    if ((!fs->pushed && !fleet_push(f, fs)) || !gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(
+            f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
         fs->push_read_ms = 0;
         return;
     }
@@ -892,10 +884,10 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         fs->push_read_ms = now; /* Redis answers again: the wait starts over */
     if (now < (fs->push_read_ms > closes_ms ? fs->push_read_ms : closes_ms) + FLEET_PUSH_WAIT_MS) {
         long long pushed = -1, missing = -1;
-        if (!fok(f,
-                 gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, &missing, why,
-                                                    sizeof(why)),
-                 why)) {
+        if (!gw_fair__fleet_ok(f,
+                               gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed,
+                                                                  &missing, why, sizeof(why)),
+                               why)) {
             fs->push_read_ms = 0;
             return;
         }
@@ -908,10 +900,11 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (cm_wall_ms() < fs->draw_retry_ms)
         return;
     bool mine = false;
-    if (!fconn(f) || !fok(f,
-                          gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
-                                                     FLEET_LOCK_MS, &mine, why, sizeof(why)),
-                          why))
+    if (!gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(f,
+                           gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
+                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
+                           why))
         return;
     if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
@@ -1037,9 +1030,9 @@ void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
     if (now_ms - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
         f->last_conf_ms = now_ms;
         char why[256] = "";
-        if (fconn(f)) {
+        if (gw_fair__fleet_conn(f)) {
             gw_elig_fleet_begin(f->srv);
-            bool ok = fok(
+            bool ok = gw_fair__fleet_ok(
                 f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
             gw_elig_fleet_end(f->srv, ok);
         }
@@ -1060,11 +1053,11 @@ void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         bool any = fs->n > 0;
         pthread_mutex_unlock(&fs->mu);
         char why[256] = "";
-        if (any && fconn(f) &&
-            fok(f,
-                gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why,
-                                                   sizeof(why)),
-                why))
+        if (any && gw_fair__fleet_conn(f) &&
+            gw_fair__fleet_ok(f,
+                              gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id,
+                                                                 f->srv->node.id, why, sizeof(why)),
+                              why))
             fs->marked = true;
     }
     fleet_marks_push(f, fs);
