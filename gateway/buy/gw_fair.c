@@ -59,7 +59,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     /* the lottery's store: the one choice between one gateway and a fleet */
     f->lot =
         strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_fair__lot_redis : &gw_fair__lot_local;
-    int orc = f->lot->open(f, errbuf, errlen);
+    int orc = f->lot->open ? f->lot->open(f, errbuf, errlen) : 0;
     if (orc)
         return orc;
     if (mkdir_one(f->dir) != 0) {
@@ -100,7 +100,8 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
         atomic_init(&fs->sale.cfg.reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
         gw_fair__reg_load(f, fs);
-        f->lot->sale_load(fs);
+        if (f->lot->sale_load)
+            f->lot->sale_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
         gw_fair__log_load(f, fs, &max_id);
@@ -238,7 +239,8 @@ static void fair_tick_locked(gw_fair_t *f)
     bool here[FAIR_MAX_SALES];
     for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
         here[i] = gw_fair__sale_terms(f->sales[i]);
-    f->lot->tick(f, cm_wall_ms());
+    if (f->lot->tick)
+        f->lot->tick(f, cm_wall_ms());
     gw_fair__rooms_tick(f, cm_wall_ms());
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -248,7 +250,8 @@ static void fair_tick_locked(gw_fair_t *f)
         }
         if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
             continue;
-        f->lot->entries_tick(f, fs);
+        if (f->lot->entries_tick)
+            f->lot->entries_tick(f, fs);
         if (!here[i])
             continue;
         int64_t closes = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
@@ -326,7 +329,8 @@ static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, i
     if (!moved && !(window_ms > 0 && starts_at_ms + window_ms > cm_wall_ms()))
         return 0;
     bool drawn = drawn_here(fs);
-    int rc = drawn ? 0 : f->lot->record(f, fs->sale_id, &drawn, NULL, errbuf, errlen);
+    int rc =
+        drawn || !f->lot->record ? 0 : f->lot->record(f, fs->sale_id, &drawn, NULL, errbuf, errlen);
     if (rc)
         return rc;
     return drawn ? drawn_refusal(fs->sale_id, errbuf, errlen) : 0;
@@ -341,7 +345,8 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (fs && drawn_here(fs) && (rc = f->lot->conf_read(f, sale_id, errbuf, errlen)) != 0)
+    if (fs && drawn_here(fs) && f->lot->conf_read &&
+        (rc = f->lot->conf_read(f, sale_id, errbuf, errlen)) != 0)
         return rc;
     if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
         cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
@@ -355,7 +360,8 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
         return 0;
     bool busy = fs && undrawn_entries(fs);
     /* other gateways of a fleet keep their entries until the close: the store knows */
-    if (!busy && (rc = f->lot->record(f, sale_id, NULL, &busy, errbuf, errlen)) != 0)
+    if (!busy && f->lot->record &&
+        (rc = f->lot->record(f, sale_id, NULL, &busy, errbuf, errlen)) != 0)
         return rc;
     return busy ? gw_fair__busy_refusal(sale_id, errbuf, errlen) : 0;
 }
@@ -376,7 +382,9 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (moved && undrawn_entries(fs))
         return gw_fair__busy_refusal(sale_id, errbuf, errlen);
     cm_hash_key_t secret;
-    rc = f->lot->conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
+    rc = f->lot->conf_put
+             ? f->lot->conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen)
+             : 0;
     if (rc < 0)
         return rc;
     bool have_secret = rc == 1;
@@ -403,7 +411,8 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
                atomic_load(&fs->sale.cfg.room_rate) > 0;
     }
     bool store_has = false;
-    int rc = f->lot->drop(f, sale_id, sale_gone, &here, &store_has, errbuf, errlen);
+    int rc =
+        f->lot->drop ? f->lot->drop(f, sale_id, sale_gone, &here, &store_has, errbuf, errlen) : 0;
     if (rc)
         return rc;
     if (sale_gone && !here && !store_has)

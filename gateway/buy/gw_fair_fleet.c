@@ -69,7 +69,7 @@ static void trouble(gw_fair_t *f, const char *what, const char *why)
     }
 }
 
-static inv_fleet_conn_t *fconn(gw_fair_t *f)
+inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
 {
     if (f->rc && !inv_fleet_broken(f->rc))
         return f->rc;
@@ -81,14 +81,12 @@ static inv_fleet_conn_t *fconn(gw_fair_t *f)
     return f->rc;
 }
 
-/*
- * After one lottery call on f->rc: true if it succeeded; else logs (a
- * transport error drops the connection, an error reply keeps it).
- */
-static bool fok(gw_fair_t *f, int rc, const char *why)
+bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
 {
     if (rc >= 0)
         return true;
+    if (!f->rc)
+        return false; /* no connection to call on: gw_fair__fleet_conn said why */
     if (inv_fleet_broken(f->rc)) {
         trouble(f, "command", why);
         inv_fleet_close(f->rc);
@@ -97,18 +95,6 @@ static bool fok(gw_fair_t *f, int rc, const char *why)
         trouble(f, "reply", why);
     }
     return false;
-}
-
-inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
-{
-    return fconn(f);
-}
-
-bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
-{
-    if (rc < 0 && !f->rc)
-        return false; /* no connection to call on: fconn said why */
-    return fok(f, rc, why);
 }
 
 /* The lottery thread (f->tick_mu held), or the admin thread holding it. */
@@ -172,44 +158,13 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     pthread_mutex_unlock(&f->mu);
 }
 
-/*
- * Tells the fleet this gateway holds entries of the sale, once it has one:
- * the window can then not change through any gateway (entries stay local
- * until the close, so the one asked would not know). Lottery thread.
- */
-static void fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    pthread_mutex_lock(&fs->mu);
-    bool any = fs->n > 0;
-    pthread_mutex_unlock(&fs->mu);
-    char why[256] = "";
-    if (any && fconn(f) &&
-        fok(f,
-            gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why,
-                                               sizeof(why)),
-            why))
-        fs->marked = true;
-}
-
-/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
-static void fleet_conf_sync(gw_fair_t *f)
-{
-    if (!fconn(f))
-        return;
-    char why[256] = "";
-    gw_elig_fleet_begin(f->srv);
-    bool ok =
-        fok(f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
-    gw_elig_fleet_end(f->srv, ok);
-}
-
 /* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
  * The fleet's entries are keyed by person (HSETNX: the first pushed of a person's
  * entries is the one drawn); the value names the account as " @account" when it
  * is not the person. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    inv_fleet_conn_t *c = fconn(f);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!c)
         return false;
     pthread_mutex_lock(&fs->mu);
@@ -260,6 +215,14 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
  * read the entry by id before the draw, and the lottery thread sends it with
  * the tick's others in one script (fleet_marks_push).
  */
+/* A person's mark as stored: "order node account qty at_ms" (mark_parse reads it). */
+#define MARK_VAL_MAX (INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64)
+static void mark_format(char out[MARK_VAL_MAX], const char *order, unsigned node,
+                        const char *account, unsigned qty, int64_t at_ms)
+{
+    snprintf(out, MARK_VAL_MAX, "%s %u %s %u %lld", order, node, account, qty, (long long)at_ms);
+}
+
 static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
                        size_t acap, unsigned *qty, long long *at_ms)
 {
@@ -284,9 +247,8 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
         return 0;
     const char *person = t->person;
     unsigned me = atomic_load(&f->srv->node.id);
-    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64], held[sizeof(val) + 64], why[256] = "";
-    snprintf(val, sizeof(val), "%s %u %s %u %lld", t->order_id, me, t->user_id, t->qty,
-             (long long)t->entered_at_ms);
+    char val[MARK_VAL_MAX], held[sizeof(val) + 64], why[256] = "";
+    mark_format(val, t->order_id, me, t->user_id, t->qty, t->entered_at_ms);
     bool taken = false;
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
     int rc = c ? gw_fair_redis_lottery_entry_mark(c, fs->sale_id, person, t->order_id, val, &taken,
@@ -328,7 +290,7 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
 typedef struct mark_out {
     char person[INV_USER_ID_MAX + 1];
     char order[INV_ORDER_ID_MAX + 1];
-    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+    char val[MARK_VAL_MAX];
 } mark_out_t;
 
 /* Sends the person marks of this gateway's entries that took none at entry (an account
@@ -344,6 +306,7 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
             return;
         }
         mark_out_t *m = cm_xmalloc(MARKS_BATCH * sizeof(*m));
+        const char **args = cm_xmalloc(3 * MARKS_BATCH * sizeof(*args)); /* person order val */
         size_t k = 0, i = fs->mark_next;
         for (; i < fs->n && k < MARKS_BATCH; i++) {
             const entry_t *e = &fs->v[i];
@@ -351,30 +314,21 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
                 continue;
             snprintf(m[k].person, sizeof(m[k].person), "%s", e->person);
             snprintf(m[k].order, sizeof(m[k].order), "%s", e->order_id);
-            snprintf(m[k].val, sizeof(m[k].val), "%s %u %s %u %lld", e->order_id, me, e->user_id,
-                     e->qty, (long long)e->at_ms);
+            mark_format(m[k].val, e->order_id, me, e->user_id, e->qty, e->at_ms);
+            args[3 * k] = m[k].person, args[3 * k + 1] = m[k].order, args[3 * k + 2] = m[k].val;
             k++;
         }
         size_t upto = i;
         pthread_mutex_unlock(&fs->mu);
-        int rc = 0;
         char why[256] = "";
-        if (k) {
-            const char **args = cm_xmalloc(3 * k * sizeof(*args));
-            for (size_t j = 0; j < k; j++) {
-                args[3 * j] = m[j].person;
-                args[3 * j + 1] = m[j].order;
-                args[3 * j + 2] = m[j].val;
-            }
-            rc = fconn(f) ? gw_fair_redis_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
-                                                                  sizeof(why))
-                          : CM_EBACKEND;
-            free(args);
-        }
+        int rc = !k                       ? 0
+                 : gw_fair__fleet_conn(f) ? gw_fair_redis_lottery_entry_mark_many(
+                                                f->rc, fs->sale_id, args, k, why, sizeof(why))
+                                          : CM_EBACKEND;
+        free(args);
         free(m);
         if (rc != 0) {
-            if (f->rc)
-                (void)fok(f, rc, why);
+            (void)gw_fair__fleet_ok(f, rc, why);
             return; /* sent again at the next tick (each mark is taken at most once) */
         }
         pthread_mutex_lock(&fs->mu);
@@ -411,7 +365,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         if (atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed) <= 0 ||
             atomic_load(&fs->drawn))
             continue;
-        char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+        char why[256] = "", person[INV_USER_ID_MAX + 1], v[MARK_VAL_MAX];
         bool found = false;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         int rc = c ? gw_fair_redis_lottery_entry_get(c, fs->sale_id, order_id, &found, person,
@@ -476,20 +430,31 @@ static int strp_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool fleet_won(const fleet_draw_t *d, const char *user)
+/* What :won holds of person: GW_ENTRY_WON (a winner), GW_ENTRY_LOST (drawn and
+ * refused, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) or GW_ENTRY_ENTERED (nothing). */
+static uint8_t fleet_outcome(const fleet_draw_t *d, const char *person)
 {
-    return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
+    if (d->nwon && bsearch(&person, d->won, d->nwon, sizeof(char *), strp_cmp))
+        return GW_ENTRY_WON;
+    if (d->nrefused && bsearch(&person, d->refused, d->nrefused, sizeof(char *), strp_cmp))
+        return GW_ENTRY_LOST;
+    return GW_ENTRY_ENTERED;
 }
 
-static bool fleet_refused(const fleet_draw_t *d, const char *user)
+/* Appends a copy of s to the ids v[0..*n) (*cap: their room, grown by doubling). */
+static void strv_add(char ***v, size_t *n, size_t *cap, const char *s)
 {
-    return d->nrefused && bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *v = cm_xrealloc(*v, *cap * sizeof(char *));
+    }
+    (*v)[(*n)++] = cm_xstrdup(s);
 }
 
 typedef struct read_ctx {
     cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
-    size_t cap, cap_refused;
+    size_t cap, cap_won, cap_refused;
 } read_ctx_t;
 
 static void read_entrant(void *ctx, const char *user, const char *v)
@@ -526,19 +491,10 @@ static void read_winner(void *ctx, const char *user, const char *order)
 {
     read_ctx_t *x = ctx;
     fleet_draw_t *d = x->d;
-    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0) {
-        if (d->nrefused == x->cap_refused) {
-            x->cap_refused = x->cap_refused ? x->cap_refused * 2 : 16;
-            d->refused = cm_xrealloc(d->refused, x->cap_refused * sizeof(char *));
-        }
-        d->refused[d->nrefused++] = cm_xstrdup(user);
-        return;
-    }
-    if (d->nwon == x->cap) {
-        x->cap *= 2;
-        d->won = cm_xrealloc(d->won, x->cap * sizeof(char *));
-    }
-    d->won[d->nwon++] = cm_xstrdup(user);
+    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+        strv_add(&d->refused, &d->nrefused, &x->cap_refused, user);
+    else
+        strv_add(&d->won, &d->nwon, &x->cap_won, user);
 }
 
 uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
@@ -556,7 +512,7 @@ uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
 static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
 {
     memset(d, 0, sizeof(*d));
-    if (!fconn(f))
+    if (!gw_fair__fleet_conn(f))
         return false;
     char why[256] = "";
     read_ctx_t x = {.d = d, .cap = 64};
@@ -564,27 +520,27 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     x.secret = fs->secret;
     pthread_mutex_unlock(&fs->mu);
     d->all = cm_xcalloc(x.cap, sizeof(entry_t));
-    if (!fok(f,
-             gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
-             why) ||
-        !fok(f,
-             gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why,
-                                            sizeof(why)),
-             why)) {
+    if (!gw_fair__fleet_ok(
+            f,
+            gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
+            why) ||
+        !gw_fair__fleet_ok(f,
+                           gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded,
+                                                          why, sizeof(why)),
+                           why)) {
         fleet_draw_free(d);
         return false;
     }
     if (with_won) {
-        x.cap = 64;
-        d->won = cm_xcalloc(x.cap, sizeof(char *));
-        if (!fok(f,
-                 gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why,
-                                               sizeof(why)),
-                 why)) {
+        if (!gw_fair__fleet_ok(f,
+                               gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x,
+                                                             why, sizeof(why)),
+                               why)) {
             fleet_draw_free(d);
             return false;
         }
-        qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
+        if (d->nwon)
+            qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
         if (d->nrefused)
             qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
     }
@@ -603,8 +559,9 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_fair_redis_wl_state_t ws;
     char why[256] = "";
-    if (!fconn(f) ||
-        !fok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)), why))
+    if (!gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)),
+                           why))
         return;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true))
@@ -631,11 +588,10 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
         /* ENTERED here: waitlisted below, once the tree is sized */
-        bool waits = !ended && gw_fair_core_loser(&fs->core, fleet_refused(&d, src->person)) ==
-                                   GW_ENTRY_WAITLISTED;
-        uint8_t st = fleet_won(&d, src->person) ? GW_ENTRY_WON
-                     : waits                    ? GW_ENTRY_ENTERED
-                                                : GW_ENTRY_LOST;
+        uint8_t rec = fleet_outcome(&d, src->person);
+        bool waits =
+            !ended && gw_fair_core_loser(&fs->core, rec == GW_ENTRY_LOST) == GW_ENTRY_WAITLISTED;
+        uint8_t st = rec == GW_ENTRY_WON ? GW_ENTRY_WON : waits ? GW_ENTRY_ENTERED : GW_ENTRY_LOST;
         entry_t *e = gw_fair__find_user(fs, src->person, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
             /* this person's entry through another gateway (or account) is the one drawn */
@@ -695,7 +651,7 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
 {
     memset(d, 0, sizeof(*d));
     char why[256] = "", hex[24];
-    inv_fleet_conn_t *c = fconn(f);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!c)
         return CM_EBACKEND;
     if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
@@ -704,8 +660,10 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
         return CM_EBACKEND;
     }
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
-    if (!fok(f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
-        !fok(f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+    if (!gw_fair__fleet_ok(
+            f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
+        !gw_fair__fleet_ok(
+            f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
         return CM_EBACKEND;
     if (!fleet_read(f, fs, d, true))
         return CM_EBACKEND;
@@ -778,10 +736,11 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
         ev.acc = GW_FAIR_ACC_SOLD_OUT;
         break;
     }
-    if (put && (!fconn(f) || !fok(f,
-                                  gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                                   put, why, sizeof(why)),
-                                  why))) {
+    if (put && (!gw_fair__fleet_conn(f) ||
+                !gw_fair__fleet_ok(f,
+                                   gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                                                    put, why, sizeof(why)),
+                                   why))) {
         ev.acc = GW_FAIR_ACC_FAILED;
         return ev;
     }
@@ -842,21 +801,18 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t nwon = 0;
     bool failed = false;
     while (core.next < core.ndraw) {
-        if (core.next % 64 == 63 && fconn(f))
-            fok(f,
-                gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
-                                                 sizeof(why)),
-                why);
+        if (core.next % 64 == 63 && gw_fair__fleet_conn(f))
+            gw_fair__fleet_ok(f,
+                              gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS,
+                                                               why, sizeof(why)),
+                              why);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
         gw_fair_core_step(&core, &ev, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
             break;
         const entry_t *e = &d.all[out.entry];
         /* a drawer before us admitted it (or its spool refused it): decided */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW,
-                            .state = fleet_won(&d, e->person)       ? GW_ENTRY_WON
-                                     : fleet_refused(&d, e->person) ? GW_ENTRY_LOST
-                                                                    : GW_ENTRY_ENTERED};
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = fleet_outcome(&d, e->person)};
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             ev = fleet_accept(f, fs, sale, e, &nwon);
@@ -878,8 +834,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
-            if (fconn(f) &&
-                fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
+            if (gw_fair__fleet_conn(f) &&
+                gw_fair__fleet_ok(
+                    f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
                     why))
                 ev.rc = 0;
             gw_fair_core_step(&core, &ev, &out);
@@ -912,8 +869,9 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 {
     char why[256] = "";
     bool done = false;
-    if ((!fs->pushed && !fleet_push(f, fs)) || !fconn(f) ||
-        !fok(f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
+    if ((!fs->pushed && !fleet_push(f, fs)) || !gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(
+            f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
         fs->push_read_ms = 0;
         return;
     }
@@ -926,10 +884,10 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         fs->push_read_ms = now; /* Redis answers again: the wait starts over */
     if (now < (fs->push_read_ms > closes_ms ? fs->push_read_ms : closes_ms) + FLEET_PUSH_WAIT_MS) {
         long long pushed = -1, missing = -1;
-        if (!fok(f,
-                 gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, &missing, why,
-                                                    sizeof(why)),
-                 why)) {
+        if (!gw_fair__fleet_ok(f,
+                               gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed,
+                                                                  &missing, why, sizeof(why)),
+                               why)) {
             fs->push_read_ms = 0;
             return;
         }
@@ -942,13 +900,32 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (cm_wall_ms() < fs->draw_retry_ms)
         return;
     bool mine = false;
-    if (!fconn(f) || !fok(f,
-                          gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
-                                                     FLEET_LOCK_MS, &mine, why, sizeof(why)),
-                          why))
+    if (!gw_fair__fleet_conn(f) ||
+        !gw_fair__fleet_ok(f,
+                           gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
+                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
+                           why))
         return;
     if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
+}
+
+/*---- the admin thread's calls: a connection of their own per request (f->rc is the
+ * lottery thread's) ----*/
+
+static inv_fleet_conn_t *admin_conn(gw_fair_t *f, char *why, size_t cap)
+{
+    return inv_fleet_connect(&f->addr, 2000, why, cap);
+}
+
+/* Closes c (NULL: none): 0, or CM_EBACKEND with "redis: <why>" when rc is not 0. */
+static int admin_done(inv_fleet_conn_t *c, int rc, const char *why, char *errbuf, size_t errlen)
+{
+    inv_fleet_close(c);
+    if (rc == 0)
+        return 0;
+    cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+    return CM_EBACKEND;
 }
 
 /*
@@ -963,11 +940,9 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     if (window_ms == 0 && wr_rate == 0 && !fs)
         return 0; /* no lottery, none to remove: the fleet need not hear of it */
     char why[256] = "";
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-    if (!c) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
+    if (!c)
+        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
     int rc = CM_EBACKEND;
     char cur[256];
     bool found = false;
@@ -1011,15 +986,12 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
 {
     char why[256] = "", cur[256];
     bool found = false;
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc =
         c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
           : CM_EBACKEND;
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
+    if ((rc = admin_done(c, rc, why, errbuf, errlen)) != 0)
+        return rc;
     if (found) {
         pthread_mutex_lock(&f->tick_mu);
         conf_sync_one(f, sale_id, cur);
@@ -1051,19 +1023,43 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Reads the fleet's lottery configuration into the local table every
+ * FLEET_CONF_POLL_MS, and sends the admission-token give-backs. */
 void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
 {
     if (now_ms - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
         f->last_conf_ms = now_ms;
-        fleet_conf_sync(f);
+        char why[256] = "";
+        if (gw_fair__fleet_conn(f)) {
+            gw_elig_fleet_begin(f->srv);
+            bool ok = gw_fair__fleet_ok(
+                f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+            gw_elig_fleet_end(f->srv, ok);
+        }
     }
     gw_fair__room_unclaims_tick(f, now_ms);
 }
 
+/*
+ * Tells the fleet this gateway holds entries of the sale, once it has one:
+ * the window can then not change through any gateway (entries stay local
+ * until the close, so the one asked would not know). Then the marks
+ * (fleet_marks_push).
+ */
 void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (!fs->marked)
-        fleet_mark(f, fs);
+    if (!fs->marked) {
+        pthread_mutex_lock(&fs->mu);
+        bool any = fs->n > 0;
+        pthread_mutex_unlock(&fs->mu);
+        char why[256] = "";
+        if (any && gw_fair__fleet_conn(f) &&
+            gw_fair__fleet_ok(f,
+                              gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id,
+                                                                 f->srv->node.id, why, sizeof(why)),
+                              why))
+            fs->marked = true;
+    }
     fleet_marks_push(f, fs);
 }
 
@@ -1071,18 +1067,13 @@ int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *
                           char *errbuf, size_t errlen)
 {
     char why[256] = "";
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc = c ? 0 : CM_EBACKEND;
     if (rc == 0 && drawn)
         rc = gw_fair_redis_lottery_done(c, sale_id, drawn, why, sizeof(why));
     if (rc == 0 && entered)
         rc = gw_fair_redis_lottery_entered(c, sale_id, entered, why, sizeof(why));
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
-    return 0;
+    return admin_done(c, rc, why, errbuf, errlen);
 }
 
 int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
@@ -1090,7 +1081,7 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
 {
     char why[256] = "", cur[256];
     bool found = false;
-    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     int rc =
         c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
           : CM_EBACKEND;
@@ -1108,12 +1099,7 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
         if (rc == 0)
             rc = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why));
     }
-    inv_fleet_close(c);
-    if (rc) {
-        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-        return CM_EBACKEND;
-    }
-    return 0;
+    return admin_done(c, rc, why, errbuf, errlen);
 }
 
 void gw_fair__fleet_stats(gw_fair_t *f, void *o)

@@ -380,7 +380,8 @@ void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e);
 
 /* The room's store: what gw_room.c asks of it, never which one it is. One
  * gateway's (gw_fair__room_local_ops, gw_room_store.c: the core and its log) or
- * the fleet's (gw_fair__room_redis_ops, gw_room_fleet.c: Redis' room). */
+ * the fleet's (gw_fair__room_redis_ops, gw_room_fleet.c: Redis' room). A NULL
+ * op has nothing to do in that store (the caller checks). */
 typedef struct gw_room_ops {
     /* gw_fair_room_join's answer. Thread-safe. */
     int (*join)(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out);
@@ -498,7 +499,8 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
  * gw_lottery.c and gw_waitlist.c) or a fleet's (gw_fair__lot_redis: Redis
  * through the fairness pool, gw_fair_fleet.c and gw_waitlist_fleet.c), chosen
  * once by gw_fair_open. Both keep this gateway's entries in its entry log
- * until the window closes; a fleet's then meet in Redis.
+ * until the window closes; a fleet's then meet in Redis. A NULL op is one the
+ * store has nothing to do for (the caller checks): 0, outputs left as they are.
  */
 typedef struct gw_fair_lot_ops {
     /* Opens the store (a fleet: its Redis address, f->fleet, the pools). 0 or CM_EINVAL

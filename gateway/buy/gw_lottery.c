@@ -373,8 +373,8 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
     /* one entry per person across the store, checked before the local one */
-    bool held, marked;
-    int mrc = fs->f->lot->enter_mark(fs, t, &held, &marked);
+    bool held = false, marked = false;
+    int mrc = fs->f->lot->enter_mark ? fs->f->lot->enter_mark(fs, t, &held, &marked) : 0;
     if (mrc != 0)
         return mrc;
     char mark_id[INV_ORDER_ID_MAX + 1];
@@ -465,7 +465,7 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         if (e)
             return 1;
     }
-    return f->lot->lookup(f, order_id, out);
+    return f->lot->lookup ? f->lot->lookup(f, order_id, out) : 0;
 }
 
 /*---- the draw ----*/
@@ -885,6 +885,7 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
     json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
     gw_fair__reg_stats(f, o);
-    f->lot->stats(f, o);
+    if (f->lot->stats)
+        f->lot->stats(f, o);
     json_object_set_new(json_obj, "fair", o);
 }

@@ -93,7 +93,8 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     json_object_set_new(o, "admitted_through",
                         json_integer((json_int_t)(atomic_load(&fs->wr_core.front_milli) / 1000)));
     json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_core.next)));
-    fs->wr_ops->audit(fs, o);
+    if (fs->wr_ops->audit)
+        fs->wr_ops->audit(fs, o);
     return o;
 }
 
@@ -142,7 +143,7 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     fs->wr_seal_syncing = false;
     gw_fair__room_keys(fs);
     /* a new log with the new keys from the next line on */
-    if (fs->wr_ops->drop(fs) != 0)
+    if (fs->wr_ops->drop && fs->wr_ops->drop(fs) != 0)
         cm_log_error("fair", "cannot remove the waiting-room log of a deleted sale",
                      "sale=%s err=%s", fs->sale_id, strerror(errno));
     atomic_store(&fs->wr_eff_milli, 0);
@@ -174,7 +175,7 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
 int gw_fair_admission_sync(gw_fair_t *f, const char *sale_id)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
-    return fs ? fs->wr_ops->sync(fs) : 0;
+    return fs && fs->wr_ops->sync ? fs->wr_ops->sync(fs) : 0;
 }
 
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,

@@ -355,13 +355,6 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
     return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
 }
 
-/* A claim is durable once Redis answered it. */
-static int fleet_sync(gw_fair_sale_t *fs)
-{
-    (void)fs;
-    return 0;
-}
-
 static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce,
                          bool accepted)
 {
@@ -382,20 +375,12 @@ static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t
         gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id, why);
 }
 
-/* The room is Redis': no log of this gateway's to account for. */
-static void fleet_audit(gw_fair_sale_t *fs, void *o)
-{
-    (void)fs;
-    (void)o;
-}
-
 const gw_room_ops_t gw_fair__room_redis_ops = {
     .join = fleet_join,
     .tick = fleet_tick,
     .persons = fleet_persons,
     .claim = fleet_claim,
-    .sync = fleet_sync,
     .settle = fleet_settle,
-    .audit = fleet_audit,
-    .drop = fleet_sync, /* nothing of the room is this gateway's */
+    /* no .sync: a claim is durable once Redis answered it; no .audit, no .drop: the
+     * room is Redis', no log of this gateway's to account for or remove */
 };
