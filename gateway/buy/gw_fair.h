@@ -1,40 +1,9 @@
 /*
- * Fair start: a start-window lottery per sale.
- *
- * A sale with fair_window_ms > 0 does not serve its first seconds
- * first-come. Every valid buy that arrives in the entry window
- *
- *     starts_at - fair_early_ms  <=  now  <  starts_at + fair_window_ms
- *
- * is answered 202 with status "entered" and an entry id (the order id the
- * entry becomes if it wins; GET /v1/orders/{id} tells). One entry per
- * person (identity.person_claim, else the account): a second buy of the
- * same account in the window gets its entry back and is not counted; one of
- * another account of the same person is refused (409 already_entered), and
- * in a fleet, where entries meet only at the close, the draw takes one
- * entry per person (the first pushed) and the other reads lost. Before the
- * window: 425 as without a lottery. When the window closes, one draw per
- * sale: the entries are put in a uniformly random order (Fisher-Yates with a
- * seeded generator over the entries sorted by a keyed hash of the person, so
- * the order depends on the seed only, not on arrival) and admitted in that
- * order while stock lasts: each winner goes through the inventory's atomic
- * step and the spool exactly as a 202 does, so settlement, Kafka and the
- * audit see a normal order. Losers read 410 sold_out with their draw
- * position: "waitlisted" (units freed after the draw go to them in draw
- * order, see gw_fair_waitlist_open) or "lost". Buys after the window
- * and before the draw finished get 503 (Retry-After 1); after it, first-come
- * once nobody is waitlisted.
- *
- * Durability (one node, memory inventory): the configuration is kept in
- * <data_dir>/fair.json; every entry is appended with one write(2) to
- * <data_dir>/fair/<sale>.log before its answer (the spool's "write"
- * durability: it survives kill -9, not a power cut), and so is the draw's
- * seed before the first winner is reserved, and each winner once its order
- * is committed to the spool, then the draw's end. A restart reloads them; a
- * draw cut in the middle goes on with the same seed and the same order, and
- * takes its winners so far from the spool (the memory inventory's
- * reservations are exactly the spool's orders), never from the bounded
- * status table, so no entrant is reserved twice.
+ * Fairness: a sale's start-window lottery, its leftovers and its waiting room,
+ * as the rest of the gateway calls them (registration: gw_reg.h). The rules,
+ * their reasons and each record's durability are told once, in docs/design.md
+ * "Fair start" (the answers: docs/api.md "Start-window lottery", "Waiting
+ * room"); the prototypes below state their contracts.
  *
  * Threads: the buy path (worker loops) reads the configuration and adds
  * entries under a per-sale mutex; the draw runs on the lottery's own thread
@@ -150,20 +119,9 @@ typedef struct gw_fair_ticket {
 #define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
-/*
- * Leftovers by lot: while a drawn lottery has waitlisted
- * entries, units freed after the draw (cancelled or failed orders, a
- * restock) go to them in draw order, admitted by the lottery's thread through
- * the inventory's atomic step and the spool as the draw admits a winner, and
- * first-come buys are refused 410 sold_out. An entry whose qty does not fit
- * the units free keeps its place; the next one that fits is admitted. When the
- * sale ends, the waitlisted entries become lost. Durable in the entry log
- * ("P" before a promotion's reserve, "W" after its commit, "X" an entry lost
- * for cause, "L" the waitlist's end): a restart continues it and reads the
- * promotions a crash cut from the spool, so nobody is admitted twice. In a
- * fleet the waitlist is the fleet's, in Redis (gw_waitlist_fleet.c): one
- * gateway promotes at a time, and every gateway answers for every entry.
- */
+/* Leftovers by lot (docs/design.md "Leftovers by lot"): while a drawn lottery has
+ * waitlisted entries, units freed after the draw go to them in draw order and
+ * first-come buys are refused 410 sold_out. */
 /* Whether first-come is held back for the waitlist now. Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
@@ -224,54 +182,16 @@ void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 
 /*
- * Waiting room (optional per sale, independent of the lottery): buyers first
- * take a place in the queue (GET /v1/sales/{id}/queue) and are admitted in
- * place order as the admission front advances at the sale's
- * waiting_room_rate, scaled by the overload controller's state (level,
- * share of users admitted, the Redis limit's throughput) and divided among the
- * fleet's gateways. Places are per person (gw_req_buy_t.person): a person who
- * joins again gets the place they hold.
- *
- * The pre-queue: everyone who joins before the sale's starts_at is told so
- * ("prequeue": no place yet); at the start the pre-queue is sealed and each
- * of its persons holds the place of their rank in the order of a keyed hash,
- * SipHash(seed, person), the seed random per room, secret until the start and
- * published afterwards (GET /admin/v1/sales/{id}/draw, "room"), so the order
- * is uniform whatever the arrival order and anyone with the seed and the
- * persons reproduces it. Later arrivals are first-come behind the pre-queue.
- *
- * An admitted person gets an admission token "<expiry s>.<jti>.<mac>": an HMAC
- * with the fleet's status key over sale, person, expiry and a replay id (jti,
- * 16 hex digits, one per place). The expiry is fixed when the place is first
- * admitted (asking again gives the same token); once it passed, the person's
- * next join takes a new place at the back. The order a token admits spends
- * it: the buy claims its jti before the reserve and keeps it when the answer
- * is a 202 (a new order, or the replay of an order of its Idempotency-Key that
- * the claim now stands for); any other answer gives it back
- * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
- * never by a refused buy.
- *
- * In a fleet (the Redis inventory) the room is one per sale in Redis
- * (gw_room_fleet.c): the pre-queue, places, seal, seed, front and spent tokens
- * are shared, and the join and the claim return CM_EBACKEND when Redis cannot
- * answer (the caller answers 503).
- *
- * Durability of one gateway's room: its keys and seed, every pre-queue join,
- * the seal, every place given, every first admission, the front and every
- * token claim and give-back are lines of <data_dir>/fair/<sale>.room
- * (gw_room_store.c), each one write(2) before what it records is answered
- * (a claim before the buy's reserve, a give-back before it is given back),
- * fdatasync'd at the seal (outside the room's lock: until it returned, no
- * rank or place is answered from the seal, CM_EAGAIN) and by the lottery
- * thread's first tick that is GW_WR_SYNC_MS or more after the last sync (a
- * line is on disk within about GW_WR_SYNC_MS plus a tick); with
- * spool.durability fsync, a claim also by the group commit of its order,
- * before its 202 (gw_fair_admission_sync). A restart reads them back: the
- * same seed, ranks, places, front and spent tokens; a token claimed by a buy
- * that a crash cut stays spent (never a second order). The lottery thread
- * rewrites the log as the state it records once it is more than twice that
- * (GW_WR_COMPACT_MIN_BYTES), so its length follows the room's state, not its
- * history.
+ * Waiting room (optional per sale, independent of the lottery; docs/design.md
+ * "The waiting room, per person" and what follows it): places per person,
+ * admitted in place order at the sale's waiting_room_rate scaled by the
+ * overload controller; the pre-queue before the start ranked by SipHash(seed,
+ * person) at the seal; an admission token "<expiry s>.<jti>.<mac>" spent by the
+ * order it admits (claimed before the reserve, kept by a 202, else given
+ * back). Durability of one gateway's room: the lines of
+ * <data_dir>/fair/<sale>.room (gw_room_store.c; docs/design.md "One gateway's
+ * room across a restart"). A fleet's room is Redis' (gw_room_fleet.c), its
+ * calls CM_EBACKEND when Redis cannot answer.
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120

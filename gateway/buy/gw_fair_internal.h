@@ -1,10 +1,8 @@
 /*
- * Fair start, private to gateway/buy/: the state the lottery (gw_lottery.c),
- * the waiting room (gw_room.c) and the fleet draw (gw_fair_fleet.c) share,
- * and the gw_fair__ functions they call across files (defined in the file
- * each section names). Included only by those files, gw_reg.c, gw_fair.c and
- * gw_fair_store.c; the rest
- * of the gateway uses gw_fair.h.
+ * Fairness, private to gateway/buy/: the per-sale state the lottery, the room,
+ * registration and their stores share, and the gw_fair__ functions they call
+ * across files (each section names the file that defines them). The rest of
+ * the gateway uses gw_fair.h.
  */
 #ifndef GW_FAIR_INTERNAL_H
 #define GW_FAIR_INTERNAL_H
@@ -29,9 +27,6 @@
 #include <sys/types.h>
 
 #define FAIR_MAX_SALES 64
-#define TICK_MS 20
-#define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
-
 
 /* One gateway's waiting-room log (gw_room_store.c): its own lock, taken inside wr_mu
  * and the spent table's, never around them. */
@@ -187,7 +182,6 @@ struct gw_fair_sale {
     const struct gw_room_ops *wr_ops; /* the room's store, chosen by gw_fair__sale_new */
 };
 
-
 /*
  * A pool of the fleet's blocking Redis connections with one timeout for the
  * connect and for each command (gw_fair_pool.c). With fail_fast,
@@ -318,7 +312,7 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
  * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
  * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
-/* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
+/* Rewrites fair.json (a temporary file, fdatasync, rename). f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
 gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
@@ -338,9 +332,12 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
  * call it; every fairness path reads the machine. false: the sale is not in
  * inventory (its terms are left as they were). Any thread. */
 bool gw_fair__sale_terms(gw_fair_sale_t *fs);
-/* Whether the lottery is past its close here. fs->mu held. */
+/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
+ * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
-/* Creates or updates a sale's lottery in the local table. f->mu held. 0 or a cm_err_t. */
+/* Creates or updates a sale's lottery in the local table; secret NULL: keep it (a new sale: a
+ * random one); refuse_busy: a window change of a lottery with entries and no draw is refused.
+ * f->mu held. 0 or a cm_err_t. */
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
                                bool refuse_busy, char *errbuf, size_t errlen);
@@ -433,7 +430,6 @@ void gw_fair__room_store_deinit(gw_room_store_t *st);
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
-/* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 /* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
  * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
 void gw_fair__room_load(gw_fair_sale_t *fs);
@@ -444,7 +440,6 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 #define GW_WR_FLEET_TICK_MS 100
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
-/* The replay id of place pos: SipHash(key, pos), 0 read as 1. Pure. */
 /* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
  * publishes), and back (false if hex is not 32 hex digits). Pure. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33]);
@@ -475,14 +470,6 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/
 
-/* Reads the sale's registration log (one node). Single-threaded (open). */
-void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* gw_reg_sync for the slot fs. Thread-safe; blocks on the disk (off the loops). */
-int gw_fair__reg_sync(gw_fair_sale_t *fs, int held);
-/* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */
-int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Frees what fs holds of registration. Single-threaded (close). */
-void gw_fair__reg_free(gw_fair_sale_t *fs);
 /* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
 void gw_fair__reg_stats(gw_fair_t *f, void *o);
 /* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */

@@ -203,7 +203,7 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
     gw_sale_out_t so;
     int64_t now = cm_wall_ms();
     pthread_mutex_lock(&fs->reg_mu);
-    /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
+    /* A delete (gw_fair__sale_reset) clears the window before it takes reg_mu and
      * removes the log under it: a registration that passed the route's check
      * before the delete and comes here after it is refused by the machine
      * (GONE) and creates no log again. */
