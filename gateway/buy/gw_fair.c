@@ -112,8 +112,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
             json_decref(root);
-            fs->reg_ops->free(fs);
-            free(fs);
+            gw_fair__sale_free(fs);
             return CM_EIO;
         }
         f->sales[atomic_load(&f->n)] = fs;
@@ -200,24 +199,8 @@ void gw_fair_close(gw_server_t *srv)
     gw_fair__pool_deinit(&f->loop_pool);
     gw_fair__pool_deinit(&f->pool);
     size_t n = atomic_load(&f->n);
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
-        if (fs->fd >= 0)
-            close(fs->fd);
-        free(fs->v);
-        free(fs->by_user);
-        free(fs->by_id);
-        free(fs->perm);
-        free(fs->wl_bit);
-        fs->reg_ops->free(fs);
-        gw_room_core_deinit(&fs->wr_core);
-        gw_wr_spent_deinit(&fs->wr_spent);
-        gw_fair__room_store_deinit(&fs->wr_store);
-        pthread_mutex_destroy(&fs->mu);
-        pthread_mutex_destroy(&fs->wr_mu);
-        pthread_mutex_destroy(&fs->reg_mu);
-        free(fs);
-    }
+    for (size_t i = 0; i < n; i++)
+        gw_fair__sale_free(f->sales[i]);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->tick_mu);
     pthread_mutex_destroy(&f->unclaim_mu);

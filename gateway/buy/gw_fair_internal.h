@@ -154,11 +154,6 @@ struct gw_fair_sale {
      * decides with its copies (wr_core.key, wr_core.seed: set with these by
      * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
-    /* registration (gw_reg.c), one node: its persons (its window: sale.cfg) */
-    pthread_mutex_t reg_mu; /* reg, reg_core */
-    struct gw_reg_set *reg; /* allocated at the first registration or load */
-    gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
-    const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
@@ -180,6 +175,11 @@ struct gw_fair_sale {
      * whose room is Redis'. */
     gw_room_store_t wr_store;
     const struct gw_room_ops *wr_ops; /* the room's store, chosen by gw_fair__sale_new */
+    /* registration (gw_reg.c; its window: sale.cfg) */
+    pthread_mutex_t reg_mu; /* reg, reg_core */
+    struct gw_reg_set *reg; /* one gateway's persons (gw_reg_local.c), from the first one */
+    gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
+    const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
 };
 
 /*
@@ -321,6 +321,9 @@ gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
 
 /* A new slot for the sale, with its locks, room keys and no log open yet (not in f->sales). */
 gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id);
+/* Frees a slot and all it holds, closing its logs. Single-threaded (close), or a slot
+ * not in f->sales. */
+void gw_fair__sale_free(gw_fair_sale_t *fs);
 /* CM_EINVAL with the reason in errbuf: the lottery has entries and no draw, its window may
  * not change. */
 int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen);

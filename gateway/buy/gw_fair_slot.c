@@ -55,6 +55,36 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     return fs;
 }
 
+/* The lottery's entries, tables, draw order and waitlist tree, freed (fs->mu held or
+ * single-threaded). */
+static void entries_free(gw_fair_sale_t *fs)
+{
+    free(fs->v);
+    free(fs->by_user);
+    free(fs->by_id);
+    free(fs->perm);
+    free(fs->wl_bit);
+    fs->v = NULL;
+    fs->by_user = fs->by_id = NULL;
+    fs->perm = NULL;
+    fs->wl_bit = NULL;
+}
+
+void gw_fair__sale_free(gw_fair_sale_t *fs)
+{
+    if (fs->fd >= 0)
+        close(fs->fd);
+    entries_free(fs);
+    fs->reg_ops->free(fs);
+    gw_room_core_deinit(&fs->wr_core);
+    gw_wr_spent_deinit(&fs->wr_spent);
+    gw_fair__room_store_deinit(&fs->wr_store);
+    pthread_mutex_destroy(&fs->mu);
+    pthread_mutex_destroy(&fs->wr_mu);
+    pthread_mutex_destroy(&fs->reg_mu);
+    free(fs);
+}
+
 const gw_sale_core_t *gw_fair_machine(const gw_fair_sale_t *fs)
 {
     return &fs->sale;
@@ -94,15 +124,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.fair_early_ms, 0);
     atomic_store(&fs->sale.cfg.room_rate, 0);
     pthread_mutex_lock(&fs->mu);
-    free(fs->v);
-    free(fs->by_user);
-    free(fs->by_id);
-    free(fs->perm);
-    free(fs->wl_bit);
-    fs->v = NULL;
-    fs->by_user = fs->by_id = NULL;
-    fs->perm = NULL;
-    fs->wl_bit = NULL;
+    entries_free(fs);
     atomic_store(&fs->wl_open, false);
     fs->waitlisted = fs->promoted = 0;
     fs->wl_head = 0;
@@ -193,10 +215,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
             rnd = cm_hash_seed_random(&fs->secret);
         if (rnd != 0 || gw_fair__log_open(f, fs) != 0) {
             cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
-            pthread_mutex_destroy(&fs->mu);
-            if (fs->fd >= 0)
-                close(fs->fd);
-            free(fs);
+            gw_fair__sale_free(fs);
             return CM_EIO;
         }
         atomic_init(&fs->sale.cfg.fair_window_ms, window_ms);
