@@ -503,7 +503,8 @@ typedef struct gw_fair_lot_ops {
     /* A sale whose window is open: what the store needs of its entries meanwhile (a
      * fleet: the marks that let every gateway read them before the draw). */
     void (*entries_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
-    /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it. */
+    /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it (a
+     * fleet: push this gateway's entries first; one gateway draws). */
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
     /* A drawn sale: the leftovers' promotions, the waitlist's end with the sale. */
     void (*leftovers_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
@@ -524,7 +525,8 @@ typedef struct gw_fair_lot_ops {
      * CM_EBACKEND. Admin thread. */
     int (*conf_read)(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
     /* Stores the sale's configuration: 1 with *secret the store's (made if new), 0 none
-     * kept (the local table makes its own), or CM_EBACKEND. Admin thread. */
+     * kept (the local table makes its own; a fleet: a sale with no lottery and no slot
+     * here), or CM_EBACKEND. Admin thread. */
     int (*conf_put)(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
                     int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen);
     /* A deleted sale: drops what the store holds of its lottery. *here (in: this
@@ -548,21 +550,16 @@ int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *
 int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
                         bool *store_has, char *errbuf, size_t errlen);
 void gw_fair__fleet_stats(gw_fair_t *f, void *o);
+void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
+int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
+                            char *errbuf, size_t errlen);
+int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 /* The fleet's draw order over the frozen entrants (all[0..n), as read from Redis, in
  * any order): gw_fair_order of their keys and the seed. Returns a new array of n
  * indexes into all (the caller frees). Pure: every gateway computes the same one. */
 uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed);
 
-/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. Lottery thread. */
-void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
-/* Stores the sale's configuration in the fleet; *secret: the fleet's (made if new). Admin thread.
- * 1 (a sale with no lottery and no slot here: 0, nothing stored) or CM_EBACKEND. */
-int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
-                            char *errbuf, size_t errlen);
-/* Reads the sale's fleet configuration now, as the next poll would. Admin thread. 0 or
- * CM_EBACKEND. */
-int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 /* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
  * unreachable. Lottery thread. */
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f);
