@@ -243,65 +243,14 @@ typedef struct gw_wr_join {
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       uint64_t admitted_through, gw_wr_join_t *out);
 
-/*
- * One bucket of a room's place table (gw_room_core.c): the position held by the
- * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
- * is tag, else, with take, a new position at the back (from *next) in the slot
- * of the bucket's lowest position: an empty slot first, then the oldest place,
- * the first to be admitted (its person joins at the back again if they come
- * back); without take, 0. Caller holds the room's lock; *next is also read
- * unlocked.
- */
-#define GW_WR_WAYS 4
-typedef struct gw_wr_place {
-    uint64_t tag;
-    uint64_t pos;
-    int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
-} gw_wr_place_t;
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
-
-/*
- * The pre-queue's order, pure so that tests and auditors can run it: a
- * person's key is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty
- * slot); gw_wr_prequeue_sort sorts n keys ascending; gw_wr_prequeue_rank is
- * the 1-based rank of key among the sorted keys, 0 if absent. Thread-safe.
- */
-uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len);
-void gw_wr_prequeue_sort(uint64_t *keys, size_t n);
-uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key);
-
-/*
- * The spent admission tokens of a room: a bounded table (GW_WR_SPENT_SLOTS
- * slots in buckets of GW_WR_SPENT_WAYS) of replay ids, each kept until its
- * token expires. gw_wr_spent_claim claims jti for a buy: GW_WR_CLAIMED (this
- * buy holds it: it must settle it), GW_WR_SPENT (spent, or held by a buy in
- * progress), GW_WR_REPLAY (held or spent by a buy with the same non-zero
- * Idempotency-Key fingerprint fp: its retry, let through unclaimed, so it
- * gets its order back) or CM_EBUSY (the bucket is full of live tokens).
- * gw_wr_spent_settle keeps a claim (accepted) or gives it back. Thread-safe
- * (one mutex); _init/_deinit single-threaded; _clear empties it.
- */
-#define GW_WR_SPENT_SLOTS (1u << 18)
-#define GW_WR_SPENT_WAYS 16
+/* A buy's claim of its admission token (gw_fair_admission_claim): this buy holds it and
+ * must settle it, spent (or held by a buy in progress), or the retry of the buy with the
+ * same non-zero Idempotency-Key fingerprint that spent or holds it (let through unclaimed,
+ * so it gets its order back). */
 enum { GW_WR_CLAIMED = 0, GW_WR_SPENT = 1, GW_WR_REPLAY = 2 };
-typedef struct gw_wr_spent_slot {
-    uint64_t jti; /* 0 = empty */
-    int64_t exp_s;
-    uint64_t fp;
-    bool spent; /* false: held by a buy in progress */
-} gw_wr_spent_slot_t;
-typedef struct gw_wr_spent {
-    pthread_mutex_t mu;
-    gw_wr_spent_slot_t *slots; /* allocated at the first claim */
-} gw_wr_spent_t;
-void gw_wr_spent_init(gw_wr_spent_t *s);
-void gw_wr_spent_deinit(gw_wr_spent_t *s);
-void gw_wr_spent_clear(gw_wr_spent_t *s);
-int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
-void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
 /*
- * The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held);
+ * The buy path's side of the spent tokens of a sale's room (none: GW_WR_CLAIMED, nothing held);
  * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
  * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
  * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a

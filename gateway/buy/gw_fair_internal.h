@@ -28,6 +28,24 @@
 
 #define FAIR_MAX_SALES 64
 
+/*
+ * The spent admission tokens of one gateway's room: a bounded table
+ * (gw_room_core.h) of replay ids, each kept until its token expires.
+ * gw_wr_spent_claim claims jti for a buy whose key fingerprint is fp: a GW_WR_*
+ * (gw_fair.h) or CM_EBUSY (the bucket is full of live tokens);
+ * gw_wr_spent_settle keeps a claim (accepted) or gives it back. Thread-safe
+ * (one mutex); _init/_deinit single-threaded; _clear empties it.
+ */
+typedef struct gw_wr_spent {
+    pthread_mutex_t mu;
+    gw_wr_spent_slot_t *slots; /* allocated at the first claim */
+} gw_wr_spent_t;
+void gw_wr_spent_init(gw_wr_spent_t *s);
+void gw_wr_spent_deinit(gw_wr_spent_t *s);
+void gw_wr_spent_clear(gw_wr_spent_t *s);
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
+
 /* One gateway's waiting-room log (gw_room_store.c): its own lock, taken inside wr_mu
  * and the spent table's, never around them. */
 typedef struct gw_room_store {
