@@ -119,10 +119,9 @@ typedef struct gw_fair_ticket {
 #define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
-/* Leftovers by lot (docs/design.md "Leftovers by lot"): while a drawn lottery has
- * waitlisted entries, units freed after the draw go to them in draw order and
- * first-come buys are refused 410 sold_out. */
-/* Whether first-come is held back for the waitlist now. Thread-safe, lock-free. */
+/* Whether first-come is held back for the waitlist now: leftovers by lot (docs/design.md),
+ * while a drawn lottery has waitlisted entries, units freed after the draw go to them in
+ * draw order and first-come buys are refused 410 sold_out. Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
