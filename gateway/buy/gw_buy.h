@@ -115,17 +115,6 @@ void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
 void gw_server_book(gw_server_t *srv, gw_book_t *out);
 
 /*
- * Gives back an order's units in the inventory (o->giveback: inv_giveback,
- * else inv_release) under its person's mark (oq_order_person). A release of
- * an outcome that names the account alone (no person member: written by a
- * settlement before persons) that finds nothing under the account is tried
- * again by order id (user ""), since the order is held under its person.
- * Returns the inventory's result (0, CM_ENOTFOUND, CM_ECONFLICT, ...). May
- * block (one Redis round trip); the releaser thread and the start's replay.
- */
-int gw_release_units(gw_server_t *srv, const oq_order_t *o);
-
-/*
  * The releaser (gw_release.c): one thread that calls inv_release for queued
  * orders until it returns 0 or CM_ENOTFOUND, backing off 50 ms .. 2 s, then
  * sets final_status (an oq_status_t, or -1 for none). With `commit_to` (the

@@ -1,13 +1,14 @@
 /*
  * Fair start: what the lottery, the waiting room and the fleet draw share: the
  * configuration, open/close, the lottery thread's tick and the admin calls
- * (see gw_fair.h for the rules), which reach the lottery's store through
- * f->lot alone (gw_fair_store.c: one gateway's or a fleet's). A sale's slot (its creation, update and
- * reset) is in gw_fair_slot.c and the per-sale tables and the entry log in
- * gw_fair_table.c, below the files that call them.
+ * (the rules: docs/design.md "Fair start"), which reach the lottery's store
+ * through f->lot alone (gw_fair_store.c: one gateway's or a fleet's). A sale's
+ * slot (its creation, update and reset) is in gw_fair_slot.c and the per-sale
+ * tables and the entry log in gw_fair_table.c, below the files that call them.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg_backend.h"
 
 #include "common/cm_rand.h"
 #include "common/cm_alloc.h"
@@ -35,6 +36,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define TICK_MS 20
+#define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
 
 /*---- open / close ----*/
 
@@ -99,7 +103,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
                     json_integer_value(json_object_get(it, "registration_opens_ms")));
         atomic_init(&fs->sale.cfg.reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
-        gw_fair__reg_load(f, fs);
+        fs->reg_ops->load(f, fs);
         if (f->lot->sale_load)
             f->lot->sale_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
@@ -109,8 +113,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
             json_decref(root);
-            gw_fair__reg_free(fs);
-            free(fs);
+            gw_fair__sale_free(fs);
             return CM_EIO;
         }
         f->sales[atomic_load(&f->n)] = fs;
@@ -197,24 +200,8 @@ void gw_fair_close(gw_server_t *srv)
     gw_fair__pool_deinit(&f->loop_pool);
     gw_fair__pool_deinit(&f->pool);
     size_t n = atomic_load(&f->n);
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
-        if (fs->fd >= 0)
-            close(fs->fd);
-        free(fs->v);
-        free(fs->by_user);
-        free(fs->by_id);
-        free(fs->perm);
-        free(fs->wl_bit);
-        gw_fair__reg_free(fs);
-        gw_room_core_deinit(&fs->wr_core);
-        gw_wr_spent_deinit(&fs->wr_spent);
-        gw_fair__room_store_deinit(&fs->wr_store);
-        pthread_mutex_destroy(&fs->mu);
-        pthread_mutex_destroy(&fs->wr_mu);
-        pthread_mutex_destroy(&fs->reg_mu);
-        free(fs);
-    }
+    for (size_t i = 0; i < n; i++)
+        gw_fair__sale_free(f->sales[i]);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->tick_mu);
     pthread_mutex_destroy(&f->unclaim_mu);

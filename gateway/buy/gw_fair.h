@@ -1,40 +1,9 @@
 /*
- * Fair start: a start-window lottery per sale.
- *
- * A sale with fair_window_ms > 0 does not serve its first seconds
- * first-come. Every valid buy that arrives in the entry window
- *
- *     starts_at - fair_early_ms  <=  now  <  starts_at + fair_window_ms
- *
- * is answered 202 with status "entered" and an entry id (the order id the
- * entry becomes if it wins; GET /v1/orders/{id} tells). One entry per
- * person (identity.person_claim, else the account): a second buy of the
- * same account in the window gets its entry back and is not counted; one of
- * another account of the same person is refused (409 already_entered), and
- * in a fleet, where entries meet only at the close, the draw takes one
- * entry per person (the first pushed) and the other reads lost. Before the
- * window: 425 as without a lottery. When the window closes, one draw per
- * sale: the entries are put in a uniformly random order (Fisher-Yates with a
- * seeded generator over the entries sorted by a keyed hash of the person, so
- * the order depends on the seed only, not on arrival) and admitted in that
- * order while stock lasts: each winner goes through the inventory's atomic
- * step and the spool exactly as a 202 does, so settlement, Kafka and the
- * audit see a normal order. Losers read 410 sold_out with their draw
- * position: "waitlisted" (units freed after the draw go to them in draw
- * order, see gw_fair_waitlist_open) or "lost". Buys after the window
- * and before the draw finished get 503 (Retry-After 1); after it, first-come
- * once nobody is waitlisted.
- *
- * Durability (one node, memory inventory): the configuration is kept in
- * <data_dir>/fair.json; every entry is appended with one write(2) to
- * <data_dir>/fair/<sale>.log before its answer (the spool's "write"
- * durability: it survives kill -9, not a power cut), and so is the draw's
- * seed before the first winner is reserved, and each winner once its order
- * is committed to the spool, then the draw's end. A restart reloads them; a
- * draw cut in the middle goes on with the same seed and the same order, and
- * takes its winners so far from the spool (the memory inventory's
- * reservations are exactly the spool's orders), never from the bounded
- * status table, so no entrant is reserved twice.
+ * Fairness: a sale's start-window lottery, its leftovers and its waiting room,
+ * as the rest of the gateway calls them (registration: gw_reg.h). The rules,
+ * their reasons and each record's durability are told once, in docs/design.md
+ * "Fair start" (the answers: docs/api.md "Start-window lottery", "Waiting
+ * room"); the prototypes below state their contracts.
  *
  * Threads: the buy path (worker loops) reads the configuration and adds
  * entries under a per-sale mutex; the draw runs on the lottery's own thread
@@ -150,21 +119,9 @@ typedef struct gw_fair_ticket {
 #define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
-/*
- * Leftovers by lot: while a drawn lottery has waitlisted
- * entries, units freed after the draw (cancelled or failed orders, a
- * restock) go to them in draw order, admitted by the lottery's thread through
- * the inventory's atomic step and the spool as the draw admits a winner, and
- * first-come buys are refused 410 sold_out. An entry whose qty does not fit
- * the units free keeps its place; the next one that fits is admitted. When the
- * sale ends, the waitlisted entries become lost. Durable in the entry log
- * ("P" before a promotion's reserve, "W" after its commit, "X" an entry lost
- * for cause, "L" the waitlist's end): a restart continues it and reads the
- * promotions a crash cut from the spool, so nobody is admitted twice. In a
- * fleet the waitlist is the fleet's, in Redis (gw_waitlist_fleet.c): one
- * gateway promotes at a time, and every gateway answers for every entry.
- */
-/* Whether first-come is held back for the waitlist now. Thread-safe, lock-free. */
+/* Whether first-come is held back for the waitlist now: leftovers by lot (docs/design.md),
+ * while a drawn lottery has waitlisted entries, units freed after the draw go to them in
+ * draw order and first-come buys are refused 410 sold_out. Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
@@ -224,54 +181,16 @@ void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 
 /*
- * Waiting room (optional per sale, independent of the lottery): buyers first
- * take a place in the queue (GET /v1/sales/{id}/queue) and are admitted in
- * place order as the admission front advances at the sale's
- * waiting_room_rate, scaled by the overload controller's state (level,
- * share of users admitted, the Redis limit's throughput) and divided among the
- * fleet's gateways. Places are per person (gw_req_buy_t.person): a person who
- * joins again gets the place they hold.
- *
- * The pre-queue: everyone who joins before the sale's starts_at is told so
- * ("prequeue": no place yet); at the start the pre-queue is sealed and each
- * of its persons holds the place of their rank in the order of a keyed hash,
- * SipHash(seed, person), the seed random per room, secret until the start and
- * published afterwards (GET /admin/v1/sales/{id}/draw, "room"), so the order
- * is uniform whatever the arrival order and anyone with the seed and the
- * persons reproduces it. Later arrivals are first-come behind the pre-queue.
- *
- * An admitted person gets an admission token "<expiry s>.<jti>.<mac>": an HMAC
- * with the fleet's status key over sale, person, expiry and a replay id (jti,
- * 16 hex digits, one per place). The expiry is fixed when the place is first
- * admitted (asking again gives the same token); once it passed, the person's
- * next join takes a new place at the back. The order a token admits spends
- * it: the buy claims its jti before the reserve and keeps it when the answer
- * is a 202 (a new order, or the replay of an order of its Idempotency-Key that
- * the claim now stands for); any other answer gives it back
- * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
- * never by a refused buy.
- *
- * In a fleet (the Redis inventory) the room is one per sale in Redis
- * (gw_room_fleet.c): the pre-queue, places, seal, seed, front and spent tokens
- * are shared, and the join and the claim return CM_EBACKEND when Redis cannot
- * answer (the caller answers 503).
- *
- * Durability of one gateway's room: its keys and seed, every pre-queue join,
- * the seal, every place given, every first admission, the front and every
- * token claim and give-back are lines of <data_dir>/fair/<sale>.room
- * (gw_room_store.c), each one write(2) before what it records is answered
- * (a claim before the buy's reserve, a give-back before it is given back),
- * fdatasync'd at the seal (outside the room's lock: until it returned, no
- * rank or place is answered from the seal, CM_EAGAIN) and by the lottery
- * thread's first tick that is GW_WR_SYNC_MS or more after the last sync (a
- * line is on disk within about GW_WR_SYNC_MS plus a tick); with
- * spool.durability fsync, a claim also by the group commit of its order,
- * before its 202 (gw_fair_admission_sync). A restart reads them back: the
- * same seed, ranks, places, front and spent tokens; a token claimed by a buy
- * that a crash cut stays spent (never a second order). The lottery thread
- * rewrites the log as the state it records once it is more than twice that
- * (GW_WR_COMPACT_MIN_BYTES), so its length follows the room's state, not its
- * history.
+ * Waiting room (optional per sale, independent of the lottery; docs/design.md
+ * "The waiting room, per person" and what follows it): places per person,
+ * admitted in place order at the sale's waiting_room_rate scaled by the
+ * overload controller; the pre-queue before the start ranked by SipHash(seed,
+ * person) at the seal; an admission token "<expiry s>.<jti>.<mac>" spent by the
+ * order it admits (claimed before the reserve, kept by a 202, else given
+ * back). Durability of one gateway's room: the lines of
+ * <data_dir>/fair/<sale>.room (gw_room_store.c; docs/design.md "One gateway's
+ * room across a restart"). A fleet's room is Redis' (gw_room_fleet.c), its
+ * calls CM_EBACKEND when Redis cannot answer.
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
@@ -323,65 +242,14 @@ typedef struct gw_wr_join {
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       uint64_t admitted_through, gw_wr_join_t *out);
 
-/*
- * One bucket of a room's place table (gw_room_core.c): the position held by the
- * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
- * is tag, else, with take, a new position at the back (from *next) in the slot
- * of the bucket's lowest position: an empty slot first, then the oldest place,
- * the first to be admitted (its person joins at the back again if they come
- * back); without take, 0. Caller holds the room's lock; *next is also read
- * unlocked.
- */
-#define GW_WR_WAYS 4
-typedef struct gw_wr_place {
-    uint64_t tag;
-    uint64_t pos;
-    int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
-} gw_wr_place_t;
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
-
-/*
- * The pre-queue's order, pure so that tests and auditors can run it: a
- * person's key is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty
- * slot); gw_wr_prequeue_sort sorts n keys ascending; gw_wr_prequeue_rank is
- * the 1-based rank of key among the sorted keys, 0 if absent. Thread-safe.
- */
-uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len);
-void gw_wr_prequeue_sort(uint64_t *keys, size_t n);
-uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key);
-
-/*
- * The spent admission tokens of a room: a bounded table (GW_WR_SPENT_SLOTS
- * slots in buckets of GW_WR_SPENT_WAYS) of replay ids, each kept until its
- * token expires. gw_wr_spent_claim claims jti for a buy: GW_WR_CLAIMED (this
- * buy holds it: it must settle it), GW_WR_SPENT (spent, or held by a buy in
- * progress), GW_WR_REPLAY (held or spent by a buy with the same non-zero
- * Idempotency-Key fingerprint fp: its retry, let through unclaimed, so it
- * gets its order back) or CM_EBUSY (the bucket is full of live tokens).
- * gw_wr_spent_settle keeps a claim (accepted) or gives it back. Thread-safe
- * (one mutex); _init/_deinit single-threaded; _clear empties it.
- */
-#define GW_WR_SPENT_SLOTS (1u << 18)
-#define GW_WR_SPENT_WAYS 16
+/* A buy's claim of its admission token (gw_fair_admission_claim): this buy holds it and
+ * must settle it, spent (or held by a buy in progress), or the retry of the buy with the
+ * same non-zero Idempotency-Key fingerprint that spent or holds it (let through unclaimed,
+ * so it gets its order back). */
 enum { GW_WR_CLAIMED = 0, GW_WR_SPENT = 1, GW_WR_REPLAY = 2 };
-typedef struct gw_wr_spent_slot {
-    uint64_t jti; /* 0 = empty */
-    int64_t exp_s;
-    uint64_t fp;
-    bool spent; /* false: held by a buy in progress */
-} gw_wr_spent_slot_t;
-typedef struct gw_wr_spent {
-    pthread_mutex_t mu;
-    gw_wr_spent_slot_t *slots; /* allocated at the first claim */
-} gw_wr_spent_t;
-void gw_wr_spent_init(gw_wr_spent_t *s);
-void gw_wr_spent_deinit(gw_wr_spent_t *s);
-void gw_wr_spent_clear(gw_wr_spent_t *s);
-int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
-void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
 /*
- * The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held);
+ * The buy path's side of the spent tokens of a sale's room (none: GW_WR_CLAIMED, nothing held);
  * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
  * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
  * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a
@@ -422,6 +290,19 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
 
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);
+
+/*
+ * Gives back an order's units in the inventory (o->giveback: inv_giveback,
+ * else inv_release) under its person's mark (oq_order_person). A release of
+ * an outcome that names the account alone (no person member: written by a
+ * settlement before persons) that finds nothing under the account is tried
+ * again by order id (user ""), since the order is held under its person.
+ * Returns the inventory's result (0, CM_ENOTFOUND, CM_ECONFLICT, ...). May
+ * block (one Redis round trip); the releaser thread and the start's replay
+ * (gw_release.c).
+ */
+struct oq_order;
+int gw_release_units(struct gw_server *srv, const struct oq_order *o);
 
 /* Runs the draws that are due now (the thread calls it every 20 ms; tests call it). */
 void gw_fair_tick(struct gw_server *srv);

@@ -1,10 +1,8 @@
 /*
- * Fair start, private to gateway/buy/: the state the lottery (gw_lottery.c),
- * the waiting room (gw_room.c) and the fleet draw (gw_fair_fleet.c) share,
- * and the gw_fair__ functions they call across files (defined in the file
- * each section names). Included only by those files, gw_reg.c, gw_fair.c and
- * gw_fair_store.c; the rest
- * of the gateway uses gw_fair.h.
+ * Fairness, private to gateway/buy/: the per-sale state the lottery, the room,
+ * registration and their stores share, and the gw_fair__ functions they call
+ * across files (each section names the file that defines them). The rest of
+ * the gateway uses gw_fair.h.
  */
 #ifndef GW_FAIR_INTERNAL_H
 #define GW_FAIR_INTERNAL_H
@@ -29,9 +27,24 @@
 #include <sys/types.h>
 
 #define FAIR_MAX_SALES 64
-#define TICK_MS 20
-#define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
 
+/*
+ * The spent admission tokens of one gateway's room: a bounded table
+ * (gw_room_core.h) of replay ids, each kept until its token expires.
+ * gw_wr_spent_claim claims jti for a buy whose key fingerprint is fp: a GW_WR_*
+ * (gw_fair.h) or CM_EBUSY (the bucket is full of live tokens);
+ * gw_wr_spent_settle keeps a claim (accepted) or gives it back. Thread-safe
+ * (one mutex); _init/_deinit single-threaded; _clear empties it.
+ */
+typedef struct gw_wr_spent {
+    pthread_mutex_t mu;
+    gw_wr_spent_slot_t *slots; /* allocated at the first claim */
+} gw_wr_spent_t;
+void gw_wr_spent_init(gw_wr_spent_t *s);
+void gw_wr_spent_deinit(gw_wr_spent_t *s);
+void gw_wr_spent_clear(gw_wr_spent_t *s);
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
 /* One gateway's waiting-room log (gw_room_store.c): its own lock, taken inside wr_mu
  * and the spent table's, never around them. */
@@ -159,11 +172,6 @@ struct gw_fair_sale {
      * decides with its copies (wr_core.key, wr_core.seed: set with these by
      * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
-    /* registration (gw_reg.c), one node: its persons (its window: sale.cfg) */
-    pthread_mutex_t reg_mu; /* reg, reg_core */
-    struct gw_reg_set *reg; /* allocated at the first registration or load */
-    gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
-    const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
@@ -185,8 +193,12 @@ struct gw_fair_sale {
      * whose room is Redis'. */
     gw_room_store_t wr_store;
     const struct gw_room_ops *wr_ops; /* the room's store, chosen by gw_fair__sale_new */
+    /* registration (gw_reg.c; its window: sale.cfg) */
+    pthread_mutex_t reg_mu; /* reg, reg_core */
+    struct gw_reg_set *reg; /* one gateway's persons (gw_reg_local.c), from the first one */
+    gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
+    const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
 };
-
 
 /*
  * A pool of the fleet's blocking Redis connections with one timeout for the
@@ -318,7 +330,7 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
  * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
  * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
-/* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
+/* Rewrites fair.json (a temporary file, fdatasync, rename). f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
 gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
@@ -327,6 +339,9 @@ gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
 
 /* A new slot for the sale, with its locks, room keys and no log open yet (not in f->sales). */
 gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id);
+/* Frees a slot and all it holds, closing its logs. Single-threaded (close), or a slot
+ * not in f->sales. */
+void gw_fair__sale_free(gw_fair_sale_t *fs);
 /* CM_EINVAL with the reason in errbuf: the lottery has entries and no draw, its window may
  * not change. */
 int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen);
@@ -338,9 +353,12 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
  * call it; every fairness path reads the machine. false: the sale is not in
  * inventory (its terms are left as they were). Any thread. */
 bool gw_fair__sale_terms(gw_fair_sale_t *fs);
-/* Whether the lottery is past its close here. fs->mu held. */
+/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
+ * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
-/* Creates or updates a sale's lottery in the local table. f->mu held. 0 or a cm_err_t. */
+/* Creates or updates a sale's lottery in the local table; secret NULL: keep it (a new sale: a
+ * random one); refuse_busy: a window change of a lottery with entries and no draw is refused.
+ * f->mu held. 0 or a cm_err_t. */
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
                                bool refuse_busy, char *errbuf, size_t errlen);
@@ -434,7 +452,6 @@ void gw_fair__room_store_deinit(gw_room_store_t *st);
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
-/* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 /* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
  * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
 void gw_fair__room_load(gw_fair_sale_t *fs);
@@ -445,7 +462,6 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 #define GW_WR_FLEET_TICK_MS 100
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
-/* The replay id of place pos: SipHash(key, pos), 0 read as 1. Pure. */
 /* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
  * publishes), and back (false if hex is not 32 hex digits). Pure. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33]);
@@ -476,14 +492,6 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/
 
-/* Reads the sale's registration log (one node). Single-threaded (open). */
-void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* gw_reg_sync for the slot fs. Thread-safe; blocks on the disk (off the loops). */
-int gw_fair__reg_sync(gw_fair_sale_t *fs, int held);
-/* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */
-int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Frees what fs holds of registration. Single-threaded (close). */
-void gw_fair__reg_free(gw_fair_sale_t *fs);
 /* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
 void gw_fair__reg_stats(gw_fair_t *f, void *o);
 /* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */
@@ -515,7 +523,8 @@ typedef struct gw_fair_lot_ops {
     /* A sale whose window is open: what the store needs of its entries meanwhile (a
      * fleet: the marks that let every gateway read them before the draw). */
     void (*entries_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
-    /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it. */
+    /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it (a
+     * fleet: push this gateway's entries first; one gateway draws). */
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
     /* A drawn sale: the leftovers' promotions, the waitlist's end with the sale. */
     void (*leftovers_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
@@ -536,7 +545,8 @@ typedef struct gw_fair_lot_ops {
      * CM_EBACKEND. Admin thread. */
     int (*conf_read)(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
     /* Stores the sale's configuration: 1 with *secret the store's (made if new), 0 none
-     * kept (the local table makes its own), or CM_EBACKEND. Admin thread. */
+     * kept (the local table makes its own; a fleet: a sale with no lottery and no slot
+     * here), or CM_EBACKEND. Admin thread. */
     int (*conf_put)(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
                     int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen);
     /* A deleted sale: drops what the store holds of its lottery. *here (in: this
@@ -560,21 +570,16 @@ int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *
 int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
                         bool *store_has, char *errbuf, size_t errlen);
 void gw_fair__fleet_stats(gw_fair_t *f, void *o);
+void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
+int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
+                            char *errbuf, size_t errlen);
+int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 /* The fleet's draw order over the frozen entrants (all[0..n), as read from Redis, in
  * any order): gw_fair_order of their keys and the seed. Returns a new array of n
  * indexes into all (the caller frees). Pure: every gateway computes the same one. */
 uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed);
 
-/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. Lottery thread. */
-void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
-/* Stores the sale's configuration in the fleet; *secret: the fleet's (made if new). Admin thread.
- * 1 (a sale with no lottery and no slot here: 0, nothing stored) or CM_EBACKEND. */
-int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
-                            char *errbuf, size_t errlen);
-/* Reads the sale's fleet configuration now, as the next poll would. Admin thread. 0 or
- * CM_EBACKEND. */
-int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 /* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
  * unreachable. Lottery thread. */
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f);

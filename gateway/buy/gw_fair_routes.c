@@ -29,6 +29,58 @@
 #include <stdio.h>
 #include <string.h>
 
+/*
+ * The buyer, checked as the buy checks one and in its order: user_id's form;
+ * with identity on, the address's limits (IP, subnet) before the token's
+ * check, then the token (its person: gw_req_buy(r)->person); without it,
+ * user_id is the person; eligibility (an ineligible person takes no place, no
+ * ticket, no registration: the sale would refuse them anyway); then, when
+ * limit_user, the user's limits (per IP, per user, the sale's rule). Returns
+ * the user (verified holds a verified one) or NULL with r answered.
+ */
+static const char *buyer_check(gw_req_t *r, const char *user, bool limit_user,
+                               char verified[ID_USER_MAX + 1])
+{
+    gw_server_t *srv = r->w->srv;
+    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return NULL;
+    }
+    bool identity = gw_identity_on(srv);
+    uint8_t ipkey[16];
+    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    gw_limit_verdict_t lv;
+    if (identity) {
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            gw_buy_rate_limited(r, &lv);
+            return NULL;
+        }
+        if (!gw_identity_check(r, user, verified))
+            return NULL;
+        user = verified;
+    } else if (!user) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+        return NULL;
+    } else {
+        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
+    }
+    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+        return NULL;
+    if (!limit_user)
+        return user;
+    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+                    identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+    if (!lv.allowed) {
+        gw_hitters_add(r->w, user, ipkey, iplen);
+        gw_buy_rate_limited(r, &lv);
+        return NULL;
+    }
+    return user;
+}
+
 /*---- GET /v1/sales/{id}/queue ----*/
 
 void gw_room_handle(gw_req_t *r)
@@ -73,39 +125,15 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_header(p, "Cache-Control", "public, max-age=1");
         return;
     }
-    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return;
-    }
+    /* A join takes a place, which every later buyer waits behind: it goes
+     * through the buy's limiters (per IP, per user, the sale's rule), and a
+     * person who holds a place gets it back. A ticket refresh or a HEAD takes
+     * none (HEAD's head is the one a join would get now), but may cost a
+     * verification: it spends the address's buckets too, so a flood of them
+     * is refused unverified. */
     bool take = !ticket && r->verb != GW_VERB_HEAD;
-    uint8_t ipkey[16];
-    size_t iplen = 0;
-    gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
-    if (identity) {
-        /* As in the buy: the address's limits (IP, subnet) before the
-         * token's check, the user's after it (a join only). A ticket refresh
-         * or a HEAD takes no place but may cost a verification, so it spends
-         * the address's buckets too: a flood of them is refused unverified. */
-        iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, NULL, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
-            return;
-        }
-        if (!gw_identity_check(r, user, verified))
-            return;
-        user = verified;
-    } else if (!user) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
-        return;
-    } else {
-        memcpy(gw_req_buy(r)->person, user, strlen(user) + 1);
-    }
-    /* An ineligible buyer takes no place and gets no ticket (gw_elig.h). */
-    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+    if (!buyer_check(r, user, take, verified))
         return;
     const char *person = gw_req_buy(r)->person;
     size_t person_len = strlen(person);
@@ -122,21 +150,6 @@ void gw_room_handle(gw_req_t *r)
         if (!q) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                           "ticket is not one of this sale's for this person");
-            return;
-        }
-    } else if (take) {
-        /* A join takes a place, which every later buyer waits behind: it goes
-         * through the buy's limiters (per IP, per user, the sale's rule), and a
-         * person who holds a place gets it back. HEAD takes none: its head is
-         * the one a join would get now. */
-        if (!identity)
-            iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit(srv->stores.limits, user, strlen(user),
-                        identity ? NULL : (const char *)ipkey, identity ? 0 : iplen, r->id,
-                        strlen(r->id), r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, user, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
             return;
         }
     }
@@ -314,43 +327,9 @@ bool gw_reg_handle(gw_req_t *r)
         return false;
     }
     /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */
-    bool identity = gw_identity_on(srv);
-    const char *user = gw_req_arg(r, "user_id");
-    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return false;
-    }
-    uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-    gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
-    if (identity) {
-        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, NULL, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
-            return false;
-        }
-        if (!gw_identity_check(r, user, verified))
-            return false;
-        user = verified; /* gw_req_buy(r)->person: its person */
-    } else if (!user) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+    if (!buyer_check(r, gw_req_arg(r, "user_id"), true, verified))
         return false;
-    } else {
-        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
-    }
-    /* an ineligible person is not registered: the sale would refuse their entry anyway */
-    if (!gw_elig_check(r, r->id, cm_wall_ms()))
-        return false;
-    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
-                    identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
-    if (!lv.allowed) {
-        gw_hitters_add(r->w, user, ipkey, iplen);
-        gw_buy_rate_limited(r, &lv);
-        return false;
-    }
     char why[256] = "";
     bool sync = false;
     int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, &sync, why, sizeof(why));

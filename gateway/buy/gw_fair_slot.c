@@ -25,7 +25,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The refusal of a window change while the lottery has entries and no draw. */
 int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen)
 {
     cm_errbuf_set(errbuf, errlen,
@@ -47,11 +46,43 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     pthread_mutex_init(&fs->reg_mu, NULL);
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
-    fs->wr_ops = f->fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
     fs->fd = -1;
-    fs->reg_ops = f->fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops; /* the one choice */
+    /* the room's and registration's stores: the one choice between one gateway and a fleet */
+    bool fleet = f->fleet;
+    fs->wr_ops = fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
+    fs->reg_ops = fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops;
     (void)gw_fair__sale_terms(fs);
     return fs;
+}
+
+/* The lottery's entries, tables, draw order and waitlist tree, freed (fs->mu held or
+ * single-threaded). */
+static void entries_free(gw_fair_sale_t *fs)
+{
+    free(fs->v);
+    free(fs->by_user);
+    free(fs->by_id);
+    free(fs->perm);
+    free(fs->wl_bit);
+    fs->v = NULL;
+    fs->by_user = fs->by_id = NULL;
+    fs->perm = NULL;
+    fs->wl_bit = NULL;
+}
+
+void gw_fair__sale_free(gw_fair_sale_t *fs)
+{
+    if (fs->fd >= 0)
+        close(fs->fd);
+    entries_free(fs);
+    fs->reg_ops->free(fs);
+    gw_room_core_deinit(&fs->wr_core);
+    gw_wr_spent_deinit(&fs->wr_spent);
+    gw_fair__room_store_deinit(&fs->wr_store);
+    pthread_mutex_destroy(&fs->mu);
+    pthread_mutex_destroy(&fs->wr_mu);
+    pthread_mutex_destroy(&fs->reg_mu);
+    free(fs);
 }
 
 const gw_sale_core_t *gw_fair_machine(const gw_fair_sale_t *fs)
@@ -93,15 +124,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.fair_early_ms, 0);
     atomic_store(&fs->sale.cfg.room_rate, 0);
     pthread_mutex_lock(&fs->mu);
-    free(fs->v);
-    free(fs->by_user);
-    free(fs->by_id);
-    free(fs->perm);
-    free(fs->wl_bit);
-    fs->v = NULL;
-    fs->by_user = fs->by_id = NULL;
-    fs->perm = NULL;
-    fs->wl_bit = NULL;
+    entries_free(fs);
     atomic_store(&fs->wl_open, false);
     fs->waitlisted = fs->promoted = 0;
     fs->wl_head = 0;
@@ -128,8 +151,15 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
     pthread_mutex_unlock(&fs->mu);
-    if (gw_fair__reg_reset(f, fs) != 0)
+    /* registration: its window cleared before reg_mu, its set and log dropped under it
+     * (a registration that passed the route's check before is refused GONE, no log again) */
+    atomic_store(&fs->sale.cfg.reg_opens_ms, 0);
+    atomic_store(&fs->sale.cfg.reg_closes_ms, 0);
+    pthread_mutex_lock(&fs->reg_mu);
+    if (fs->reg_ops->drop(f, fs) != 0)
         rc = CM_EIO;
+    gw_reg_core_init(&fs->reg_core);
+    pthread_mutex_unlock(&fs->reg_mu);
     gw_fair__room_reset(fs);
     if (rc)
         cm_log_error("fair", "cannot empty the entry log of a deleted sale", "sale=%s err=%s",
@@ -137,16 +167,11 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     return rc;
 }
 
-/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
- * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs)
 {
     return fs->closed || fs->seeded || atomic_load(&fs->drawn);
 }
-/*
- * Creates or updates a sale's lottery in the local table. secret NULL: keep
- * (or a random one for a new sale). f->mu held. Returns 0 or a cm_err_t.
- */
+
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
                                bool refuse_busy, char *errbuf, size_t errlen)
@@ -190,10 +215,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
             rnd = cm_hash_seed_random(&fs->secret);
         if (rnd != 0 || gw_fair__log_open(f, fs) != 0) {
             cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
-            pthread_mutex_destroy(&fs->mu);
-            if (fs->fd >= 0)
-                close(fs->fd);
-            free(fs);
+            gw_fair__sale_free(fs);
             return CM_EIO;
         }
         atomic_init(&fs->sale.cfg.fair_window_ms, window_ms);

@@ -48,7 +48,6 @@ const char *gw_fair__idem_mark(const char *idem)
     return strcmp(idem, "-") == 0 ? " k" : "";
 }
 
-/* Turns the field read back into the key: "-" without the marker is none. */
 void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark)
 {
     if (strcmp(idem, "-") == 0 && !(nfields == want && strcmp(mark, "k") == 0))
@@ -79,7 +78,6 @@ static void tables_grow(gw_fair_sale_t *fs)
     }
 }
 
-/* Recomputes every entry's key after the secret changed (fs->mu held). */
 void gw_fair__tables_rekey(gw_fair_sale_t *fs)
 {
     for (size_t i = 0; i < fs->n; i++)
@@ -142,7 +140,6 @@ entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id)
     return NULL;
 }
 
-/* Adds an entry to the vector and the tables (fs->mu held or single-threaded). */
 entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e)
 {
     if ((fs->n + 1) * 2 > fs->tcap)
@@ -187,8 +184,6 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
     return 0;
 }
 
-/* Appends whole lines, each one frame of the journal, with one write(2) (fs->mu
- * held or single-threaded). */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
     cm_journal_buf_t frames = {0};
@@ -219,7 +214,6 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
     return 0;
 }
 
-/* Rewrites fair.json (tmp, fsync, rename). f->mu held. */
 int gw_fair__conf_save(gw_fair_t *f)
 {
     json_t *arr = json_array();

@@ -19,29 +19,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/*---- the store's life: chosen with the slot (fs->reg_ops) ----*/
-
-void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    fs->reg_ops->load(f, fs);
-}
-
-int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    atomic_store(&fs->sale.cfg.reg_opens_ms, 0);
-    atomic_store(&fs->sale.cfg.reg_closes_ms, 0);
-    pthread_mutex_lock(&fs->reg_mu);
-    int rc = fs->reg_ops->drop(f, fs);
-    gw_reg_core_init(&fs->reg_core);
-    pthread_mutex_unlock(&fs->reg_mu);
-    return rc;
-}
-
-void gw_fair__reg_free(gw_fair_sale_t *fs)
-{
-    fs->reg_ops->free(fs);
-}
-
 /*---- the configuration ----*/
 
 void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
@@ -106,17 +83,6 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 
 /*---- registering, the entry's check ----*/
 
-int gw_fair__reg_sync(gw_fair_sale_t *fs, int held)
-{
-    /* SYNCED reads no state (each held answer brings its own): no reg_mu */
-    gw_sale_ev_t ev = {
-        .kind = GW_SALE_EV_REG,
-        .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
-    gw_sale_out_t out;
-    gw_sale_step(&fs->sale, &ev, 0, &out);
-    return out.reg.answer;
-}
-
 /* The sale's lottery slot with a registration, or NULL. */
 static gw_fair_sale_t *reg_sale(gw_server_t *srv, const char *sale_id)
 {
@@ -153,7 +119,15 @@ int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, bool *
 int gw_reg_sync(gw_server_t *srv, const char *sale_id, int held)
 {
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
-    return fs ? gw_fair__reg_sync(fs, held) : held; /* slots are never freed while serving */
+    if (!fs)
+        return held; /* slots are never freed while serving */
+    /* SYNCED reads no state (each held answer brings its own): no reg_mu */
+    gw_sale_ev_t ev = {
+        .kind = GW_SALE_EV_REG,
+        .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
+    gw_sale_out_t out;
+    gw_sale_step(&fs->sale, &ev, 0, &out);
+    return out.reg.answer;
 }
 
 bool gw_reg_entry_ok(gw_req_t *r, void *fsv)

@@ -1,29 +1,12 @@
 /*
  * Registration (verified-fan style), optional per sale with a start-window
- * lottery (gw_fair.h).
- *
- * A sale with registration_opens_at/registration_closes_at takes
- * registrations of PERSONS (gw_req_buy_t.person: the verified token's person
- * claim) in [opens, closes), which ends no later than the lottery's window
- * opens (starts_at - fair_early_ms); its lottery then takes entries only
- * from registered persons (403 not_registered otherwise), so the draw is
- * over registered persons only. A person registers once, whatever account
- * they use; a registration again answers 200 with the same body.
- *
- * Where the set lives: one node: in memory (a table per sale, at most
- * sales.max_registrations persons), every new person appended to
- * <data_dir>/fair/<sale>.reg (a journal, common/cm_journal.h) with one
- * write(2) before the answer, and with spool.durability fsync an fdatasync
- * too (gw_reg_sync, a group commit off the worker loop), read back at start.
- * A Redis fleet: a ZSET per sale in the lottery's hash slot
- * (gw_fair_redis_reg_add: one script, one round trip; the rank is the score, so the
- * export pages exactly), and the entry's check is one ZSCORE. Those Redis
- * calls block the worker's loop for one round trip (the worker loops' pool
- * of connections, gw_fair_pool.c): registration runs for days before a sale,
- * and an entry pays one round trip once per person (a second buy of an
- * entrant is answered from its entry). A Redis that does not answer holds the
- * loop at most inventory.redis_timeout, then such calls answer 503 at once
- * for about a second (the pool's fail-fast window).
+ * lottery (gw_fair.h): persons register in [opens, closes), which ends no later
+ * than the lottery's window opens (starts_at - fair_early_ms), and the lottery
+ * then takes entries only from registered persons (403 not_registered). A
+ * person registers once, whatever account they use. Where the set lives (one
+ * node's table and <sale>.reg journal, a fleet's ZSET), what each store makes
+ * durable before it answers and how long a fleet's call holds a worker loop:
+ * docs/design.md "Registration".
  */
 #ifndef GW_REG_H
 #define GW_REG_H

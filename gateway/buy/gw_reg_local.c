@@ -112,16 +112,6 @@ static void reg_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s.reg", f->dir, sale_id);
 }
 
-/* fsync of the logs' directory. 0 or CM_EIO. */
-static int dir_sync(gw_fair_t *f)
-{
-    int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
-    if (dfd >= 0)
-        close(dfd);
-    return rc;
-}
-
 static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     char path[700];
@@ -154,7 +144,7 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
      * a registration found in it is answered 200 */
     if (f->srv->cfg->durability == GW_DURABILITY_FSYNC) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fdatasync(fd) != 0 || dir_sync(f) != 0)
+        if (fd < 0 || fdatasync(fd) != 0 || cm_journal_dir_sync(path) != 0)
             cm_log_error("fair", "registration log fdatasync failed at start", "sale=%s",
                          fs->sale_id);
         if (fd >= 0)
@@ -203,7 +193,7 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
     gw_sale_out_t so;
     int64_t now = cm_wall_ms();
     pthread_mutex_lock(&fs->reg_mu);
-    /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
+    /* A delete (gw_fair__sale_reset) clears the window before it takes reg_mu and
      * removes the log under it: a registration that passed the route's check
      * before the delete and comes here after it is refused by the machine
      * (GONE) and creates no log again. */
@@ -252,7 +242,11 @@ static int local_sync(gw_fair_sale_t *fs)
         bool dir = s->dir_unsynced;
         s->syncing = true;
         pthread_mutex_unlock(&fs->reg_mu);
-        int r = fd >= 0 && gw_reg__datasync(fd) == 0 && (!dir || dir_sync(fs->f) == 0) ? 0 : CM_EIO;
+        char path[700];
+        reg_path(fs->f, fs->sale_id, path, sizeof(path));
+        int r = fd >= 0 && gw_reg__datasync(fd) == 0 && (!dir || cm_journal_dir_sync(path) == 0)
+                    ? 0
+                    : CM_EIO;
         if (fd >= 0)
             close(fd);
         pthread_mutex_lock(&fs->reg_mu);

@@ -28,6 +28,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"

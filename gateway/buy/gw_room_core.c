@@ -44,23 +44,32 @@ void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_ha
 
 /*---- places ----*/
 
-/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
-static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
-                                 _Atomic uint64_t *next)
+/* tag's slot in a bucket, else the one a new place takes: the lowest position (an empty
+ * slot has position 0: taken first). */
+static gw_wr_place_t *place_of(gw_wr_place_t *bucket, uint64_t tag)
 {
     gw_wr_place_t *oldest = bucket;
     for (size_t i = 0; i < GW_WR_WAYS; i++) {
         if (bucket[i].tag == tag)
             return bucket + i;
         if (bucket[i].pos < oldest->pos)
-            oldest = bucket + i; /* an empty slot has position 0: taken first */
+            oldest = bucket + i;
     }
+    return oldest;
+}
+
+/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
+static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                 _Atomic uint64_t *next)
+{
+    gw_wr_place_t *p = place_of(bucket, tag);
+    if (p->tag == tag)
+        return p;
     if (!take)
         return NULL;
-    oldest->tag = tag;
-    oldest->pos = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) + 1;
-    oldest->exp_s = 0;
-    return oldest;
+    *p = (gw_wr_place_t){.tag = tag,
+                         .pos = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) + 1};
+    return p;
 }
 
 uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
@@ -74,23 +83,13 @@ static gw_wr_place_t *place_bucket(const gw_room_core_t *c, uint64_t tag)
     return c->places + ((size_t)(tag >> 32) & (GW_ROOM_PLACES - GW_WR_WAYS));
 }
 
-/* Replay: the slot of the place table that tag's place at pos took (as
- * place_slot took it: the same slot, as the log is read in order). */
+/* Replay: tag's place at pos, in the slot place_slot took for it (the log is read in
+ * order). */
 static void place_put(gw_room_core_t *c, uint64_t tag, uint64_t pos)
 {
     if (!c->places)
         c->places = cm_xcalloc(GW_ROOM_PLACES, sizeof(*c->places));
-    gw_wr_place_t *bucket = place_bucket(c, tag);
-    gw_wr_place_t *p = bucket;
-    for (size_t i = 0; i < GW_WR_WAYS; i++) {
-        if (bucket[i].tag == tag) {
-            p = bucket + i;
-            break;
-        }
-        if (bucket[i].pos < p->pos)
-            p = bucket + i;
-    }
-    *p = (gw_wr_place_t){.tag = tag, .pos = pos, .exp_s = 0};
+    *place_of(place_bucket(c, tag), tag) = (gw_wr_place_t){.tag = tag, .pos = pos};
 }
 
 uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos)

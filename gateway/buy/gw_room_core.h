@@ -51,6 +51,44 @@
  */
 #define GW_ROOM_PLACES 65536
 
+/*
+ * One bucket of a room's place table (gw_room_core.c): the position held by the
+ * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
+ * is tag, else, with take, a new position at the back (from *next) in the slot
+ * of the bucket's lowest position: an empty slot first, then the oldest place,
+ * the first to be admitted (its person joins at the back again if they come
+ * back); without take, 0. Caller holds the room's lock; *next is also read
+ * unlocked.
+ */
+#define GW_WR_WAYS 4
+typedef struct gw_wr_place {
+    uint64_t tag;
+    uint64_t pos;
+    int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
+} gw_wr_place_t;
+uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
+
+/*
+ * The pre-queue's order, pure so that tests and auditors can run it: a
+ * person's key is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty
+ * slot); gw_wr_prequeue_sort sorts n keys ascending; gw_wr_prequeue_rank is
+ * the 1-based rank of key among the sorted keys, 0 if absent. Thread-safe.
+ */
+uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len);
+void gw_wr_prequeue_sort(uint64_t *keys, size_t n);
+uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key);
+
+/* The spent admission tokens' table (gw_wr_spent_t, gw_fair_internal.h): GW_WR_SPENT_SLOTS
+ * slots in buckets of GW_WR_SPENT_WAYS. */
+#define GW_WR_SPENT_SLOTS (1u << 18)
+#define GW_WR_SPENT_WAYS 16
+typedef struct gw_wr_spent_slot {
+    uint64_t jti; /* 0 = empty */
+    int64_t exp_s;
+    uint64_t fp;
+    bool spent; /* false: held by a buy in progress */
+} gw_wr_spent_slot_t;
+
 /* A room's state. next, front_milli and sealed are read without the shell's
  * lock (the queue page, the view); everything else under it. */
 typedef struct gw_room_core {

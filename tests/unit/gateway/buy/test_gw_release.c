@@ -23,6 +23,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
