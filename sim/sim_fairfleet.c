@@ -738,7 +738,7 @@ static double p_kill(world_t *wd, bool heal)
     if (!wd->kills || heal)
         return 0;
     if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
-        return now_ms(wd) >= wd->starts_at + WINDOW_MS - SKEW_MS ? 0.1 : 0;
+        return now_ms(wd) >= wd->starts_at + WINDOW_MS - SKEW_MS ? 0.05 : 0;
     const char *mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
     const char *left = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
     bool ended = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "ended") != NULL;
@@ -747,7 +747,7 @@ static double p_kill(world_t *wd, bool heal)
     int losers = 0;
     void *ctx[2] = {wd, &losers};
     sim_redis_hforeach(wd->rs, "{flashgate:fair:" SALE "}:drawn", count_loser, ctx);
-    return losers ? 0.3 : 0;
+    return losers ? 0.7 : 0;
 }
 
 /* One turn of gateway g's lottery thread. In the seeds with kills the gateway may be killed
@@ -761,7 +761,11 @@ static void tick(world_t *wd, int g, bool heal)
     gw_fair_tick(&wd->gw[g].srv);
     f->die_after = 0;
     if (f->dead) {
-        sim_trace(&wd->log, "gw%d killed at a Redis call of its turn", g);
+        const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
+        sim_trace(&wd->log, "gw%d killed at a Redis call of its turn (%s)", g,
+                  wp                                                        ? "promotion pending"
+                  : sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done") ? "leftovers"
+                                                                            : "push");
         wd->log.res->crashes++;
         gw_down(wd, g); /* its calls refused meanwhile: nothing more reaches Redis */
         f->dead = false;
