@@ -981,7 +981,8 @@ static void check_wiped(world_t *wd)
     if (spooled > wd->stock + wd->cancels + wd->restocked)
         sim_fail(&wd->log,
                  "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
-                 " units freed and %" PRId64 " restocked, across Redis' restart without persistence",
+                 " units freed and %" PRId64
+                 " restocked, across Redis' restart without persistence",
                  spooled, wd->stock, wd->cancels, wd->restocked);
 }
 
