@@ -29,7 +29,10 @@
  * Faults: Redis calls that time out (ran, run up to 20 steps later, or
  * never: a reply later than the pool's timeout), replies lost with their
  * connection, Redis down and back, Redis restarted with persistence (its
- * connections break, its script cache empties), a gateway restarted.
+ * connections break, its script cache empties), a gateway restarted. In some
+ * seeds (their own generator, xrng): each gateway's clock off Redis' by up to
+ * +-200 ms, won orders cancelled during the draw, restocks during the
+ * leftovers, a gateway killed at a Redis call of its push or of a promotion.
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
@@ -43,10 +46,11 @@
  *     first of the others in that order, none promoted after the sale's end
  *     (unless begun before it), and no unit left in the inventory while a
  *     loser waits and the sale has not ended;
- *   - winners <= stock + units freed, orders held <= stock, each winner has
- *     exactly one order (held in the Redis inventory with its person's unit,
- *     unless cancelled; in some gateway's spool), and no order that is not a
- *     winner's;
+ *   - winners <= stock + units freed + restocked, orders held <= stock +
+ *     restocked, each winner has exactly one order (held in the Redis
+ *     inventory with its person's unit, unless cancelled; in some gateway's
+ *     spool), no order that is not a winner's, no person with two units and
+ *     no spooled order of an entry the draw did not record won;
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
  *     here: with persistence on, appendfsync always).
