@@ -69,6 +69,9 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_WL_FLEET_GEN_IGNORED] = "wl_fleet_gen_ignored",
     [CM_PLANT_WL_FLEET_END_UNREAD] = "wl_fleet_end_unread",
     [CM_PLANT_WL_FLEET_SEEN_STALE] = "wl_fleet_seen_stale",
+    [CM_PLANT_FAIR_FLEET_PUSHED_FIRST] = "fair_fleet_pushed_first",
+    [CM_PLANT_FAIR_FLEET_BEFORE_LOST] = "fair_fleet_before_lost",
+    [CM_PLANT_ROOM_FLEET_SEED_REOFFERED] = "room_fleet_seed_reoffered",
 };
 
 void cm_plant_set(cm_plant_t p)

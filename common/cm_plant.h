@@ -127,6 +127,15 @@ typedef enum {
                                        (a past defect): a loser promoted just before reads lost */
     CM_PLANT_WL_FLEET_SEEN_STALE,   /* gw_waitlist_fleet.c: a walk that met sold-out keeps its
                                        lagging view as seen: the next unit freed looks unchanged */
+    CM_PLANT_FAIR_FLEET_PUSHED_FIRST, /* gw_fair_fleet.c: a gateway is marked pushed before its
+                                         entries are written: killed in between, the draw goes
+                                         on without them */
+    CM_PLANT_FAIR_FLEET_BEFORE_LOST,  /* gw_fair_fleet.c: a winner reserved, spooled and released
+                                         before a resumed draw recorded it is recorded refused:
+                                         its order exists for a loser */
+    CM_PLANT_ROOM_FLEET_SEED_REOFFERED, /* gw_room_fleet.c: a seed Redis' room held after the
+                                           start is offered again unless this copy saw the seal:
+                                           a room made again takes a published seed */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -29,7 +29,10 @@
  * Faults: Redis calls that time out (ran, run up to 20 steps later, or
  * never: a reply later than the pool's timeout), replies lost with their
  * connection, Redis down and back, Redis restarted with persistence (its
- * connections break, its script cache empties), a gateway restarted.
+ * connections break, its script cache empties), a gateway restarted. In some
+ * seeds (their own generator, xrng): each gateway's clock off Redis' by up to
+ * +-200 ms, won orders cancelled during the draw, restocks during the
+ * leftovers, a gateway killed at a Redis call of its push or of a promotion.
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
@@ -43,10 +46,11 @@
  *     first of the others in that order, none promoted after the sale's end
  *     (unless begun before it), and no unit left in the inventory while a
  *     loser waits and the sale has not ended;
- *   - winners <= stock + units freed, orders held <= stock, each winner has
- *     exactly one order (held in the Redis inventory with its person's unit,
- *     unless cancelled; in some gateway's spool), and no order that is not a
- *     winner's;
+ *   - winners <= stock + units freed + restocked, orders held <= stock +
+ *     restocked, each winner has exactly one order (held in the Redis
+ *     inventory with its person's unit, unless cancelled; in some gateway's
+ *     spool), no order that is not a winner's, no person with two units and
+ *     no spooled order of an entry the draw did not record won;
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
  *     here: with persistence on, appendfsync always).
@@ -97,6 +101,7 @@
 #define REG_MS 120         /* the registration window, from the start */
 #define WINDOW_MS 240      /* the lottery's entry window, from the sale's start */
 #define MEMBER_TTL_MS 3000 /* gw_fleet.c's: a member missing 3 heartbeats is gone */
+#define SKEW_MS 200 /* a gateway's clock off Redis' at most (NTP's bound, docs/fleet.md) */
 #define FAULT_STEPS 700
 #define HEAL_STEPS 900 /* no faults: every gateway reads the draw by then */
 #define URL                                                                                        \
@@ -110,7 +115,10 @@ typedef struct person {
     char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
     int cancel;      /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
+    char cancelled[40]; /* that order */
     bool before_end; /* won, or its order held, when the sale ended */
+    bool by_draw;    /* won by the draw itself (recorded by :done): a unit freed during the draw
+                        goes to its next entrant, past the stock, whenever the draw runs */
 } person_t;
 
 /* A room person's admission token, as the join answered it. */
@@ -157,13 +165,24 @@ typedef struct world {
     int64_t t0, starts_at, ends_at, stock;
     int64_t cancels;    /* units the settle side freed (or may have: a release in doubt) */
     bool end_seen;      /* the sale's end passed: who held a unit then is noted */
+    bool done_seen;     /* the draw's :done seen: its winners are noted (by_draw) */
     uint64_t wipe_step; /* Redis restarted without persistence at this step (0: never) */
     bool wiped;
-    bool open_defects;  /* sim_opts_t's: also the checks of the open defects */
     int64_t put_back;   /* the stock the operator puts back after the wipe (-1: done) */
     char room_seed[40]; /* the room's seed when the wipe came, if sealed (published) */
     uint64_t step, next_id;
     sim_log_t log;
+    /* The faults added to this world later draw from their own generator, so that a seed
+     * with none of them takes the paths it took before them. */
+    cm_rand_t xrng;
+    int64_t skew[NGW];  /* each gateway's wall clock minus Redis' (ms): 0, or +-SKEW_MS */
+    int64_t off;        /* the skew the fake clock holds now (clock_at) */
+    bool draw_cancels;  /* won orders cancelled during the draw too, not only after it */
+    bool kills;         /* gateways killed at a Redis call of the push or a promotion */
+    double p_restock;   /* a restock by the admin, each step of the leftovers */
+    int64_t restocked;  /* units the admin added (or may have: a restock in doubt) */
+    int64_t restock_add; /* a restock sent and not answered yet (0: none), again by its key */
+    int nrestock;
 } world_t;
 
 static void account_of(int p, int a, char *out, size_t cap)
@@ -180,6 +199,26 @@ static int person_of_account(const char *acct)
     return p >= 0 && p < NP ? p : -1;
 }
 
+/*---- the clocks: Redis' (the world's), and each gateway's off it by its skew ----*/
+
+/* The fake clock set to gateway g's wall clock (g < 0: Redis'), and Redis told the
+ * caller's skew. Every call into gateway g runs at its clock. */
+static void clock_at(world_t *wd, int g)
+{
+    int64_t off = g < 0 ? 0 : wd->skew[g];
+    if (off == wd->off)
+        return;
+    cm_time_set_fake(true, cm_mono_ns(), cm_wall_ms() - wd->off + off);
+    wd->off = off;
+    sim_redis_skew(wd->rs, off);
+}
+
+/* Redis' clock, whatever gateway's the fake clock holds. */
+static int64_t now_ms(const world_t *wd)
+{
+    return cm_wall_ms() - wd->off;
+}
+
 /*---- a gateway: started and stopped as a process is ----*/
 
 static void gw_down(world_t *wd, int g)
@@ -187,21 +226,34 @@ static void gw_down(world_t *wd, int g)
     gw_t *G = &wd->gw[g];
     if (!G->up)
         return;
+    int64_t at = now_ms(wd);
+    clock_at(wd, g);
     gw_fair_close(&G->srv);
     gw_orders_free(G->srv.stores.orders);
     oq_spool_close(G->srv.stores.spool);
     inv_close(G->srv.stores.inv);
     memset(&G->srv, 0, sizeof(G->srv));
     G->up = false;
-    G->down_ms = cm_wall_ms();
+    G->down_ms = at;
+    clock_at(wd, -1);
     sim_trace(&wd->log, "gw%d down", g);
 }
 
+static bool gw_start(world_t *wd, int g);
+
 static bool gw_up(world_t *wd, int g)
 {
-    gw_t *G = &wd->gw[g];
-    if (G->up)
+    if (wd->gw[g].up)
         return true;
+    clock_at(wd, g);
+    bool ok = gw_start(wd, g);
+    clock_at(wd, -1);
+    return ok;
+}
+
+static bool gw_start(world_t *wd, int g)
+{
+    gw_t *G = &wd->gw[g];
     char why[256] = "", spdir[sizeof(G->cfg.data_dir) + sizeof("/spool")];
     memset(&G->cfg, 0, sizeof(G->cfg));
     memset(&G->srv, 0, sizeof(G->srv));
@@ -265,7 +317,7 @@ static uint32_t members_sim(gw_server_t *srv)
     (void)srv;
     uint32_t n = 0;
     for (int g = 0; g < NGW; g++)
-        n += g_world->gw[g].up || cm_wall_ms() - g_world->gw[g].down_ms < MEMBER_TTL_MS;
+        n += g_world->gw[g].up || now_ms(g_world) - g_world->gw[g].down_ms < MEMBER_TTL_MS;
     return n ? n : 1;
 }
 
@@ -450,6 +502,16 @@ static void do_settle(world_t *wd)
 
 /* A won order cancelled or failed: its gateway's compensation (gw_release.c) releases it in
  * the inventory, retried while the answer is not known; the unit goes to the waitlist. */
+static bool spooled(world_t *wd, const char *order)
+{
+    for (int g = 0; g < NGW; g++) {
+        gw_accept_t acc;
+        if (wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, order, &acc) == 1)
+            return true;
+    }
+    return false;
+}
+
 static void do_cancel(world_t *wd, int g)
 {
     int p = (int)sim_below(&wd->rng, NP);
@@ -457,15 +519,28 @@ static void do_cancel(world_t *wd, int g)
     char person[16];
     snprintf(person, sizeof(person), "p%d", p);
     const char *w = sim_redis_hget(wd->rs, WON, person);
-    /* after the draw: a unit it freed goes to the waitlist, not to the draw's next entrant */
-    if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
+    /* after the draw (the unit goes to the waitlist), or during it too (draw_cancels: to the
+     * draw's next entrant, or the waitlist's once the draw is done) */
+    if (!wd->draw_cancels && !sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
         return;
-    if (P->cancel == 2 || !w || strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+    if (P->cancel == 2)
+        return;
+    if (!P->cancel && w && strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) != 0)
+        snprintf(P->cancelled, sizeof(P->cancelled), "%s", w);
+    /* draw_cancels: an order a drawer or promoter reserved and spooled but has not recorded
+     * won yet (its reply lost, its gateway killed): the settle side has it from the spool */
+    for (int a = 0; a < 2 && !P->cancel && !P->cancelled[0] && wd->draw_cancels; a++)
+        if (P->order[a][0] && sim_redis_hget(wd->rs, ORDERS, P->order[a]) &&
+            spooled(wd, P->order[a]))
+            snprintf(P->cancelled, sizeof(P->cancelled), "%s", P->order[a]);
+    if (!P->cancelled[0])
         return;
     char order[40];
-    snprintf(order, sizeof(order), "%s", w);
-    if (!P->cancel && !sim_redis_hget(wd->rs, ORDERS, order)) /* not reserved yet */
+    snprintf(order, sizeof(order), "%s", P->cancelled);
+    if (!P->cancel && !sim_redis_hget(wd->rs, ORDERS, order)) { /* not reserved yet */
+        P->cancelled[0] = '\0';
         return;
+    }
     int rc = inv_release(wd->gw[g].srv.stores.inv, SALE, person, 1, order);
     sim_trace(&wd->log, "gw%d cancel %s of %s -> %d", g, order, person, rc);
     if (!P->cancel)
@@ -479,10 +554,37 @@ static void do_cancel(world_t *wd, int g)
         P->cancel = 1;
 }
 
-/* At the sale's end: who won or holds a unit (no promotion may begin after it). */
+/* The admin adds units during the leftovers (a restock with its Idempotency-Key, sent again
+ * until answered: it adds once); the waitlist hands them to the losers in draw order. A
+ * restock sent counts as added (it may have been). */
+static void do_restock(world_t *wd, int g)
+{
+    if (!wd->restock_add) {
+        wd->nrestock++;
+        wd->restock_add = 1 + sim_below(&wd->xrng, 2);
+        wd->restocked += wd->restock_add;
+    }
+    char key[32], why[256] = "";
+    snprintf(key, sizeof(key), "restock-%d", wd->nrestock);
+    inv_sale_info_t info;
+    int rc = inv_restock_keyed(wd->gw[g].srv.stores.inv, SALE, wd->restock_add, key, &info, why,
+                               sizeof(why));
+    sim_trace(&wd->log, "gw%d restock +%" PRId64 " %s -> %d %s", g, wd->restock_add, key, rc,
+              rc < 0 ? why : "");
+    if (rc >= 0)
+        wd->restock_add = 0;
+}
+
+/* At the sale's end: who won or holds a unit (no promotion may begin after it). Each gateway
+ * ends the sale by its own clock: the one furthest behind may begin a promotion until its
+ * clock passes ends_at, so the end is noted then (docs/fleet.md, "Clock skew"). */
 static void note_end(world_t *wd)
 {
-    if (wd->end_seen || cm_wall_ms() < wd->ends_at)
+    int64_t last = wd->ends_at;
+    for (int g = 0; g < NGW; g++)
+        if (wd->ends_at - wd->skew[g] > last)
+            last = wd->ends_at - wd->skew[g];
+    if (wd->end_seen || now_ms(wd) < last)
         return;
     wd->end_seen = true;
     /* a promotion begun before the end (pending: "person order owner at") may finish after it */
@@ -516,6 +618,7 @@ static void wipe(world_t *wd)
         snprintf(wd->room_seed, sizeof(wd->room_seed), "%s", seed);
     sim_redis_restart(wd->rs, false);
     wd->wiped = true;
+    wd->restock_add = 0; /* its key went with the keys: not sent again */
     wd->log.res->crashes++;
     /* a new room: its places and tokens are new */
     memset(wd->place, 0, sizeof(wd->place));
@@ -559,7 +662,7 @@ static void put_back(world_t *wd, int g)
 static bool draw_pending(world_t *wd)
 {
     int64_t closes = wd->starts_at + WINDOW_MS;
-    if (cm_wall_ms() < closes)
+    if (now_ms(wd) < closes)
         return false;
     for (int g = 0; g < NGW; g++) {
         gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair_find(wd->gw[g].srv.fair, SALE) : NULL;
@@ -592,8 +695,11 @@ static void faults(world_t *wd)
             note_end(wd);
             note_left(wd);
             for (int g = 0; g < NGW; g++)
-                if (wd->gw[g].up)
+                if (wd->gw[g].up) {
+                    clock_at(wd, g);
                     gw_fair_tick(&wd->gw[g].srv);
+                    clock_at(wd, -1);
+                }
         }
         f->down = false;
     }
@@ -614,10 +720,75 @@ static void note_left(world_t *wd)
     if (!draw_pending(wd))
         return;
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && cm_wall_ms() - wd->gw[g].down_ms >= MEMBER_TTL_MS && !wd->gw[g].left) {
+        if (!wd->gw[g].up && now_ms(wd) - wd->gw[g].down_ms >= MEMBER_TTL_MS && !wd->gw[g].left) {
             wd->gw[g].left = true;
             sim_trace(&wd->log, "gw%d left the members before the draw", g);
         }
+}
+
+static void count_loser(const char *person, const char *val, void *ctx)
+{
+    world_t *wd = ((void **)ctx)[0];
+    (void)val;
+    if (!sim_redis_hget(wd->rs, WON, person))
+        (*(int *)((void **)ctx)[1])++;
+}
+
+/* A kill is drawn in the seeds with kills, in the faults' phase: while the entries are pushed
+ * (from the close by the clock furthest ahead until the draw is done), and while units wait
+ * for losers (a walk promotes). */
+static double p_kill(world_t *wd, bool heal)
+{
+    if (!wd->kills || heal)
+        return 0;
+    if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
+        return now_ms(wd) >= wd->starts_at + WINDOW_MS - SKEW_MS ? 0.05 : 0;
+    const char *mode = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "mode");
+    const char *left = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
+    bool ended = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:wl", "ended") != NULL;
+    if (!mode || mode[0] != 'w' || ended || !left || atoll(left) <= 0)
+        return 0;
+    int losers = 0;
+    void *ctx[2] = {wd, &losers};
+    sim_redis_hforeach(wd->rs, "{flashgate:fair:" SALE "}:drawn", count_loser, ctx);
+    return losers ? 0.7 : 0;
+}
+
+/* One turn of gateway g's lottery thread. In the seeds with kills the gateway may be killed
+ * at one of the turn's first Redis calls (that call ran, its reply never read): in the
+ * middle of the push or of a promotion. Its data directory and spool stay; its memory goes. */
+static void tick(world_t *wd, int g, bool heal)
+{
+    sim_redis_faults_t *f = sim_redis_faults(wd->rs);
+    if (sim_chance(&wd->xrng, p_kill(wd, heal)))
+        f->die_after = 1 + sim_below(&wd->xrng, 8);
+    gw_fair_tick(&wd->gw[g].srv);
+    f->die_after = 0;
+    if (f->dead) {
+        const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
+        sim_trace(&wd->log, "gw%d killed at a Redis call of its turn (%s)", g,
+                  wp                                                        ? "promotion pending"
+                  : sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done") ? "leftovers"
+                                                                            : "push");
+        wd->log.res->crashes++;
+        gw_down(wd, g); /* its calls refused meanwhile: nothing more reaches Redis */
+        f->dead = false;
+    }
+}
+
+static void act(world_t *wd, int g, bool heal);
+
+/* The draw done: who it made a winner (no promotion yet, or in the same turn as :done). */
+static void note_done(world_t *wd)
+{
+    if (wd->done_seen || !sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
+        return;
+    wd->done_seen = true;
+    for (int p = 0; p < NP; p++) {
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        wd->p[p].by_draw = sim_redis_hget(wd->rs, WON, person) != NULL;
+    }
 }
 
 static void step(world_t *wd, bool heal)
@@ -638,12 +809,27 @@ static void step(world_t *wd, bool heal)
     int g = any_up(wd);
     if (g < 0)
         return;
+    clock_at(wd, g);
+    act(wd, g, heal);
+    clock_at(wd, -1);
+    note_done(wd);
+}
+
+/* The step's one action, on gateway g (the fake clock at g's). */
+static void act(world_t *wd, int g, bool heal)
+{
     if (wd->wiped && wd->put_back >= 0) {
         put_back(wd, g);
         return;
     }
+    if (wd->restock_add ||
+        (!heal && !wd->wiped && sim_chance(&wd->xrng, wd->p_restock) &&
+         sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))) {
+        do_restock(wd, g);
+        return;
+    }
     uint32_t a = sim_below(&wd->rng, 100);
-    if (a < 40 && !heal && cm_wall_ms() >= wd->starts_at + WINDOW_MS && sim_chance(&wd->rng, 0.1))
+    if (a < 40 && !heal && now_ms(wd) >= wd->starts_at + WINDOW_MS && sim_chance(&wd->rng, 0.1))
         do_cancel(wd, g);
     else if (a < 20 && !heal)
         do_register(wd, g);
@@ -656,7 +842,7 @@ static void step(world_t *wd, bool heal)
     else if (a < 64)
         do_settle(wd);
     else if (a < 92)
-        gw_fair_tick(&wd->gw[g].srv); /* one turn of its lottery thread */
+        tick(wd, g, heal);
     else
         inv_redis_sync_step(wd->gw[g].srv.stores.inv);
 }
@@ -764,7 +950,8 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
             sim_fail(&wd->log,
                      "leftovers out of draw order: %s (at %zu) promoted while %s before it was not",
                      e->person, k, waits);
-        else if (won && !wd->p[p].before_end && wd->end_seen && wl_mode && wl_mode[0] == 'w')
+        else if (won && !wd->p[p].before_end && !wd->p[p].by_draw && wd->end_seen && wl_mode &&
+                 wl_mode[0] == 'w')
             sim_fail(&wd->log, "loser %s promoted after the sale's end", e->person);
     }
 }
@@ -795,11 +982,12 @@ static void check_wiped(world_t *wd)
               "oracle (Redis wiped): %" PRId64 " orders spooled, stock %" PRId64 ", %" PRId64
               " units freed",
               spooled, wd->stock, wd->cancels);
-    if (spooled > wd->stock + wd->cancels)
+    if (spooled > wd->stock + wd->cancels + wd->restocked)
         sim_fail(&wd->log,
                  "%" PRId64 " orders spooled for a stock of %" PRId64 " and %" PRId64
-                 " units freed, across Redis' restart without persistence",
-                 spooled, wd->stock, wd->cancels);
+                 " units freed and %" PRId64
+                 " restocked, across Redis' restart without persistence",
+                 spooled, wd->stock, wd->cancels, wd->restocked);
 }
 
 static void check_end(world_t *wd)
@@ -894,15 +1082,38 @@ static void check_end(world_t *wd)
         if (!spooled)
             sim_fail(&wd->log, "winner %s's order %s is in no gateway's spool", person, w);
     }
-    if (nwon > wd->stock + wd->cancels)
+    if (nwon > wd->stock + wd->cancels + wd->restocked)
         sim_fail(&wd->log,
-                 "%" PRId64 " winners for a stock of %" PRId64 " and %" PRId64 " units freed", nwon,
-                 wd->stock, wd->cancels);
+                 "%" PRId64 " winners for a stock of %" PRId64 ", %" PRId64
+                 " units freed and %" PRId64 " restocked",
+                 nwon, wd->stock, wd->cancels, wd->restocked);
+    /* no unit promoted twice: a person holds one unit at most, and an entry the draw did not
+     * record won has no order anywhere (a promotion cut by a kill and finished again) */
+    for (int p = 0; p < NP; p++) {
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        const char *units = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", person);
+        if (units && atoll(units) > 1)
+            sim_fail(&wd->log, "%s holds %s units", person, units);
+        for (int a = 0; a < 2; a++) {
+            const char *o = wd->p[p].order[a];
+            if (!o[0] || strcmp(o, d->won[p]) == 0)
+                continue;
+            for (int g = 0; g < NGW; g++) {
+                gw_accept_t acc;
+                if (wd->gw[g].up && gw_accept_find(&wd->gw[g].srv.fair->accept, o, &acc) == 1)
+                    sim_fail(&wd->log, "%s's order %s is in gw%d's spool; the draw recorded \"%s\"",
+                             person, o, g, d->won[p]);
+            }
+        }
+    }
     books_t b = {.wd = wd, .d = d};
     sim_redis_hforeach(wd->rs, ORDERS, book_order, &b);
-    if (b.orders > wd->stock)
-        sim_fail(&wd->log, "%" PRId64 " orders in the inventory for a stock of %" PRId64, b.orders,
-                 wd->stock);
+    if (b.orders > wd->stock + wd->restocked)
+        sim_fail(&wd->log,
+                 "%" PRId64 " orders in the inventory for a stock of %" PRId64 " and %" PRId64
+                 " restocked",
+                 b.orders, wd->stock, wd->restocked);
     /* the leftovers reach the losers: no unit left while one waits, before the end */
     const char *left_s = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
     if (!wd->end_seen && left_s && atoll(left_s) > 0 && !wd->log.res->why[0]) {
@@ -1009,20 +1220,24 @@ static bool setup(world_t *wd)
     room.ends_at_ms = wd->starts_at + 3600000;
     room.stock = 1000;
     int64_t rate = 20 + sim_below(&wd->rng, 200); /* admissions a second */
+    clock_at(wd, 0);
     if (inv_sale_put(s0->stores.inv, &def, &info, why, sizeof(why)) != 0 ||
         inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
         gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
+        clock_at(wd, -1);
         sim_fail(&wd->log, "the sale could not be set: %s", why);
         return false;
     }
     /* the other gateways: the sale from the inventory's sync, the lottery from
      * the fleet's configuration (their first tick polls it) */
     for (int g = 0; g < NGW; g++) {
+        clock_at(wd, g);
         inv_redis_sync_step(wd->gw[g].srv.stores.inv);
         gw_fair_tick(&wd->gw[g].srv);
     }
+    clock_at(wd, -1);
     return true;
 }
 
@@ -1033,8 +1248,14 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->log = (sim_log_t){
         .trace = opts->trace, .res = out, .name = "fairfleet step ", .clock = &wd->step};
-    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
+    cm_rand_seed(&wd->xrng, opts->seed ^ 0x5e7f1ee7ull);
+    if (sim_chance(&wd->xrng, 0.5))
+        for (int g = 0; g < NGW; g++)
+            wd->skew[g] = (int64_t)sim_below(&wd->xrng, 2 * SKEW_MS + 1) - SKEW_MS;
+    wd->draw_cancels = sim_chance(&wd->xrng, 0.5);
+    wd->kills = sim_chance(&wd->xrng, 0.35);
+    wd->p_restock = sim_chance(&wd->xrng, 0.5) ? 0.01 : 0;
     wd->stock = 2 + sim_below(&wd->rng, 5);
     /* one seed in eight: Redis restarted without persistence, once */
     wd->wipe_step = sim_chance(&wd->rng, 0.125) ? 50 + sim_below(&wd->rng, FAULT_STEPS - 100) : 0;
@@ -1056,7 +1277,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     (void)cm_hash_str("");
     cm_rand_seed(&wd->keys, opts->seed ^ 0x6b657973ull);
     cm_hash_seed_set_fake(seed_word, &wd->keys);
-    sim_trace(&wd->log, "fair fleet: stock=%" PRId64, wd->stock);
+    sim_trace(&wd->log,
+              "fair fleet: stock=%" PRId64 " skew %" PRId64 "/%" PRId64 "/%" PRId64
+              " ms, cancels in the draw %d, kills %d, restocks %d",
+              wd->stock, wd->skew[0], wd->skew[1], wd->skew[2], wd->draw_cancels, wd->kills,
+              wd->p_restock > 0);
     if (setup(wd)) {
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
         f->p_timeout = 0.01 * sim_below(&wd->rng, 6);

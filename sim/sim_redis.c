@@ -223,6 +223,7 @@ struct sim_redis {
     late_t *late;
     bool replaying;
     int64_t replay_ms; /* the clock of the write being replayed */
+    int64_t skew_ms;   /* the caller's clock minus the server's (sim_redis_skew) */
     sim_redis_faults_t faults;
     sim_redis_stats_t stats;
     inv_cluster_transport_t tr;
@@ -272,7 +273,12 @@ static redisReply *rep_arr(size_t n)
  * TIME's value) keep it, so a script reads on replay what it read when it ran. */
 static int64_t sr_now(const sim_redis_t *r)
 {
-    return r->replaying ? r->replay_ms : cm_wall_ms();
+    return r->replaying ? r->replay_ms : cm_wall_ms() - r->skew_ms;
+}
+
+void sim_redis_skew(sim_redis_t *r, int64_t ms)
+{
+    r->skew_ms = ms;
 }
 
 static sd_ent_t *ks_find(sim_redis_t *r, const char *k, size_t kl)
@@ -989,7 +995,7 @@ static redisReply *run_logged(sim_redis_t *r, int argc, char **argv, size_t *arg
     }
     cmd_t *c = &r->log[r->nlog++];
     cmd_copy(c, argc, argv, argl);
-    c->at_ms = cm_wall_ms();
+    c->at_ms = sr_now(r);
     if (is(argv[0], "EVAL")) { /* logged by id: the replay finds its text in r->texts */
         char id[41];
         script_id(argv[1], argl[1], id);
@@ -1084,7 +1090,7 @@ static void *tr_open(void *arg, const char *host, int port, char *errbuf, size_t
 {
     (void)host, (void)port;
     sim_redis_t *r = arg;
-    if (r->faults.down) {
+    if (r->faults.down || r->faults.dead) {
         snprintf(errbuf, errlen, "redis: connect: Connection refused (simulated)");
         return NULL;
     }
@@ -1136,7 +1142,7 @@ static int tr_call(void *arg, void *conn, const char *cmd, size_t len, redisRepl
     conn_t *c = conn;
     *out = NULL;
     r->stats.calls++;
-    if (r->faults.down || c->epoch != r->epoch)
+    if (r->faults.down || r->faults.dead || c->epoch != r->epoch)
         return CM_EBACKEND; /* reset: nothing ran */
     char *buf = mem_dup(cmd, len);
     char *argv[80];
@@ -1172,6 +1178,11 @@ static int tr_call(void *arg, void *conn, const char *cmd, size_t len, redisRepl
     }
     redisReply *rp = run_logged(r, argc, argv, argl);
     free(buf);
+    if (r->faults.die_after && --r->faults.die_after == 0) { /* killed: no draw taken */
+        r->faults.dead = true;
+        freeReplyObject(rp);
+        return CM_EBACKEND;
+    }
     if (!ping && cm_rand_unit(r->rng) < r->faults.p_lost) {
         r->stats.lost++;
         freeReplyObject(rp);

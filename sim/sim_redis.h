@@ -25,6 +25,11 @@ typedef struct sim_redis_faults {
     double p_lost;    /* a call that ran and whose reply is lost with the connection */
     bool down;        /* refuses every connection and call (nothing runs) */
     bool replica_lags; /* the replica stops taking writes (WAIT answers 0) */
+    /* The caller is killed at its die_after-th call from now (blocking transport): that call
+     * runs and its reply is lost, then `dead`: every connect and call is refused, as to a
+     * process gone, until the driver clears it. */
+    uint32_t die_after;
+    bool dead;
 } sim_redis_faults_t;
 
 /* A new server with an empty keyspace; rng is the world's (borrowed). */
@@ -44,6 +49,11 @@ void sim_redis_async_step(sim_redis_t *r);
 
 /* The faults in force (changed by the driver between steps). */
 sim_redis_faults_t *sim_redis_faults(sim_redis_t *r);
+
+/* The caller's wall clock runs ms ahead of the server's (a gateway's skew, set by the driver
+ * around that gateway's calls): the server's clock (expiries, TIME, the log's replay) is
+ * cm_wall_ms() - ms. */
+void sim_redis_skew(sim_redis_t *r, int64_t ms);
 
 /* Runs the commands whose time has come (late commands of timed-out calls). */
 void sim_redis_step(sim_redis_t *r, uint64_t step);

@@ -167,6 +167,10 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!c)
         return false;
+    char pw[256];
+    if (CM_PLANT(FAIR_FLEET_PUSHED_FIRST)) /* planted: the mark before the entries */
+        (void)gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, 0, true, pw,
+                                                sizeof(pw));
     pthread_mutex_lock(&fs->mu);
     gw_fair_out_t out;
     gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, &out);
@@ -703,7 +707,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
     ev.sold_out = false;
     switch (rc) {
     case GW_ACCEPT_BEFORE:
-        put = e->order_id;
+        put = CM_PLANT(FAIR_FLEET_BEFORE_LOST) ? GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED : e->order_id;
         ev.acc = GW_FAIR_ACC_WON;
         break;
     case GW_ACCEPT_SPOOL_REFUSED:

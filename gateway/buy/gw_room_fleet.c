@@ -26,6 +26,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "inventory/inv_fleet.h"
 
@@ -77,12 +78,18 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
                 why);
 }
 
+/* The fleet's clocks agree within this (docs/fleet.md "Clock skew"): a gateway
+ * ahead may have sealed the room this long before this one's clock reaches the
+ * start. */
+#define GW_WR_SKEW_MS 1000
+
 /*
  * The seed this gateway may offer as the room's: any seed but a published one.
  * A seed is published once the room was sealed with it: this copy saw the
- * seal, or the start has passed (by this gateway's clock) and Redis' room held
- * the seed (wr_seed_fleet), so another gateway may have sealed it and handed
- * out tokens keyed by it even if no reply here showed the seal. If Redis has
+ * seal, or the start may have passed on some gateway's clock (`started`: by
+ * this one's, less GW_WR_SKEW_MS) and Redis' room held the seed
+ * (wr_seed_fleet), so another gateway may have sealed it and handed out
+ * tokens keyed by it even if no reply here showed the seal. If Redis has
  * no seed any more the room was deleted or lost (a restart without
  * persistence), and this gateway has not read a tombstone that gives it a new
  * seed (gw_fair__room_reset): the old one would give the new room's places
@@ -94,7 +101,7 @@ static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, bool
     bool held = seed->k0 == fs->wr_seed_fleet.k0 && seed->k1 == fs->wr_seed_fleet.k1;
     hex[0] = '-';
     gw_fair__seed_hex(seed, hex + 1);
-    if (!fs->wr_core.sealed_ms && !(started && held))
+    if (!fs->wr_core.sealed_ms && !(started && held && !CM_PLANT(ROOM_FLEET_SEED_REOFFERED)))
         memmove(hex, hex + 1, 33);
 }
 
@@ -129,7 +136,8 @@ static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
         char hex[34], member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
         pthread_mutex_lock(&fs->wr_mu);
         seed = fs->wr_seed;
-        seed_offer(fs, &seed, !before_start, hex);
+        seed_offer(fs, &seed, !ev->starts_at_ms || ev->now_ms + GW_WR_SKEW_MS >= ev->starts_at_ms,
+                   hex);
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
@@ -208,7 +216,7 @@ static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool st
     uint64_t add = started && dt > 0 ? (uint64_t)(eff_per_s * (double)dt) : 0;
     char why[256] = "", hex[34];
     pthread_mutex_lock(&fs->wr_mu);
-    seed_offer(fs, &fs->wr_seed, started, hex);
+    seed_offer(fs, &fs->wr_seed, started || now + GW_WR_SKEW_MS >= starts_at_ms, hex);
     pthread_mutex_unlock(&fs->wr_mu);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     gw_fair_redis_room_state_t st;

@@ -158,6 +158,36 @@ static void test_published_seed_not_offered_after_loss(void **st)
     gw_free(&d);
 }
 
+/*
+ * The clocks differ: C, ahead, sealed the room by its clock and admitted p1; Redis
+ * lost the room before A's clock, behind C's by less than the fleet's skew, reached
+ * the start. A held the seed and saw no seal: it must not offer it either.
+ */
+static void test_published_seed_not_offered_behind_the_sealer(void **st)
+{
+    (void)st;
+    char buf[128];
+    gw_t a, c;
+    gw_new(&a, 0x6666);
+    gw_new(&c, 0x7777);
+    gw_wr_join_t j;
+    assert_int_equal(join(&a, "p2", 1000, &j), 0);
+    assert_true(j.prequeue);
+    tick(&c, STARTS_MS);
+    assert_int_not_equal(c.fs->wr_core.sealed_ms, 0);
+    tick(&c, STARTS_MS + 200);
+    assert_int_equal(join(&c, "p1", STARTS_MS + 200, &j), 0);
+    assert_int_not_equal(j.exp_s, 0);
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "FLUSHALL"), 0);
+    /* A's clock is 300 ms behind C's */
+    assert_int_equal(join(&a, "p3", STARTS_MS - 100, &j), CM_EBACKEND);
+    tick(&a, STARTS_MS - 100);
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "EXISTS %s", WR), 0);
+    assert_string_equal(buf, "0");
+    gw_free(&a);
+    gw_free(&c);
+}
+
 /* Before the start no token exists: a room lost then is made again with the seed it had. */
 static void test_seed_offered_again_before_start(void **st)
 {
@@ -183,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_published_seed_not_offered_after_loss, flush),
         cmocka_unit_test_setup(test_seed_offered_again_before_start, flush),
+        cmocka_unit_test_setup(test_published_seed_not_offered_behind_the_sealer, flush),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     ts_redis_free(&srv);
