@@ -232,29 +232,37 @@ void gw_fair_tick(gw_server_t *srv)
     pthread_mutex_unlock(&f->tick_mu);
 }
 
+/* One TICK per sale through its machine, which decides what time made due;
+ * each part is then done by its own store op, under its own lock. */
 static void fair_tick_locked(gw_fair_t *f)
 {
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     bool here[FAIR_MAX_SALES];
+    unsigned due[FAIR_MAX_SALES];
     for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
         here[i] = gw_fair__sale_terms(f->sales[i]);
     f->lot->tick(f, cm_wall_ms());
-    gw_fair__rooms_tick(f, cm_wall_ms());
+    int64_t now = cm_wall_ms();
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (atomic_load(&fs->drawn)) {
+        gw_sale_out_t so;
+        gw_sale_step(&fs->sale,
+                     &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK,
+                                     .tick = {.waiting = atomic_load(&fs->wl_open)}},
+                     now, &so);
+        /* a sale gone from inventory is neither drawn nor admitted */
+        due[i] = here[i] ? so.actions : so.actions & ~(GW_SALE_DO_DRAW | GW_SALE_DO_ADMIT);
+    }
+    gw_fair__rooms_tick(f, now, due);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (due[i] & GW_SALE_DO_WL)
             f->lot->leftovers_tick(f, fs);
-            continue;
-        }
-        if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
-            continue;
-        f->lot->entries_tick(f, fs);
-        if (!here[i])
-            continue;
-        int64_t closes = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
-        if (cm_wall_ms() < closes)
-            continue;
-        f->lot->draw_tick(f, fs, closes);
+        if (due[i] & GW_SALE_DO_ENTRIES)
+            f->lot->entries_tick(f, fs);
+        if (due[i] & GW_SALE_DO_DRAW)
+            f->lot->draw_tick(f, fs,
+                              gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms)));
     }
 }
 
