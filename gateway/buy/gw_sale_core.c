@@ -107,7 +107,7 @@ gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
 {
     gw_sale_cfg_t g;
     gw_sale_cfg_get(c, &g);
-    return gw_sale_phase_at(&g, c->fair && c->fair->lot_done, c->leftovers, now_ms);
+    return gw_sale_phase_at(&g, c->fair && c->fair->lot_done, LD(c->leftovers), now_ms);
 }
 
 gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftovers, int64_t now_ms)
@@ -210,7 +210,7 @@ static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, g
 static void fair_published(gw_sale_core_t *c, const gw_fair_out_t *fo)
 {
     if ((fo->actions & GW_FAIR_DO_PUBLISH) && fo->waitlist)
-        c->leftovers = true;
+        ST(c->leftovers, true);
 }
 
 static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
@@ -259,9 +259,9 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
         if (now_ms >= LD(c->cfg.starts_at_ms) + LD(c->cfg.fair_window_ms))
             out->actions |= GW_SALE_DO_DRAW;
     }
-    if (c->leftovers && !t->waiting)
-        c->leftovers = false; /* nobody waits: first-come opens */
-    if (c->leftovers)
+    if (!t->waiting)
+        ST(c->leftovers, false); /* nobody waits: first-come opens */
+    if (LD(c->leftovers))
         out->actions |= GW_SALE_DO_WL;
     if (has_room(c))
         out->actions |= GW_SALE_DO_ROOM | (room_started(c, now_ms) ? GW_SALE_DO_ADMIT : 0);

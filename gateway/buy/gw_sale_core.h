@@ -174,8 +174,9 @@ typedef struct gw_sale_out {
 
 typedef struct gw_sale_core {
     gw_sale_conf_t cfg;   /* zero: a plain sale, always open */
-    bool leftovers;       /* the draw published with its losers waiting, and a tick
-                           * since has not found nobody waiting (lottery thread) */
+    /* the draw published with its losers waiting, and no tick since found nobody
+     * waiting: written by the lottery thread, read by any step's phase (relaxed) */
+    _Atomic bool leftovers;
     gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
     gw_room_core_t *room;
     gw_reg_core_t *reg;
