@@ -139,19 +139,25 @@ static bool fair_tick(gw_fair_t *f)
     for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
         here[i] = gw_fair__sale_terms(f->sales[i]);
     f->lot->tick(f, cm_wall_ms());
+    /* the configuration's poll may have added sales: their rooms tick now, the rest next time */
+    size_t m = atomic_load_explicit(&f->n, memory_order_acquire);
     int64_t now = cm_wall_ms();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < m; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         gw_sale_out_t so;
         gw_sale_step(&fs->sale,
                      &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK,
                                      .tick = {.waiting = atomic_load(&fs->wl_open)}},
                      now, &so);
+        if (i >= n) {
+            here[i] = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
+            so.actions &= GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT;
+        }
         /* a sale gone from inventory is neither drawn nor admitted */
         due[i] = here[i] ? so.actions : so.actions & ~(GW_SALE_DO_DRAW | GW_SALE_DO_ADMIT);
         busy = busy || due[i];
     }
-    gw_fair__rooms_tick(f, now, due);
+    gw_fair__rooms_tick(f, now, m, due);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if (due[i] & GW_SALE_DO_WL)

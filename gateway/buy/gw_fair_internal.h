@@ -405,8 +405,8 @@ typedef struct gw_room_ops {
 extern const gw_room_ops_t gw_fair__room_local_ops, gw_fair__room_redis_ops;
 
 /* Advances the admission front of every waiting room, sealing each pre-queue once its
- * sale's machine says it started (due[i]: sale i's tick actions). Lottery thread. */
-void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, const unsigned *due);
+ * sale's machine says it started (due[i]: the tick's actions of sale i < n). Lottery thread. */
+void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, size_t n, const unsigned *due);
 /* The room's audit record for the admin draw view (a json_t *, new reference): the
  * pre-queue's size, the seal, and the seed once the sale started. Thread-safe. */
 void *gw_fair__room_json(gw_fair_sale_t *fs);

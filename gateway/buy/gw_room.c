@@ -191,13 +191,12 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
  * stops admissions; times the share of users it admits), capped by what the
  * Redis limit lets through (limit / RTT), divided among the fleet's gateways.
  * The front never runs more than a second of admissions ahead of the queue,
- * so an idle room does not bank a burst. due[i]: the sale's machine's tick
- * (GW_SALE_DO_ROOM: a room; GW_SALE_DO_ADMIT: started, sealed and admitting).
+ * so an idle room does not bank a burst. due[i]: the machine's tick of sale i
+ * of the first n (GW_SALE_DO_ROOM: a room; GW_SALE_DO_ADMIT: it started).
  * Lottery thread.
  */
-void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, const unsigned *due)
+void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, size_t n, const unsigned *due)
 {
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     bool any = false;
     for (size_t i = 0; i < n && !any; i++)
         any = (due[i] & GW_SALE_DO_ROOM) != 0;
