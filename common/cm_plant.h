@@ -99,7 +99,7 @@ typedef enum {
                                      answered 201 at its write, before its fdatasync */
     CM_PLANT_WL_SKIPS_FIRST,     /* gw_waitlist_core.c: the leftovers' walk passes over the first
                                     waitlisted loser in draw order */
-    CM_PLANT_WL_END_KEEPS,       /* gw_waitlist_core.c: the sale's end does not end the waitlist:
+    CM_PLANT_WL_END_KEEPS,       /* gw_sale_core.c: the sale's end does not end the waitlist:
                                     losers are still promoted after it */
     CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN, /* gw_fair_core.c: a restart ignores the draw's sold-out
                                          record: a resumed draw tries the entrants after it */

@@ -684,13 +684,15 @@ static void wl_tick(fw_t *w)
         waits = waits || w->state[e] == GW_ENTRY_WAITLISTED;
     if (!w->up || !w->drawn)
         return;
-    gw_sale_out_t so = sale_step(
-        w, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.left = w->left, .waiting = waits}},
-        w->now);
+    gw_sale_out_t so =
+        sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waits}}, w->now);
     if (!(so.actions & GW_SALE_DO_WL))
         return;
-    gw_wl_out_t out = so.wl;
-    gw_wl_ev_t ev;
+    gw_wl_out_t out;
+    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK, .left = w->left};
+    wl_step(w, &ev, &out);
+    if (!out.actions)
+        return;
     arm(w, 0.1);
     if (out.actions & GW_WL_DO_END)
         wl_end(w);

@@ -349,28 +349,22 @@ static void join(rworld_t *w, int who, bool take)
     place_answered(w, who, &a, need);
 }
 
-/* The lottery thread's tick of the sale: the seal at the start, then the
- * front moved at the rate. */
-static gw_sale_out_t sale_tick(rworld_t *w, int64_t dt)
-{
-    gw_sale_out_t so;
-    gw_sale_ev_t ev = {.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = w->rate, .dt_ms = dt}};
-    gw_sale_step(&w->sale, &ev, w->now_ms, &so);
-    return so;
-}
-
+/* The lottery thread's tick of the sale: the machine says whether the room
+ * admits (the sale started); then the seal, then the front moved at the rate. */
 static void tick(rworld_t *w)
 {
     int64_t dt = w->last_tick_ms ? w->now_ms - w->last_tick_ms : 0;
-    gw_sale_out_t so = sale_tick(w, dt);
-    if (so.phase == GW_SALE_PH_PREQUEUE)
+    gw_sale_out_t so;
+    gw_sale_step(&w->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, w->now_ms, &so);
+    if (!(so.actions & GW_SALE_DO_ADMIT))
         return; /* nothing moves before the start */
-    if (so.actions & GW_SALE_DO_SEAL) {
-        seal_write(w, &so.room.recs);
-        so = sale_tick(w, dt);
-    }
+    if (!atomic_load(&w->core.sealed))
+        seal(w);
     w->last_tick_ms = w->now_ms;
-    recs_write(w, &so.room.recs);
+    gw_room_out_t out;
+    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_TICK, .eff_per_s = w->rate, .dt_ms = dt}, NULL,
+              &out);
+    recs_write(w, &out);
 }
 
 static int *orders_of(rworld_t *w, uint64_t jti)

@@ -2120,8 +2120,12 @@ static void lottery_step(world_t *wd, gw_t *g)
     lottery_t *L = &g->lot;
     gw_fair_core_t *c = &L->core;
     int64_t now = cm_wall_ms();
-    /* the draw's thread wakes at the close (gw_fair.c fair_tick_locked) */
-    if (!g->up || !L->on || L->drawn || now < L->closes_ms)
+    if (!g->up || !L->on)
+        return;
+    /* the draw's thread: the sale's machine says when the draw is due (the close) */
+    gw_sale_out_t so;
+    gw_sale_step(&L->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, now, &so);
+    if (!(so.actions & GW_SALE_DO_DRAW))
         return;
     sim_disk_use(g->disk);
     gw_fair_out_t out;

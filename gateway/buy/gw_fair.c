@@ -130,17 +130,51 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     return 0;
 }
 
-/* A sale whose lottery is not drawn yet, whose waitlist waits, or that has a waiting room. */
-static bool fair_busy(gw_fair_t *f)
+/* One TICK per sale through its machine, which decides what time made due;
+ * each part is then done by its own store op, under its own lock. True while
+ * a part is due (a lottery not drawn, the leftovers, a waiting room). */
+static bool fair_tick(gw_fair_t *f)
 {
+    pthread_mutex_lock(&f->tick_mu);
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    bool here[FAIR_MAX_SALES];
+    unsigned due[FAIR_MAX_SALES];
+    bool busy = false;
+    for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
+        here[i] = gw_fair__sale_terms(f->sales[i]);
+    if (f->lot->tick)
+        f->lot->tick(f, cm_wall_ms());
+    /* the configuration's poll may have added sales: their rooms tick now, the rest next time */
+    size_t m = atomic_load_explicit(&f->n, memory_order_acquire);
+    int64_t now = cm_wall_ms();
+    for (size_t i = 0; i < m; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        gw_sale_out_t so;
+        gw_sale_step(&fs->sale,
+                     &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK,
+                                     .tick = {.waiting = atomic_load(&fs->wl_open)}},
+                     now, &so);
+        if (i >= n) {
+            here[i] = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
+            so.actions &= GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT;
+        }
+        /* a sale gone from inventory is neither drawn nor admitted */
+        due[i] = here[i] ? so.actions : so.actions & ~(GW_SALE_DO_DRAW | GW_SALE_DO_ADMIT);
+        busy = busy || due[i];
+    }
+    gw_fair__rooms_tick(f, now, m, due);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if ((atomic_load(&fs->sale.cfg.fair_window_ms) > 0 && !atomic_load(&fs->drawn)) ||
-            atomic_load(&fs->sale.cfg.room_rate) > 0 || atomic_load(&fs->wl_open))
-            return true;
+        if (due[i] & GW_SALE_DO_WL)
+            f->lot->leftovers_tick(f, fs);
+        if ((due[i] & GW_SALE_DO_ENTRIES) && f->lot->entries_tick)
+            f->lot->entries_tick(f, fs);
+        if (due[i] & GW_SALE_DO_DRAW)
+            f->lot->draw_tick(f, fs,
+                              gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms)));
     }
-    return false;
+    pthread_mutex_unlock(&f->tick_mu);
+    return busy;
 }
 
 static void *fair_thread(void *arg)
@@ -148,11 +182,10 @@ static void *fair_thread(void *arg)
     gw_server_t *srv = arg;
     gw_fair_t *f = srv->fair;
     while (!atomic_load(&f->stop)) {
-        gw_fair_tick(srv);
         /* No lottery to draw and no waiting room: nothing to do at 20 ms, and
          * the fleet's lottery settings are polled every FLEET_CONF_POLL_MS
          * anyway, so 50 wakeups a second of an idle gateway buy nothing. */
-        long ms = fair_busy(f) ? TICK_MS : IDLE_TICK_MS;
+        long ms = fair_tick(f) ? TICK_MS : IDLE_TICK_MS;
         struct timespec ts = {0, ms * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -208,44 +241,10 @@ void gw_fair_close(gw_server_t *srv)
     free(f);
     srv->fair = NULL;
 }
-static void fair_tick_locked(gw_fair_t *f);
-
 void gw_fair_tick(gw_server_t *srv)
 {
-    gw_fair_t *f = srv->fair;
-    if (!f)
-        return;
-    pthread_mutex_lock(&f->tick_mu);
-    fair_tick_locked(f);
-    pthread_mutex_unlock(&f->tick_mu);
-}
-
-static void fair_tick_locked(gw_fair_t *f)
-{
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
-    bool here[FAIR_MAX_SALES];
-    for (size_t i = 0; i < n; i++) /* another gateway's edits of a start or an end */
-        here[i] = gw_fair__sale_terms(f->sales[i]);
-    if (f->lot->tick)
-        f->lot->tick(f, cm_wall_ms());
-    gw_fair__rooms_tick(f, cm_wall_ms());
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
-        if (atomic_load(&fs->drawn)) {
-            f->lot->leftovers_tick(f, fs);
-            continue;
-        }
-        if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
-            continue;
-        if (f->lot->entries_tick)
-            f->lot->entries_tick(f, fs);
-        if (!here[i])
-            continue;
-        int64_t closes = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
-        if (cm_wall_ms() < closes)
-            continue;
-        f->lot->draw_tick(f, fs, closes);
-    }
+    if (srv->fair)
+        (void)fair_tick(srv->fair);
 }
 
 /* A lottery that took entries and has not drawn yet: its window may not move. */

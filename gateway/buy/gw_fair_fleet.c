@@ -585,8 +585,8 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
      * the losers' states, its PUBLISH the drawn flag */
     gw_fair_ev_t kev = {
         .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = d.seed, .entrants = d.n, .waitlist = ws.mode == 'w'};
-    gw_fair_out_t out;
-    gw_fair_core_step(&fs->core, &kev, &out);
+    gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = kev}, 0, &so);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
@@ -626,7 +626,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     for (size_t i = 0; i < fs->n; i++)
         if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
             fs->v[i].state = GW_ENTRY_LOST;
-    fs->wl_head = ws.head > 0 && (size_t)ws.head < d.n ? (size_t)ws.head : 0;
+    gw_wl_core_init(&fs->sale.wl, ws.head > 0 && (size_t)ws.head < d.n ? (size_t)ws.head : 0);
     fs->promoted = (uint64_t)ws.promoted;
     fs->wl_gen = ws.gen;
     fs->wl_ended = ended;

@@ -148,7 +148,6 @@ struct gw_fair_sale {
     atomic_bool wl_open;      /* waitlisted entries wait: first-come is held back */
     uint64_t waitlisted, promoted;
     uint32_t *wl_bit;         /* Fenwick tree over draw positions: 1 per waitlisted entry */
-    size_t wl_head;           /* draw-order index before which no entry is waitlisted */
     bool wl_ended;            /* the "L" line: the sale ended, the waitlist is lost */
     bool wl_cut;              /* a promotion cut by a crash (open: the spool decides) */
     int64_t wl_seen_left, wl_seen_acc; /* the stock a walk admitted nobody from */
@@ -424,9 +423,9 @@ typedef struct gw_room_ops {
 } gw_room_ops_t;
 extern const gw_room_ops_t gw_fair__room_local_ops, gw_fair__room_redis_ops;
 
-/* Advances the admission front of every waiting room, sealing each pre-queue at its
- * sale's start. Lottery thread. */
-void gw_fair__rooms_tick(gw_fair_t *f, int64_t now);
+/* Advances the admission front of every waiting room, sealing each pre-queue once its
+ * sale's machine says it started (due[i]: the tick's actions of sale i < n). Lottery thread. */
+void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, size_t n, const unsigned *due);
 /* The room's audit record for the admin draw view (a json_t *, new reference): the
  * pre-queue's size, the seal, and the seed once the sale started. Thread-safe. */
 void *gw_fair__room_json(gw_fair_sale_t *fs);

@@ -127,7 +127,8 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     entries_free(fs);
     atomic_store(&fs->wl_open, false);
     fs->waitlisted = fs->promoted = 0;
-    fs->wl_head = 0;
+    gw_wl_core_init(&fs->sale.wl, 0);
+    fs->sale.leftovers = false;
     fs->wl_ended = fs->wl_cut = false;
     fs->wl_seen_left = fs->wl_seen_acc = 0;
     fs->wl_seen_version = 0;

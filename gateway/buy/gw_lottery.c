@@ -218,8 +218,11 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
      * another seed, other winners, after these got orders. So the whole log
      * (not only its "D": the same failed fdatasync covered the "E" lines) is
      * written again and synced before the draw resumes or counts as done. */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)};
-    gw_fair_core_step(&fs->core, &ev, &out);
+    gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
+                       .fair = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)}};
+    gw_sale_step(&fs->sale, &ev, 0, &so);
+    out = so.fair;
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
@@ -800,7 +803,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
         }
     }
-    gw_fair_core_step(&fs->core, &ev, &out);
+    out = draw_step(fs, &ev, fs->draw_done_ms); /* its PUBLISH opens the leftovers */
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
                      fs->sale_id);

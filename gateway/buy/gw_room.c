@@ -192,14 +192,15 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
  * stops admissions; times the share of users it admits), capped by what the
  * Redis limit lets through (limit / RTT), divided among the fleet's gateways.
  * The front never runs more than a second of admissions ahead of the queue,
- * so an idle room does not bank a burst. Lottery thread.
+ * so an idle room does not bank a burst. due[i]: the machine's tick of sale i
+ * of the first n (GW_SALE_DO_ROOM: a room; GW_SALE_DO_ADMIT: it started).
+ * Lottery thread.
  */
-void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
+void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, size_t n, const unsigned *due)
 {
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     bool any = false;
     for (size_t i = 0; i < n && !any; i++)
-        any = atomic_load(&f->sales[i]->sale.cfg.room_rate) > 0;
+        any = (due[i] & GW_SALE_DO_ROOM) != 0;
     if (!any)
         return;
     gw_ol_snapshot_t *snap = cm_xcalloc(1, sizeof(*snap));
@@ -216,18 +217,14 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
     uint32_t members = gw_fleet_members(f->srv);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        int64_t rate = atomic_load(&fs->sale.cfg.room_rate);
         int64_t dt = fs->wr_last_ms ? now - fs->wr_last_ms : 0;
         fs->wr_last_ms = now;
-        if (rate <= 0)
+        if (!(due[i] & GW_SALE_DO_ROOM))
             continue;
-        /* the machine's start, refreshed by this tick (fair_tick_locked) */
-        bool s = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
-        int64_t starts = atomic_load(&fs->sale.cfg.starts_at_ms);
-        double eff = (double)rate * factor / members;
+        double eff = (double)atomic_load(&fs->sale.cfg.room_rate) * factor / members;
         if (cap >= 0 && eff > cap)
             eff = cap;
-        bool started = s && !(starts && now < starts);
-        fs->wr_ops->tick(fs, now, dt, started, starts, eff, members);
+        fs->wr_ops->tick(fs, now, dt, (due[i] & GW_SALE_DO_ADMIT) != 0,
+                         atomic_load(&fs->sale.cfg.starts_at_ms), eff, members);
     }
 }

@@ -12,10 +12,12 @@
  *   - a lottery takes entries from starts_at - fair_early_ms to starts_at +
  *     fair_window_ms: an entry before is 425 not_open, after is 503 closed
  *     (the draw runs), and buys wait until the draw is done
- *   - the draw done with its losers waiting: leftovers until nobody waits
- *     or the sale ends; first-come waits behind them
+ *   - the draw done with its losers waiting: leftovers until nobody waits;
+ *     first-come waits behind them; the sale's end ends them (every waiter
+ *     loses, nobody is promoted after it)
  *   - a waiting room pre-queues its joins before starts_at and seals at the
- *     first tick or join from starts_at, then admits at its rate; with a
+ *     first tick or join from starts_at, then admits at its rate (a tick
+ *     before the start only keeps its store); with a
  *     lottery too, the phase before the entry window is the pre-queue, the
  *     window takes entries without a token (the room seals inside it), and
  *     the room governs the first-come buys after the draw and its leftovers
@@ -28,6 +30,7 @@
 #include "gateway/buy/gw_sale_core.h"
 
 #include "common/cm_err.h"
+#include "common/cm_plant.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -104,7 +107,7 @@ gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
 {
     gw_sale_cfg_t g;
     gw_sale_cfg_get(c, &g);
-    return gw_sale_phase_at(&g, c->fair && c->fair->lot_done, c->leftovers, now_ms);
+    return gw_sale_phase_at(&g, c->fair && c->fair->lot_done, LD(c->leftovers), now_ms);
 }
 
 gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftovers, int64_t now_ms)
@@ -207,7 +210,7 @@ static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, g
 static void fair_published(gw_sale_core_t *c, const gw_fair_out_t *fo)
 {
     if ((fo->actions & GW_FAIR_DO_PUBLISH) && fo->waitlist)
-        c->leftovers = true;
+        ST(c->leftovers, true);
 }
 
 static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
@@ -234,50 +237,34 @@ static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, g
     fair_published(c, &out->fair);
 }
 
-static void on_wl(gw_sale_core_t *c, const gw_wl_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
+/* The leftovers' tick: the sale's end ends them (every waiter loses,
+ * nobody is promoted after it), else the core says whether a walk is due. */
+static void on_wl(gw_sale_core_t *c, const gw_wl_ev_t *ev, int64_t now_ms, gw_sale_out_t *out)
 {
-    gw_wl_ev_t ev = *in;
-    if (ev.kind == GW_WL_EV_TICK) {
-        ev.now_ms = now_ms;
-        ev.ends_at_ms = LD(c->cfg.ends_at_ms);
+    int64_t ends = LD(c->cfg.ends_at_ms);
+    /* planted: the sale's end leaves the losers waiting */
+    if (ev->kind == GW_WL_EV_TICK && ends && now_ms >= ends && !CM_PLANT(WL_END_KEEPS)) {
+        out->wl.actions = GW_WL_DO_END;
+        return;
     }
-    gw_wl_core_step(&c->wl, &ev, &out->wl);
-    if (out->wl.actions & GW_WL_DO_END)
-        c->leftovers = false;
+    gw_wl_core_step(&c->wl, ev, &out->wl);
 }
 
-/* The lottery thread's tick: each core of the sale that moves with time. */
+/* The lottery thread's tick: the parts of the sale that time made due. */
 static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, gw_sale_out_t *out)
 {
-    if (has_lottery(c)) {
-        on_fair(c, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .entrants = t->entrants, .rnd = t->rnd},
-                now_ms, out);
-        if (out->fair.actions)
-            out->actions |= GW_SALE_DO_FAIR;
+    if (has_lottery(c) && !c->fair->lot_done) {
+        out->actions |= GW_SALE_DO_ENTRIES;
+        /* closed at starts + window, whatever else (the end too: its losers lose) */
+        if (now_ms >= LD(c->cfg.starts_at_ms) + LD(c->cfg.fair_window_ms))
+            out->actions |= GW_SALE_DO_DRAW;
     }
-    if (c->leftovers && !t->waiting && !t->pending)
-        c->leftovers = false; /* nobody waits: first-come opens */
-    if (c->leftovers) {
-        on_wl(c,
-              &(gw_wl_ev_t){.kind = GW_WL_EV_TICK,
-                            .left = t->left,
-                            .unchanged = t->unchanged,
-                            .pending = t->pending},
-              now_ms, out);
-        if (out->wl.actions)
-            out->actions |= GW_SALE_DO_WL;
-    }
-    if (has_room(c) && room_started(c, now_ms)) {
-        bool sealed = atomic_load(&c->room->sealed);
-        on_room(c,
-                &(gw_room_ev_t){.kind = sealed ? GW_ROOM_EV_TICK : GW_ROOM_EV_SEAL,
-                                .eff_per_s = t->eff_per_s,
-                                .dt_ms = t->dt_ms},
-                now_ms, out);
-        out->actions |= sealed ? 0 : GW_SALE_DO_SEAL;
-        if (out->room.recs.nrec)
-            out->actions |= GW_SALE_DO_ROOM;
-    }
+    if (!t->waiting)
+        ST(c->leftovers, false); /* nobody waits: first-come opens */
+    if (LD(c->leftovers))
+        out->actions |= GW_SALE_DO_WL;
+    if (has_room(c))
+        out->actions |= GW_SALE_DO_ROOM | (room_started(c, now_ms) ? GW_SALE_DO_ADMIT : 0);
     out->phase = gw_sale_phase(c, now_ms);
 }
 

@@ -29,10 +29,23 @@
  * shell sends what it saw (the person, the store's reply), never a window.
  *
  * Locks: the machine takes none, and a step of one kind of event touches
- * only that kind's core (and, for a TICK, each core in turn), so the live
- * shells step it under the lock that core has: the lottery's under fs->mu,
- * the room's under wr_mu, registration's under reg_mu. The configuration is
- * relaxed atomics (gw_sale_conf_t), read by any thread without a lock.
+ * only that kind's core, so the live shells step it under the lock that
+ * core has: the lottery's under fs->mu, the room's under wr_mu,
+ * registration's under reg_mu, the leftovers' on the lottery thread (the
+ * only one that steps them). The configuration is relaxed atomics
+ * (gw_sale_cfg_t), read by any thread without a lock.
+ *
+ * The tick: the lottery thread's one TICK per sale decides which of the
+ * sale's parts time has made due, and steps no core: its answer names
+ * them (GW_SALE_DO_*), and the shell then steps each part's own events
+ * under that part's lock (the draw's FAIR TICKs under fs->mu, the room's
+ * SEAL and TICK under wr_mu, the leftovers' WL TICK). One core per lock,
+ * so the TICK needs none: it reads the configuration, the machine's own
+ * leftovers flag (the lottery thread's alone) and the progress the cores
+ * publish (the draw done, the room sealed), written by the thread that
+ * ticks or atomically. Every rule of time is here: the entry window's
+ * close, the room's start, the sale's end (the leftovers' WL TICK answers
+ * DO_END from it).
  *
  * No syscall, lock, clock read or allocation of its own (the room core's
  * tables grow with cm_xmalloc): the shells hold the locks and perform the
@@ -107,23 +120,16 @@ typedef struct gw_sale_conf {
 
 typedef enum {
     GW_SALE_EV_CONFIGURE = 0, /* cfg: the sale's terms (new or edited) */
-    GW_SALE_EV_TICK,          /* the lottery thread's tick: phase moves, the cores' ticks */
+    GW_SALE_EV_TICK,          /* the lottery thread's tick: the parts due (GW_SALE_DO_*) */
     GW_SALE_EV_REG,           /* reg: a registration event (gw_reg_ev_t) */
     GW_SALE_EV_ROOM,          /* room: a room event (gw_room_ev_t) */
     GW_SALE_EV_FAIR,          /* fair: a lottery event (gw_fair_ev_t) */
     GW_SALE_EV_WL,            /* wl: a leftovers event (gw_wl_ev_t) */
 } gw_sale_ev_kind_t;
 
-/* What a tick tells (the shell's counts, never a window). */
+/* What a tick tells (the shell's facts, never a window). */
 typedef struct gw_sale_tick {
-    size_t entrants;  /* the lottery's entries so far */
-    uint64_t rnd;     /* a fresh random value: the seed if one is drawn */
-    int64_t left;     /* the stock left (the leftovers' walk) */
-    bool unchanged;   /* the stock a walk admitted nobody from, not moved */
-    bool pending;     /* a fleet's promotion begun and not finished */
-    bool waiting;     /* anyone waitlisted still waits */
-    double eff_per_s; /* the room's rate in force */
-    int64_t dt_ms;    /* the room's time since its last tick */
+    bool waiting; /* anyone waitlisted still waits (or a fleet's promotion is pending) */
 } gw_sale_tick_t;
 
 typedef struct gw_sale_ev {
@@ -138,16 +144,19 @@ typedef struct gw_sale_ev {
     };
 } gw_sale_ev_t;
 
-/* What a tick asks of the shell, besides the cores' outputs. */
+/* What a tick asks of the shell: the parts due, each stepped by its own
+ * events under its own lock. */
 enum {
-    GW_SALE_DO_FAIR = 1u << 0, /* out.fair: the lottery's tick output */
-    GW_SALE_DO_WL = 1u << 1,   /* out.wl: the leftovers' tick output */
-    GW_SALE_DO_ROOM = 1u << 2, /* out.room: the room's tick (or seal) records */
-    GW_SALE_DO_SEAL = 1u << 3, /* the room sealed at this tick: out.room holds its S record */
+    GW_SALE_DO_ENTRIES = 1u << 0, /* a lottery not drawn: the store's work on its entries */
+    GW_SALE_DO_DRAW = 1u << 1,    /* its window closed: draw (FAIR TICKs), resume, or learn it */
+    GW_SALE_DO_WL = 1u << 2,      /* the leftovers: WL TICK (which answers the sale's end) */
+    GW_SALE_DO_ROOM = 1u << 3,    /* a waiting room: its rate and its store's upkeep */
+    GW_SALE_DO_ADMIT = 1u << 4,   /* its sale started: seal the pre-queue (ROOM SEAL) and
+                                   * move the front (ROOM TICK) */
 };
 
 /* An event's answer and the store operations it asks for: the members of
- * the event's kind are filled (a TICK fills those its actions name). */
+ * the event's kind are filled (a TICK: actions and phase). */
 typedef struct gw_sale_out {
     gw_sale_phase_t phase; /* the phase the event was decided in (a store's reply,
                             * never refused, is decided in none: 0) */
@@ -165,11 +174,13 @@ typedef struct gw_sale_out {
 
 typedef struct gw_sale_core {
     gw_sale_conf_t cfg;   /* zero: a plain sale, always open */
-    bool leftovers;       /* the draw published with its losers waiting, none ended yet */
+    /* the draw published with its losers waiting, and no tick since found nobody
+     * waiting: written by the lottery thread, read by any step's phase (relaxed) */
+    _Atomic bool leftovers;
     gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
     gw_room_core_t *room;
     gw_reg_core_t *reg;
-    gw_wl_core_t wl;
+    gw_wl_core_t wl;      /* the leftovers' (lottery thread) */
 } gw_sale_core_t;
 
 /* A sale with the cores the shell keeps (each may be NULL), initialised by

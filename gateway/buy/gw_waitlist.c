@@ -37,7 +37,7 @@ void gw_fair__wl_init(gw_fair_sale_t *fs)
     free(fs->wl_bit);
     fs->wl_bit = cm_xcalloc(fs->ndraw + 1, sizeof(uint32_t));
     fs->waitlisted = 0;
-    fs->wl_head = 0;
+    gw_wl_core_init(&fs->sale.wl, 0);
 }
 
 static void bit_add(gw_fair_sale_t *fs, uint32_t pos, int d)
@@ -208,10 +208,16 @@ static gw_wl_result_t promo_result(promo_t p)
     }
 }
 
+/* One leftovers event through the sale's machine (its one waitlist core, fs->sale.wl). */
+static gw_wl_out_t wl_step(gw_fair_sale_t *fs, gw_wl_ev_t ev, int64_t now)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_WL, .wl = ev}, now, &so);
+    return so.wl;
+}
+
 void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (!atomic_load(&fs->wl_open))
-        return;
     int64_t now = cm_wall_ms();
     if (now < fs->wl_retry_ms)
         return;
@@ -221,30 +227,27 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     int64_t left = info.stock_left;
-    /* Lottery thread: the only writer of a drawn lottery's states and of
-     * wl_head, so they are read here without fs->mu. */
-    gw_wl_core_t c;
-    gw_wl_core_init(&c, fs->wl_head);
-    gw_wl_out_t out;
-    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
-                     .now_ms = now,
-                     .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
+    /* Lottery thread: the only writer of a drawn lottery's states and of the
+     * waitlist's core, so they are read here without fs->mu. */
+    gw_wl_out_t out = wl_step(
+        fs,
+        (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
                      .left = left,
                      /* a walk over the same stock that admitted nobody (every qty too large) */
                      .unchanged = left == fs->wl_seen_left &&
                                   info.accepted_units == fs->wl_seen_acc &&
-                                  info.version == fs->wl_seen_version};
-    gw_wl_core_step(&c, &ev, &out);
+                                  info.version == fs->wl_seen_version},
+        now);
     if (out.actions & GW_WL_DO_END) {
         wl_end(fs, now);
         return;
     }
     if (!(out.actions & GW_WL_DO_WALK))
         return;
-    ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw};
-    gw_wl_core_step(&c, &ev, &out);
+    out = wl_step(fs, (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw}, now);
     while (out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) {
         entry_t *e = &fs->v[fs->perm[out.pos]];
+        gw_wl_ev_t ev;
         if (out.actions & GW_WL_DO_LOOK) {
             ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
                               .waitlisted = e->state == GW_ENTRY_WAITLISTED,
@@ -256,8 +259,7 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
                             fs->sale_id, e->order_id, e->pos);
             ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = promo_result(p), .left = left};
         }
-        gw_wl_core_step(&c, &ev, &out);
-        fs->wl_head = c.head;
+        out = wl_step(fs, ev, now);
     }
     gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + WL_RETRY_MS : 0, "one");
 }

@@ -14,8 +14,6 @@
  *     its place; one refused for cause loses, and the walk goes on
  *   - no walk over the stock a walk admitted nobody from (every qty too
  *     large), unless a fleet's promotion waits to be finished
- *   - the sale's end ends the waitlist: every waiter loses, and nobody is
- *     promoted after it
  *   - the first waiter's position only grows: an entry ahead of it never
  *     waits again
  */
@@ -46,11 +44,6 @@ static void next(gw_wl_core_t *c, gw_wl_out_t *out)
 
 static void on_tick(const gw_wl_ev_t *ev, gw_wl_out_t *out)
 {
-    /* planted: the sale's end leaves the losers waiting */
-    if (ev->ends_at_ms && ev->now_ms >= ev->ends_at_ms && !CM_PLANT(WL_END_KEEPS)) {
-        out->actions = GW_WL_DO_END;
-        return;
-    }
     if (!ev->pending && (ev->left <= 0 || ev->unchanged))
         return;
     out->actions = GW_WL_DO_WALK;

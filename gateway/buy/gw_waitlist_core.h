@@ -7,8 +7,9 @@
  * perform the promotions (buy's accept sequence) and feed their results
  * back. The simulator (sim/sim_fair.c) runs this same code.
  *
- *   TICK      the lottery's thread: the sale's end, its stock left, whether
- *             that stock is the one a walk admitted nobody from
+ *   TICK      the lottery's thread: the sale's stock left, whether that
+ *             stock is the one a walk admitted nobody from (the sale's end
+ *             is the sale's machine's: gw_sale_core.c answers DO_END)
  *   WALK      the walk begins (after a fleet's lock): the stock left now
  *   ENTRY     the entry at out.pos (a draw position): waitlisted or not, qty
  *   PROMOTED  the promotion of out.pos: its result, the stock left after it
@@ -25,7 +26,7 @@
 
 /* Actions, a bit set. */
 enum {
-    GW_WL_DO_END = 1u << 0,      /* the sale ended: every waitlisted entry is lost ("L") */
+    GW_WL_DO_END = 1u << 0,      /* the sale ended (gw_sale_core.c): every waitlisted entry is lost */
     GW_WL_DO_WALK = 1u << 1,     /* a walk is due: (take the fleet's lock, then) WALK */
     GW_WL_DO_LOOK = 1u << 2,     /* tell the entry at draw position out.pos: ENTRY */
     GW_WL_DO_PROMOTE = 1u << 3,  /* promote the entry at out.pos: PROMOTED */
@@ -33,7 +34,7 @@ enum {
 };
 
 typedef enum {
-    GW_WL_EV_TICK = 0, /* now_ms, ends_at_ms, left, unchanged, pending */
+    GW_WL_EV_TICK = 0, /* left, unchanged, pending */
     GW_WL_EV_WALK,     /* left, ndraw */
     GW_WL_EV_ENTRY,    /* waitlisted, qty */
     GW_WL_EV_PROMOTED, /* result, left */
@@ -49,14 +50,13 @@ typedef enum {
 
 typedef struct gw_wl_ev {
     gw_wl_ev_kind_t kind;
-    int64_t now_ms, ends_at_ms; /* TICK (ends_at_ms 0: no end) */
-    int64_t left;               /* TICK, WALK, PROMOTED: the sale's stock left */
-    bool unchanged;             /* TICK: the stock a walk admitted nobody from, not moved */
-    bool pending;               /* TICK: a fleet's promotion begun and not finished */
-    size_t ndraw;               /* WALK: the draw's entrants */
-    bool waitlisted;            /* ENTRY */
-    uint32_t qty;               /* ENTRY */
-    gw_wl_result_t result;      /* PROMOTED */
+    int64_t left;          /* TICK, WALK, PROMOTED: the sale's stock left */
+    bool unchanged;        /* TICK: the stock a walk admitted nobody from, not moved */
+    bool pending;          /* TICK: a fleet's promotion begun and not finished */
+    size_t ndraw;          /* WALK: the draw's entrants */
+    bool waitlisted;       /* ENTRY */
+    uint32_t qty;          /* ENTRY */
+    gw_wl_result_t result; /* PROMOTED */
 } gw_wl_ev_t;
 
 typedef struct gw_wl_out {

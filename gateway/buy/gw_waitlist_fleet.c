@@ -121,7 +121,7 @@ static bool finish(gw_fair_t *f, gw_fair_sale_t *fs, const char *owner, const ch
     long long gen = 0;
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     int rc = c ? gw_fair_redis_wl_finish(c, fs->sale_id, owner, person, result,
-                                         (long long)fs->wl_head, &gen, why, sizeof(why))
+                                         (long long)fs->sale.wl.head, &gen, why, sizeof(why))
                : CM_EBACKEND;
     if (!gw_fair__fleet_ok(f, rc < 0 ? rc : 0, why) || rc == 0)
         return false;
@@ -314,10 +314,16 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const cha
         cm_log_info("fair", "sale ended: its fleet waitlist is lost", "sale=%s", fs->sale_id);
 }
 
+/* One leftovers event through the sale's machine (its one waitlist core, fs->sale.wl). */
+static gw_wl_out_t wl_step(gw_fair_sale_t *fs, gw_wl_ev_t ev, int64_t now)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_WL, .wl = ev}, now, &so);
+    return so.wl;
+}
+
 void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (!atomic_load(&fs->wl_open))
-        return;
     /* made while losers wait, so that it exists before this gateway needs it */
     const char *owner = owner_id(f);
     if (!owner)
@@ -328,16 +334,8 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
-    gw_wl_core_t wc;
-    gw_wl_core_init(&wc, fs->wl_head);
-    gw_wl_out_t out;
     /* the end first: every gateway loses its waiters at once */
-    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
-                     .now_ms = now,
-                     .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
-                     .left = 1,
-                     .pending = true};
-    gw_wl_core_step(&wc, &ev, &out);
+    gw_wl_out_t out = wl_step(fs, (gw_wl_ev_t){.kind = GW_WL_EV_TICK, .left = 1, .pending = true}, now);
     if (out.actions & GW_WL_DO_END) {
         if (now >= fs->wl_retry_ms)
             wl_end(f, fs, sale, owner, now, info.stock_left);
@@ -350,15 +348,14 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
         return;
     int64_t left = info.stock_left;
-    ev = (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
-                      .now_ms = now,
-                      .ends_at_ms = atomic_load(&fs->sale.cfg.ends_at_ms),
-                      .left = left,
-                      .unchanged = left == fs->wl_seen_left &&
-                                   info.accepted_units == fs->wl_seen_acc &&
-                                   info.version == fs->wl_seen_version,
-                      .pending = ws.owner[0] != '\0'};
-    gw_wl_core_step(&wc, &ev, &out);
+    out = wl_step(fs,
+                  (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
+                               .left = left,
+                               .unchanged = left == fs->wl_seen_left &&
+                                            info.accepted_units == fs->wl_seen_acc &&
+                                            info.version == fs->wl_seen_version,
+                               .pending = ws.owner[0] != '\0'},
+                  now);
     if (!(out.actions & GW_WL_DO_WALK))
         return;
     char why[256] = "";
@@ -378,21 +375,20 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
         return;
     }
-    gw_wl_core_init(&wc, fs->wl_head); /* the fetch under the lock may have moved it */
-    ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw};
-    gw_wl_core_step(&wc, &ev, &out);
+    /* from the first waiter the fetch under the lock read (gw_fair__fleet_fetch) */
+    out = wl_step(fs, (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw}, now);
     size_t walked = 0;
     while (out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) {
         entry_t *e = &fs->v[fs->perm[out.pos]];
         if (out.actions & GW_WL_DO_LOOK) {
-            ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
-                              .waitlisted = e->state == GW_ENTRY_WAITLISTED,
-                              .qty = e->qty};
-            gw_wl_core_step(&wc, &ev, &out);
-            fs->wl_head = wc.head;
+            out = wl_step(fs,
+                          (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
+                                       .waitlisted = e->state == GW_ENTRY_WAITLISTED,
+                                       .qty = e->qty},
+                          now);
             continue;
         }
-        ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = GW_WL_FAILED};
+        gw_wl_ev_t ev = {.kind = GW_WL_EV_PROMOTED, .result = GW_WL_FAILED};
         int b = 0;
         if (++walked % FLEET_WL_RENEW_EVERY == 0) {
             c = gw_fair__fleet_conn(f);
@@ -420,8 +416,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
                                            : GW_WL_FAILED;
             ev.left = left;
         }
-        gw_wl_core_step(&wc, &ev, &out);
-        fs->wl_head = wc.head;
+        out = wl_step(fs, ev, now);
     }
     /* the stock the walk last heard from Redis is what it saw: a view that lagged (units
      * shown that another gateway had taken) is not taken as seen, or the unit freed next,

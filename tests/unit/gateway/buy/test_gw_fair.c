@@ -1465,6 +1465,8 @@ static void test_waitlist_in_draw_order(void **st)
         assert_int_equal(place, p - 2);
     }
     assert_true(gw_fair_waitlist_open(fs));
+    /* the published draw opened the machine's leftovers: its phase says so live */
+    assert_int_equal(gw_sale_phase(&fs->sale, cm_wall_ms()), GW_SALE_PH_LEFTOVERS);
     inv_sale_info_t info;
     char why[256] = "";
     assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 2, &info, why, sizeof(why)), 0);
@@ -1495,6 +1497,11 @@ static void test_waitlist_in_draw_order(void **st)
         nanosleep(&ts, NULL);
     }
     assert_false(gw_fair_waitlist_open(fs)); /* nobody left: first-come */
+    for (int i = 0; i < 100 && gw_sale_phase(&fs->sale, cm_wall_ms()) != GW_SALE_PH_OPEN; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(gw_sale_phase(&fs->sale, cm_wall_ms()), GW_SALE_PH_OPEN); /* the next tick */
     assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 5); /* 6 admitted, 1 released */
     spool_count_t cnt;
@@ -1616,6 +1623,8 @@ static void test_waitlist_restart_admits_once(void **st)
     assert_string_equal(outcome_at(m, 3, &place), "waitlisted");
     assert_int_equal(place, 1);
     assert_true(gw_fair_waitlist_open(fs));
+    /* the draw read back published: the machine's leftovers again */
+    assert_int_equal(gw_sale_phase(&fs->sale, cm_wall_ms()), GW_SALE_PH_LEFTOVERS);
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
     struct timespec ts = {0, 200 * 1000000L};
     nanosleep(&ts, NULL); /* ticks over a sale with no free unit admit nobody */

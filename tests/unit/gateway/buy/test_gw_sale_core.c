@@ -150,26 +150,38 @@ static void fair_run(sale_t *x, gw_fair_out_t fo, int64_t now)
             /* nothing to answer: the next tick moves the draw on */
             if (fo.actions & GW_FAIR_DO_PUBLISH)
                 return;
-            gw_sale_out_t o = step(
-                x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.entrants = x->n, .rnd = SEED}},
-                now);
-            if (!(o.actions & GW_SALE_DO_FAIR))
+            fo = step(x,
+                      (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR,
+                                     .fair = {.kind = GW_FAIR_EV_TICK, .entrants = x->n, .rnd = SEED}},
+                      now)
+                     .fair;
+            if (!fo.actions)
                 return;
-            fo = o.fair;
             continue;
         }
         fo = step(x, (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = ev}, now).fair;
     }
 }
 
-/* The lottery thread's ticks at now until the draw is done. */
+/* The lottery thread's tick at now (the machine says the draw is due),
+ * then the draw's steps until it is done. */
 static void draw(sale_t *x, int64_t now)
 {
-    gw_sale_out_t o = step(
-        x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.entrants = x->n, .rnd = SEED}}, now);
-    assert_true(o.actions & GW_SALE_DO_FAIR);
+    gw_sale_out_t o = step(x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, now);
+    assert_true(o.actions & GW_SALE_DO_DRAW);
+    o = step(x,
+             (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR,
+                            .fair = {.kind = GW_FAIR_EV_TICK, .entrants = x->n, .rnd = SEED}},
+             now);
     assert_true(o.fair.actions & GW_FAIR_DO_SEED);
     fair_run(x, o.fair, now);
+    /* drawn: the lottery's parts are due no more, the leftovers are if anyone waits */
+    bool waits = false;
+    for (size_t i = 0; i < x->n; i++)
+        waits = waits || x->state[i] == GW_ENTRY_WAITLISTED;
+    o = step(x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waits}}, now);
+    assert_false(o.actions & (GW_SALE_DO_ENTRIES | GW_SALE_DO_DRAW));
+    assert_int_equal((o.actions & GW_SALE_DO_WL) != 0, waits && now < x->s.cfg.ends_at_ms);
 }
 
 static size_t count(const sale_t *x, gw_entry_state_t st)
@@ -270,10 +282,13 @@ static void test_registration_lottery(void **state)
     assert_int_equal(phase(&x, 1500), GW_SALE_PH_DRAW);
     assert_int_equal(gw_sale_buy_phase(phase(&x, 1500)), GW_FAIR_DRAWING);
     assert_int_equal(reg(&x, false, 1500), GW_REG_SHUT);
-    /* a tick inside the window draws nothing */
-    gw_sale_out_t o = step(
-        &x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.entrants = x.n, .rnd = SEED}}, 1200);
-    assert_int_equal(o.actions, 0);
+    /* a tick before the close: the entries' part only, no draw */
+    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 150);
+    assert_int_equal(o.actions, GW_SALE_DO_ENTRIES);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 1499);
+    assert_int_equal(o.actions, GW_SALE_DO_ENTRIES);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 1500);
+    assert_int_equal(o.actions, GW_SALE_DO_ENTRIES | GW_SALE_DO_DRAW);
     /* nor the draw thread's own lottery tick (the live shell's): the window is the machine's */
     o = step(&x,
              (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR,
@@ -306,16 +321,16 @@ static void test_room_prequeue(void **state)
     }
     assert_int_equal(x.room.npre, 3);
     assert_false(atomic_load(&x.room.sealed));
-    /* a tick before the start seals nothing; the first at it seals */
-    gw_sale_out_t o =
-        step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = 10}}, 999);
-    assert_false(o.actions & GW_SALE_DO_SEAL);
-    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = 10}}, 1000);
-    assert_true(o.actions & GW_SALE_DO_SEAL);
+    /* a tick before the start keeps the room's store only; the first at it admits: seal */
+    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 999);
+    assert_int_equal(o.actions, GW_SALE_DO_ROOM);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 1000);
+    assert_int_equal(o.actions, GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT);
+    assert_int_equal(o.phase, GW_SALE_PH_ADMISSION);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = {.kind = GW_ROOM_EV_SEAL}}, 1000);
     assert_int_equal(o.room.recs.rec[0].kind, GW_ROOM_REC_S);
     assert_true(o.room.recs.sync); /* the ranks are durable before any is answered */
     gw_room_rec_format(&o.room.recs.rec[0], x.roomlog[x.nroom++], 96);
-    assert_int_equal(o.phase, GW_SALE_PH_ADMISSION);
     /* each pre-queued person holds a rank in 1..3; a later arrival is after them */
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(join(&x, who[i], 1000, &a), GW_ROOM_ANSWERED);
@@ -324,9 +339,12 @@ static void test_room_prequeue(void **state)
     assert_int_equal(join(&x, "dee", 1000, &a), GW_ROOM_ANSWERED);
     assert_int_equal(a.pos, 4);
     /* the front moves at the rate: a tick of a second admits through 10 */
-    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = 10, .dt_ms = 1000}},
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 2000);
+    assert_true(o.actions & GW_SALE_DO_ADMIT);
+    o = step(&x,
+             (gw_sale_ev_t){.kind = GW_SALE_EV_ROOM,
+                            .room = {.kind = GW_ROOM_EV_TICK, .eff_per_s = 10, .dt_ms = 1000}},
              2000);
-    assert_true(o.actions & GW_SALE_DO_ROOM);
     assert_int_equal(o.room.recs.rec[0].kind, GW_ROOM_REC_F);
     assert_int_equal(phase(&x, 99999), GW_SALE_PH_ADMISSION);
     assert_int_equal(phase(&x, 100000), GW_SALE_PH_ENDED);
@@ -357,9 +375,10 @@ static void test_room_lottery(void **state)
     assert_int_equal(gw_sale_buy_phase(phase(&x, 900)), GW_FAIR_ENTER);
     assert_int_equal(enter(&x, 1, 900), GW_FAIR_A_ENTERED);
     assert_int_equal(join(&x, "bob", 950, &a), GW_ROOM_PREQUEUE);
-    gw_sale_out_t o =
-        step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = 10}}, 1000);
-    assert_true(o.actions & GW_SALE_DO_SEAL);
+    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 999);
+    assert_int_equal(o.actions, GW_SALE_DO_ENTRIES | GW_SALE_DO_ROOM);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 1000);
+    assert_int_equal(o.actions, GW_SALE_DO_ENTRIES | GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT);
     assert_int_equal(o.phase, GW_SALE_PH_ENTRY);
     assert_int_equal(phase(&x, 1500), GW_SALE_PH_DRAW);
     /* drawn: the room admits the first-come buys (a buy needs its token), after
@@ -380,11 +399,11 @@ static const gw_sale_cfg_t LOTTERY_WL = {.starts_at_ms = 1000,
 /* A leftovers walk at now with left units: promotes the waiters that fit. */
 static void walk(sale_t *x, int64_t left, int64_t now)
 {
-    gw_sale_out_t o = step(
-        x,
-        (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.left = left, .waiting = anyone_waits(x)}},
-        now);
+    gw_sale_out_t o =
+        step(x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = anyone_waits(x)}}, now);
     assert_true(o.actions & GW_SALE_DO_WL);
+    o = step(x, (gw_sale_ev_t){.kind = GW_SALE_EV_WL, .wl = {.kind = GW_WL_EV_TICK, .left = left}},
+             now);
     assert_true(o.wl.actions & GW_WL_DO_WALK);
     o = step(x,
              (gw_sale_ev_t){.kind = GW_SALE_EV_WL,
@@ -431,8 +450,9 @@ static void test_lottery_waitlist(void **state)
     /* two more: nobody waits, first-come opens */
     walk(&x, 2, 3000);
     assert_int_equal(count(&x, GW_ENTRY_WAITLISTED), 0);
-    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.left = 0}}, 3001);
+    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 3001);
     assert_int_equal(o.phase, GW_SALE_PH_OPEN);
+    assert_false(o.actions & GW_SALE_DO_WL);
     sale_deinit(&x);
 
     /* the sale's end loses the waitlisted */
@@ -441,9 +461,24 @@ static void test_lottery_waitlist(void **state)
         enter(&x, k, 1000);
     draw(&x, 1500);
     assert_int_equal(phase(&x, 1500), GW_SALE_PH_LEFTOVERS);
-    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = true}}, 100000);
-    assert_true(o.wl.actions & GW_WL_DO_END);
-    assert_int_equal(o.phase, GW_SALE_PH_ENDED);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = true}}, 99999);
+    assert_true(o.actions & GW_SALE_DO_WL);
+    /* the end is the machine's: the leftovers' tick ends them whatever the stock */
+    gw_sale_ev_t wt = {.kind = GW_SALE_EV_WL, .wl = {.kind = GW_WL_EV_TICK, .left = 0}};
+    o = step(&x, wt, 99999);
+    assert_int_equal(o.wl.actions, 0);
+    o = step(&x, wt, 100000);
+    assert_int_equal(o.wl.actions, GW_WL_DO_END);
+    wt.wl.left = 5;
+    wt.wl.pending = true;
+    o = step(&x, wt, 100001);
+    assert_int_equal(o.wl.actions, GW_WL_DO_END);
+    assert_int_equal(phase(&x, 100000), GW_SALE_PH_ENDED);
+    /* the shell loses its waiters; the next tick finds nobody waiting */
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = true}}, 100001);
+    assert_true(o.actions & GW_SALE_DO_WL);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 100001);
+    assert_false(o.actions & GW_SALE_DO_WL);
     assert_false(x.s.leftovers);
     sale_deinit(&x);
 
