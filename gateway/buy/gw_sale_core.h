@@ -180,7 +180,7 @@ typedef struct gw_sale_core {
     gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
     gw_room_core_t *room;
     gw_reg_core_t *reg;
-    gw_wl_core_t wl;      /* the leftovers' (lottery thread) */
+    gw_wl_core_t wl; /* the leftovers' (lottery thread) */
 } gw_sale_core_t;
 
 /* A sale with the cores the shell keeps (each may be NULL), initialised by

@@ -26,9 +26,9 @@
 
 /* Actions, a bit set. */
 enum {
-    GW_WL_DO_END = 1u << 0,      /* the sale ended (gw_sale_core.c): every waitlisted entry is lost */
-    GW_WL_DO_WALK = 1u << 1,     /* a walk is due: (take the fleet's lock, then) WALK */
-    GW_WL_DO_LOOK = 1u << 2,     /* tell the entry at draw position out.pos: ENTRY */
+    GW_WL_DO_END = 1u << 0,  /* the sale ended (gw_sale_core.c): every waitlisted entry is lost */
+    GW_WL_DO_WALK = 1u << 1, /* a walk is due: (take the fleet's lock, then) WALK */
+    GW_WL_DO_LOOK = 1u << 2, /* tell the entry at draw position out.pos: ENTRY */
     GW_WL_DO_PROMOTE = 1u << 3,  /* promote the entry at out.pos: PROMOTED */
     GW_WL_DO_PASS_END = 1u << 4, /* the walk is over: out.admitted, out.failed */
 };

@@ -335,7 +335,8 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     /* the end first: every gateway loses its waiters at once */
-    gw_wl_out_t out = wl_step(fs, (gw_wl_ev_t){.kind = GW_WL_EV_TICK, .left = 1, .pending = true}, now);
+    gw_wl_out_t out =
+        wl_step(fs, (gw_wl_ev_t){.kind = GW_WL_EV_TICK, .left = 1, .pending = true}, now);
     if (out.actions & GW_WL_DO_END) {
         if (now >= fs->wl_retry_ms)
             wl_end(f, fs, sale, owner, now, info.stock_left);

@@ -151,8 +151,9 @@ static void fair_run(sale_t *x, gw_fair_out_t fo, int64_t now)
             if (fo.actions & GW_FAIR_DO_PUBLISH)
                 return;
             fo = step(x,
-                      (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR,
-                                     .fair = {.kind = GW_FAIR_EV_TICK, .entrants = x->n, .rnd = SEED}},
+                      (gw_sale_ev_t){
+                          .kind = GW_SALE_EV_FAIR,
+                          .fair = {.kind = GW_FAIR_EV_TICK, .entrants = x->n, .rnd = SEED}},
                       now)
                      .fair;
             if (!fo.actions)
