@@ -532,7 +532,7 @@ static void do_cancel(world_t *wd, int g)
     for (int a = 0; a < 2 && !P->cancel && !P->cancelled[0] && wd->draw_cancels; a++)
         if (P->order[a][0] && sim_redis_hget(wd->rs, ORDERS, P->order[a]) &&
             spooled(wd, P->order[a]))
-            snprintf(P->cancelled, sizeof(P->cancelled), "%s", P->order[a]);
+            memcpy(P->cancelled, P->order[a], sizeof(P->cancelled)); /* both char[40] */
     if (!P->cancelled[0])
         return;
     char order[40];
