@@ -95,9 +95,7 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs)
     gw_server_t *srv = fs->f->srv;
     gw_sale_conf_t *g = &fs->sale.cfg;
     atomic_store_explicit(&g->max_entries, srv->cfg->max_lottery_entries, memory_order_relaxed);
-    /* 0: a configuration not read from options (its floor is 1): no cap */
-    uint64_t cap = srv->cfg->max_registrations ? srv->cfg->max_registrations : (uint64_t)INT64_MAX;
-    atomic_store_explicit(&g->reg_cap, cap, memory_order_relaxed);
+    atomic_store_explicit(&g->reg_cap, srv->cfg->max_registrations, memory_order_relaxed);
     atomic_store_explicit(&g->waitlist, true, memory_order_relaxed); /* losers wait until ends_at */
     inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
     if (!s)
