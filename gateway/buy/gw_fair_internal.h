@@ -231,13 +231,6 @@ typedef struct gw_fair_pool {
  * that one slow reply on a loaded Redis makes a second of 503s for these calls
  * (tests/integration/118-fleet-sleep-loop.py holds the bound). */
 #define GW_FAIR_FAIL_FAST_AFTER 1u
-/* The worker loops' pool keeps a connection per worker and this many more, ... */
-#define GW_FAIR_LOOP_POOL_EXTRA 2
-/* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
-#define GW_FAIR_LOOP_POOL_MAX 66
-/* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
-#define GW_FAIR_POOL_SIZE 8
-#define GW_FAIR_POOL_TIMEOUT_MS 2000
 
 /* A fleet claim of an admission token to give back (gw_fair_redis_room_unclaim): its
  * reply was lost, or the give-back of a buy that was not accepted failed. */
@@ -285,13 +278,7 @@ struct gw_fair {
     _Atomic uint64_t claim_nonce; /* the next claim's nonce (random start, then +1) */
 };
 
-#define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
-#define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
 #define FLEET_CONF_POLL_MS 500
-/* A drawer whose draw stopped on a Redis error tries again after this, not at
- * every tick: each try reads every entrant back, and an error that persists
- * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
-#define FLEET_DRAW_RETRY_MS 250
 
 static inline uint64_t gw_fair__rotl(uint64_t x, int k)
 {
@@ -436,11 +423,6 @@ void gw_fair__room_keys(gw_fair_sale_t *fs);
 
 /*---- gw_room_store.c: one gateway's waiting-room log ----*/
 
-/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
- * its last sync. */
-#define GW_WR_SYNC_MS 100
-/* The longest line the load reads as one of the log's own (with its newline). */
-#define GW_WR_LINE_MAX 511
 void gw_fair__room_store_init(gw_room_store_t *st);
 /* fdatasync if dirty, close. Single-threaded (close). */
 void gw_fair__room_store_deinit(gw_room_store_t *st);
@@ -457,8 +439,6 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 
 /*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
 
-/* A fleet room's tick talks to Redis at most this often (lottery thread). */
-#define GW_WR_FLEET_TICK_MS 100
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
 /* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
@@ -485,8 +465,7 @@ void gw_fair__pool_put(gw_fair_pool_t *p, inv_fleet_conn_t *c);
  * obj (json_t *). Thread-safe. */
 void gw_fair__pool_stats(const gw_fair_pool_t *p, void *obj);
 /* Sends the give-backs of f->unclaim (lottery thread, each tick; after a
- * failure the next try waits FAIR_UNCLAIM_RETRY_MS). */
-#define FAIR_UNCLAIM_RETRY_MS 250
+ * failure the next try waits FAIR_UNCLAIM_RETRY_MS, gw_room_fleet.c). */
 void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/

@@ -33,6 +33,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
+ * its last sync. */
+#define GW_WR_SYNC_MS 100
+/* The longest line the load reads as one of the log's own (with its newline). */
+#define GW_WR_LINE_MAX 511
+
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
     *st = (gw_room_store_t){.fd = -1, .cfd = -1}; /* every count and length 0 */
