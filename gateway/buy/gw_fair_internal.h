@@ -164,13 +164,12 @@ struct gw_fair_sale {
     /* waiting room */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
-    pthread_mutex_t wr_mu;            /* wr_core, wr_key, wr_seed, wr_seal_syncing */
-    /* The place table's key and the replay ids' (gw_room.c): this gateway's
-     * own (kept across a restart in the room's log), new when the sale is
-     * deleted, so a re-keyed secret does not move anyone's place. The core
-     * decides with its copies (wr_core.key, wr_core.seed: set with these by
-     * gw_fair__room_keys and the log's K line); the store writes these. */
-    cm_hash_key_t wr_key;
+    pthread_mutex_t wr_mu;            /* wr_core, wr_seed, wr_seal_syncing */
+    /* The place table's key (wr_core.key) and the pre-queue's seed: this
+     * gateway's own (kept across a restart in the room's log's K line), new
+     * when the sale is deleted, so a re-keyed secret does not move anyone's
+     * place. The core decides with wr_core.seed (set from this by
+     * gw_fair__room_keys and the K line); the store writes this one. */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
