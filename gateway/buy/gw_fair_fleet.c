@@ -1029,7 +1029,6 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
         cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
         return CM_EINVAL;
     }
-    f->fleet = true;
     /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
      * not the 2 s of the other threads: a blocking call holds its whole loop. */
     uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */

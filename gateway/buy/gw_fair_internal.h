@@ -259,7 +259,6 @@ struct gw_fair {
     /* the lottery's store, chosen once by gw_fair_open (gw_fair_store.c) */
     const struct gw_fair_lot_ops *lot;
     /* fleet mode (Redis inventory): the lottery thread's own connection */
-    bool fleet;
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
@@ -488,7 +487,7 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
  * store has nothing to do for (the caller checks): 0, outputs left as they are.
  */
 typedef struct gw_fair_lot_ops {
-    /* Opens the store (a fleet: its Redis address, f->fleet, the pools). 0 or CM_EINVAL
+    /* Opens the store (a fleet: its Redis address, the pools). 0 or CM_EINVAL
      * with the reason. Single-threaded (open). */
     int (*open)(gw_fair_t *f, char *errbuf, size_t errlen);
     /* What the store keeps of a sale read back at open, besides the entry log (one
