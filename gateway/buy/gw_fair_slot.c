@@ -47,10 +47,9 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
     fs->fd = -1;
-    /* the room's and registration's stores follow the lottery's (gw_fair_open's one choice) */
-    bool fleet = f->lot == &gw_fair__lot_redis;
-    fs->wr_ops = fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
-    fs->reg_ops = fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops;
+    /* the room's and registration's stores: those of the lottery's (gw_fair_open's one choice) */
+    fs->wr_ops = f->lot->room;
+    fs->reg_ops = f->lot->reg;
     (void)gw_fair__sale_terms(fs);
     return fs;
 }
