@@ -320,17 +320,20 @@ int cm_journal_dir_sync(const char *path)
     return rc;
 }
 
-int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out)
+/* The one atomic rewrite: head (hn bytes) then body (n bytes) to "<path>.tmp"
+ * (a stale one removed first, so mode holds), fdatasync, rename, directory fsync. */
+static int replace_file(const char *path, const void *head, size_t hn, const void *body, size_t n,
+                        mode_t mode, int *fd_out)
 {
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    (void)unlink(tmp);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, mode);
     const char *what = "open";
     if (fd < 0)
         goto fail;
     what = "write";
-    if (cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
-        cm_journal_write_all(fd, frames, n) != 0)
+    if (cm_journal_write_all(fd, head, hn) != 0 || cm_journal_write_all(fd, body, n) != 0)
         goto fail;
     what = "fdatasync";
     if (fdatasync(fd) != 0)
@@ -356,6 +359,16 @@ fail:
         (void)unlink(tmp);
     }
     return CM_EIO;
+}
+
+int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out)
+{
+    return replace_file(path, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN, frames, n, 0644, fd_out);
+}
+
+int cm_journal_replace_file(const char *path, const void *buf, size_t n, mode_t mode)
+{
+    return replace_file(path, "", 0, buf, n, mode, NULL);
 }
 
 void cm_journal_buf_free(cm_journal_buf_t *b)

@@ -261,6 +261,7 @@ static bool gw_start(world_t *wd, int g)
     snprintf(G->cfg.inventory, sizeof(G->cfg.inventory), "%s", URL);
     G->cfg.redis_timeout_ms = 40;
     G->cfg.max_lottery_entries = 1000;
+    G->cfg.max_registrations = 1000000; /* sales.max_registrations' default */
     G->srv.cfg = &G->cfg;
     atomic_store(&G->srv.node.id, (uint32_t)g + 1);
     G->srv.pool.nworkers = 1;

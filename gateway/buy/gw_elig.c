@@ -6,6 +6,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -68,7 +69,7 @@ static void bind_bits(const gw_server_t *srv, gw_elig_rule_t *r)
             (int8_t)id_config_claim_bit(&srv->cfg->identity, r->claims[i], strlen(r->claims[i]));
 }
 
-/* Rewrites eligibility.json (tmp, fsync, rename). e->mu held. */
+/* Rewrites eligibility.json atomically (cm_journal_replace_file). e->mu held. */
 static int save(struct gw_elig *e)
 {
     json_t *arr = json_array();
@@ -85,22 +86,10 @@ static int save(struct gw_elig *e)
                                              (json_int_t)r->min_age_days));
     }
     json_t *root = json_pack("{s:o}", "sales", arr);
-    char tmp[620];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", e->path);
-    int rc = CM_EIO;
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!fp && fd >= 0)
-        close(fd);
-    if (fp) {
-        bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
-                  fdatasync(fileno(fp)) == 0;
-        ok = fclose(fp) == 0 && ok;
-        if (ok && rename(tmp, e->path) == 0)
-            rc = 0;
-    }
+    char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
+    int rc = text ? cm_journal_replace_file(e->path, text, strlen(text), 0644) : CM_EIO;
+    free(text);
     return rc;
 }
 

@@ -36,6 +36,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
+#define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
+/* A drawer whose draw stopped on a Redis error tries again after this, not at
+ * every tick: each try reads every entrant back, and an error that persists
+ * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
+#define FLEET_DRAW_RETRY_MS 250
+/* The worker loops' pool keeps a connection per worker and this many more, ... */
+#define GW_FAIR_LOOP_POOL_EXTRA 2
+/* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
+#define GW_FAIR_LOOP_POOL_MAX 66
+/* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
+#define GW_FAIR_POOL_SIZE 8
+#define GW_FAIR_POOL_TIMEOUT_MS 2000
+
 /*---- the fleet: one draw per sale over every gateway's entries ----*/
 
 /*
@@ -1015,7 +1029,6 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
         cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
         return CM_EINVAL;
     }
-    f->fleet = true;
     /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
      * not the 2 s of the other threads: a blocking call holds its whole loop. */
     uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */

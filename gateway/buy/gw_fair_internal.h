@@ -164,13 +164,12 @@ struct gw_fair_sale {
     /* waiting room */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
-    pthread_mutex_t wr_mu;            /* wr_core, wr_key, wr_seed, wr_seal_syncing */
-    /* The place table's key and the replay ids' (gw_room.c): this gateway's
-     * own (kept across a restart in the room's log), new when the sale is
-     * deleted, so a re-keyed secret does not move anyone's place. The core
-     * decides with its copies (wr_core.key, wr_core.seed: set with these by
-     * gw_fair__room_keys and the log's K line); the store writes these. */
-    cm_hash_key_t wr_key;
+    pthread_mutex_t wr_mu;            /* wr_core, wr_seed, wr_seal_syncing */
+    /* The place table's key (wr_core.key) and the pre-queue's seed: this
+     * gateway's own (kept across a restart in the room's log's K line), new
+     * when the sale is deleted, so a re-keyed secret does not move anyone's
+     * place. The core decides with wr_core.seed (set from this by
+     * gw_fair__room_keys and the K line); the store writes this one. */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
@@ -231,13 +230,6 @@ typedef struct gw_fair_pool {
  * that one slow reply on a loaded Redis makes a second of 503s for these calls
  * (tests/integration/118-fleet-sleep-loop.py holds the bound). */
 #define GW_FAIR_FAIL_FAST_AFTER 1u
-/* The worker loops' pool keeps a connection per worker and this many more, ... */
-#define GW_FAIR_LOOP_POOL_EXTRA 2
-/* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
-#define GW_FAIR_LOOP_POOL_MAX 66
-/* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
-#define GW_FAIR_POOL_SIZE 8
-#define GW_FAIR_POOL_TIMEOUT_MS 2000
 
 /* A fleet claim of an admission token to give back (gw_fair_redis_room_unclaim): its
  * reply was lost, or the give-back of a buy that was not accepted failed. */
@@ -267,7 +259,6 @@ struct gw_fair {
     /* the lottery's store, chosen once by gw_fair_open (gw_fair_store.c) */
     const struct gw_fair_lot_ops *lot;
     /* fleet mode (Redis inventory): the lottery thread's own connection */
-    bool fleet;
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
@@ -285,13 +276,7 @@ struct gw_fair {
     _Atomic uint64_t claim_nonce; /* the next claim's nonce (random start, then +1) */
 };
 
-#define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
-#define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
 #define FLEET_CONF_POLL_MS 500
-/* A drawer whose draw stopped on a Redis error tries again after this, not at
- * every tick: each try reads every entrant back, and an error that persists
- * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
-#define FLEET_DRAW_RETRY_MS 250
 
 static inline uint64_t gw_fair__rotl(uint64_t x, int k)
 {
@@ -436,11 +421,6 @@ void gw_fair__room_keys(gw_fair_sale_t *fs);
 
 /*---- gw_room_store.c: one gateway's waiting-room log ----*/
 
-/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
- * its last sync. */
-#define GW_WR_SYNC_MS 100
-/* The longest line the load reads as one of the log's own (with its newline). */
-#define GW_WR_LINE_MAX 511
 void gw_fair__room_store_init(gw_room_store_t *st);
 /* fdatasync if dirty, close. Single-threaded (close). */
 void gw_fair__room_store_deinit(gw_room_store_t *st);
@@ -457,8 +437,6 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 
 /*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
 
-/* A fleet room's tick talks to Redis at most this often (lottery thread). */
-#define GW_WR_FLEET_TICK_MS 100
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
 /* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
@@ -485,8 +463,7 @@ void gw_fair__pool_put(gw_fair_pool_t *p, inv_fleet_conn_t *c);
  * obj (json_t *). Thread-safe. */
 void gw_fair__pool_stats(const gw_fair_pool_t *p, void *obj);
 /* Sends the give-backs of f->unclaim (lottery thread, each tick; after a
- * failure the next try waits FAIR_UNCLAIM_RETRY_MS). */
-#define FAIR_UNCLAIM_RETRY_MS 250
+ * failure the next try waits FAIR_UNCLAIM_RETRY_MS, gw_room_fleet.c). */
 void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/
@@ -510,7 +487,7 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
  * store has nothing to do for (the caller checks): 0, outputs left as they are.
  */
 typedef struct gw_fair_lot_ops {
-    /* Opens the store (a fleet: its Redis address, f->fleet, the pools). 0 or CM_EINVAL
+    /* Opens the store (a fleet: its Redis address, the pools). 0 or CM_EINVAL
      * with the reason. Single-threaded (open). */
     int (*open)(gw_fair_t *f, char *errbuf, size_t errlen);
     /* What the store keeps of a sale read back at open, besides the entry log (one
@@ -555,6 +532,10 @@ typedef struct gw_fair_lot_ops {
                 char *errbuf, size_t errlen);
     /* Adds the store's own figures to the fair stats object (json_t *). */
     void (*stats)(gw_fair_t *f, void *o);
+    /* The same choice's room and registration stores, each sale's slot takes
+     * (gw_fair__sale_new). */
+    const struct gw_room_ops *room;
+    const struct gw_reg_ops *reg;
 } gw_fair_lot_ops_t;
 
 extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;

@@ -47,10 +47,9 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
     fs->fd = -1;
-    /* the room's and registration's stores: the one choice between one gateway and a fleet */
-    bool fleet = f->fleet;
-    fs->wr_ops = fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
-    fs->reg_ops = fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops;
+    /* the room's and registration's stores: those of the lottery's (gw_fair_open's one choice) */
+    fs->wr_ops = f->lot->room;
+    fs->reg_ops = f->lot->reg;
     (void)gw_fair__sale_terms(fs);
     return fs;
 }
@@ -95,9 +94,7 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs)
     gw_server_t *srv = fs->f->srv;
     gw_sale_conf_t *g = &fs->sale.cfg;
     atomic_store_explicit(&g->max_entries, srv->cfg->max_lottery_entries, memory_order_relaxed);
-    /* 0: a configuration not read from options (its floor is 1): no cap */
-    uint64_t cap = srv->cfg->max_registrations ? srv->cfg->max_registrations : (uint64_t)INT64_MAX;
-    atomic_store_explicit(&g->reg_cap, cap, memory_order_relaxed);
+    atomic_store_explicit(&g->reg_cap, srv->cfg->max_registrations, memory_order_relaxed);
     atomic_store_explicit(&g->waitlist, true, memory_order_relaxed); /* losers wait until ends_at */
     inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
     if (!s)

@@ -7,6 +7,7 @@
  * either would make the two files call each other.
  */
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg_backend.h"
 
 /*---- one gateway: the entry log on disk (gw_lottery.c, gw_waitlist.c) ----*/
 
@@ -21,6 +22,8 @@ const gw_fair_lot_ops_t gw_fair__lot_local = {
     .sale_load = gw_fair__room_load,
     .draw_tick = gw_fair__run_draw,
     .leftovers_tick = gw_fair__wl_tick,
+    .room = &gw_fair__room_local_ops,
+    .reg = &gw_reg__local_ops,
 };
 
 /*---- a fleet: Redis through the fairness pool (gw_fair_fleet.c, gw_waitlist_fleet.c) ----*/
@@ -40,4 +43,6 @@ const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .conf_put = gw_fair__fleet_conf_put,
     .drop = gw_fair__fleet_drop,
     .stats = gw_fair__fleet_stats,
+    .room = &gw_fair__room_redis_ops,
+    .reg = &gw_reg__fleet_ops,
 };

@@ -237,24 +237,16 @@ int gw_fair__conf_save(gw_fair_t *f)
         json_array_append_new(arr, o);
     }
     json_t *root = json_pack("{s:o}", "sales", arr);
-    char path[700], tmp[710];
-    snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int rc = CM_EIO;
-    /* the per-sale secrets: owner only, as status.key and admin.token */
-    unlink(tmp);
-    int tfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    FILE *fp = tfd >= 0 ? fdopen(tfd, "w") : NULL;
-    if (!fp && tfd >= 0)
-        close(tfd);
-    if (fp) {
-        bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
-                  fdatasync(fileno(fp)) == 0;
-        ok = fclose(fp) == 0 && ok;
-        if (ok && rename(tmp, path) == 0)
-            rc = 0;
-    }
+    char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
+    size_t len = text ? strlen(text) : 0;
+    /* the per-sale secrets: owner only, as status.key and admin.token */
+    int rc = text ? cm_journal_replace_file(path, text, len, 0600) : CM_EIO;
+    if (text)
+        explicit_bzero(text, len);
+    free(text);
     return rc;
 }
 

@@ -156,12 +156,13 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
 void gw_fair__room_keys(gw_fair_sale_t *fs)
 {
     /* never fails on Linux; a fixed key still works (the seed is then not secret) */
-    if (cm_hash_seed_random(&fs->wr_key) != 0)
-        fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
+    cm_hash_key_t key;
+    if (cm_hash_seed_random(&key) != 0)
+        key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
     if (cm_hash_seed_random(&fs->wr_seed) != 0)
         fs->wr_seed = (cm_hash_key_t){0xbf58476d1ce4e5b9ull, (uint64_t)(uintptr_t)fs};
     /* the room's state goes with the old keys */
-    gw_room_core_reset(&fs->wr_core, &fs->wr_key, &fs->wr_seed);
+    gw_room_core_reset(&fs->wr_core, &key, &fs->wr_seed);
 }
 
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,

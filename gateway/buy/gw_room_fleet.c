@@ -36,6 +36,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A fleet room's tick talks to Redis at most this often (lottery thread). */
+#define GW_WR_FLEET_TICK_MS 100
+/* After a failed give-back of a claim, the next try waits this long (lottery thread). */
+#define FAIR_UNCLAIM_RETRY_MS 250
+
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33])
 {
     /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */

@@ -33,6 +33,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
+ * its last sync. */
+#define GW_WR_SYNC_MS 100
+/* The longest line the load reads as one of the log's own (with its newline). */
+#define GW_WR_LINE_MAX 511
+
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
     *st = (gw_room_store_t){.fd = -1, .cfd = -1}; /* every count and length 0 */
@@ -230,7 +236,7 @@ static int store_open(gw_fair_sale_t *fs)
     /* the magic line and the keys first, synced: every place and replay id after
      * them derives from them */
     char line[128], head[CM_JOURNAL_MAGIC_LEN + sizeof(line) + CM_JOURNAL_FRAME_OVERHEAD];
-    int n = key_line(line, sizeof(line), fs->wr_key, fs->wr_seed);
+    int n = key_line(line, sizeof(line), fs->wr_core.key, fs->wr_seed);
     memcpy(head, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
     size_t hn = CM_JOURNAL_MAGIC_LEN + cm_journal_frame(head + CM_JOURNAL_MAGIC_LEN,
                                                         sizeof(head) - CM_JOURNAL_MAGIC_LEN, line,
@@ -250,7 +256,7 @@ static int store_open(gw_fair_sale_t *fs)
 }
 
 /* Appends one line (n bytes, no newline) with one write(2); a new log starts with
- * a "K" line of the room's keys (wr_key, wr_seed: wr_mu held, or keys that no longer
+ * a "K" line of the room's keys (wr_core.key, wr_seed: wr_mu held, or keys that no longer
  * change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
 static int store_line(gw_fair_sale_t *fs, const char *line, size_t n)
 {
@@ -710,10 +716,8 @@ static void room_apply(gw_fair_sale_t *fs, char *line)
                                       .now_s = cm_wall_ms() / 1000},
                       NULL, NULL);
     pthread_mutex_unlock(&fs->wr_spent.mu);
-    if (line[0] == 'K') { /* the store writes the keys of a new log from these */
-        fs->wr_key = fs->wr_core.key;
+    if (line[0] == 'K') /* the store writes a new log's seed from this */
         fs->wr_seed = fs->wr_core.seed;
-    }
 }
 
 void gw_fair__room_load(gw_fair_sale_t *fs)
@@ -820,7 +824,7 @@ static void room_compact(gw_fair_sale_t *fs)
         pthread_mutex_unlock(&fs->wr_mu);
         return;
     }
-    cm_hash_key_t key = fs->wr_key, seed = fs->wr_seed;
+    cm_hash_key_t key = fs->wr_core.key, seed = fs->wr_seed;
     bool sealed = atomic_load(&fs->wr_core.sealed);
     int64_t sealed_ms = fs->wr_core.sealed_ms, starts_ms = fs->wr_core.starts_ms;
     uint64_t front = atomic_load(&fs->wr_core.front_milli);

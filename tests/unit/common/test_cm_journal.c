@@ -512,6 +512,29 @@ static void test_zeroed_magic(void **st)
     assert_int_equal(sc.end, 0);
 }
 
+/* A whole-file rewrite (a JSON state file): exactly the bytes, the mode asked
+ * for even over a stale world-readable ".tmp", no ".tmp" left; a directory that
+ * is gone leaves CM_EIO. */
+static void test_replace_file(void **st)
+{
+    fixture_t *f = *st;
+    char tmp[160], got[64];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    put_file(f->path, "old", 3);
+    put_file(tmp, "stale", 5);
+    assert_int_equal(chmod(tmp, 0644), 0);
+    assert_int_equal(cm_journal_replace_file(f->path, "{\"k\":1}", 7, 0600), 0);
+    assert_int_equal(get_file(f->path, got, sizeof(got)), 7);
+    assert_string_equal(got, "{\"k\":1}");
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(access(tmp, F_OK), -1);
+    char gone[160];
+    snprintf(gone, sizeof(gone), "%s/no/such", f->dir);
+    assert_int_equal(cm_journal_replace_file(gone, "x", 1, 0644), CM_EIO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroed_magic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
