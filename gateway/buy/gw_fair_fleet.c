@@ -633,7 +633,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!fs->draw_done_ms)
         fs->draw_done_ms = cm_wall_ms();
     /* before drawn: no first-come buy slips in while losers wait */
-    atomic_store(&fs->wl_open, fs->waitlisted > 0);
+    gw_fair__wl_told(fs);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     uint64_t waitlisted = fs->waitlisted;
     pthread_mutex_unlock(&fs->mu);

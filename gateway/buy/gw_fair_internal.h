@@ -145,7 +145,6 @@ struct gw_fair_sale {
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
     /* the waitlist (gw_waitlist.c): losers of the draw, for units freed after it */
-    atomic_bool wl_open;      /* waitlisted entries wait: first-come is held back */
     uint64_t waitlisted, promoted;
     uint32_t *wl_bit;         /* Fenwick tree over draw positions: 1 per waitlisted entry */
     bool wl_ended;            /* the "L" line: the sale ended, the waitlist is lost */
@@ -379,6 +378,9 @@ void gw_fair__wl_init(gw_fair_sale_t *fs);
 void gw_fair__wl_add(gw_fair_sale_t *fs, entry_t *e);
 /* A waitlisted entry leaves the waitlist, to won or lost (fs->mu held or single-threaded). */
 void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e);
+/* Tells fs's machine whether anyone waits (a TICK's fact): nobody closes the
+ * leftovers, first-come opens (fs->mu held or single-threaded). */
+void gw_fair__wl_told(gw_fair_sale_t *fs);
 /* The end of a waitlist pass, one gateway's and a fleet's alike: a failed pass
  * (retry_at_ms != 0) waits until then; a pass that admitted nobody and did not fail
  * remembers the stock it saw (no new walk until it moves); the waitlist closes once

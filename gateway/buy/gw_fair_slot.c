@@ -125,7 +125,6 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.room_rate, 0);
     pthread_mutex_lock(&fs->mu);
     entries_free(fs);
-    atomic_store(&fs->wl_open, false);
     fs->waitlisted = fs->promoted = 0;
     gw_wl_core_init(&fs->sale.wl, 0);
     fs->sale.leftovers = false;

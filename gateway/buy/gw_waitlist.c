@@ -27,7 +27,15 @@
 
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs)
 {
-    return fs && atomic_load_explicit(&fs->wl_open, memory_order_acquire);
+    return fs && atomic_load_explicit(&fs->sale.leftovers, memory_order_relaxed);
+}
+
+void gw_fair__wl_told(gw_fair_sale_t *fs)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale,
+                 &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = fs->waitlisted > 0}},
+                 cm_wall_ms(), &so);
 }
 
 /*---- the places: a Fenwick tree over draw positions ----*/
@@ -120,7 +128,7 @@ static void wl_end(gw_fair_sale_t *fs, int64_t now)
             fs->lost++;
         }
     }
-    atomic_store(&fs->wl_open, false);
+    gw_fair__wl_told(fs);
     pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "sale ended: its waitlist is lost", "sale=%s", fs->sale_id);
 }
@@ -276,7 +284,7 @@ void gw_fair__wl_pass_end(gw_fair_sale_t *fs, const inv_sale_info_t *info, bool 
     }
     pthread_mutex_lock(&fs->mu);
     if (fs->waitlisted == 0) {
-        atomic_store(&fs->wl_open, false);
+        gw_fair__wl_told(fs);
         cm_log_info("fair", "waitlist done: first-come from now", "sale=%s waitlist=%s promoted=%llu",
                     fs->sale_id, what, (unsigned long long)fs->promoted);
     }

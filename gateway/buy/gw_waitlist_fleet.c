@@ -292,7 +292,7 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const cha
             }
         }
         fs->wl_ended = true;
-        atomic_store(&fs->wl_open, false);
+        gw_fair__wl_told(fs);
         pthread_mutex_unlock(&fs->mu);
         return;
     }
@@ -346,7 +346,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     fs->wl_polled_ms = now;
     gw_fair_redis_wl_state_t ws;
-    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+    if (!wl_sync(f, fs, &ws) || !gw_fair_waitlist_open(fs))
         return;
     int64_t left = info.stock_left;
     out = wl_step(fs,
@@ -370,7 +370,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         !mine)
         return;
     /* under the lock: what the last holder did is read first */
-    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+    if (!wl_sync(f, fs, &ws) || !gw_fair_waitlist_open(fs))
         return;
     if (ws.owner[0] && !resolve_pending(f, fs, sale, owner, &ws, &left)) {
         fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
