@@ -125,7 +125,7 @@ typedef enum {
     CM_PLANT_WL_FLEET_END_UNREAD,       /* gw_waitlist_fleet.c: at ends_at a gateway loses its
                                            waitlisted by its last poll of the draw, not read again
                                            (a past defect): a loser promoted just before reads lost */
-    CM_PLANT_WL_FLEET_SEEN_STALE,       /* gw_waitlist_fleet.c: a walk that met sold-out keeps its
+    CM_PLANT_WL_FLEET_SEEN_STALE,       /* gw_waitlist_core.c: a walk that met sold-out keeps its
                                            lagging view as seen: the next unit freed looks unchanged */
     CM_PLANT_FAIR_FLEET_PUSHED_FIRST,   /* gw_fair_fleet.c: a gateway is marked pushed before its
                                            entries are written: killed in between, the draw goes

@@ -1169,8 +1169,8 @@ static void check_end(world_t *wd)
         sim_trace(&wd->log,
                   "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
                   " version %" PRIu64 ", open %d, head %zu",
-                  g, info.stock_left, (uint64_t)info.version, fs->wl_seen_left,
-                  (uint64_t)fs->wl_seen_version, atomic_load(&fs->wl_open),
+                  g, info.stock_left, (uint64_t)info.version, fs->sale.wl.seen.left,
+                  fs->sale.wl.seen.version, gw_fair_waitlist_open(fs),
                   (size_t)fs->sale.wl.head);
     }
     const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");

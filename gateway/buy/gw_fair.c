@@ -149,11 +149,13 @@ static bool fair_tick(gw_fair_t *f)
     int64_t now = cm_wall_ms();
     for (size_t i = 0; i < m; i++) {
         gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&fs->mu);
+        bool waiting = fs->waitlisted > 0;
+        pthread_mutex_unlock(&fs->mu);
         gw_sale_out_t so;
         gw_sale_step(&fs->sale,
-                     &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK,
-                                     .tick = {.waiting = atomic_load(&fs->wl_open)}},
-                     now, &so);
+                     &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waiting}}, now,
+                     &so);
         if (i >= n) {
             here[i] = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
             so.actions &= GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT;

@@ -633,6 +633,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     free(fs->perm);
     fs->perm = perm;
+    struct gw_wl_stock seen = fs->sale.wl.seen; /* no walk over it, whatever this read */
     gw_fair__wl_init(fs);
     for (size_t pos = 0; pos < d.n; pos++)
         if (fs->v[perm[pos]].state == GW_ENTRY_ENTERED)
@@ -641,13 +642,14 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
             fs->v[i].state = GW_ENTRY_LOST;
     gw_wl_core_init(&fs->sale.wl, ws.head > 0 && (size_t)ws.head < d.n ? (size_t)ws.head : 0);
+    fs->sale.wl.seen = seen;
     fs->promoted = (uint64_t)ws.promoted;
     fs->wl_gen = ws.gen;
     fs->wl_ended = ended;
     if (!fs->draw_done_ms)
         fs->draw_done_ms = cm_wall_ms();
     /* before drawn: no first-come buy slips in while losers wait */
-    atomic_store(&fs->wl_open, fs->waitlisted > 0);
+    gw_fair__wl_told(fs);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     uint64_t waitlisted = fs->waitlisted;
     pthread_mutex_unlock(&fs->mu);

@@ -145,13 +145,10 @@ struct gw_fair_sale {
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
     /* the waitlist (gw_waitlist.c): losers of the draw, for units freed after it */
-    atomic_bool wl_open;      /* waitlisted entries wait: first-come is held back */
     uint64_t waitlisted, promoted;
     uint32_t *wl_bit;         /* Fenwick tree over draw positions: 1 per waitlisted entry */
     bool wl_ended;            /* the "L" line: the sale ended, the waitlist is lost */
     bool wl_cut;              /* a promotion cut by a crash (open: the spool decides) */
-    int64_t wl_seen_left, wl_seen_acc; /* the stock a walk admitted nobody from */
-    uint64_t wl_seen_version;
     int64_t wl_retry_ms;      /* no new walk before this after a failure */
     /* the fleet's waitlist (gw_waitlist_fleet.c), lottery thread only */
     long long wl_gen;         /* the generation of the fleet's waitlist last fetched */
@@ -364,12 +361,13 @@ void gw_fair__wl_init(gw_fair_sale_t *fs);
 void gw_fair__wl_add(gw_fair_sale_t *fs, entry_t *e);
 /* A waitlisted entry leaves the waitlist, to won or lost (fs->mu held or single-threaded). */
 void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e);
+/* Tells fs's machine whether anyone waits (a TICK's fact): nobody closes the
+ * leftovers, first-come opens (fs->mu held or single-threaded). */
+void gw_fair__wl_told(gw_fair_sale_t *fs);
 /* The end of a waitlist pass, one gateway's and a fleet's alike: a failed pass
- * (retry_at_ms != 0) waits until then; a pass that admitted nobody and did not fail
- * remembers the stock it saw (no new walk until it moves); the waitlist closes once
- * nobody waits (what: "one" or "fleet", for the log). Takes fs->mu. */
-void gw_fair__wl_pass_end(gw_fair_sale_t *fs, const inv_sale_info_t *info, bool admitted,
-                          int64_t retry_at_ms, const char *what);
+ * (retry_at_ms != 0) waits until then; the leftovers close once nobody waits
+ * (what: "one" or "fleet", for the log). Takes fs->mu. */
+void gw_fair__wl_pass_end(gw_fair_sale_t *fs, int64_t retry_at_ms, const char *what);
 /* The place of a waitlisted entry: 1 + the waitlisted entries ahead (fs->mu held). */
 uint32_t gw_fair__wl_place(const gw_fair_sale_t *fs, const entry_t *e);
 /* Admits waitlisted entries while stock is free; ends the waitlist with the sale. Lottery
@@ -502,7 +500,9 @@ typedef struct gw_fair_lot_ops {
     /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it (a
      * fleet: push this gateway's entries first; one gateway draws). */
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
-    /* A drawn sale: the leftovers' promotions, the waitlist's end with the sale. */
+    /* The machine's leftovers (GW_SALE_DO_WL: a published draw whose losers wait): a WL
+     * TICK with the stock the store sees, then the walk's promotions or the end the
+     * machine answers, each recorded in the store. Lottery thread. */
     void (*leftovers_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
     /* Before the local entry: one entry per person across the store
      * (gw_fair__fleet_enter_mark's contract; *held: the person's mark is the

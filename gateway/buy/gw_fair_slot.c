@@ -122,13 +122,10 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.room_rate, 0);
     pthread_mutex_lock(&fs->mu);
     entries_free(fs);
-    atomic_store(&fs->wl_open, false);
     fs->waitlisted = fs->promoted = 0;
     gw_wl_core_init(&fs->sale.wl, 0);
     fs->sale.leftovers = false;
     fs->wl_ended = fs->wl_cut = false;
-    fs->wl_seen_left = fs->wl_seen_acc = 0;
-    fs->wl_seen_version = 0;
     fs->wl_retry_ms = 0;
     fs->wl_gen = 0;
     fs->wl_polled_ms = 0;

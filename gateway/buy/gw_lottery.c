@@ -257,7 +257,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         /* decided, but done only once "F" is durable: else the draw's
          * thread writes the lines again (gw_fair__run_draw) */
         if (out.actions & GW_FAIR_DO_PUBLISH) {
-            atomic_store(&fs->wl_open, fs->waitlisted > 0);
+            gw_fair__wl_told(fs);
             atomic_store(&fs->drawn, true);
         } else {
             cm_log_error("fair", "the end of the draw is not durable; written again",
@@ -314,7 +314,7 @@ void gw_fair__cut_winners(gw_fair_t *f)
         if (!fs->wl_cut)
             continue;
         fs->wl_cut = false;
-        atomic_store(&fs->wl_open, fs->waitlisted > 0);
+        gw_fair__wl_told(fs);
         cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
                     "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
     }
@@ -811,7 +811,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         return;
     }
     /* before drawn: no first-come buy slips in while the waitlist has entrants */
-    atomic_store(&fs->wl_open, fs->waitlisted > 0);
+    gw_fair__wl_told(fs);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "draw done",

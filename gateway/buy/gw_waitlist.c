@@ -27,7 +27,15 @@
 
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs)
 {
-    return fs && atomic_load_explicit(&fs->wl_open, memory_order_acquire);
+    return fs && atomic_load_explicit(&fs->sale.leftovers, memory_order_relaxed);
+}
+
+void gw_fair__wl_told(gw_fair_sale_t *fs)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale,
+                 &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = fs->waitlisted > 0}},
+                 cm_wall_ms(), &so);
 }
 
 /*---- the places: a Fenwick tree over draw positions ----*/
@@ -120,7 +128,7 @@ static void wl_end(gw_fair_sale_t *fs, int64_t now)
             fs->lost++;
         }
     }
-    atomic_store(&fs->wl_open, false);
+    gw_fair__wl_told(fs);
     pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "sale ended: its waitlist is lost", "sale=%s", fs->sale_id);
 }
@@ -229,15 +237,12 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     int64_t left = info.stock_left;
     /* Lottery thread: the only writer of a drawn lottery's states and of the
      * waitlist's core, so they are read here without fs->mu. */
-    gw_wl_out_t out = wl_step(
-        fs,
-        (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
-                     .left = left,
-                     /* a walk over the same stock that admitted nobody (every qty too large) */
-                     .unchanged = left == fs->wl_seen_left &&
-                                  info.accepted_units == fs->wl_seen_acc &&
-                                  info.version == fs->wl_seen_version},
-        now);
+    gw_wl_out_t out = wl_step(fs,
+                              (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
+                                           .left = left,
+                                           .acc = info.accepted_units,
+                                           .version = info.version},
+                              now);
     if (out.actions & GW_WL_DO_END) {
         wl_end(fs, now);
         return;
@@ -261,22 +266,16 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         out = wl_step(fs, ev, now);
     }
-    gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + WL_RETRY_MS : 0, "one");
+    gw_fair__wl_pass_end(fs, out.failed ? now + WL_RETRY_MS : 0, "one");
 }
 
-void gw_fair__wl_pass_end(gw_fair_sale_t *fs, const inv_sale_info_t *info, bool admitted,
-                          int64_t retry_at_ms, const char *what)
+void gw_fair__wl_pass_end(gw_fair_sale_t *fs, int64_t retry_at_ms, const char *what)
 {
     if (retry_at_ms)
         fs->wl_retry_ms = retry_at_ms;
-    if (!admitted && !retry_at_ms) {
-        fs->wl_seen_left = info->stock_left;
-        fs->wl_seen_acc = info->accepted_units;
-        fs->wl_seen_version = info->version;
-    }
     pthread_mutex_lock(&fs->mu);
     if (fs->waitlisted == 0) {
-        atomic_store(&fs->wl_open, false);
+        gw_fair__wl_told(fs);
         cm_log_info("fair", "waitlist done: first-come from now", "sale=%s waitlist=%s promoted=%llu",
                     fs->sale_id, what, (unsigned long long)fs->promoted);
     }

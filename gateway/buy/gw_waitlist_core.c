@@ -28,6 +28,22 @@ void gw_wl_core_init(gw_wl_core_t *c, size_t head)
     *c = (gw_wl_core_t){.head = head};
 }
 
+/* The walk's end: one that admitted nobody and did not fail remembers the
+ * stock (the walk's last, planted: its TICK's, which a fleet's lagging view
+ * may have shown units another gateway had taken). */
+static void pass_end(gw_wl_core_t *c, bool failed, gw_wl_out_t *out)
+{
+    c->stage = STAGE_IDLE;
+    out->actions = GW_WL_DO_PASS_END;
+    out->admitted = c->admitted;
+    out->failed = failed;
+    if (!c->admitted && !failed) {
+        c->seen = c->saw;
+        if (!CM_PLANT(WL_FLEET_SEEN_STALE))
+            c->seen.left = c->left;
+    }
+}
+
 /* The next draw position to look at from c->at, or the walk's end. */
 static void next(gw_wl_core_t *c, gw_wl_out_t *out)
 {
@@ -37,14 +53,15 @@ static void next(gw_wl_core_t *c, gw_wl_out_t *out)
         out->pos = c->at;
         return;
     }
-    c->stage = STAGE_IDLE;
-    out->actions = GW_WL_DO_PASS_END;
-    out->admitted = c->admitted;
+    pass_end(c, false, out);
 }
 
-static void on_tick(const gw_wl_ev_t *ev, gw_wl_out_t *out)
+static void on_tick(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
 {
-    if (!ev->pending && (ev->left <= 0 || ev->unchanged))
+    c->saw = (struct gw_wl_stock){ev->left, ev->acc, ev->version};
+    bool unchanged = ev->left == c->seen.left && ev->acc == c->seen.acc &&
+                     ev->version == c->seen.version;
+    if (!ev->pending && (ev->left <= 0 || unchanged))
         return;
     out->actions = GW_WL_DO_WALK;
 }
@@ -78,13 +95,11 @@ static void on_entry(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
 
 static void on_promoted(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
 {
+    c->left = ev->left;
     switch (ev->result) {
     case GW_WL_NO_STOCK: /* the stock seen was gone: the next tick looks again */
     case GW_WL_FAILED:
-        c->stage = STAGE_IDLE;
-        out->actions = GW_WL_DO_PASS_END;
-        out->admitted = c->admitted;
-        out->failed = ev->result == GW_WL_FAILED;
+        pass_end(c, ev->result == GW_WL_FAILED, out);
         return;
     case GW_WL_WON:
         c->admitted = true;
@@ -92,7 +107,6 @@ static void on_promoted(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
     case GW_WL_LOST:
         break;
     }
-    c->left = ev->left;
     if (c->at == c->head) /* it waits no more */
         c->head++;
     c->at++;
@@ -105,7 +119,7 @@ void gw_wl_core_step(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
     switch (ev->kind) {
     case GW_WL_EV_TICK:
         if (c->stage == STAGE_IDLE)
-            on_tick(ev, out);
+            on_tick(c, ev, out);
         break;
     case GW_WL_EV_WALK:
         if (c->stage != STAGE_IDLE)

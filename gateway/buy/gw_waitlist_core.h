@@ -7,9 +7,10 @@
  * perform the promotions (buy's accept sequence) and feed their results
  * back. The simulator (sim/sim_fair.c) runs this same code.
  *
- *   TICK      the lottery's thread: the sale's stock left, whether that
- *             stock is the one a walk admitted nobody from (the sale's end
- *             is the sale's machine's: gw_sale_core.c answers DO_END)
+ *   TICK      the lottery's thread: the sale's stock as the shell saw it
+ *             (the sale's end is the sale's machine's: gw_sale_core.c
+ *             answers DO_END); no walk over the stock a walk admitted
+ *             nobody from, which the core remembers
  *   WALK      the walk begins (after a fleet's lock): the stock left now
  *   ENTRY     the entry at out.pos (a draw position): waitlisted or not, qty
  *   PROMOTED  the promotion of out.pos: its result, the stock left after it
@@ -34,7 +35,7 @@ enum {
 };
 
 typedef enum {
-    GW_WL_EV_TICK = 0, /* left, unchanged, pending */
+    GW_WL_EV_TICK = 0, /* left, acc, version, pending */
     GW_WL_EV_WALK,     /* left, ndraw */
     GW_WL_EV_ENTRY,    /* waitlisted, qty */
     GW_WL_EV_PROMOTED, /* result, left */
@@ -51,7 +52,8 @@ typedef enum {
 typedef struct gw_wl_ev {
     gw_wl_ev_kind_t kind;
     int64_t left;          /* TICK, WALK, PROMOTED: the sale's stock left */
-    bool unchanged;        /* TICK: the stock a walk admitted nobody from, not moved */
+    int64_t acc;           /* TICK: the units it accepted */
+    uint64_t version;      /* TICK: its version (a restock, a release moves it) */
     bool pending;          /* TICK: a fleet's promotion begun and not finished */
     size_t ndraw;          /* WALK: the draw's entrants */
     bool waitlisted;       /* ENTRY */
@@ -74,6 +76,11 @@ typedef struct gw_wl_core {
     uint8_t stage; /* internal */
     bool met;      /* the walk met a waitlisted entry that fits */
     bool admitted; /* the walk promoted someone */
+    /* the stock of the TICK that began the walk, and the one a walk admitted nobody from */
+    struct gw_wl_stock {
+        int64_t left, acc;
+        uint64_t version;
+    } saw, seen;
 } gw_wl_core_t;
 
 /* A waitlist whose first waiter is at draw position head or later. */

@@ -292,7 +292,7 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const cha
             }
         }
         fs->wl_ended = true;
-        atomic_store(&fs->wl_open, false);
+        gw_fair__wl_told(fs);
         pthread_mutex_unlock(&fs->mu);
         return;
     }
@@ -346,15 +346,14 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     fs->wl_polled_ms = now;
     gw_fair_redis_wl_state_t ws;
-    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+    if (!wl_sync(f, fs, &ws) || !gw_fair_waitlist_open(fs))
         return;
     int64_t left = info.stock_left;
     out = wl_step(fs,
                   (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
                                .left = left,
-                               .unchanged = left == fs->wl_seen_left &&
-                                            info.accepted_units == fs->wl_seen_acc &&
-                                            info.version == fs->wl_seen_version,
+                               .acc = info.accepted_units,
+                               .version = info.version,
                                .pending = ws.owner[0] != '\0'},
                   now);
     if (!(out.actions & GW_WL_DO_WALK))
@@ -370,7 +369,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         !mine)
         return;
     /* under the lock: what the last holder did is read first */
-    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+    if (!wl_sync(f, fs, &ws) || !gw_fair_waitlist_open(fs))
         return;
     if (ws.owner[0] && !resolve_pending(f, fs, sale, owner, &ws, &left)) {
         fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
@@ -419,11 +418,9 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         out = wl_step(fs, ev, now);
     }
-    /* the stock the walk last heard from Redis is what it saw: a view that lagged (units
-     * shown that another gateway had taken) is not taken as seen, or the unit freed next,
-     * which shows the same view again, would look unchanged and never be walked for */
-    if (!CM_PLANT(WL_FLEET_SEEN_STALE))
-        info.stock_left = left;
-    gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + FLEET_WL_RETRY_MS : 0,
-                         "fleet");
+    /* the stock the walk last heard from Redis (its PROMOTED's left) is what it saw: a
+     * view that lagged (units shown that another gateway had taken) is not taken as
+     * seen, or the unit freed next, which shows the same view again, would look
+     * unchanged and never be walked for (gw_waitlist_core.c remembers it) */
+    gw_fair__wl_pass_end(fs, out.failed ? now + FLEET_WL_RETRY_MS : 0, "fleet");
 }

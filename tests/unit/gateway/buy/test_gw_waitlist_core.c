@@ -137,11 +137,19 @@ static void test_tick(void **state)
     gw_wl_core_init(&c, 0);
     gw_wl_ev_t t = {.kind = GW_WL_EV_TICK, .left = 0};
     assert_int_equal(step(&c, t).actions, 0); /* no stock */
-    t.left = 2;
+    t = (gw_wl_ev_t){.kind = GW_WL_EV_TICK, .left = 2, .acc = 5, .version = 7};
     assert_int_equal(step(&c, t).actions, GW_WL_DO_WALK);
-    t.unchanged = true; /* the stock a walk admitted nobody from */
-    assert_int_equal(step(&c, t).actions, 0);
+    /* a walk that admits nobody (its one waiter wants 3): the core remembers that stock */
+    gw_wl_ev_t w = {.kind = GW_WL_EV_WALK, .left = 2, .ndraw = 1};
+    assert_int_equal(step(&c, w).actions, GW_WL_DO_LOOK);
+    gw_wl_out_t o = step(&c, (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY, .waitlisted = true, .qty = 3});
+    assert_int_equal(o.actions, GW_WL_DO_PASS_END);
+    assert_false(o.admitted);
+    assert_int_equal(step(&c, t).actions, 0); /* the same stock: no walk */
     t.pending = true; /* a fleet's promotion to finish */
+    assert_int_equal(step(&c, t).actions, GW_WL_DO_WALK);
+    t.pending = false;
+    t.version = 8; /* a release or a restock moved it */
     assert_int_equal(step(&c, t).actions, GW_WL_DO_WALK);
 }
 
