@@ -1170,8 +1170,7 @@ static void check_end(world_t *wd)
                   "gw%d: left %" PRId64 " version %" PRIu64 "; waitlist seen left %" PRId64
                   " version %" PRIu64 ", open %d, head %zu",
                   g, info.stock_left, (uint64_t)info.version, fs->sale.wl.seen.left,
-                  fs->sale.wl.seen.version, gw_fair_waitlist_open(fs),
-                  (size_t)fs->sale.wl.head);
+                  fs->sale.wl.seen.version, gw_fair_waitlist_open(fs), (size_t)fs->sale.wl.head);
     }
     const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
     sim_trace(&wd->log, "waitlist: mode %s, %s promoted, %" PRId64 " units freed, pending %s",

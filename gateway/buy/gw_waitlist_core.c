@@ -59,8 +59,8 @@ static void next(gw_wl_core_t *c, gw_wl_out_t *out)
 static void on_tick(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out)
 {
     c->saw = (struct gw_wl_stock){ev->left, ev->acc, ev->version};
-    bool unchanged = ev->left == c->seen.left && ev->acc == c->seen.acc &&
-                     ev->version == c->seen.version;
+    bool unchanged =
+        ev->left == c->seen.left && ev->acc == c->seen.acc && ev->version == c->seen.version;
     if (!ev->pending && (ev->left <= 0 || unchanged))
         return;
     out->actions = GW_WL_DO_WALK;
