@@ -144,8 +144,11 @@ static bool fair_tick(gw_fair_t *f)
         here[i] = gw_fair__sale_terms(f->sales[i]);
     if (f->lot->tick)
         f->lot->tick(f, cm_wall_ms());
-    /* the configuration's poll may have added sales: their rooms tick now, the rest next time */
+    /* the configuration's poll may have added sales (slots are never taken
+     * away, so m >= n): their rooms tick now, the rest next time */
     size_t m = atomic_load_explicit(&f->n, memory_order_acquire);
+    if (m < n)
+        m = n;
     int64_t now = cm_wall_ms();
     for (size_t i = 0; i < m; i++) {
         gw_fair_sale_t *fs = f->sales[i];
