@@ -52,7 +52,7 @@
     uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
     uint8_t lot_stage;  /* the reply awaited (internal) */                                         \
     bool lot_finished;  /* a restart read the end's record */                                      \
-    bool lot_done;      /* the end is durable: the draw is done */
+    _Atomic bool lot_done; /* the draw done, its end durable (any thread's phase reads it) */
 
 typedef struct gw_fair_core {
     GW_FAIR_CORE_FIELDS
