@@ -412,12 +412,15 @@ static void test_stall_answers_in_time(void **state)
     put(fx.inv, "stall", 1000, 1);
     /* The connection made and the script loaded, on a sale of its own: on a
      * loaded machine the first round trip can itself pass 50 ms, and a reserve
-     * that timed out may stay held, which would move the count read below. */
+     * that timed out may stay held, which would move the count read below.
+     * Tried for up to 20 s: under a parallel build a 50 ms budget can miss
+     * for seconds, and the breaker then refuses at once for its cooldown. */
     put(fx.inv, "stallwarm", 1000, 1);
     treq_t warm;
     int warm_rc = -1;
     char wuser[16], worder[16];
-    for (int k = 0; k < 50 && warm_rc != INV_RESERVED; k++) {
+    uint64_t warm_until = ms_now() + 20000;
+    for (int k = 0; warm_rc != INV_RESERVED && ms_now() < warm_until; k++) {
         snprintf(wuser, sizeof(wuser), "warm%d", k);
         snprintf(worder, sizeof(worder), "sw%d", k);
         if ((warm_rc = buy(&fx, &warm, "stallwarm", wuser, 1, NULL, worder)) != INV_RESERVED)
