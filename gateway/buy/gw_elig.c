@@ -5,6 +5,7 @@
  */
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_elig_backend.h"
+#include "gateway/buy/gw_fair_internal.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -119,9 +120,7 @@ int gw_elig_open(gw_server_t *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&e->mu, NULL);
     snprintf(e->path, sizeof(e->path), "%s/eligibility.json", srv->cfg->data_dir);
     srv->elig = e;
-    /* the store: the one choice between one gateway and a fleet (as gw_fair_open's) */
-    e->ops =
-        strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_elig__fleet_ops : &gw_elig__local_ops;
+    e->ops = srv->fair->lot->elig; /* the fairness store's choice (gw_fair_open) */
     json_error_t jerr;
     json_t *root = json_load_file(e->path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -340,7 +339,3 @@ bool gw_elig_check(gw_req_t *r, const char *sale_id, int64_t now_ms)
                   "sale %s is open to eligible buyers only; not met: %s", sale_id, reason);
     return false;
 }
-
-/*---- one gateway's store: eligibility.json alone ----*/
-
-const gw_elig_ops_t gw_elig__local_ops = {0};

@@ -40,7 +40,7 @@ typedef struct gw_elig_rule {
 } gw_elig_rule_t;
 
 /* Loads <data_dir>/eligibility.json (absent = no rules). 0, or CM_EINVAL/CM_EIO with a reason.
- * Single-threaded start. */
+ * Single-threaded start, after gw_fair_open (whose store choice is eligibility's too). */
 int gw_elig_open(struct gw_server *srv, char *errbuf, size_t errlen);
 /* Frees the table. After the workers and the admin API stopped. */
 void gw_elig_close(struct gw_server *srv);

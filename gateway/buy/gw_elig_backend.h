@@ -1,12 +1,13 @@
 /*
- * Eligibility's store, private to gateway/buy/: one gateway's
- * (gw_elig__local_ops: eligibility.json is the whole store) or a fleet's
- * (gw_elig__fleet_ops, gw_elig_fleet.c: the field "elig:<sale>" of the fair
- * configuration in Redis, through gw_fair_redis.c, and the lottery thread's
- * poll of it). gw_elig_open picks one; gw_elig.c calls it and never asks
- * which. Both keep eligibility.json (gw_elig.c writes it on every change): a
- * fleet's gateway started while Redis is down enforces the rules it read last,
- * never opening a sale to everyone.
+ * Eligibility's store, private to gateway/buy/: one gateway's (no op:
+ * eligibility.json is the whole store) or a fleet's (gw_elig__fleet_ops,
+ * gw_elig_fleet.c: the field "elig:<sale>" of the fair configuration in Redis,
+ * through gw_fair_redis.c, and the lottery thread's poll of it). The fairness
+ * store's one choice picks it (gw_fair_lot_ops_t.elig, gw_fair_store.c) and
+ * gw_elig_open takes it; gw_elig.c calls it and never asks which. Both keep
+ * eligibility.json (gw_elig.c writes it on every change): a fleet's gateway
+ * started while Redis is down enforces the rules it read last, never opening a
+ * sale to everyone.
  */
 #ifndef GW_ELIG_BACKEND_H
 #define GW_ELIG_BACKEND_H
@@ -30,7 +31,7 @@ typedef struct gw_elig_ops {
     int (*put)(struct gw_server *srv, const gw_elig_rule_t *rule, char *errbuf, size_t errlen);
 } gw_elig_ops_t;
 
-extern const gw_elig_ops_t gw_elig__local_ops, gw_elig__fleet_ops;
+extern const gw_elig_ops_t gw_elig__fleet_ops;
 
 typedef struct gw_elig_retired {
     struct gw_elig_retired *next;
@@ -38,7 +39,7 @@ typedef struct gw_elig_retired {
 } gw_elig_retired_t;
 
 struct gw_elig {
-    const gw_elig_ops_t *ops; /* the store, chosen once by gw_elig_open */
+    const gw_elig_ops_t *ops; /* the store (gw_fair_lot_ops_t.elig) */
     pthread_mutex_t mu;       /* writers: the slots, n, retired, seen, the file */
     /* A slot holds one sale's rule (NULL once removed: the slot is reused).
      * Readers scan slots [0, n) without a lock; a published rule is never

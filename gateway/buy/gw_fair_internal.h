@@ -533,9 +533,10 @@ typedef struct gw_fair_lot_ops {
     /* Adds the store's own figures to the fair stats object (json_t *). */
     void (*stats)(gw_fair_t *f, void *o);
     /* The same choice's room and registration stores, each sale's slot takes
-     * (gw_fair__sale_new). */
+     * (gw_fair__sale_new), and eligibility's, gw_elig_open takes. */
     const struct gw_room_ops *room;
     const struct gw_reg_ops *reg;
+    const struct gw_elig_ops *elig;
 } gw_fair_lot_ops_t;
 
 extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;

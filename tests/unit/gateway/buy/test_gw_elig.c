@@ -8,6 +8,7 @@
  */
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_elig_backend.h"
+#include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_fair_redis.h"
 
 #include "common/cm_err.h"
@@ -30,6 +31,7 @@
 typedef struct mini {
     gw_config_t cfg;
     gw_server_t srv;
+    gw_fair_t fair; /* only its store choice: one gateway's (gw_elig_open takes it) */
     char dir[64];
 } mini_t;
 
@@ -59,6 +61,8 @@ static void mini_start(mini_t *m)
     snprintf(m->cfg.identity.account_created_claim, sizeof(m->cfg.identity.account_created_claim),
              "created");
     m->srv.cfg = &m->cfg;
+    m->fair.lot = &gw_fair__lot_local;
+    m->srv.fair = &m->fair;
     char why[256] = "";
     assert_int_equal(gw_elig_open(&m->srv, why, sizeof(why)), 0);
 }
