@@ -234,9 +234,8 @@ void gw_fair_close(gw_server_t *srv)
     if (!f)
         return;
     gw_fair_stop_thread(srv);
-    inv_fleet_close(f->rc);
-    gw_fair__pool_deinit(&f->loop_pool);
-    gw_fair__pool_deinit(&f->pool);
+    if (f->lot->close)
+        f->lot->close(f);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++)
         gw_fair__sale_free(f->sales[i]);

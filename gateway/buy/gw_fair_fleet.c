@@ -1042,6 +1042,14 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
     return 0;
 }
 
+void gw_fair__fleet_close(gw_fair_t *f)
+{
+    inv_fleet_close(f->rc);
+    f->rc = NULL;
+    gw_fair__pool_deinit(&f->loop_pool);
+    gw_fair__pool_deinit(&f->pool);
+}
+
 /* Reads the fleet's lottery configuration into the local table every
  * FLEET_CONF_POLL_MS, and sends the admission-token give-backs. */
 void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)

@@ -32,6 +32,7 @@ const gw_fair_lot_ops_t gw_fair__lot_local = {
 
 const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .open = gw_fair__fleet_open,
+    .close = gw_fair__fleet_close,
     /* no .sale_load: a fleet's room is Redis' (gw_room_fleet.c), no log of its own */
     .tick = gw_fair__fleet_tick,
     .entries_tick = gw_fair__fleet_entries_tick,
