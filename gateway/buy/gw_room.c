@@ -15,7 +15,6 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/overload/gw_ol.h"
-#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <jansson.h>
