@@ -8,11 +8,9 @@
  *
  * The rules live in a table of their own, kept in <data_dir>/eligibility.json
  * (rewritten atomically on every change, loaded at start). In a fleet (a Redis
- * inventory) they also live in the fleet's fair configuration, the hash
- * {flashgate:fair}:conf, field "elig:<sale>" -> "<days> <claim,claim|->": the
- * admin call writes Redis first, and every gateway's lottery thread, which
- * polls that hash every half second, makes its table the fleet's (a rule
- * absent from Redis goes), so every gateway enforces every rule.
+ * inventory) they also live in the fleet's fair configuration, which every
+ * gateway polls and makes its table (gw_elig_fleet.c), so every gateway
+ * enforces every rule.
  *
  * Threads: the buy path reads rules without locks (a rule is immutable once
  * published; a replaced one is freed at close); admin calls change them.
@@ -42,7 +40,7 @@ typedef struct gw_elig_rule {
 } gw_elig_rule_t;
 
 /* Loads <data_dir>/eligibility.json (absent = no rules). 0, or CM_EINVAL/CM_EIO with a reason.
- * Single-threaded start. */
+ * Single-threaded start, after gw_fair_open (whose store choice is eligibility's too). */
 int gw_elig_open(struct gw_server *srv, char *errbuf, size_t errlen);
 /* Frees the table. After the workers and the admin API stopped. */
 void gw_elig_close(struct gw_server *srv);
@@ -69,18 +67,6 @@ bool gw_elig_get(struct gw_server *srv, const char *sale_id, gw_elig_rule_t *out
 /* Admin: the sale was deleted; its rule goes (in a fleet from Redis too, best effort: a
  * sale created again under the id writes its own). Admin thread. */
 void gw_elig_sale_deleted(struct gw_server *srv, const char *sale_id);
-
-/*
- * Fleet: the rules in Redis replace the table. The lottery thread's poll of
- * the fair configuration calls gw_elig_fleet_begin, gw_elig_fleet_apply for
- * each "elig:<sale>" field (field is the whole name, value its text), then
- * gw_elig_fleet_end with complete true when every field was read: rules
- * not applied since begin go. Lottery thread.
- */
-#define GW_ELIG_FLEET_PREFIX "elig:"
-void gw_elig_fleet_begin(struct gw_server *srv);
-void gw_elig_fleet_apply(struct gw_server *srv, const char *field, const char *value);
-void gw_elig_fleet_end(struct gw_server *srv, bool complete);
 
 /*
  * The buy path's check of r's verified buyer (r->eligible, r->created_at; with

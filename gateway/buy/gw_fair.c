@@ -19,10 +19,8 @@
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_fleet.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
-#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -234,9 +232,8 @@ void gw_fair_close(gw_server_t *srv)
     if (!f)
         return;
     gw_fair_stop_thread(srv);
-    inv_fleet_close(f->rc);
-    gw_fair__pool_deinit(&f->loop_pool);
-    gw_fair__pool_deinit(&f->pool);
+    if (f->lot->close)
+        f->lot->close(f);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++)
         gw_fair__sale_free(f->sales[i]);

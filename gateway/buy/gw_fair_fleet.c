@@ -18,7 +18,7 @@
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/buy/gw_elig.h"
+#include "gateway/buy/gw_elig_backend.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
@@ -117,8 +117,8 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     gw_fair_t *f = ctx;
     long long w = 0, e = 0, wr = 0;
     unsigned long long k0 = 0, k1 = 0;
-    if (strncmp(sale, GW_ELIG_FLEET_PREFIX, strlen(GW_ELIG_FLEET_PREFIX)) == 0) {
-        gw_elig_fleet_apply(f->srv, sale, v); /* a sale's eligibility rule (gw_elig.h) */
+    if (strncmp(sale, GW_FAIR_REDIS_ELIG_PREFIX, strlen(GW_FAIR_REDIS_ELIG_PREFIX)) == 0) {
+        gw_elig_fleet_apply(f->srv, sale, v); /* a sale's eligibility rule (gw_elig_fleet.c) */
         return;
     }
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
@@ -1040,6 +1040,14 @@ int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
                        loop_ms ? loop_ms : INV_REDIS_TIMEOUT_MS_DEFAULT, true);
     gw_fair__pool_init(&f->pool, &f->addr, GW_FAIR_POOL_SIZE, GW_FAIR_POOL_TIMEOUT_MS, false);
     return 0;
+}
+
+void gw_fair__fleet_close(gw_fair_t *f)
+{
+    inv_fleet_close(f->rc);
+    f->rc = NULL;
+    gw_fair__pool_deinit(&f->loop_pool);
+    gw_fair__pool_deinit(&f->pool);
 }
 
 /* Reads the fleet's lottery configuration into the local table every

@@ -488,6 +488,9 @@ typedef struct gw_fair_lot_ops {
     /* Opens the store (a fleet: its Redis address, the pools). 0 or CM_EINVAL
      * with the reason. Single-threaded (open). */
     int (*open)(gw_fair_t *f, char *errbuf, size_t errlen);
+    /* Frees what open made (a fleet: its connections), after open failed too. Single-
+     * threaded (close, the lottery thread stopped). */
+    void (*close)(gw_fair_t *f);
     /* What the store keeps of a sale read back at open, besides the entry log (one
      * gateway: its waiting room's log). Single-threaded (open). */
     void (*sale_load)(gw_fair_sale_t *fs);
@@ -533,9 +536,10 @@ typedef struct gw_fair_lot_ops {
     /* Adds the store's own figures to the fair stats object (json_t *). */
     void (*stats)(gw_fair_t *f, void *o);
     /* The same choice's room and registration stores, each sale's slot takes
-     * (gw_fair__sale_new). */
+     * (gw_fair__sale_new), and eligibility's, gw_elig_open takes. */
     const struct gw_room_ops *room;
     const struct gw_reg_ops *reg;
+    const struct gw_elig_ops *elig;
 } gw_fair_lot_ops_t;
 
 extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;
@@ -543,6 +547,7 @@ extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;
 /*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
 /* The Redis store's ops (gw_fair__lot_redis), each as its gw_fair_lot_ops_t member says. */
 int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen);
+void gw_fair__fleet_close(gw_fair_t *f);
 void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms);
 void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs);
 int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered,

@@ -187,10 +187,15 @@ int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const 
                errbuf, errlen);
 }
 
-int gw_fair_redis_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf,
-                                   size_t errlen)
+int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
+                           size_t errlen)
 {
-    return ran(call(c, K_CONF, NULL, errbuf, errlen, "HDEL %s %s", K_CONF, field));
+    char field[200];
+    snprintf(field, sizeof(field), GW_FAIR_REDIS_ELIG_PREFIX "%s", sale);
+    if (!value)
+        return ran(call(c, K_CONF, NULL, errbuf, errlen, "HDEL %s %s", K_CONF, field));
+    return num(call(c, K_CONF, NULL, errbuf, errlen, "HSET %s %s %s", K_CONF, field, value), NULL,
+               errbuf, errlen);
 }
 
 int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)

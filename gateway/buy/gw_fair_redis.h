@@ -17,7 +17,7 @@
  * |                       |        | [wr_rate]", or "-"                | and DELETE (gw_fair.c,   |
  * |                       |        | (GW_FAIR_REDIS_LOTTERY_DELETED, a | gw_reg.c); the           |
  * |                       |        | deleted sale); "elig:<sale>" ->   | eligibility PUT          |
- * |                       |        | the sale's eligibility rule       | (gw_elig.c)              |
+ * |                       |        | the sale's eligibility rule       | (gw_elig_fleet.c)        |
  * | :e                    | HASH   | user -> "order qty idem node":    | each gateway at the      |
  * |                       |        | the entries pushed (HSETNX: a     | window's close           |
  * |                       |        | user's first push)                | (push_add, push_finish)  |
@@ -113,9 +113,16 @@ int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *err
 /* Stores one sale's configuration. */
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
                                    char *errbuf, size_t errlen);
-/* Deletes one field of the configuration hash (HDEL; absent is fine). */
-int gw_fair_redis_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf,
-                                   size_t errlen);
+
+/*---- eligibility (gateway/buy/gw_elig_fleet.c) ----*/
+
+/* A sale's eligibility rule is the configuration's field GW_FAIR_REDIS_ELIG_PREFIX "<sale>"
+ * (gw_fair_redis_lottery_conf_all hands it over with the prefix; a sale id has no ':'). */
+#define GW_FAIR_REDIS_ELIG_PREFIX "elig:"
+/* Stores the sale's rule text (HSET), or deletes it when value is NULL (HDEL; absent is
+ * fine). */
+int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
+                           size_t errlen);
 
 /*
  * Pushing entries is one pipeline: gw_fair_redis_lottery_push_add queues one entry

@@ -6,6 +6,7 @@
  * (gw_waitlist_fleet.c) call the fleet's draw (gw_fair_fleet.c): a table in
  * either would make the two files call each other.
  */
+#include "gateway/buy/gw_elig_backend.h"
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg_backend.h"
 
@@ -24,12 +25,14 @@ const gw_fair_lot_ops_t gw_fair__lot_local = {
     .leftovers_tick = gw_fair__wl_tick,
     .room = &gw_fair__room_local_ops,
     .reg = &gw_reg__local_ops,
+    .elig = &(const gw_elig_ops_t){0}, /* eligibility.json is the whole store */
 };
 
 /*---- a fleet: Redis through the fairness pool (gw_fair_fleet.c, gw_waitlist_fleet.c) ----*/
 
 const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .open = gw_fair__fleet_open,
+    .close = gw_fair__fleet_close,
     /* no .sale_load: a fleet's room is Redis' (gw_room_fleet.c), no log of its own */
     .tick = gw_fair__fleet_tick,
     .entries_tick = gw_fair__fleet_entries_tick,
@@ -45,4 +48,5 @@ const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .stats = gw_fair__fleet_stats,
     .room = &gw_fair__room_redis_ops,
     .reg = &gw_reg__fleet_ops,
+    .elig = &gw_elig__fleet_ops,
 };

@@ -17,10 +17,8 @@
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_fleet.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
-#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,7 +15,6 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/overload/gw_ol.h"
-#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -148,7 +147,6 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
                      "sale=%s err=%s", fs->sale_id, strerror(errno));
     atomic_store(&fs->wr_eff_milli, 0);
     fs->wr_last_ms = 0;
-    fs->wr_fleet_ms = 0;
     pthread_mutex_unlock(&fs->wr_mu);
     gw_wr_spent_clear(&fs->wr_spent);
 }

@@ -388,12 +388,21 @@ static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t
         gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id, why);
 }
 
+/* A deleted sale's room: its keys went with the sale's delete (gw_fair_redis_lottery_clear);
+ * the next tick paces from scratch. */
+static int fleet_drop(gw_fair_sale_t *fs)
+{
+    fs->wr_fleet_ms = 0;
+    return 0;
+}
+
 const gw_room_ops_t gw_fair__room_redis_ops = {
     .join = fleet_join,
     .tick = fleet_tick,
     .persons = fleet_persons,
     .claim = fleet_claim,
     .settle = fleet_settle,
-    /* no .sync: a claim is durable once Redis answered it; no .audit, no .drop: the
-     * room is Redis', no log of this gateway's to account for or remove */
+    .drop = fleet_drop,
+    /* no .sync: a claim is durable once Redis answered it; no .audit: the room is
+     * Redis', no log of this gateway's to account for */
 };

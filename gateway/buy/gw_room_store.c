@@ -22,7 +22,6 @@
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,6 +7,9 @@
  * fleet's text) is refused at configuration, naming the problem.
  */
 #include "gateway/buy/gw_elig.h"
+#include "gateway/buy/gw_elig_backend.h"
+#include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_fair_redis.h"
 
 #include "common/cm_err.h"
 #include "gateway/base/gw_base.h"
@@ -28,6 +31,7 @@
 typedef struct mini {
     gw_config_t cfg;
     gw_server_t srv;
+    gw_fair_t fair; /* only its store choice: one gateway's (gw_elig_open takes it) */
     char dir[64];
 } mini_t;
 
@@ -57,6 +61,8 @@ static void mini_start(mini_t *m)
     snprintf(m->cfg.identity.account_created_claim, sizeof(m->cfg.identity.account_created_claim),
              "created");
     m->srv.cfg = &m->cfg;
+    m->fair.lot = &gw_fair__lot_local;
+    m->srv.fair = &m->fair;
     char why[256] = "";
     assert_int_equal(gw_elig_open(&m->srv, why, sizeof(why)), 0);
 }
@@ -91,7 +97,7 @@ static void test_longest_rule_survives_polls(void **st)
         n += (size_t)snprintf(value + n, sizeof(value) - n, "%s%s", i ? "," : "", nm);
     }
     for (int round = 0; round < 2; round++) {
-        poll_one(&m, GW_ELIG_FLEET_PREFIX "s1", value);
+        poll_one(&m, GW_FAIR_REDIS_ELIG_PREFIX "s1", value);
         gw_elig_rule_t r;
         assert_true(gw_elig_get(&m.srv, "s1", &r));
         assert_int_equal(r.min_age_days, 3650);
@@ -111,7 +117,7 @@ static void test_longest_rule_survives_polls(void **st)
     snprintf(too_many, sizeof(too_many), "%s,q", value);
     const char *bad[] = {too_long, "3 a\"b", too_many, "x y", "99999 a", ""};
     for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
-        poll_one(&m, GW_ELIG_FLEET_PREFIX "s1", bad[b]);
+        poll_one(&m, GW_FAIR_REDIS_ELIG_PREFIX "s1", bad[b]);
         gw_elig_rule_t r;
         assert_true(gw_elig_get(&m.srv, "s1", &r));
         assert_int_equal(r.n_claims, ID_ELIG_MAX);

@@ -157,11 +157,11 @@ static void pairs_cat(void *ctx, const char *field, const char *value)
 }
 
 /*
- * The lottery's records: the configuration, the entries pushed in one pipeline
- * (a user's first push stays) with the gateway's "pushed" mark, the freeze,
- * the seed (the first offered stays), the winners, done, the drawer's lock; and
- * a pipeline that meets an error reply says so (0) without the pushed mark's
- * success counting for it.
+ * The lottery's records: the configuration (and a sale's eligibility field in
+ * it), the entries pushed in one pipeline (a user's first push stays) with the
+ * gateway's "pushed" mark, the freeze, the seed (the first offered stays), the
+ * winners, done, the drawer's lock; and a pipeline that meets an error reply
+ * says so (0) without the pushed mark's success counting for it.
  */
 static void test_lottery_records(void **state)
 {
@@ -176,10 +176,17 @@ static void test_lottery_records(void **state)
     assert_string_equal(out, "1000 1000 1 2");
     assert_int_equal(gw_fair_redis_lottery_conf_all(c, pairs_cat, buf, why, sizeof(why)), 0);
     assert_non_null(strstr(buf, "lr=1000 1000 1 2;"));
-    assert_int_equal(gw_fair_redis_lottery_conf_del(c, "lr", why, sizeof(why)), 0);
-    assert_int_equal(
-        gw_fair_redis_lottery_conf_get(c, "lr", out, sizeof(out), &found, why, sizeof(why)), 0);
-    assert_false(found);
+    /* a sale's eligibility rule: a field of its own beside the lottery's, gone when deleted */
+    assert_int_equal(gw_fair_redis_elig_put(c, "lr", "3 a,b", why, sizeof(why)), 0);
+    buf[0] = '\0';
+    assert_int_equal(gw_fair_redis_lottery_conf_all(c, pairs_cat, buf, why, sizeof(why)), 0);
+    assert_non_null(strstr(buf, GW_FAIR_REDIS_ELIG_PREFIX "lr=3 a,b;"));
+    assert_int_equal(gw_fair_redis_elig_put(c, "lr", NULL, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_elig_put(c, "lr", NULL, why, sizeof(why)), 0); /* absent */
+    buf[0] = '\0';
+    assert_int_equal(gw_fair_redis_lottery_conf_all(c, pairs_cat, buf, why, sizeof(why)), 0);
+    assert_null(strstr(buf, GW_FAIR_REDIS_ELIG_PREFIX "lr="));
+    assert_non_null(strstr(buf, "lr=1000 1000 1 2;"));
 
     assert_int_equal(gw_fair_redis_lottery_entered(c, "lr", &b, why, sizeof(why)), 0);
     assert_false(b);
