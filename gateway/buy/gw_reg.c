@@ -21,14 +21,19 @@
 
 /*---- the configuration ----*/
 
-void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
+/* The token of the window [o, c) (o = 0: none). */
+static void reg_token_of(int64_t o, int64_t c, char *out, size_t cap)
 {
-    int64_t o = atomic_load(&fs->sale.cfg.reg_opens_ms),
-            c = atomic_load(&fs->sale.cfg.reg_closes_ms);
     if (o > 0)
         snprintf(out, cap, " r=%lld:%lld", (long long)o, (long long)c);
     else if (cap)
         out[0] = '\0';
+}
+
+void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
+{
+    reg_token_of(atomic_load(&fs->sale.cfg.reg_opens_ms), atomic_load(&fs->sale.cfg.reg_closes_ms),
+                 out, cap);
 }
 
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf)
@@ -62,23 +67,39 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
         cm_errbuf_set(errbuf, errlen, "sale %s has no start-window lottery", sale_id);
         return CM_ENOTFOUND;
     }
+    /*
+     * A fleet's lottery thread polls the shared configuration and sets the
+     * window it read (conf_sync_one); the PUT wrote the lottery's value without
+     * this window just before (gw_fair_configure). So the window published is
+     * the one asked for, never one read back from fs: a poll that read the
+     * value before the publish could have set its old window in between, and
+     * that would be published to every gateway. tick_mu (the poll's) is held
+     * from the window's store to its publish, so that this gateway's own copy
+     * never goes back to the old window either (the next PUT's "absent:
+     * unchanged" reads it). The lottery thread waits for the publish's round
+     * trip, as for its own Redis calls.
+     */
+    pthread_mutex_lock(&f->tick_mu);
     if (atomic_load(&fs->sale.cfg.reg_opens_ms) == opens_ms &&
-        atomic_load(&fs->sale.cfg.reg_closes_ms) == closes_ms)
+        atomic_load(&fs->sale.cfg.reg_closes_ms) == closes_ms) {
+        pthread_mutex_unlock(&f->tick_mu);
         return 0;
+    }
     atomic_store(&fs->sale.cfg.reg_closes_ms, closes_ms);
     atomic_store(&fs->sale.cfg.reg_opens_ms, opens_ms);
     pthread_mutex_lock(&f->mu);
     int rc = gw_fair__conf_save(f);
     pthread_mutex_unlock(&f->mu);
     if (rc) {
+        pthread_mutex_unlock(&f->tick_mu);
         cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
         return CM_EIO;
     }
     char tok[64];
-    gw_fair__reg_token(fs, tok, sizeof(tok));
-    if (fs->reg_ops->publish(f, fs, tok, errbuf, errlen) != 0)
-        return CM_EBACKEND;
-    return 0;
+    reg_token_of(opens_ms, closes_ms, tok, sizeof(tok));
+    rc = fs->reg_ops->publish(f, fs, tok, errbuf, errlen);
+    pthread_mutex_unlock(&f->tick_mu);
+    return rc != 0 ? CM_EBACKEND : 0;
 }
 
 /*---- registering, the entry's check ----*/

@@ -245,7 +245,12 @@ try:
     redis.start()
     gws = start_fleet(redis, 3, extra=IDENTITY)
     g1, g2, g3 = gws
-    starts = int(time.time()) + 4
+    # Registration closes at starts_at, and every registration below must come
+    # before it: from here that is a PUT, a poll of the fleet's configuration
+    # (FLEET_CONF_POLL_MS, 0.5 s) and nine requests. starts_at is 8 s ahead so
+    # that a loaded runner still makes it; the check after the last says
+    # plainly when it did not, rather than as 403s.
+    starts = int(time.time()) + 8
     r = g1.admin("PUT", "/admin/v1/sales/fr", body={
         "stock": 1, "per_user_limit": 1, "starts_at": rfc3339(starts), "fair_window_ms": 1000,
         "registration_opens_at": int((time.time() - 1) * 1000),
@@ -263,6 +268,8 @@ try:
            "the fleet's count on every gateway")
     persons, pages, count = export_all(g2, "fr", 1)
     eq((sorted(persons), pages, count), (["P-alice", "P-bob"], 2, 2), "the fleet's export")
+    check(time.time() < starts, "the registrations came before registration closed (the test's "
+          "own timing: starts_at was %.1f s too early)" % (time.time() - starts))
 
     wait_until(starts + 0.05)
     eq(register(g2, "fr", tok["carol"]).status, 403, "closed across the fleet")
