@@ -833,13 +833,13 @@ fail_locked:
 int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image)
 {
     pthread_mutex_lock(&j->mu);
-    j->batch.len = 0;
     off_t mark = j->len;
     pthread_mutex_unlock(&j->mu);
     if (cm_journal_compact_from(j, image, mark) != 0)
         return CM_EIO;
     /* nothing was copied after the image: one writer's offsets start again */
     pthread_mutex_lock(&j->mu);
+    j->batch.len = 0;
     j->len = j->synced_len = (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
     j->delta = 0;
     pthread_mutex_unlock(&j->mu);
