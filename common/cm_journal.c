@@ -20,6 +20,8 @@
 #define HDR 18u /* "%08x %08x " */
 #define READ_CHUNK (64u * 1024u)
 
+int (*cm_journal__datasync)(int fd) = fdatasync;
+
 static const char hexd[] = "0123456789abcdef";
 
 static void put_hex8(char *p, uint32_t v)
@@ -336,7 +338,7 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
     if (cm_journal_write_all(fd, head, hn) != 0 || cm_journal_write_all(fd, body, n) != 0)
         goto fail;
     what = "fdatasync";
-    if (fdatasync(fd) != 0)
+    if (cm_journal__datasync(fd) != 0)
         goto fail;
     what = "rename";
     if (rename(tmp, path) != 0)
@@ -517,7 +519,7 @@ FILE *cm_journal_lines_open(const char *path)
     return NULL;
 }
 
-/*---- one owned journal ----*/
+/*---- one journal, its appends from many threads, one fdatasync for them ----*/
 
 int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
                     void *arg, char *errbuf, size_t errlen)
@@ -545,10 +547,12 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
         close(fd);
         return rc;
     }
+    bool synced = false;
     if (len == 0) {
+        synced = !(flags & CM_JOURNAL_DEFER_SYNC);
         if (ftruncate(fd, 0) != 0 ||
             cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
-            fdatasync(fd) != 0 || cm_journal_dir_sync(path) != 0) {
+            (synced && (cm_journal__datasync(fd) != 0 || cm_journal_dir_sync(path) != 0))) {
             cm_errbuf_set(errbuf, errlen, "%s: cannot start the journal: %s", path,
                           strerror(errno));
             close(fd);
@@ -556,10 +560,14 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
         }
         len = CM_JOURNAL_MAGIC_LEN;
     }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
     j->fd = fd;
     j->path = cm_xstrdup(path);
     j->len = len;
-    j->synced_len = 0; /* what a crash left may be in the page cache only */
+    /* what a crash left may be in the page cache only, its name too */
+    j->synced_len = synced ? len : 0;
+    j->dir_unsynced = !synced;
     return 0;
 }
 
@@ -568,7 +576,8 @@ int cm_journal_append(cm_journal_t *j, const void *rec, size_t len)
     return cm_journal_buf_add(&j->batch, rec, len);
 }
 
-int cm_journal_write(cm_journal_t *j)
+/* The batch with one write(2) (cm_journal_write's contract). j->mu held. */
+static int write_locked(cm_journal_t *j)
 {
     if (j->batch.len == 0)
         return j->fd >= 0 ? 0 : CM_EIO;
@@ -584,54 +593,276 @@ int cm_journal_write(cm_journal_t *j)
     /* part of a frame would glue the next batch to it: both cut at the next
      * open. Cut it off now; if that fails too, no more appends. */
     cm_log_error("journal", "write", "path=%s err=%s", j->path, w < 0 ? strerror(errno) : "short");
-    if (w > 0 && ftruncate(j->fd, j->len) != 0) {
+    if (w > 0 && ftruncate(j->fd, j->len - j->delta) != 0) {
         close(j->fd);
         j->fd = -1;
     }
     return CM_EIO;
 }
 
+int cm_journal_write(cm_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = write_locked(j);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+int cm_journal_put(cm_journal_t *j, const void *rec, size_t len, off_t *end)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = cm_journal_buf_add(&j->batch, rec, len);
+    if (rc == 0)
+        rc = write_locked(j);
+    if (end)
+        *end = j->len;
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+int cm_journal_sync_to(cm_journal_t *j, off_t end)
+{
+    pthread_mutex_lock(&j->mu);
+    unsigned failures = j->failures;
+    int rc = 0;
+    while (j->synced_len < end || j->dir_unsynced) {
+        if (j->failures != failures) { /* one ran while this waited: it may have been its own */
+            rc = CM_EIO;
+            break;
+        }
+        /* one at a time: the frames written while one runs wait for its end,
+         * then one of them syncs them all (a compaction may hold it back) */
+        if (j->syncing || j->sync_hold) {
+            pthread_cond_wait(&j->cv, &j->mu);
+            continue;
+        }
+        /* a dup: a compaction may close j->fd meanwhile (its gen then tells) */
+        int fd = j->fd >= 0 ? fcntl(j->fd, F_DUPFD_CLOEXEC, 0) : -1;
+        if (fd < 0) {
+            rc = CM_EIO;
+            break;
+        }
+        off_t upto = j->len;
+        unsigned gen = j->gen;
+        bool dir = j->dir_unsynced;
+        j->syncing = true;
+        pthread_mutex_unlock(&j->mu);
+        int r = cm_journal__datasync(fd);
+        const char *what = "fdatasync";
+        int e = errno;
+        close(fd);
+        if (r == 0 && dir && (r = cm_journal_dir_sync(j->path)) != 0) {
+            what = "directory fsync";
+            e = errno;
+        }
+        pthread_mutex_lock(&j->mu);
+        j->syncing = false;
+        if (r == 0 && j->gen == gen) { /* a compaction's new file: not this sync's */
+            if (upto > j->synced_len)
+                j->synced_len = upto;
+            if (dir)
+                j->dir_unsynced = false;
+        }
+        if (r != 0) {
+            j->failures++;
+            cm_log_error("journal", what, "path=%s err=%s", j->path, strerror(e));
+        }
+        pthread_cond_broadcast(&j->cv);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
 int cm_journal_sync(cm_journal_t *j)
 {
-    int rc = cm_journal_write(j);
-    if (rc != 0)
-        return rc;
-    if (j->synced_len >= j->len)
-        return 0;
-    if (fdatasync(j->fd) != 0) {
-        cm_log_error("journal", "fdatasync", "path=%s err=%s", j->path, strerror(errno));
-        return CM_EIO;
+    pthread_mutex_lock(&j->mu);
+    int rc = write_locked(j);
+    off_t end = j->len;
+    pthread_mutex_unlock(&j->mu);
+    return rc != 0 ? rc : cm_journal_sync_to(j, end);
+}
+
+void cm_journal_lens(cm_journal_t *j, off_t *len, off_t *synced, off_t *delta)
+{
+    pthread_mutex_lock(&j->mu);
+    if (delta)
+        *delta = j->delta;
+    if (len)
+        *len = j->len;
+    if (synced)
+        *synced = j->synced_len;
+    pthread_mutex_unlock(&j->mu);
+}
+
+bool cm_journal_durable(cm_journal_t *j, off_t end)
+{
+    pthread_mutex_lock(&j->mu);
+    bool durable = j->synced_len >= end && !j->dir_unsynced;
+    pthread_mutex_unlock(&j->mu);
+    return durable;
+}
+
+bool cm_journal_broken(cm_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool broken = j->fd < 0;
+    pthread_mutex_unlock(&j->mu);
+    return broken;
+}
+
+/* The file's bytes [from, to) of fd at the end of tfd. 0 or -1. */
+static int copy_range(int fd, int tfd, off_t from, off_t to)
+{
+    char buf[16384];
+    while (from < to) {
+        size_t n = to - from < (off_t)sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
+        ssize_t r = pread(fd, buf, n, from);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
+            return -1;
+        from += r;
     }
-    j->synced_len = j->len;
     return 0;
+}
+
+/* Lets syncs start again after a compaction held them. j->mu held. */
+static void release_syncs(cm_journal_t *j)
+{
+    j->sync_hold = false;
+    pthread_cond_broadcast(&j->cv);
+}
+
+int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_t mark)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", j->path);
+    pthread_mutex_lock(&j->mu);
+    unsigned gen = j->gen;
+    off_t delta = j->delta, to = j->len;
+    /* a dup to read the tail from: j->fd is j->mu's */
+    int fd = j->fd >= 0 && mark - delta >= (off_t)CM_JOURNAL_MAGIC_LEN && mark <= j->len
+                 ? fcntl(j->fd, F_DUPFD_CLOEXEC, 0)
+                 : -1;
+    pthread_mutex_unlock(&j->mu);
+    const char *what = "no such mark";
+    int tfd = -1;
+    bool held = false;
+    if (fd < 0)
+        goto fail;
+    (void)unlink(tmp);
+    what = "open";
+    tfd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    if (tfd < 0)
+        goto fail;
+    /* the image and the frames appended since mark, synced with no lock held */
+    what = "write";
+    if (cm_journal_write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
+        cm_journal_write_all(tfd, image->p ? image->p : "", image->len) != 0 ||
+        copy_range(fd, tfd, mark - delta, to - delta) != 0)
+        goto fail;
+    what = "fdatasync";
+    if (cm_journal__datasync(tfd) != 0)
+        goto fail;
+    /* the frames appended meanwhile, synced while no sync of the journal may
+     * start (one running covers at most its length now: then every frame a
+     * sync reported durable is in what the new file has synced); appends go on */
+    pthread_mutex_lock(&j->mu);
+    what = "the journal was replaced";
+    if (j->gen != gen || j->fd < 0)
+        goto fail_locked;
+    j->sync_hold = held = true;
+    off_t held_to = j->len;
+    pthread_mutex_unlock(&j->mu);
+    what = "copy";
+    if (copy_range(fd, tfd, to - delta, held_to - delta) != 0)
+        goto fail;
+    what = "fdatasync";
+    if (cm_journal__datasync(tfd) != 0)
+        goto fail;
+    /* the frames appended since, copied unsynced (no sync reported them), and the rename */
+    pthread_mutex_lock(&j->mu);
+    what = "the journal was replaced";
+    if (j->gen != gen || j->fd < 0 || j->synced_len > held_to)
+        goto fail_locked;
+    what = "copy";
+    if (copy_range(fd, tfd, held_to - delta, j->len - delta) != 0)
+        goto fail_locked;
+    what = "rename";
+    if (rename(tmp, j->path) != 0)
+        goto fail_locked;
+    close(j->fd);
+    j->fd = tfd;
+    j->delta = mark - (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
+    j->synced_len = held_to;
+    j->gen++; /* a sync in flight on the old file covers nothing of this one */
+    j->dir_unsynced = true;
+    release_syncs(j);
+    unsigned new_gen = j->gen;
+    pthread_mutex_unlock(&j->mu);
+    close(fd);
+    /* the new file is whole under either name: until its name is durable, a
+     * sync fsyncs the directory before it counts */
+    if (cm_journal_dir_sync(j->path) == 0) {
+        pthread_mutex_lock(&j->mu);
+        if (j->gen == new_gen)
+            j->dir_unsynced = false;
+        pthread_mutex_unlock(&j->mu);
+    } else {
+        cm_log_warn("journal", "directory fsync after a rewrite failed", "path=%s err=%s",
+                    j->path, strerror(errno));
+    }
+    return 0;
+fail:
+    pthread_mutex_lock(&j->mu);
+fail_locked:
+    if (held)
+        release_syncs(j);
+    pthread_mutex_unlock(&j->mu);
+    cm_log_error("journal", "cannot compact", "path=%s what=%s err=%s", j->path, what,
+                 strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (tfd >= 0) {
+        close(tfd);
+        (void)unlink(tmp);
+    }
+    return CM_EIO;
 }
 
 int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image)
 {
-    if (j->fd < 0)
+    pthread_mutex_lock(&j->mu);
+    off_t mark = j->len;
+    pthread_mutex_unlock(&j->mu);
+    if (cm_journal_compact_from(j, image, mark) != 0)
         return CM_EIO;
-    int fd = -1;
-    if (cm_journal_replace(j->path, image->p ? image->p : "", image->len, &fd) != 0)
-        return CM_EIO;
-    close(j->fd);
-    j->fd = fd;
-    j->len = j->synced_len = (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
+    /* nothing was copied after the image: one writer's offsets start again */
+    pthread_mutex_lock(&j->mu);
     j->batch.len = 0;
+    j->len = j->synced_len = (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
+    j->delta = 0;
+    pthread_mutex_unlock(&j->mu);
     return 0;
 }
 
 int cm_journal_close(cm_journal_t *j)
 {
-    int rc = 0;
-    if (j->fd >= 0) {
-        rc = cm_journal_sync(j);
+    int rc = j->fd >= 0 ? cm_journal_sync(j) : j->path ? CM_EIO : 0;
+    cm_journal_discard(j);
+    return rc;
+}
+
+void cm_journal_discard(cm_journal_t *j)
+{
+    if (j->fd >= 0)
         close(j->fd);
-    } else if (j->path) {
-        rc = CM_EIO;
+    if (j->path) {
+        pthread_cond_destroy(&j->cv);
+        pthread_mutex_destroy(&j->mu);
     }
     j->fd = -1;
     cm_journal_buf_free(&j->batch);
     free(j->path);
     j->path = NULL;
-    return rc;
 }

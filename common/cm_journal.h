@@ -1,10 +1,10 @@
 /*
  * One framing, one recovery path and one upgrade for the append-only files
- * the product keeps, a journal per file: the waiting room's <sale>.room
- * (gw_room_store.c, its own appends and compaction beside the loops), the
- * lottery's <sale>.log and the registrations' <sale>.reg (cm_journal_attach,
- * cm_journal_frame, cm_journal_lines_open); cm_journal_t is the whole path
- * for one writer. A journal is the magic line CM_JOURNAL_MAGIC followed by frames:
+ * the product keeps, a journal per file: the waiting room's <sale>.room and
+ * the registrations' <sale>.reg (cm_journal_t: appends from many threads, one
+ * fdatasync for them all, compaction beside the appends), the lottery's
+ * <sale>.log (cm_journal_attach, cm_journal_frame, cm_journal_lines_open).
+ * A journal is the magic line CM_JOURNAL_MAGIC followed by frames:
  *
  *     "%08x %08x " length, CRC-32C, then the record's bytes, then "\n"
  *
@@ -41,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -144,42 +145,114 @@ int cm_journal_buf_add(cm_journal_buf_t *b, const void *rec, size_t len);
 void cm_journal_buf_free(cm_journal_buf_t *b);
 
 /*
- * One journal file owned by one writer (the caller serializes the calls).
- * Appends are buffered and written with one write(2) per batch
- * (cm_journal_write), made durable with one fdatasync (cm_journal_sync).
+ * One journal file, its fdatasync shared by every thread that appends to it
+ * (a group commit). Appends are framed into a batch and written with one
+ * write(2) (cm_journal_write, cm_journal_put); one fdatasync covers every
+ * frame written before it started (cm_journal_sync_to), run with no lock held,
+ * so appends go on meanwhile. A frame's place is its offset in the journal
+ * counted from the first byte it ever held (a logical offset): a compaction
+ * that rewrites the file keeps the offsets of the frames it copies, so an
+ * offset a writer waits for stays right across it.
+ *
+ * Thread safety: cm_journal_put, cm_journal_sync_to, cm_journal_lens,
+ * cm_journal_broken and cm_journal_compact_from may run on any threads at
+ * once (j->mu, held for a write(2) or a pread of the tail, never across an
+ * fdatasync, an image's write or a directory fsync). cm_journal_append,
+ * cm_journal_write, cm_journal_sync and cm_journal_compact are one writer's:
+ * their caller serializes them against every other call. cm_journal_open and
+ * cm_journal_close run alone (no other call on j before or after them).
  */
 typedef struct cm_journal {
+    pthread_mutex_t mu; /* every field below but path */
+    pthread_cond_t cv;  /* an fdatasync's end */
     int fd;            /* -1: closed, or a failed cut-off of a short write */
     char *path;
-    off_t len;         /* the file's length: whole frames only */
-    off_t synced_len;  /* what an fdatasync of this process covered */
+    off_t len;         /* the logical end of the last whole frame written */
+    off_t delta;       /* logical offset - the file's offset (a compaction's shift) */
+    off_t synced_len;  /* what an fdatasync of this process covered (logical) */
+    unsigned gen;      /* a new file (a compaction's): a sync of the old one covers none of it */
+    unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
+    bool syncing;      /* an fdatasync runs (without mu); cv: its end */
+    /* the directory entry is fsync'd by the next sync: a new file's name, a
+     * compaction's rename, or a file a crash left unsynced survives a power cut */
+    bool dir_unsynced;
+    bool sync_hold; /* a compaction syncs the last frames it copied: no sync starts */
     cm_journal_buf_t batch; /* frames appended, not yet written */
 } cm_journal_t;
 
+/* Every fdatasync of a journal (fdatasync): a test's fault seam. */
+extern int (*cm_journal__datasync)(int fd);
+
 /* Upgrade a line log of the format before the journal at open (cm_journal_upgrade_lines). */
 #define CM_JOURNAL_UPGRADE_LINES 1u
+/* A new or empty file's magic line is written, not synced, and its directory
+ * not fsync'd at open: the first cm_journal_sync_to covers both (an open under
+ * a lock the worker loops wait for makes no fdatasync). */
+#define CM_JOURNAL_DEFER_SYNC 2u
 
 /* Opens (creates) the journal at path: removes a stale "<path>.tmp", upgrades a
  * line log if flags has CM_JOURNAL_UPGRADE_LINES, reads every record into fn
  * (NULL: none) and cuts a bad tail (cm_journal_recover); a new or empty file
- * gets its magic line, fdatasync'd, and its directory fsync'd. 0, CM_EIO or
- * CM_ECORRUPT (a file not framed, without the upgrade flag); errbuf says why.
- * On failure j holds nothing to close. */
+ * gets its magic line, fdatasync'd, and its directory fsync'd (unless
+ * CM_JOURNAL_DEFER_SYNC). Nothing it found is taken as durable (a crash may
+ * have left it in the page cache only): the first sync covers it, and the
+ * directory. 0, CM_EIO or CM_ECORRUPT (a file not framed, without the upgrade
+ * flag); errbuf says why. On failure j holds nothing to close. */
 int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
                     void *arg, char *errbuf, size_t errlen);
-/* Adds a record to the batch (no I/O). 0 or CM_EINVAL (too long). */
+/* Adds a record to the batch (no I/O). 0 or CM_EINVAL (too long). One writer. */
 int cm_journal_append(cm_journal_t *j, const void *rec, size_t len);
 /* Writes the batch with one write(2) at the file's end; a short write is cut
- * back off the file (if that fails too, the journal is closed: every later call
- * is CM_EIO). The batch is emptied either way. 0 or CM_EIO. */
+ * back off the file (if that fails too, the journal is broken: every later call
+ * is CM_EIO). The batch is emptied either way. 0 or CM_EIO. One writer. */
 int cm_journal_write(cm_journal_t *j);
-/* cm_journal_write, then fdatasync unless one covered the file's length. 0 or CM_EIO. */
+/* cm_journal_write, then cm_journal_sync_to its end. 0 or CM_EIO. One writer. */
 int cm_journal_sync(cm_journal_t *j);
+/* One record written as one frame with one write(2) (a short one cut back as
+ * cm_journal_write does); *end (may be NULL): the logical offset the caller
+ * passes to cm_journal_sync_to for it. 0, CM_EINVAL (too long) or CM_EIO.
+ * Thread-safe; the order of two puts is the order the caller's lock gives them. */
+int cm_journal_put(cm_journal_t *j, const void *rec, size_t len, off_t *end);
+/* Durable through end (a logical offset from cm_journal_put, or the end
+ * cm_journal_lens gave): returns 0 at once if an fdatasync covered it (and the
+ * directory is synced); else waits for the one running, if any, and looks
+ * again; else runs one itself, without j->mu, for every frame written so far
+ * (one at a time: the callers that came while one ran share the next). CM_EIO if one of them
+ * failed after this call started (a failed fdatasync may drop the pages it was
+ * for: it is never retried into a success for the same waiter) or the journal
+ * is broken. Thread-safe: any number of callers, against every call but
+ * open and close. */
+int cm_journal_sync_to(cm_journal_t *j, off_t end);
+/* The logical end of the last whole frame, what an fdatasync covered of it,
+ * and the logical offset of the file's first byte (the file's length is
+ * *len - *delta); each may be NULL. Thread-safe. */
+void cm_journal_lens(cm_journal_t *j, off_t *len, off_t *synced, off_t *delta);
+/* Whether an fdatasync covered end (a logical offset) and the directory is
+ * synced: cm_journal_sync_to(j, end) would return at once. Thread-safe. */
+bool cm_journal_durable(cm_journal_t *j, off_t end);
+/* Whether a short write's cut-off failed (the file is closed: reopen it). Thread-safe. */
+bool cm_journal_broken(cm_journal_t *j);
 /* Replaces every record appended so far (written or in the batch, which is
- * dropped) by image's frames (cm_journal_replace); the new file is durable.
- * 0 or CM_EIO (the file and the batch stay as they were). */
+ * dropped) by image's frames (cm_journal_compact_from at the end); the new
+ * file is durable. 0 or CM_EIO (the file stays as it was). One writer. */
 int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image);
+/* Compaction while other threads append and sync: image holds the frames of the
+ * state the records before mark (a logical end the caller read with
+ * cm_journal_lens while no append could change that state) stand for. Written
+ * to "<path>.tmp" with the frames after mark copied behind it and
+ * fdatasync'd without j->mu; then the frames appended meanwhile, copied and
+ * fdatasync'd while no new sync of the journal may start (a sync_to that
+ * would start one waits about one fdatasync of that tail; appends go on), so
+ * the new file holds synced every frame a sync reported durable; then under
+ * j->mu the last frames copied (page cache only) and the file renamed over
+ * the journal. The directory is fsync'd after (a sync before that fsyncs it
+ * too).
+ * The frames after mark keep their logical offsets. 0 or CM_EIO (logged; the
+ * journal stays as it was). Thread-safe; one compaction at a time. */
+int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_t mark);
 /* cm_journal_sync, close, free. 0 or CM_EIO (what the sync said). */
 int cm_journal_close(cm_journal_t *j);
+/* Close and free with no sync: for a file its owner removed. */
+void cm_journal_discard(cm_journal_t *j);
 
 #endif

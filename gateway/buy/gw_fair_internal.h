@@ -15,6 +15,7 @@
 #include "gateway/buy/gw_sale_core.h"
 
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_types.h"
 #include "inventory/inv.h"
@@ -46,40 +47,22 @@ void gw_wr_spent_clear(gw_wr_spent_t *s);
 int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
-/* One gateway's waiting-room log (gw_room_store.c): its own lock, taken inside wr_mu
- * and the spent table's, never around them. */
+/* One gateway's waiting-room log (gw_room_store.c): a journal (cm_journal_t:
+ * its appends, its group commit and its compaction) and mu, its own lock,
+ * taken inside wr_mu and the spent table's, never around them. */
 typedef struct gw_room_store {
-    pthread_mutex_t mu;
-    int fd;         /* -1 until the first line (or after a failure) */
-    off_t len;      /* where a short write is cut back to */
-    /* What an fdatasync covered: the length it started at (0 for what this
-     * process found in the file: a crash may have left it in the page cache) */
-    off_t synced_len;
-    unsigned gen;   /* a new file or a reopened one: a sync in flight on the old fd
-                     * does not cover the new one's bytes */
-    bool dirty;     /* lines since the last fdatasync */
-    /* fdatasyncs running (store_sync), the furthest length one of them covers (0
-     * when none), and their end, broadcast: a flush whose lines one covers waits */
-    unsigned sync_inflight;
-    off_t sync_inflight_upto;
-    pthread_cond_t sync_cv;
+    pthread_mutex_t mu; /* every field below but the atomics */
+    pthread_cond_t cv;  /* users back to 0: a drop waits for it */
+    cm_journal_t j;     /* <sale>.room, open from this process's first line */
+    bool open;
+    unsigned opens;     /* opens of j: a compaction's mark is of one of them */
+    unsigned users;     /* syncs and a compaction using j without mu */
     int64_t synced_ms, err_ms;
-    /* A compaction in progress (store_compact): its new file, to
-     * which every line appended meanwhile goes too (-1: none), that file's
-     * length, what an fdatasync covered of it, whether a write or sync to it
-     * failed (the compaction is given up), and the log's length when the
-     * room's state was copied (the new file holds that state, then the lines
-     * after it). Owned by the lottery thread; the appends and syncs use it
-     * under mu. */
-    int cfd;
-    off_t clen, csynced, cmark;
-    unsigned cgen;
-    bool cfailed;
-    /* A compaction renamed its file over the log: the directory entry is
-     * fsync'd before a sync of the new file counts (a power cut could bring
-     * back the old name without the lines appended to the new file). */
-    bool dir_unsynced;
-    off_t base_len; /* the log's length after its last compaction (0: none yet) */
+    /* A compaction's mark (the logical end the state it copied stands for),
+     * the open it was taken in, and the file's length then */
+    off_t cmark, cmark_file;
+    unsigned copens;
+    off_t base_len; /* the file's length after its last compaction (0: none yet) */
     _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
      * (local_sync), and those whose fdatasync failed */

@@ -49,7 +49,4 @@ typedef struct gw_reg_ops {
 
 extern const gw_reg_ops_t gw_reg__local_ops, gw_reg__fleet_ops;
 
-/* The fdatasync(2) the local store's sync calls: a unit test's seam for a failing disk. */
-extern int (*gw_reg__datasync)(int fd);
-
 #endif

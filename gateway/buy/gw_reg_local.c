@@ -5,9 +5,9 @@
  * a person's record written with one write(2) before the answer, read back
  * at a start through the journal's recovery. In fsync durability the answer
  * also waits for an fdatasync covering the record (gw_reg_core.c's rule):
- * sync runs off the worker loops and outside reg_mu, one fdatasync for every
- * record written before it started (a group commit: the loops that wait
- * meanwhile are covered by the next one).
+ * sync runs off the worker loops and outside reg_mu, the journal's group
+ * commit (cm_journal_sync_to: one fdatasync for every record written before
+ * it started, the loops that wait meanwhile covered by the next one).
  */
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg.h"
@@ -35,20 +35,12 @@ struct gw_reg_set {
     size_t n, cap;
     uint32_t *tab; /* open addressing: index + 1, 0 = empty */
     size_t tcap;
-    int fd;            /* the log, -1 until opened */
-    off_t log_len;     /* its length: where a failed write is cut back to */
-    off_t synced;      /* what an fdatasync covered (0 for what a start found) */
-    unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
-    /* opened by this process: its directory entry is fsync'd with the next sync
-     * (a new file's name, or one a crash left unsynced, survives a power cut) */
-    bool dir_unsynced;
-    bool syncing;   /* an fdatasync runs (without reg_mu); cv: its end */
+    cm_journal_t log; /* <sale>.reg, from the first record this process writes */
+    bool log_open;
     unsigned users; /* calls of local_sync inside: the set is not freed under them */
-    pthread_cond_t cv;
+    pthread_cond_t cv; /* users back to 0 */
     cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
 };
-
-int (*gw_reg__datasync)(int fd) = fdatasync;
 
 static uint64_t person_hash(const struct gw_reg_set *s, const char *p)
 {
@@ -98,7 +90,6 @@ static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
 {
     if (!fs->reg) {
         fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
-        fs->reg->fd = -1;
         pthread_cond_init(&fs->reg->cv, NULL);
         /* never fails on Linux; a fixed key still works (a table's order only) */
         if (cm_hash_seed_random(&fs->reg->key) != 0)
@@ -157,33 +148,29 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
         cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
 }
 
-/* Appends p's record (one write(2)); fs->reg_mu held. 0 or CM_EIO. */
+/* Appends p's record (one write(2)), the journal opened at the first
+ * (its magic line synced by the first sync, not under reg_mu); a journal
+ * whose short write could not be cut back is opened again (its recovery
+ * cuts it). fs->reg_mu held. 0 or CM_EIO. */
 static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
 {
-    if (s->fd < 0) {
-        char path[700];
+    if (s->log_open && cm_journal_broken(&s->log)) {
+        if (s->users) /* a sync reads it: the next append reopens it */
+            return CM_EIO;
+        (void)cm_journal_close(&s->log);
+        s->log_open = false;
+    }
+    if (!s->log_open) {
+        char path[700], why[256];
         reg_path(f, fs->sale_id, path, sizeof(path));
-        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
-        if (s->fd < 0 || cm_journal_attach(s->fd, path, &s->log_len) != 0) {
-            if (s->fd >= 0)
-                close(s->fd);
-            s->fd = -1;
+        if (cm_journal_open(&s->log, path, CM_JOURNAL_DEFER_SYNC, NULL, NULL, why, sizeof(why)) !=
+            0) {
+            cm_log_error("fair", "registration log", "sale=%s err=%s", fs->sale_id, why);
             return CM_EIO;
         }
-        s->dir_unsynced = true;
+        s->log_open = true;
     }
-    char rec[INV_USER_ID_MAX + CM_JOURNAL_FRAME_OVERHEAD]; /* one frame of the journal */
-    int len = (int)cm_journal_frame(rec, sizeof(rec), p, strlen(p));
-    ssize_t w = len ? write(s->fd, rec, (size_t)len) : -1;
-    if (w != len || !len) {
-        if (w > 0 && ftruncate(s->fd, s->log_len) != 0) {
-            close(s->fd);
-            s->fd = -1;
-        }
-        return CM_EIO;
-    }
-    s->log_len += len;
-    return 0;
+    return cm_journal_put(&s->log, p, strlen(p), NULL);
 }
 
 static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
@@ -200,7 +187,10 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
     struct gw_reg_set *s = fs->reg;
     ev.reg.found = set_has(s, person);
     ev.reg.sync = f->srv->cfg->durability == GW_DURABILITY_FSYNC;
-    ev.reg.covered = !s || (s->synced >= s->log_len && !s->dir_unsynced);
+    off_t end = 0;
+    if (s && s->log_open)
+        cm_journal_lens(&s->log, &end, NULL, NULL);
+    ev.reg.covered = !s || !s->log_open || cm_journal_durable(&s->log, end);
     gw_sale_step(&fs->sale, &ev, now, &so);
     if (so.reg.actions & GW_REG_DO_APPEND) {
         s = set_get(fs);
@@ -223,43 +213,17 @@ static int local_sync(gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->reg_mu);
     struct gw_reg_set *s = fs->reg;
-    off_t want = s ? s->log_len : 0;
-    int rc = 0;
-    unsigned failures = s ? s->failures : 0;
-    if (s)
-        s->users++;
-    while (s && (s->synced < want || s->dir_unsynced)) {
-        if (s->failures != failures) { /* one ran while this waited: it may have been its own */
-            rc = CM_EIO;
-            break;
-        }
-        if (s->syncing) { /* one runs: it may cover want; look again at its end */
-            pthread_cond_wait(&s->cv, &fs->reg_mu);
-            continue;
-        }
-        int fd = s->fd >= 0 ? dup(s->fd) : -1; /* a failed write's close may come meanwhile */
-        off_t upto = s->log_len;
-        bool dir = s->dir_unsynced;
-        s->syncing = true;
+    if (!s || !s->log_open) { /* nothing written by this process: the load synced the file */
         pthread_mutex_unlock(&fs->reg_mu);
-        char path[700];
-        reg_path(fs->f, fs->sale_id, path, sizeof(path));
-        int r = fd >= 0 && gw_reg__datasync(fd) == 0 && (!dir || cm_journal_dir_sync(path) == 0)
-                    ? 0
-                    : CM_EIO;
-        if (fd >= 0)
-            close(fd);
-        pthread_mutex_lock(&fs->reg_mu);
-        s->syncing = false;
-        if (r == 0 && upto > s->synced)
-            s->synced = upto;
-        if (r == 0 && dir)
-            s->dir_unsynced = false;
-        if (r != 0)
-            s->failures++;
-        pthread_cond_broadcast(&s->cv);
+        return 0;
     }
-    if (s && --s->users == 0)
+    off_t want;
+    cm_journal_lens(&s->log, &want, NULL, NULL);
+    s->users++;
+    pthread_mutex_unlock(&fs->reg_mu);
+    int rc = cm_journal_sync_to(&s->log, want);
+    pthread_mutex_lock(&fs->reg_mu);
+    if (--s->users == 0)
         pthread_cond_broadcast(&s->cv); /* a drop waits for it */
     pthread_mutex_unlock(&fs->reg_mu);
     if (rc)
@@ -312,8 +276,8 @@ static void local_free(gw_fair_sale_t *fs)
     struct gw_reg_set *s = fs->reg;
     if (!s)
         return;
-    if (s->fd >= 0)
-        close(s->fd);
+    if (s->log_open)
+        (void)cm_journal_close(&s->log);
     pthread_cond_destroy(&s->cv);
     free(s->v);
     free(s->tab);
@@ -323,11 +287,15 @@ static void local_free(gw_fair_sale_t *fs)
 
 static int local_drop(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    while (fs->reg && fs->reg->users) /* a sync reads the set after its fdatasync */
+    while (fs->reg && fs->reg->users) /* a sync uses the journal until it returns */
         pthread_cond_wait(&fs->reg->cv, &fs->reg_mu);
-    local_free(fs);
     char path[700];
     reg_path(f, fs->sale_id, path, sizeof(path));
+    if (fs->reg && fs->reg->log_open) { /* no fdatasync of a file being removed */
+        cm_journal_discard(&fs->reg->log);
+        fs->reg->log_open = false;
+    }
+    local_free(fs);
     return unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
 }
 

@@ -5,14 +5,13 @@
  * gw_room_core.c's replay for what each line means). The file is a journal
  * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
  * skipped (a torn tail cut off), and a room log of the line format before
- * the journal is converted at the load. This file does the file: lines
- * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
- * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
- * tick, never with the log's lock held across it: the worker loops append
- * meanwhile), and through its end on demand (local_sync: fsync
- * durability's group commit, for the token claims of the orders it answers),
- * read back line by line, and compacted by the lottery thread once it is
- * more than twice as long as the state it records (room_compact).
+ * the journal is converted at the load. The journal does the file's path:
+ * a line appended with one write(2) under the log's lock, its fdatasync
+ * outside every lock (the journal's group commit: the seal's, the lottery
+ * thread's tick at most every GW_WR_SYNC_MS, and local_sync's for the token
+ * claims of the orders fsync durability answers), and the compaction beside
+ * the appends, by the lottery thread once the log is more than twice as long
+ * as the state it records (room_compact). This file says what goes in it.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -40,20 +39,17 @@
 
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
-    *st = (gw_room_store_t){.fd = -1, .cfd = -1}; /* every count and length 0 */
+    *st = (gw_room_store_t){.open = false}; /* every count and length 0 */
     pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->sync_cv, NULL);
+    pthread_cond_init(&st->cv, NULL);
 }
 
 void gw_fair__room_store_deinit(gw_room_store_t *st)
 {
-    if (st->fd >= 0) {
-        if (st->dirty)
-            (void)fdatasync(st->fd);
-        close(st->fd);
-    }
-    st->fd = -1;
-    pthread_cond_destroy(&st->sync_cv);
+    if (st->open)
+        (void)cm_journal_close(&st->j); /* its lines synced */
+    st->open = false;
+    pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
 }
 
@@ -73,123 +69,6 @@ static void store_trouble(gw_fair_sale_t *fs, const char *what)
                  strerror(errno));
 }
 
-/* fsync of the log's directory: a new log, its removal or a compaction's rename
- * survives a power cut. 0 or CM_EIO (errno set). */
-static int dir_fsync(const gw_fair_sale_t *fs)
-{
-    char path[700];
-    store_path(fs, path, sizeof(path));
-    return cm_journal_dir_sync(path);
-}
-
-/* dir_fsync, a failure logged. */
-static int store_dir_sync(gw_fair_sale_t *fs)
-{
-    int rc = dir_fsync(fs);
-    if (rc != 0)
-        store_trouble(fs, "directory fsync");
-    return rc;
-}
-
-/* fdatasync of the log: st->mu held on entry and on return, but not across
- * the call, so that the worker loops' appends and claims go on meanwhile (a
- * dup of the fd keeps the file open should a drop close it). On success the
- * log is durable through the length it had at the call (synced_len), unless
- * the file was dropped or reopened meanwhile. While a compaction runs, its new
- * file is synced too: a line this sync makes durable must stay durable once
- * that file replaces the log; after the rename, the directory is too, until
- * an fsync of it succeeded. 0 or CM_EIO. */
-static int store_sync(gw_fair_sale_t *fs)
-{
-    gw_room_store_t *st = &fs->wr_store;
-    int fd = fcntl(st->fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) {
-        store_trouble(fs, "dup");
-        return CM_EIO;
-    }
-    int cfd = -1;
-    if (st->cfd >= 0 && !st->cfailed && (cfd = fcntl(st->cfd, F_DUPFD_CLOEXEC, 0)) < 0)
-        st->cfailed = true; /* the compaction is given up: nothing of this sync is in it */
-    off_t upto = st->len, cupto = st->clen;
-    unsigned gen = st->gen;
-    bool dir = st->dir_unsynced;
-    st->dirty = false; /* an append during the sync sets it again */
-    st->sync_inflight++;
-    if (upto > st->sync_inflight_upto)
-        st->sync_inflight_upto = upto;
-    pthread_mutex_unlock(&st->mu);
-    int rc = fdatasync(fd), e = errno;
-    close(fd);
-    int crc = cfd >= 0 ? fdatasync(cfd) : 0;
-    if (cfd >= 0)
-        close(cfd);
-    if (rc == 0 && dir) {
-        rc = dir_fsync(fs);
-        e = errno;
-    }
-    pthread_mutex_lock(&st->mu);
-    if (--st->sync_inflight == 0)
-        st->sync_inflight_upto = 0;
-    pthread_cond_broadcast(&st->sync_cv);
-    if (cfd >= 0 && st->gen == gen) {
-        if (crc != 0)
-            st->cfailed = true;
-        else if (cupto > st->csynced)
-            st->csynced = cupto;
-    } else if (cfd >= 0 && crc != 0) {
-        rc = -1; /* the compaction's file became the log: its lines are not known durable */
-        e = EIO;
-    }
-    if (rc != 0) {
-        st->dirty = true;
-        errno = e;
-        store_trouble(fs, "fdatasync");
-        return CM_EIO;
-    }
-    st->synced_ms = (int64_t)cm_mono_ms();
-    if (st->gen == gen && upto > st->synced_len)
-        st->synced_len = upto;
-    if (st->gen == gen && dir)
-        st->dir_unsynced = false;
-    return 0;
-}
-
-/* Whole frames at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
-static int store_write_frames(gw_fair_sale_t *fs, const char *line, size_t len)
-{
-    gw_room_store_t *st = &fs->wr_store;
-    ssize_t w = write(st->fd, line, len);
-    if (w != (ssize_t)len) {
-        /* a short write (a full disk) left part of a frame: the next one would
-         * follow it and both be cut at the load. Cut it off; if that fails
-         * too, no more lines (the next append opens the file again). */
-        store_trouble(fs, "write");
-        if (w > 0 && ftruncate(st->fd, st->len) != 0) {
-            close(st->fd);
-            st->fd = -1;
-        }
-        return CM_EIO;
-    }
-    st->len += (off_t)len;
-    st->dirty = true;
-    if (st->cfd >= 0 && !st->cfailed) { /* a compaction's file gets every frame too */
-        if (write(st->cfd, line, len) == (ssize_t)len)
-            st->clen += (off_t)len;
-        else
-            st->cfailed = true; /* the compaction is given up; the log has the line */
-    }
-    return 0;
-}
-
-/* One line (len bytes, no newline) as one frame at the end of the file (st->mu
- * held, fd open). 0 or CM_EIO. */
-static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
-{
-    char frame[GW_WR_LINE_MAX + CM_JOURNAL_FRAME_OVERHEAD];
-    size_t n = cm_journal_frame(frame, sizeof(frame), line, len);
-    return n ? store_write_frames(fs, frame, n) : CM_EINVAL;
-}
-
 /* The "K" line of the room's keys: its length. */
 static int key_line(char *out, size_t cap, cm_hash_key_t key, cm_hash_key_t seed)
 {
@@ -198,59 +77,47 @@ static int key_line(char *out, size_t cap, cm_hash_key_t key, cm_hash_key_t seed
                     (unsigned long long)seed.k1);
 }
 
-/* Opens the log for appends; a new (empty) one starts with the room's keys. st->mu held. */
+/* Opens the log for appends (again after a short write whose cut-off failed,
+ * once no sync uses it); a new (empty) one starts with the room's keys,
+ * synced: every place and replay id after them derives from them. A torn or
+ * bad tail is cut (the load cut it already, unless a write since failed and
+ * its cut-off too); a line log the load could not convert is left for the
+ * next start's, and no line goes after it. st->mu held. 0 or CM_EIO. */
 static int store_open(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
-    if (st->fd >= 0)
+    if (st->open && cm_journal_broken(&st->j)) {
+        if (st->users)
+            return CM_EIO;
+        cm_journal_discard(&st->j);
+        st->open = false;
+    }
+    if (st->open)
         return 0;
-    char path[700];
+    char path[700], why[256];
     store_path(fs, path, sizeof(path));
-    st->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    struct stat sb;
-    if (st->fd < 0 || fstat(st->fd, &sb) != 0) {
-        store_trouble(fs, "open");
-        if (st->fd >= 0)
-            close(st->fd);
-        st->fd = -1;
-        return CM_EIO;
-    }
-    st->gen++;
-    st->len = sb.st_size;
-    st->synced_len = 0; /* what a crash left may be in the page cache only */
-    /* a torn or bad tail is cut (the load cut it already, unless a write since
-     * failed and its cut-off too); a line log the load could not convert is
-     * left for the next start's, and no line goes after it */
-    int rc = st->len > 0 ? cm_journal_recover(st->fd, path, NULL, NULL, &st->len) : 0;
+    int rc = cm_journal_open(&st->j, path, CM_JOURNAL_DEFER_SYNC, NULL, NULL, why, sizeof(why));
     if (rc != 0) {
-        if (rc == CM_ECORRUPT)
-            errno = EINVAL;
-        store_trouble(fs, rc == CM_ECORRUPT ? "a line log not converted" : "cut a torn frame");
-        close(st->fd);
-        st->fd = -1;
+        errno = rc == CM_ECORRUPT ? EINVAL : EIO;
+        store_trouble(fs, why);
         return CM_EIO;
     }
-    if (st->len > 0)
+    st->open = true;
+    st->opens++;
+    off_t len;
+    cm_journal_lens(&st->j, &len, NULL, NULL);
+    if (len > CM_JOURNAL_MAGIC_LEN)
         return 0;
-    /* the magic line and the keys first, synced: every place and replay id after
-     * them derives from them */
-    char line[128], head[CM_JOURNAL_MAGIC_LEN + sizeof(line) + CM_JOURNAL_FRAME_OVERHEAD];
+    char line[128];
     int n = key_line(line, sizeof(line), fs->wr_core.key, fs->wr_seed);
-    memcpy(head, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
-    size_t hn = CM_JOURNAL_MAGIC_LEN + cm_journal_frame(head + CM_JOURNAL_MAGIC_LEN,
-                                                        sizeof(head) - CM_JOURNAL_MAGIC_LEN, line,
-                                                        (size_t)n);
-    if (ftruncate(st->fd, 0) != 0 || store_write_frames(fs, head, hn) != 0 ||
-        fdatasync(st->fd) != 0) {
+    off_t end;
+    if (cm_journal_put(&st->j, line, (size_t)n, &end) != 0 || cm_journal_sync_to(&st->j, end) != 0) {
         store_trouble(fs, "keys");
-        close(st->fd);
-        st->fd = -1;
         (void)unlink(path);
+        cm_journal_discard(&st->j);
+        st->open = false;
         return CM_EIO;
     }
-    st->dirty = false;
-    st->synced_len = st->len;
-    store_dir_sync(fs);
     return 0;
 }
 
@@ -259,66 +126,46 @@ static int store_open(gw_fair_sale_t *fs)
  * change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
 static int store_line(gw_fair_sale_t *fs, const char *line, size_t n)
 {
+    if (n > GW_WR_LINE_MAX)
+        return CM_EINVAL;
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     int rc = store_open(fs);
-    if (rc == 0)
-        rc = store_write(fs, line, n);
+    if (rc == 0 && (rc = cm_journal_put(&st->j, line, n, NULL)) != 0)
+        store_trouble(fs, "write");
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
-/* fdatasync if lines were written GW_WR_SYNC_MS or more (monotonic) since the
- * last; the log's lock is not held across the fdatasync. Lottery thread. */
-static void store_tick_sync(gw_fair_sale_t *fs)
+/* fdatasync of the log through its end now (every line whose write(2) returned
+ * before the call), unless one covered it already or one running covers it
+ * (waited for: the journal's group commit across the worker loops); with
+ * tick, only GW_WR_SYNC_MS or more (monotonic) after the last. No lock is
+ * held across the fdatasync. 0 or CM_EIO. Thread-safe (blocks on the disk:
+ * off the loops). */
+static int store_durable(gw_fair_sale_t *fs, bool tick)
 {
     gw_room_store_t *st = &fs->wr_store;
+    int64_t now = (int64_t)cm_mono_ms();
     pthread_mutex_lock(&st->mu);
-    if (st->fd >= 0 && st->dirty && (int64_t)cm_mono_ms() - st->synced_ms >= GW_WR_SYNC_MS)
-        (void)store_sync(fs);
-    pthread_mutex_unlock(&st->mu);
-}
-
-/* fdatasync through the log's length now, unless one covered it (st->mu held). */
-static int store_flush(gw_fair_sale_t *fs)
-{
-    gw_room_store_t *st = &fs->wr_store;
-    int rc = 0;
-    /* Group commit: a sync in flight that started past this call's lines (another
-     * worker's batch, the lottery thread's tick) is waited for, not doubled; if it
-     * failed, this call syncs itself. */
-    off_t want = st->len;
-    unsigned gen = st->gen;
-    while (st->sync_inflight && st->sync_inflight_upto >= want && st->gen == gen &&
-           st->synced_len < want)
-        pthread_cond_wait(&st->sync_cv, &st->mu);
-    if (st->gen == gen && st->synced_len >= want)
+    off_t end = 0;
+    if (st->open)
+        cm_journal_lens(&st->j, &end, NULL, NULL);
+    if (!st->open || cm_journal_durable(&st->j, end) ||
+        (tick && now - st->synced_ms < GW_WR_SYNC_MS)) {
+        pthread_mutex_unlock(&st->mu);
         return 0;
-    /* synced_len, not dirty: a sync of the lottery thread in flight has
-     * cleared dirty before its fdatasync returned */
-    if (st->synced_len < st->len) {
-        if (st->fd >= 0) {
-            rc = store_sync(fs); /* logs its own failure */
-        } else { /* closed after a write whose cut-off failed: the lines it held unsynced are
-                  * out of reach */
-            errno = EBADF;
-            store_trouble(fs, "fdatasync (the log was closed)");
-            rc = CM_EIO;
-        }
     }
-    return rc;
-}
-
-/* fdatasync of the log through its length now (every line whose write(2) returned
- * before the call), unless an fdatasync covered it already or one running covers it
- * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
- * The log's lock is not held across the fdatasync. 0 or CM_EIO. Thread-safe
- * (blocks on the disk: off the loops). */
-static int store_durable(gw_fair_sale_t *fs)
-{
-    gw_room_store_t *st = &fs->wr_store;
+    st->users++; /* a drop waits: the journal stays open */
+    pthread_mutex_unlock(&st->mu);
+    int rc = cm_journal_sync_to(&st->j, end);
     pthread_mutex_lock(&st->mu);
-    int rc = store_flush(fs);
+    if (rc == 0)
+        st->synced_ms = (int64_t)cm_mono_ms();
+    else
+        store_trouble(fs, "fdatasync");
+    if (--st->users == 0)
+        pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -327,7 +174,7 @@ static int store_durable(gw_fair_sale_t *fs)
  * claim_syncs, and claim_sync_failures on a failure (logged, rate limited). */
 static int local_sync(gw_fair_sale_t *fs)
 {
-    int rc = store_durable(fs);
+    int rc = store_durable(fs, false);
     atomic_fetch_add_explicit(rc == 0 ? &fs->wr_store.claim_syncs
                                       : &fs->wr_store.claim_sync_failures,
                               1, memory_order_relaxed);
@@ -337,34 +184,33 @@ static int local_sync(gw_fair_sale_t *fs)
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len)
 {
     gw_room_store_t *st = &fs->wr_store;
+    off_t l = 0, synced = 0, delta = 0;
     pthread_mutex_lock(&st->mu);
-    *len = st->len;
-    *synced_len = st->synced_len;
+    if (st->open)
+        cm_journal_lens(&st->j, &l, &synced, &delta);
     pthread_mutex_unlock(&st->mu);
+    *len = l - delta; /* the file's own */
+    *synced_len = synced > delta ? synced - delta : 0;
 }
 
 static int local_drop(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
-    if (st->fd >= 0)
-        close(st->fd);
-    st->fd = -1;
-    st->gen++;
-    st->len = 0;
-    st->synced_len = 0;
-    st->dirty = false;
-    st->dir_unsynced = false;
-    st->base_len = 0;
-    st->cfd = -1; /* a compaction's file is its own to close: it finds the log dropped */
+    while (st->users) /* a sync or a compaction uses the journal until it returns */
+        pthread_cond_wait(&st->cv, &st->mu);
     char path[700];
     store_path(fs, path, sizeof(path));
+    if (st->open) /* no fdatasync of a file being removed */
+        cm_journal_discard(&st->j);
+    st->open = false;
+    st->base_len = 0;
     int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
     char tmp[710];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     (void)unlink(tmp); /* what a compaction cut by a crash left */
-    if (rc == 0)       /* a sale made again under this id must not find this room */
-        store_dir_sync(fs);
+    if (rc == 0 && cm_journal_dir_sync(path) != 0) /* a sale made again under this id must not find this room */
+        store_trouble(fs, "directory fsync");
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -438,115 +284,53 @@ static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, cha
 /*---- compaction ----*/
 
 /* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so and mark,
- * marks its length now as the one the room's state is about to be copied at: the
+ * marks its end now as the one the room's state is about to be copied at: the
  * caller then holds wr_mu and the spent table's lock, so that no line changes that
  * state meanwhile. Lottery thread. */
 static bool store_compact_due(gw_fair_sale_t *fs, bool mark)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
-    bool due = st->fd >= 0 && st->cfd < 0 && st->len > GW_WR_COMPACT_MIN_BYTES &&
-               st->len > 2 * st->base_len;
+    off_t len = 0, delta = 0;
+    if (st->open)
+        cm_journal_lens(&st->j, &len, NULL, &delta);
+    bool due = st->open && len - delta > GW_WR_COMPACT_MIN_BYTES && len - delta > 2 * st->base_len;
     if (due && mark) {
-        st->cmark = st->len;
-        st->cgen = st->gen;
+        st->cmark = len;
+        st->cmark_file = len - delta;
+        st->copens = st->opens;
     }
     pthread_mutex_unlock(&st->mu);
     return due;
 }
 
-/* The log's bytes [from, to) at the end of tfd (st->mu held). 0 or -1. */
-static int copy_tail(int fd, int tfd, off_t from, off_t to)
-{
-    char buf[16384];
-    while (from < to) {
-        size_t n = to - from < (off_t)sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
-        ssize_t r = pread(fd, buf, n, from);
-        if (r <= 0 || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
-            return -1;
-        from += r;
-    }
-    return 0;
-}
-
-/*
- * Replaces the log by img (the magic line and the frames of the room's state at
- * store_compact_due, its "K" line first) followed by the lines appended since:
- * written beside it (<sale>.room.tmp) with one write(2), fdatasync'd, renamed over
- * it, and the directory fsync'd. 0 or CM_EIO (logged; the log stays as it was).
- * Lottery thread, no lock held; blocks on the disk.
- *
- * The new file is built beside the log while the loops go on appending:
- * the state (image), then the log's lines since the state was copied
- * (cmark..len, under mu), then every line appended as it is appended
- * (store_write) and synced with the log (store_sync). It replaces the log
- * only once an fdatasync covers in it every line a sync already reported
- * durable in the log; so the rename under mu is the only step the loops wait
- * for, and no fdatasync runs under mu.
- */
+/* Replaces the log by img (the frames of the room's state at store_compact_due,
+ * its "K" line first) followed by the lines appended since
+ * (cm_journal_compact_from: beside it, fdatasync'd, renamed over it, without
+ * a lock across the disk's waits). 0 or CM_EIO (logged; the log stays as it
+ * was, and is not compacted again before it doubled once more). Lottery
+ * thread, no lock held. */
 static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
 {
     gw_room_store_t *st = &fs->wr_store;
-    char path[700], tmp[710];
-    store_path(fs, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    size_t n = img->len;
-    int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    bool ok = tfd >= 0 && cm_journal_write_all(tfd, img->p, n) == 0;
     pthread_mutex_lock(&st->mu);
-    ok =
-        ok && st->fd >= 0 && st->gen == st->cgen && copy_tail(st->fd, tfd, st->cmark, st->len) == 0;
-    if (ok) {
-        st->cfd = tfd;
-        st->clen = (off_t)n + (st->len - st->cmark);
-        st->csynced = 0;
-        st->cfailed = false;
-    }
-    off_t upto = st->clen;
+    bool same = st->open && st->opens == st->copens; /* not dropped or reopened since the mark */
+    if (same)
+        st->users++;
     pthread_mutex_unlock(&st->mu);
-    int rc = ok ? fdatasync(tfd) : -1;
+    int rc = same ? cm_journal_compact_from(&st->j, img, st->cmark) : CM_EIO;
     pthread_mutex_lock(&st->mu);
-    if (ok && rc == 0 && upto > st->csynced)
-        st->csynced = upto;
-    /* every line a sync reported durable: the state stands for those before cmark */
-    off_t need = (off_t)n + (st->synced_len > st->cmark ? st->synced_len - st->cmark : 0);
-    ok = ok && rc == 0 && !st->cfailed && st->gen == st->cgen && st->fd >= 0 &&
-         st->csynced >= need && rename(tmp, path) == 0;
-    if (ok) {
-        close(st->fd);
-        st->fd = tfd;
-        st->len = st->clen;
-        st->synced_len = st->csynced;
-        st->dirty = st->len > st->synced_len;
-        st->gen++; /* a sync in flight on the old file does not count for this one */
-        st->sync_inflight_upto = 0; /* nor does a flush of this one wait for it */
-        st->dir_unsynced = true;
-        st->base_len = (off_t)n;
+    if (same && --st->users == 0)
+        pthread_cond_broadcast(&st->cv);
+    if (rc == 0) {
+        st->base_len = (off_t)(CM_JOURNAL_MAGIC_LEN + img->len);
         atomic_fetch_add_explicit(&st->compactions, 1, memory_order_relaxed);
-    }
-    if (st->cfd == tfd)
-        st->cfd = -1;
-    if (!ok && st->gen == st->cgen) /* not again before the log doubled once more */
-        st->base_len = st->cmark;
-    unsigned gen = st->gen;
-    pthread_mutex_unlock(&st->mu);
-    if (!ok) {
-        if (tfd >= 0) {
-            close(tfd);
-            (void)unlink(tmp);
-        }
-        pthread_mutex_lock(&st->mu);
+    } else if (st->opens == st->copens) {
+        st->base_len = st->cmark_file; /* not again before the log doubled once more */
         store_trouble(fs, "compaction");
-        pthread_mutex_unlock(&st->mu);
-        return CM_EIO;
     }
-    if (store_dir_sync(fs) == 0) {
-        pthread_mutex_lock(&st->mu);
-        if (st->gen == gen)
-            st->dir_unsynced = false;
-        pthread_mutex_unlock(&st->mu);
-    }
-    return 0;
+    pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
 /*---- spent admission tokens (one gateway's: a fleet's are Redis') ----*/
@@ -652,7 +436,7 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms)
  */
 static void seal_sync(gw_fair_sale_t *fs)
 {
-    int rc = store_durable(fs);
+    int rc = store_durable(fs, false);
     pthread_mutex_lock(&fs->wr_mu);
     fs->wr_seal_syncing = false;
     gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = rc == 0},
@@ -856,14 +640,11 @@ static void room_compact(gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->wr_spent.mu);
     pthread_mutex_unlock(&fs->wr_mu);
 
-    /* the magic line, then the frames: sized for them all at once (a line is at
-     * most 64 bytes besides a person's name, and a frame adds its overhead) */
+    /* the frames, sized for them all at once (a line is at most 64 bytes
+     * besides a person's name, and a frame adds its overhead) */
     size_t lines = 3 + npre * (sealed ? 2 : 1) + 2 * nplaces + nspent;
-    cm_journal_buf_t img = {.cap = CM_JOURNAL_MAGIC_LEN + names_len +
-                                   lines * (64 + CM_JOURNAL_FRAME_OVERHEAD)};
+    cm_journal_buf_t img = {.cap = names_len + lines * (64 + CM_JOURNAL_FRAME_OVERHEAD)};
     img.p = cm_xmalloc(img.cap);
-    memcpy(img.p, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
-    img.len = CM_JOURNAL_MAGIC_LEN;
     char l[80];
     int kn = key_line(l, sizeof(l), key, seed);
     (void)cm_journal_buf_add(&img, l, (size_t)kn);
@@ -913,7 +694,7 @@ static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started
     (void)members; /* the room is this gateway's alone */
     (void)starts_at_ms; /* the machine's (fs->sale.cfg) decides the seal */
     atomic_store(&fs->wr_eff_milli, (uint64_t)(eff_per_s * 1000));
-    store_tick_sync(fs); /* the pre-queue's joins too */
+    (void)store_durable(fs, true); /* the pre-queue's joins too */
     room_compact(fs);
     if (!started || dt <= 0)
         return; /* admissions start with the sale */

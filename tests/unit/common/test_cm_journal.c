@@ -3,18 +3,23 @@
  * tail cut off, a bad checksum or a zero-filled block mid-file skipped up to
  * the next whole frame, an empty file
  * and a torn magic line, the crash points of a compaction (a ".tmp" left
- * before the rename, the new file after it), the batch's one write, and the
- * upgrade of a line log.
+ * before the rename, the new file after it), the batch's one write, the
+ * upgrade of a line log, and the group commit and the compaction with
+ * threads appending, syncing and compacting at once (run under TSan too).
  */
 #include "common/cm_journal.h"
 
 #include "common/cm_err.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -535,6 +540,230 @@ static void test_replace_file(void **st)
     assert_int_equal(cm_journal_replace_file(gone, "x", 1, 0644), CM_EIO);
 }
 
+/*---- threads: the group commit and the compaction beside the appends ----*/
+
+/* The fault seam as a disk: an fdatasync makes durable what the file held
+ * when it started (its size then), no more; it takes a little while, so that
+ * syncs overlap and writers wait for one another's. */
+static _Atomic off_t durable_size;
+static _Atomic unsigned datasyncs;
+
+static int slow_datasync(int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return -1;
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
+    off_t was = atomic_load(&durable_size);
+    while (sb.st_size > was && !atomic_compare_exchange_weak(&durable_size, &was, sb.st_size))
+        ;
+    atomic_fetch_add(&datasyncs, 1);
+    return fdatasync(fd);
+}
+
+#define WRITERS 4
+#define PER_WRITER 300
+
+typedef struct put_rec {
+    off_t end;
+    char name[16];
+} put_rec_t;
+
+typedef struct writer {
+    cm_journal_t *j;
+    int id;
+    bool check_size; /* no compaction: a logical end is the file's offset, its name synced */
+    put_rec_t recs[PER_WRITER];
+    int uncovered, failures;
+} writer_t;
+
+static void *writer_run(void *arg)
+{
+    writer_t *w = arg;
+    for (int i = 0; i < PER_WRITER; i++) {
+        put_rec_t *r = &w->recs[i];
+        int n = snprintf(r->name, sizeof(r->name), "w%d-%d", w->id, i);
+        if (cm_journal_put(w->j, r->name, (size_t)n, &r->end) != 0 ||
+            cm_journal_sync_to(w->j, r->end) != 0) {
+            w->failures++;
+            continue;
+        }
+        /* durable through its end: an fdatasync that started after its write
+         * covered it (and the journal says so, but for a compaction's rename
+         * whose directory fsync is still to come) */
+        if (w->check_size &&
+            (atomic_load(&durable_size) < r->end || !cm_journal_durable(w->j, r->end)))
+            w->uncovered++;
+    }
+    return NULL;
+}
+
+/* Writers append and each waits for its record's fdatasync: every sync that
+ * returns 0 covered its record (one that started before the record was
+ * written, or a length read after its fdatasync, would not), and the syncs
+ * are shared (fewer fdatasyncs than records). */
+static void test_group_commit(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    atomic_store(&durable_size, 0);
+    atomic_store(&datasyncs, 0);
+    cm_journal__datasync = slow_datasync;
+    static writer_t w[WRITERS];
+    pthread_t th[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (writer_t){.j = &j, .id = i, .check_size = true};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_run, &w[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++) /* all of them before a check leaves the test */
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    cm_journal__datasync = fdatasync;
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        assert_int_equal(w[i].uncovered, 0);
+    }
+    assert_true(atomic_load(&datasyncs) < WRITERS * PER_WRITER);
+    off_t len;
+    cm_journal_lens(&j, &len, NULL, NULL);
+    assert_int_equal(len, file_len(f->path));
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+static int failing_datasync(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* A failed fdatasync is CM_EIO to its caller and never counts; the next
+ * call runs one of its own. */
+static void test_sync_failure(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_DEFER_SYNC, &s), 0);
+    off_t end;
+    assert_int_equal(cm_journal_put(&j, "a", 1, &end), 0);
+    assert_false(cm_journal_durable(&j, end));
+    cm_journal__datasync = failing_datasync;
+    assert_int_equal(cm_journal_sync_to(&j, end), CM_EIO);
+    cm_journal__datasync = fdatasync;
+    assert_false(cm_journal_durable(&j, end));
+    assert_int_equal(cm_journal_sync_to(&j, end), 0);
+    assert_true(cm_journal_durable(&j, end));
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+typedef struct compactor {
+    cm_journal_t *j;
+    _Atomic int *writers_left;
+    off_t mark; /* the last compaction's that succeeded (0: none) */
+    int done, failed;
+} compactor_t;
+
+/* Compacts to a one-record image ("img <mark>") as often as it can while the writers run. */
+static void *compactor_run(void *arg)
+{
+    compactor_t *c = arg;
+    while (atomic_load(c->writers_left) > 0) {
+        off_t mark;
+        cm_journal_lens(c->j, &mark, NULL, NULL);
+        char rec[32];
+        int n = snprintf(rec, sizeof(rec), "img %lld", (long long)mark);
+        cm_journal_buf_t img = {0};
+        assert_int_equal(cm_journal_buf_add(&img, rec, (size_t)n), 0);
+        if (cm_journal_compact_from(c->j, &img, mark) == 0) {
+            c->mark = mark;
+            c->done++;
+        } else {
+            c->failed++;
+        }
+        cm_journal_buf_free(&img);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+typedef struct expect {
+    const put_rec_t **v;
+    size_t n, at;
+    off_t mark;
+    int wrong;
+} expect_t;
+
+static void expect_record(void *arg, char *rec, size_t len)
+{
+    expect_t *e = arg;
+    char img[32];
+    snprintf(img, sizeof(img), "img %lld", (long long)e->mark);
+    const char *want = e->at == 0 ? img : e->at - 1 < e->n ? e->v[e->at - 1]->name : "";
+    if (strlen(want) != len || memcmp(want, rec, len) != 0)
+        e->wrong++;
+    e->at++;
+}
+
+static int by_end(const void *a, const void *b)
+{
+    off_t x = (*(const put_rec_t *const *)a)->end, y = (*(const put_rec_t *const *)b)->end;
+    return x < y ? -1 : x > y;
+}
+
+/* Compactions while writers append and sync: no sync fails or is left
+ * uncovered, and the file read back is the last image followed by every
+ * record appended after its mark, in the order written (their logical ends). */
+static void test_compaction_beside_appends(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_DEFER_SYNC, &s), 0);
+    cm_journal__datasync = slow_datasync;
+    static writer_t w[WRITERS];
+    pthread_t th[WRITERS], ct;
+    _Atomic int left = WRITERS;
+    compactor_t c = {.j = &j, .writers_left = &left};
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (writer_t){.j = &j, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_run, &w[i]), 0);
+    }
+    assert_int_equal(pthread_create(&ct, NULL, compactor_run, &c), 0);
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        atomic_fetch_sub(&left, 1);
+    }
+    assert_int_equal(pthread_join(ct, NULL), 0);
+    cm_journal__datasync = fdatasync;
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        assert_int_equal(w[i].uncovered, 0);
+    }
+    assert_true(c.done > 0);
+    assert_int_equal(c.failed, 0);
+    off_t len, delta;
+    cm_journal_lens(&j, &len, NULL, &delta);
+    assert_int_equal(len - delta, file_len(f->path));
+    assert_int_equal(cm_journal_close(&j), 0);
+
+    expect_t e = {.v = calloc(WRITERS * PER_WRITER, sizeof(*e.v)), .mark = c.mark};
+    for (int i = 0; i < WRITERS; i++)
+        for (int k = 0; k < PER_WRITER; k++)
+            if (w[i].recs[k].end > c.mark)
+                e.v[e.n++] = &w[i].recs[k];
+    qsort(e.v, e.n, sizeof(*e.v), by_end);
+    char why[256];
+    assert_int_equal(cm_journal_open(&j, f->path, 0, expect_record, &e, why, sizeof(why)), 0);
+    assert_int_equal(e.wrong, 0);
+    assert_int_equal(e.at, e.n + 1);
+    assert_int_equal(cm_journal_close(&j), 0);
+    free(e.v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -553,6 +782,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroed_magic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_beside_appends, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -402,9 +402,9 @@ static void test_failed_sync(void **state)
     bool sync = false;
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
     assert_true(sync);
-    gw_reg__datasync = failing_datasync;
+    cm_journal__datasync = failing_datasync;
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
-    gw_reg__datasync = fdatasync;
+    cm_journal__datasync = fdatasync;
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
     assert_true(sync); /* in the set, not yet covered */
     assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
