@@ -8,12 +8,12 @@
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_sale_core.h"
 
-#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -43,12 +43,7 @@
 static void compute_order(gw_fair_sale_t *fs)
 {
     free(fs->perm);
-    fs->perm = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint32_t));
-    uint64_t *keys = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint64_t));
-    for (size_t i = 0; i < fs->ndraw; i++)
-        keys[i] = fs->v[i].key;
-    gw_fair_core_order(&fs->core, keys);
-    free(keys);
+    fs->perm = gw_fair__draw_perm(fs->v, fs->ndraw, fs->seed);
     for (size_t i = 0; i < fs->ndraw; i++)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
     gw_fair__wl_init(fs);
@@ -85,6 +80,18 @@ static int log_make_durable(const char *path)
     if (rc == 0 && fdatasync(fd) != 0)
         rc = CM_EIO;
     close(fd);
+    return rc;
+}
+
+/* log_make_durable of the sale's log with fs->mu released for it (the core's
+ * stage holds back what acts on the draw). fs->mu held on entry and on return. */
+static int log_resync(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    char path[700];
+    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    pthread_mutex_unlock(&fs->mu);
+    int rc = log_make_durable(path);
+    pthread_mutex_lock(&fs->mu);
     return rc;
 }
 
@@ -260,8 +267,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair__wl_told(fs);
             atomic_store(&fs->drawn, true);
         } else {
-            cm_log_error("fair", "the end of the draw is not durable; written again",
-                         "sale=%s", fs->sale_id);
+            cm_log_error("fair", "the end of the draw is not durable; written again", "sale=%s",
+                         fs->sale_id);
         }
     } else if (fs->seed_unsynced) {
         /* the draw's thread writes the log again before it reserves anything */
@@ -554,6 +561,7 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
                                                   .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
                                   now);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+    bool resync = (out.actions & GW_FAIR_DO_MAKE_DURABLE) != 0;
     if (out.actions & GW_FAIR_DO_SEED) {
         fs->draw_started_ms = now;
         char line[96];
@@ -567,20 +575,10 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
          * with --open-defects). So the whole log is written again and synced,
          * as the draw's end does for "F": one rewrite of the log per draw. */
         ev.rc = log_line_synced(fs, line, (size_t)len, false);
-        if (ev.rc == 0) {
-            char path[700];
-            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            pthread_mutex_unlock(&fs->mu);
-            ev.rc = log_make_durable(path);
-            pthread_mutex_lock(&fs->mu);
-        }
-    } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
-        char path[700];
-        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-        pthread_mutex_unlock(&fs->mu);
-        ev.rc = log_make_durable(path);
-        pthread_mutex_lock(&fs->mu);
+        resync = ev.rc == 0;
     }
+    if (resync)
+        ev.rc = log_resync(f, fs);
     gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
@@ -593,6 +591,24 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
     return true;
 }
 
+int gw_fair__draw_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
+                         int64_t now, bool keyed, gw_accept_t *a, bool *sold_out)
+{
+    inv_reserve_req_t rq;
+    gw_fair__entry_reserve_req(e, sale, &rq);
+    if (keyed && !rq.idem_key[0])
+        snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
+                          .accepted_at_ms = now,
+                          .why = "lottery winner not accepted: spool refused"};
+    int rc = gw_accept_take(&f->accept, &ar, a);
+    *sold_out = rc >= 0 && (rq.stock_left == 0 || inv_sale_sold_out(sale));
+    return rc;
+}
+
 /* The core's DO_ACCEPT: buy's accept sequence for one entrant, its result
  * as the core's ACCEPTED. A spooled winner joins won[] (committed when the
  * stock runs out or at the draw's end). Lottery thread, fs->mu not held. */
@@ -602,18 +618,9 @@ static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sal
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
     if (!sale) /* the sale went: nothing to win, the rest are not tried */
         return ev;
-    inv_reserve_req_t rq;
-    gw_fair__entry_reserve_req(e, sale, &rq);
-    gw_accept_req_t ar = {.inv = f->inv,
-                          .rq = &rq,
-                          .sale_id = fs->sale_id,
-                          .user = e->user_id,
-                          .accepted_at_ms = now,
-                          .why = "lottery winner not accepted: spool refused"};
-    int rc = gw_accept_take(&f->accept, &ar, &won[*nwon]);
+    int rc = gw_fair__draw_accept(f, fs, sale, e, now, false, &won[*nwon], &ev.sold_out);
     if (rc < 0) {
         ev.acc = GW_FAIR_ACC_FAILED; /* the inventory is unreachable: resume at the next tick */
-        ev.sold_out = false;
         return ev;
     }
     switch (rc) {
@@ -631,7 +638,6 @@ static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sal
         ev.acc = GW_FAIR_ACC_DENIED;
         break;
     }
-    ev.sold_out = rq.stock_left == 0 || inv_sale_sold_out(sale);
     return ev;
 }
 
@@ -794,13 +800,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
                                out.waitlist ? " w" : "");
             ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
-            char path[700];
-            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            if (ev.rc == 0) { /* the core's ENDING stage holds the draw back meanwhile */
-                pthread_mutex_unlock(&fs->mu);
-                ev.rc = log_make_durable(path);
-                pthread_mutex_lock(&fs->mu);
-            }
+            if (ev.rc == 0) /* the core's ENDING stage holds the draw back meanwhile */
+                ev.rc = log_resync(f, fs);
         }
     }
     out = draw_step(fs, &ev, fs->draw_done_ms); /* its PUBLISH opens the leftovers */
@@ -831,9 +832,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
     size_t n = fs->seeded ? fs->ndraw : fs->n;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[fs->seeded ? fs->perm[i] : i];
-        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position",
-                                              (int)e->pos, "order_id", e->order_id, "user_id",
-                                              e->user_id, "qty", (int)e->qty, "outcome",
+        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position", (int)e->pos,
+                                              "order_id", e->order_id, "user_id", e->user_id, "qty",
+                                              (int)e->qty, "outcome",
                                               gw_entry_state_name((gw_entry_state_t)e->state)));
     }
     char seed[24] = "";
