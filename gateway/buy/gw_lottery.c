@@ -50,12 +50,16 @@ static void compute_order(gw_fair_sale_t *fs)
 }
 
 /*
- * Writes the log's bytes again over themselves and fdatasyncs it: the end of
- * a draw is trusted only once this succeeds. After a failed fdatasync the
- * kernel may have marked the lines clean without writing them: they read
- * back from the page cache (a restart after a kill -9 sees them) and a plain
- * fdatasync then reports success, but a power loss loses them (the spool's
- * recovery writes again for the same reason). Returns 0 or CM_EIO.
+ * Writes the log's bytes again over themselves and fdatasyncs it: the seed
+ * and the end of a draw are trusted only once this succeeds. After a failed
+ * fdatasync the kernel may have marked the lines clean without writing them:
+ * they read back from the page cache (a restart after a kill -9 sees them)
+ * and a plain fdatasync then reports success, but a power loss loses them
+ * (the spool's recovery writes again for the same reason). The whole log, not
+ * only the line: the seed's fdatasync is the log's first ("E" lines go
+ * unsynced), and a draw with entries lost at a power loss would resume over
+ * fewer entrants, or another seed, while its winners hold orders (the
+ * simulator's seeds 587 and 1207 with --open-defects). Returns 0 or CM_EIO.
  */
 static int log_make_durable(const char *path)
 {
@@ -120,12 +124,9 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * commit); "O at" the stock ran out in the draw (written once the winners
  * before it are committed, as durable as they are, and before the next
  * entrant is decided: a resumed draw tries nobody after it); "F at"
- * the draw done, written after every winner's "W" line. A
- * finished draw thus knows its winners from its own log. A draw cut by a
- * crash (a "D" and no "F") learns them from the spool (gw_fair__cut_winners), not
- * from the status table: that table is bounded (orders.max_known) and may
- * have evicted them, and a winner taken for an entrant would be reserved a
- * second time when the draw resumes.
+ * the draw done, written after every winner's "W" line. A draw cut by a
+ * crash (a "D" and no "F") learns its winners from the spool
+ * (gw_fair__cut_winners; docs/design.md says why not from the status table).
  *
  * The waitlist's lines (gw_waitlist.c): "F at w" a draw whose losers are
  * waitlisted (an "F at" without it, from before the waitlist: they are lost);
@@ -219,12 +220,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     fclose(fp);
     if (!fs->seeded)
         return;
-    /* The seed and the entries it draws from may read back only from the
-     * page cache: the draw's fdatasync of its "D" line failed, then a kill -9.
-     * Drawn with them, a power loss would lose them and the next start draw
-     * another seed, other winners, after these got orders. So the whole log
-     * (not only its "D": the same failed fdatasync covered the "E" lines) is
-     * written again and synced before the draw resumes or counts as done. */
+    /* the seed and its entries may read back only from the page cache (a failed
+     * fdatasync, then a kill -9): made durable before the draw resumes or counts
+     * as done (log_make_durable) */
     gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
     gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
                        .fair = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)}};
@@ -296,11 +294,9 @@ static int cut_winner_one(const oq_rec_t *rec, void *ctx)
 
 /*
  * The winners of draws cut by a crash (seeded, not finished), from the spool:
- * the draw reserves a winner and spools its order before it goes on, and the
- * memory inventory's reservations are exactly the spool's orders (it is
- * rebuilt from them at start), so an entry whose order is in the spool was
- * reserved, and the resumed draw must skip it, and one whose order is not
- * holds nothing. One more read of the spool, only after such a crash.
+ * an entry whose order is in it was reserved, and the resumed draw must skip
+ * it; one whose order is not holds nothing (docs/design.md, "A draw cut by a
+ * crash"). One more read of the spool, only after such a crash.
  * Single-threaded (open).
  */
 void gw_fair__cut_winners(gw_fair_t *f)
@@ -318,15 +314,12 @@ void gw_fair__cut_winners(gw_fair_t *f)
                      cm_strerror((int)rc));
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (!fs->wl_cut)
-            continue;
-        fs->wl_cut = false;
-        gw_fair__wl_told(fs);
-        cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
-                    "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
-    }
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
+        if (fs->wl_cut) {
+            fs->wl_cut = false;
+            gw_fair__wl_told(fs);
+            cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
+                        "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
+        }
         if (fs->seeded && !atomic_load(&fs->drawn))
             cm_log_info("fair", "draw cut by a restart resumes",
                         "sale=%s entrants=%zu won_orders=%llu elapsed_ms=%llu", fs->sale_id,
@@ -482,32 +475,21 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 
 /*
  * Appends a "W" line for every winner of the draw that has none yet (its
- * order is durable: spooled and committed, or replayed from the spool), a
- * batch of lines per write(2). fs->mu held. Returns 0 or CM_EIO.
+ * order is durable: spooled and committed, or replayed from the spool), in
+ * one write(2). fs->mu held. Returns 0 or CM_EIO.
  */
 static int log_winners(gw_fair_sale_t *fs)
 {
-    char buf[4096];
-    size_t len = 0;
-    size_t first = 0; /* winners in buf start at this index */
-    for (size_t i = 0; i <= fs->ndraw; i++) {
-        entry_t *e = i < fs->ndraw ? &fs->v[i] : NULL;
-        bool add = e && e->state == GW_ENTRY_WON && !e->wlogged;
-        if (len && (!e || (add && len + INV_ORDER_ID_MAX + 4 > sizeof(buf)))) {
-            if (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0)
-                return CM_EIO;
-            for (size_t j = first; j < i; j++)
-                if (fs->v[j].state == GW_ENTRY_WON)
-                    fs->v[j].wlogged = true;
-            len = 0;
-        }
-        if (add) {
-            if (!len)
-                first = i;
-            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "W %s\n", e->order_id);
-        }
-    }
-    return 0;
+    size_t cap = fs->ndraw * (INV_ORDER_ID_MAX + 4) + 1, len = 0;
+    char *buf = cm_xmalloc(cap);
+    for (size_t i = 0; i < fs->ndraw; i++)
+        if (fs->v[i].state == GW_ENTRY_WON && !fs->v[i].wlogged)
+            len += (size_t)snprintf(buf + len, cap - len, "W %s\n", fs->v[i].order_id);
+    int rc = len && (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0) ? CM_EIO : 0;
+    free(buf);
+    for (size_t i = 0; i < fs->ndraw && rc == 0; i++)
+        fs->v[i].wlogged = fs->v[i].wlogged || fs->v[i].state == GW_ENTRY_WON;
+    return rc;
 }
 
 /*
@@ -567,13 +549,7 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
         char line[96];
         int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
                            (long long)fs->draw_started_ms, fs->ndraw);
-        /* Not a plain fdatasync: the seed's is the log's first ("E" lines go
-         * unsynced), and when a try of it failed the kernel dropped the
-         * entries' pages and may report the next fdatasync a success. A draw
-         * with the entries lost at a power loss resumes over fewer entrants
-         * while its winners hold orders (the simulator's seeds 587 and 1207
-         * with --open-defects). So the whole log is written again and synced,
-         * as the draw's end does for "F": one rewrite of the log per draw. */
+        /* not a plain fdatasync (log_make_durable): one rewrite of the log per draw */
         ev.rc = log_line_synced(fs, line, (size_t)len, false);
         resync = ev.rc == 0;
     }
@@ -687,11 +663,12 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
 {
     if (e->state != GW_ENTRY_ENTERED)
         return;
-    e->state = st;
     if (st == GW_ENTRY_WON) {
-        fs->won_orders++;
-        fs->won_units += e->qty;
-    } else if (st == GW_ENTRY_WAITLISTED) {
+        mark_won(fs, e);
+        return;
+    }
+    e->state = st;
+    if (st == GW_ENTRY_WAITLISTED) {
         gw_fair__wl_add(fs, e);
     } else {
         fs->lost++;
@@ -867,7 +844,6 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
 {
     if (!f)
         return;
-    json_t *o = json_object();
     uint64_t entries = 0, dups = 0, won = 0, lost = 0, wl = 0, promoted = 0;
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
@@ -881,13 +857,10 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
         pthread_mutex_unlock(&fs->mu);
         dups += atomic_load(&fs->duplicates);
     }
-    json_object_set_new(o, "sales", json_integer((json_int_t)n));
-    json_object_set_new(o, "entries", json_integer((json_int_t)entries));
-    json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
-    json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
-    json_object_set_new(o, "lost", json_integer((json_int_t)lost));
-    json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
-    json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "sales", (json_int_t)n, "entries",
+                          (json_int_t)entries, "duplicate_entries", (json_int_t)dups, "won_orders",
+                          (json_int_t)won, "lost", (json_int_t)lost, "waitlisted", (json_int_t)wl,
+                          "waitlist_promoted", (json_int_t)promoted);
     gw_fair__reg_stats(f, o);
     if (f->lot->stats)
         f->lot->stats(f, o);
