@@ -68,6 +68,15 @@ static void trouble(gw_fair_t *f, const char *what, const char *why)
     }
 }
 
+/* A transport failure on the lottery thread's connection: logged, and the connection
+ * dropped (gw_fair__fleet_conn connects again). */
+static void fleet_broke(gw_fair_t *f, const char *what, const char *why)
+{
+    trouble(f, what, why);
+    inv_fleet_close(f->rc);
+    f->rc = NULL;
+}
+
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
 {
     if (f->rc && !inv_fleet_broken(f->rc))
@@ -86,13 +95,10 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
         return true;
     if (!f->rc)
         return false; /* no connection to call on: gw_fair__fleet_conn said why */
-    if (inv_fleet_broken(f->rc)) {
-        trouble(f, "command", why);
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
-    } else {
+    if (inv_fleet_broken(f->rc))
+        fleet_broke(f, "command", why);
+    else
         trouble(f, "reply", why);
-    }
     return false;
 }
 
@@ -164,10 +170,8 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     pthread_mutex_unlock(&f->mu);
 }
 
-/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
- * The fleet's entries are keyed by person (HSETNX: the first pushed of a person's
- * entries is the one drawn); the value names the account as " @account" when it
- * is not the person. */
+/* Pushes this gateway's entries (closing them) in one pipeline, keyed by person; the
+ * value names the account as " @account" when it is not the person. Lottery thread. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
@@ -200,9 +204,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     int rc = gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent == n, why,
                                                sizeof(why));
     if (rc < 0) {
-        trouble(f, "push", why);
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
+        fleet_broke(f, "push", why);
         return false;
     }
     bool ok = rc == 1;
@@ -248,10 +250,7 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
 {
     gw_fair_t *f = fs->f;
     *marked = false;
-    /* checked before the local entry when the person is not the account (another
-     * account may enter elsewhere); an account that is its own person is marked by
-     * the lottery thread (fleet_marks_push) */
-    *mine = t->person[0] && strcmp(t->person, t->user_id) != 0;
+    *mine = t->person[0] && strcmp(t->person, t->user_id) != 0; /* else fleet_marks_push's */
     if (!*mine)
         return 0;
     const char *person = t->person;
@@ -301,9 +300,8 @@ typedef struct mark_out {
     char val[MARK_VAL_MAX];
 } mark_out_t;
 
-/* Sends the person marks of this gateway's entries that took none at entry (an account
- * that is its own person: one round trip per tick for all of them, not one per entry on a
- * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
+/* Sends the person marks of this gateway's entries that took none at entry, one script
+ * call for up to MARKS_BATCH of them. Lottery thread. */
 static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     unsigned me = atomic_load(&f->srv->node.id);
@@ -623,8 +621,7 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
     if (!c)
         return CM_EBACKEND;
     if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
+        fleet_broke(f, "freeze", inv_fleet_errstr(c));
         return CM_EBACKEND;
     }
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);

@@ -384,12 +384,16 @@ int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, cons
     return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
 }
 
-/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
-static const char LUA_ENTRY_MARK[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-                                     "if v then return {0, v} end\n"
-                                     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
-                                     "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
-                                     "return {1}\n";
+/* KEYS ep, ei; ARGV person, order id, value, ... Each mark not held yet is taken; the
+ * reply is the values of those held already, in order ({}: every one taken). */
+static const char LUA_ENTRY_MARK[] = "local held = {}\n"
+                                     "for i = 1, #ARGV - 2, 3 do\n"
+                                     "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+                                     "  if v then held[#held + 1] = v else\n"
+                                     "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
+                                     "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) end\n"
+                                     "end\n"
+                                     "return held\n";
 static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
 /* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
@@ -418,28 +422,17 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) < 1 ||
-        rtype(el(r, 0)) != INV_FLEET_REPLY_INTEGER ||
-        (rnum(el(r, 0)) == 0 && (relems(r) < 2 || rtype(el(r, 1)) != INV_FLEET_REPLY_STRING))) {
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) > 1 ||
+        (relems(r) == 1 && rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)) {
         cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
         rc = CM_EBACKEND;
     } else {
-        *taken = rnum(el(r, 0)) == 1 || CM_PLANT(FAIR_REDIS_MARK_HELD);
-        snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 1)));
+        *taken = relems(r) == 0 || CM_PLANT(FAIR_REDIS_MARK_HELD);
+        snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 0)));
     }
     inv_fleet_reply_free(r);
     return rc;
 }
-
-/* KEYS ep, ei; ARGV person, order id, value, ... The marks not held yet are taken. */
-static const char LUA_ENTRY_MARK_MANY[] =
-    "local n = 0\n"
-    "for i = 1, #ARGV - 2, 3 do\n"
-    "  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then\n"
-    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
-    "end\n"
-    "return n\n";
-static script_t SC_ENTRY_MARK_MANY = {.text = LUA_ENTRY_MARK_MANY};
 
 int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
@@ -451,10 +444,9 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
     argv[1] = kp.s;
     argv[2] = ki.s;
     memcpy(argv + 3, args, 3 * n * sizeof(*args));
-    inv_fleet_reply_t *r =
-        call_argv(c, &SC_ENTRY_MARK_MANY, (int)(3 + 3 * n), argv, errbuf, errlen);
+    inv_fleet_reply_t *r = call_argv(c, &SC_ENTRY_MARK, (int)(3 + 3 * n), argv, errbuf, errlen);
     free(argv);
-    return num(r, NULL, errbuf, errlen);
+    return ran(r);
 }
 
 int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
@@ -1014,10 +1006,9 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET, &SC_ENTRY_MARK_MANY,
-    &SC_WL_STATE,     &SC_WL_LOCK,    &SC_WL_BEGIN,   &SC_WL_ADOPT,  &SC_WL_FINISH,
-    &SC_WL_END,       &SC_REG_ADD,    &SC_ROOM_TICK,  &SC_ROOM_JOIN, &SC_ROOM_CLAIM,
-    &SC_ROOM_UNCLAIM, &SC_PUSHED,
+    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP,   &SC_ENTRY_GET, &SC_WL_STATE, &SC_WL_LOCK,
+    &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,    &SC_WL_END,    &SC_REG_ADD,  &SC_ROOM_TICK,
+    &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM, &SC_PUSHED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
