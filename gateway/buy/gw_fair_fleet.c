@@ -771,9 +771,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
-            if (FLEET_CALL(f, why, gw_fair_redis_lottery_done_set, fs->sale_id, d.n))
-                ev.rc = 0;
+            bool set = FLEET_CALL(f, why, gw_fair_redis_lottery_done_set, fs->sale_id, d.n);
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = set ? 0 : CM_EBACKEND};
             gw_fair_core_step(&core, &ev, &out);
             done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
         }
@@ -823,9 +822,6 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
             fs->push_read_ms = 0;
             return;
         }
-        /* which gateways, not only how many: one that pushed and then left the
-         * members must not stand in for a live one that holds entries and has
-         * not pushed yet (sim/seeds.txt, --fairfleet) */
         if (pushed < (long long)gw_fleet_members(f->srv) || missing != 0)
             return;
     }
@@ -857,11 +853,8 @@ static int admin_done(inv_fleet_conn_t *c, int rc, const char *why, char *errbuf
     return CM_EBACKEND;
 }
 
-/*
- * Fleet: the lottery's configuration lives in one Redis hash (sale ->
- * "window early k0 k1"); the secret is made once by the first gateway that
- * configures the sale and shared, so every gateway orders entrants alike.
- */
+/* The secret is made once, by the first gateway that configures the sale, and shared
+ * (gw_fair_redis.h, :conf), so every gateway orders entrants alike. */
 int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
                             int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
 {
@@ -929,7 +922,7 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
     return 0;
 }
 
-/*---- the Redis store's ops (gw_fair_lot_ops_t) that the shell's files called in branches ----*/
+/*---- the Redis store's ops (gw_fair_lot_ops_t) ----*/
 
 int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
 {
