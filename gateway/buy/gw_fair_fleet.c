@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -53,25 +54,9 @@
 /*---- the fleet: one draw per sale over every gateway's entries ----*/
 
 /*
- * Why this design: entries are taken where they arrive, logged locally, and
- * reach Redis in one pipelined batch per gateway when the window closes, so
- * the busiest second of the sale costs no Redis round trip per entry, except
- * the person's mark of an entry whose person is not its account (below). Then
- * one gateway (SET NX lock, renewed while it works) freezes the entrant set
- * (RENAMENX, so a late push cannot change a draw in progress), records the
- * seed once (SET NX: a drawer that dies is resumed by another with the same
- * seed and so the same order), and admits entries in draw order through the
- * inventory's own atomic step (the per-user limit and stock stay exact) and
- * its own spool, recording each winner. Every gateway then recomputes the
- * order from the entrants, the seed and the shared secret, and answers for
- * every entry. The alternative, a draw per gateway over a leased share of
- * the stock, would make a user's chance depend on which gateway the load
- * balancer picked and leave unsold shares behind busy gateways.
- *
- * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (person ->
- * "order_id qty idem node[ k][ @account]"), :drawn the frozen entrants, :pushed
- * gateways that pushed, :lock, :seed, :won (person -> order id, or "-": lost
- * for cause), :done; the waitlist's :wl, :wlock, :wp (gw_waitlist_fleet.c).
+ * The design and why (entries local until the close, one drawer under a lock,
+ * the seed recorded once, no draw per gateway over a leased share): docs/fleet.md
+ * "Start-window lottery"; the keys: gw_fair_redis.h.
  */
 
 static void trouble(gw_fair_t *f, const char *what, const char *why)
@@ -81,6 +66,15 @@ static void trouble(gw_fair_t *f, const char *what, const char *why)
         f->last_err_ms = now;
         cm_log_warn("fair", "redis trouble; the draw waits", "what=%s err=\"%s\"", what, why);
     }
+}
+
+/* A transport failure on the lottery thread's connection: logged, and the connection
+ * dropped (gw_fair__fleet_conn connects again). */
+static void fleet_broke(gw_fair_t *f, const char *what, const char *why)
+{
+    trouble(f, what, why);
+    inv_fleet_close(f->rc);
+    f->rc = NULL;
 }
 
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
@@ -101,15 +95,19 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
         return true;
     if (!f->rc)
         return false; /* no connection to call on: gw_fair__fleet_conn said why */
-    if (inv_fleet_broken(f->rc)) {
-        trouble(f, "command", why);
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
-    } else {
+    if (inv_fleet_broken(f->rc))
+        fleet_broke(f, "command", why);
+    else
         trouble(f, "reply", why);
-    }
     return false;
 }
+
+/* The lottery thread's call fn(connection, ..., why, sizeof(why)) on gw_fair__fleet_conn's
+ * connection: true if it succeeded, else false as gw_fair__fleet_ok says (why: the caller's
+ * char array). */
+#define FLEET_CALL(f, why, fn, ...)                                                                \
+    (gw_fair__fleet_conn(f) &&                                                                     \
+     gw_fair__fleet_ok((f), fn((f)->rc, __VA_ARGS__, (why), sizeof(why)), (why)))
 
 /* The lottery thread (f->tick_mu held), or the admin thread holding it. */
 static void conf_sync_one(void *ctx, const char *sale, const char *v)
@@ -172,10 +170,8 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     pthread_mutex_unlock(&f->mu);
 }
 
-/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
- * The fleet's entries are keyed by person (HSETNX: the first pushed of a person's
- * entries is the one drawn); the value names the account as " @account" when it
- * is not the person. */
+/* Pushes this gateway's entries (closing them) in one pipeline, keyed by person; the
+ * value names the account as " @account" when it is not the person. Lottery thread. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
@@ -183,7 +179,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         return false;
     char pw[256];
     if (CM_PLANT(FAIR_FLEET_PUSHED_FIRST)) /* planted: the mark before the entries */
-        (void)gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, 0, true, pw,
+        (void)gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, true, pw,
                                                 sizeof(pw));
     pthread_mutex_lock(&fs->mu);
     gw_fair_out_t out;
@@ -205,12 +201,10 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
-    int rc = gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent, sent == n,
-                                               why, sizeof(why));
+    int rc = gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent == n, why,
+                                               sizeof(why));
     if (rc < 0) {
-        trouble(f, "push", why);
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
+        fleet_broke(f, "push", why);
         return false;
     }
     bool ok = rc == 1;
@@ -220,18 +214,14 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     return ok;
 }
 
-/*---- one entry per person, at entry ----*/
+/*---- one entry per person, at entry (docs/fleet.md "Start-window lottery") ----*/
 
 /*
- * Why at entry: the entries meet only at the close (fleet_push), so without
- * it a second account of a person entering through another gateway would be
- * told "entered" and then read lost. The mark ("order node account qty
- * at_ms") is one round trip per new entry whose person is not its account,
- * in the worker loops' pool like the registration check before it; a retry
- * by the account that holds it gets its entry back. An account that is its
- * own person has no other account to race: its mark only lets every gateway
- * read the entry by id before the draw, and the lottery thread sends it with
- * the tick's others in one script (fleet_marks_push).
+ * The mark is one round trip at entry only for an entry whose person is not its
+ * account: a second account of the person entering through another gateway would
+ * otherwise be told "entered" and read lost at the close. An account that is its own
+ * person has no other account to race; its mark, sent by the lottery thread with the
+ * tick's others (fleet_marks_push), only lets every gateway read the entry by id.
  */
 /* A person's mark as stored: "order node account qty at_ms" (mark_parse reads it). */
 #define MARK_VAL_MAX (INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64)
@@ -241,15 +231,18 @@ static void mark_format(char out[MARK_VAL_MAX], const char *order, unsigned node
     snprintf(out, MARK_VAL_MAX, "%s %u %s %u %lld", order, node, account, qty, (long long)at_ms);
 }
 
-static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
-                       size_t acap, unsigned *qty, long long *at_ms)
+/* The mark into t's order_id, user_id (the account), qty and entered_at_ms; *node: the
+ * gateway that took it. */
+static bool mark_parse(const char *v, gw_fair_ticket_t *t, unsigned *node)
 {
     char o[INV_ORDER_ID_MAX + 1], a[128 + 1];
-    if (sscanf(v, "%31s %u %128s %u %lld", o, node, a, qty, at_ms) != 5 ||
+    long long at;
+    if (sscanf(v, "%31s %u %128s %" SCNu32 " %lld", o, node, a, &t->qty, &at) != 5 ||
         strlen(a) > INV_USER_ID_MAX)
         return false;
-    snprintf(order, ocap, "%s", o);
-    snprintf(account, acap, "%s", a);
+    snprintf(t->order_id, sizeof(t->order_id), "%s", o);
+    snprintf(t->user_id, sizeof(t->user_id), "%s", a);
+    t->entered_at_ms = at;
     return true;
 }
 
@@ -257,10 +250,7 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
 {
     gw_fair_t *f = fs->f;
     *marked = false;
-    /* checked before the local entry when the person is not the account (another
-     * account may enter elsewhere); an account that is its own person is marked by
-     * the lottery thread (fleet_marks_push) */
-    *mine = t->person[0] && strcmp(t->person, t->user_id) != 0;
+    *mine = t->person[0] && strcmp(t->person, t->user_id) != 0; /* else fleet_marks_push's */
     if (!*mine)
         return 0;
     const char *person = t->person;
@@ -281,18 +271,17 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
         *marked = true;
         return 0;
     }
-    char order[INV_ORDER_ID_MAX + 1], account[INV_USER_ID_MAX + 1];
-    unsigned node = 0, qty = 0;
-    long long at = 0;
-    if (!mark_parse(held, order, sizeof(order), &node, account, sizeof(account), &qty, &at))
+    gw_fair_ticket_t h;
+    unsigned node = 0;
+    if (!mark_parse(held, &h, &node))
         return CM_EBACKEND;
-    if (strcmp(account, t->user_id) != 0) {
+    if (strcmp(h.user_id, t->user_id) != 0) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
         return GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's */
     }
-    snprintf(t->order_id, sizeof(t->order_id), "%s", order);
-    t->qty = qty;
-    t->entered_at_ms = at;
+    memcpy(t->order_id, h.order_id, sizeof(t->order_id));
+    t->qty = h.qty;
+    t->entered_at_ms = h.entered_at_ms;
     if (node == me)
         return 0; /* ours: the local table has it, or a crash lost it and it is written again */
     atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
@@ -311,9 +300,8 @@ typedef struct mark_out {
     char val[MARK_VAL_MAX];
 } mark_out_t;
 
-/* Sends the person marks of this gateway's entries that took none at entry (an account
- * that is its own person: one round trip per tick for all of them, not one per entry on a
- * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
+/* Sends the person marks of this gateway's entries that took none at entry, one script
+ * call for up to MARKS_BATCH of them. Lottery thread. */
 static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     unsigned me = atomic_load(&f->srv->node.id);
@@ -339,16 +327,12 @@ static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
         size_t upto = i;
         pthread_mutex_unlock(&fs->mu);
         char why[256] = "";
-        int rc = !k                       ? 0
-                 : gw_fair__fleet_conn(f) ? gw_fair_redis_lottery_entry_mark_many(
-                                                f->rc, fs->sale_id, args, k, why, sizeof(why))
-                                          : CM_EBACKEND;
+        bool sent =
+            !k || FLEET_CALL(f, why, gw_fair_redis_lottery_entry_mark_many, fs->sale_id, args, k);
         free(args);
         free(m);
-        if (rc != 0) {
-            (void)gw_fair__fleet_ok(f, rc, why);
+        if (!sent)
             return; /* sent again at the next tick (each mark is taken at most once) */
-        }
         pthread_mutex_lock(&fs->mu);
         if (fs->mark_next < upto && upto <= fs->n) /* not reset meanwhile */
             fs->mark_next = upto;
@@ -394,20 +378,12 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
             gw_fair__room_fleet_trouble("lottery entry lookup", fs->sale_id, why);
             return CM_EBACKEND;
         }
-        char order[INV_ORDER_ID_MAX + 1];
-        unsigned node = 0, qty = 0;
-        long long at = 0;
+        unsigned node = 0;
         memset(out, 0, sizeof(*out));
-        if (!found ||
-            !mark_parse(v, order, sizeof(order), &node, out->user_id, sizeof(out->user_id), &qty,
-                        &at) ||
-            strcmp(order, order_id) != 0)
+        if (!found || !mark_parse(v, out, &node) || strcmp(out->order_id, order_id) != 0)
             continue;
-        snprintf(out->order_id, sizeof(out->order_id), "%s", order);
         snprintf(out->sale_id, sizeof(out->sale_id), "%s", fs->sale_id);
         snprintf(out->person, sizeof(out->person), "%s", person);
-        out->qty = qty;
-        out->entered_at_ms = at;
         out->draw_at_ms = gw_fair_closes_at(fs, atomic_load(&fs->sale.cfg.starts_at_ms));
         out->state = GW_ENTRY_ENTERED;
         return 1;
@@ -415,19 +391,23 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
     return 0;
 }
 
-/* The frozen entrants, the seed and the winners, as every gateway reads them. */
+/* A person's record in :won: GW_ENTRY_WON (an order id) or GW_ENTRY_LOST
+ * (GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED: drawn and reserved, then refused by the drawer's
+ * spool or for cause: given back, not a winner, not drawn again). */
+typedef struct fleet_won {
+    char *person;
+    uint8_t state;
+} fleet_won_t;
+
+/* The frozen entrants, the seed and the outcomes, as every gateway reads them. */
 typedef struct fleet_draw {
     entry_t *all;
     size_t n;
     uint64_t seed;
     bool seeded;
     uint32_t *perm;
-    char **won; /* sorted person ids of recorded winners */
+    fleet_won_t *won; /* sorted by person */
     size_t nwon;
-    /* sorted person ids drawn and reserved whose order the drawer's spool refused
-     * (:won value GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
-    char **refused;
-    size_t nrefused;
 } fleet_draw_t;
 
 static void fleet_draw_free(fleet_draw_t *d)
@@ -435,44 +415,28 @@ static void fleet_draw_free(fleet_draw_t *d)
     free(d->all);
     free(d->perm);
     for (size_t i = 0; i < d->nwon; i++)
-        free(d->won[i]);
+        free(d->won[i].person);
     free(d->won);
-    for (size_t i = 0; i < d->nrefused; i++)
-        free(d->refused[i]);
-    free(d->refused);
     memset(d, 0, sizeof(*d));
 }
 
-static int strp_cmp(const void *a, const void *b)
+static int won_cmp(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const fleet_won_t *)a)->person, ((const fleet_won_t *)b)->person);
 }
 
-/* What :won holds of person: GW_ENTRY_WON (a winner), GW_ENTRY_LOST (drawn and
- * refused, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) or GW_ENTRY_ENTERED (nothing). */
+/* What :won holds of person: its fleet_won_t state, or GW_ENTRY_ENTERED (nothing). */
 static uint8_t fleet_outcome(const fleet_draw_t *d, const char *person)
 {
-    if (d->nwon && bsearch(&person, d->won, d->nwon, sizeof(char *), strp_cmp))
-        return GW_ENTRY_WON;
-    if (d->nrefused && bsearch(&person, d->refused, d->nrefused, sizeof(char *), strp_cmp))
-        return GW_ENTRY_LOST;
-    return GW_ENTRY_ENTERED;
-}
-
-/* Appends a copy of s to the ids v[0..*n) (*cap: their room, grown by doubling). */
-static void strv_add(char ***v, size_t *n, size_t *cap, const char *s)
-{
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *v = cm_xrealloc(*v, *cap * sizeof(char *));
-    }
-    (*v)[(*n)++] = cm_xstrdup(s);
+    fleet_won_t key = {.person = (char *)person};
+    const fleet_won_t *w = d->nwon ? bsearch(&key, d->won, d->nwon, sizeof(key), won_cmp) : NULL;
+    return w ? w->state : GW_ENTRY_ENTERED;
 }
 
 typedef struct read_ctx {
     cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
-    size_t cap, cap_won, cap_refused;
+    size_t cap, cap_won;
 } read_ctx_t;
 
 static void read_entrant(void *ctx, const char *user, const char *v)
@@ -509,13 +473,15 @@ static void read_winner(void *ctx, const char *user, const char *order)
 {
     read_ctx_t *x = ctx;
     fleet_draw_t *d = x->d;
-    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
-        strv_add(&d->refused, &d->nrefused, &x->cap_refused, user);
-    else
-        strv_add(&d->won, &d->nwon, &x->cap_won, user);
+    if (d->nwon == x->cap_won) {
+        x->cap_won = x->cap_won ? x->cap_won * 2 : 16;
+        d->won = cm_xrealloc(d->won, x->cap_won * sizeof(*d->won));
+    }
+    bool refused = strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0;
+    d->won[d->nwon++] = (fleet_won_t){cm_xstrdup(user), refused ? GW_ENTRY_LOST : GW_ENTRY_WON};
 }
 
-uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
+uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed)
 {
     uint32_t *perm = cm_xmalloc((n ? n : 1) * sizeof(uint32_t));
     uint64_t *keys = cm_xmalloc((n ? n : 1) * sizeof(uint64_t));
@@ -526,44 +492,26 @@ uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
     return perm;
 }
 
-/* Reads the draw's state. with_won: also the winners. Returns false on a Redis problem. */
-static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
+/* Reads the draw's state and its outcomes. Returns false on a Redis problem. */
+static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d)
 {
     memset(d, 0, sizeof(*d));
-    if (!gw_fair__fleet_conn(f))
-        return false;
     char why[256] = "";
     read_ctx_t x = {.d = d, .cap = 64};
     pthread_mutex_lock(&fs->mu);
     x.secret = fs->secret;
     pthread_mutex_unlock(&fs->mu);
     d->all = cm_xcalloc(x.cap, sizeof(entry_t));
-    if (!gw_fair__fleet_ok(
-            f,
-            gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
-            why) ||
-        !gw_fair__fleet_ok(f,
-                           gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded,
-                                                          why, sizeof(why)),
-                           why)) {
+    if (!FLEET_CALL(f, why, gw_fair_redis_lottery_entrants, fs->sale_id, read_entrant, &x) ||
+        !FLEET_CALL(f, why, gw_fair_redis_lottery_seed_get, fs->sale_id, &d->seed, &d->seeded) ||
+        !FLEET_CALL(f, why, gw_fair_redis_lottery_winners, fs->sale_id, read_winner, &x)) {
         fleet_draw_free(d);
         return false;
     }
-    if (with_won) {
-        if (!gw_fair__fleet_ok(f,
-                               gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x,
-                                                             why, sizeof(why)),
-                               why)) {
-            fleet_draw_free(d);
-            return false;
-        }
-        if (d->nwon)
-            qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
-        if (d->nrefused)
-            qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
-    }
+    if (d->nwon)
+        qsort(d->won, d->nwon, sizeof(*d->won), won_cmp);
     if (d->seeded)
-        d->perm = gw_fair__fleet_perm(d->all, d->n, d->seed);
+        d->perm = gw_fair__draw_perm(d->all, d->n, d->seed);
     return true;
 }
 
@@ -577,12 +525,10 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_fair_redis_wl_state_t ws;
     char why[256] = "";
-    if (!gw_fair__fleet_conn(f) ||
-        !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)),
-                           why))
+    if (!FLEET_CALL(f, why, gw_fair_redis_wl_state, fs->sale_id, &ws))
         return;
     fleet_draw_t d;
-    if (!fleet_read(f, fs, &d, true))
+    if (!fleet_read(f, fs, &d))
         return;
     if (!d.seeded) {
         fleet_draw_free(&d);
@@ -675,17 +621,14 @@ static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over
     if (!c)
         return CM_EBACKEND;
     if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
-        inv_fleet_close(f->rc);
-        f->rc = NULL;
+        fleet_broke(f, "freeze", inv_fleet_errstr(c));
         return CM_EBACKEND;
     }
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
-    if (!gw_fair__fleet_ok(
-            f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
-        !gw_fair__fleet_ok(
-            f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+    if (!FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, fs->sale_id, hex) ||
+        !FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, fs->sale_id, over ? 'l' : 'w'))
         return CM_EBACKEND;
-    if (!fleet_read(f, fs, d, true))
+    if (!fleet_read(f, fs, d))
         return CM_EBACKEND;
     return d->seeded ? 0 : CM_EBACKEND;
 }
@@ -702,27 +645,16 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
     if (!sale) /* the sale went: nothing to win, the rest are not tried */
         return ev;
     char why[256] = "";
-    inv_reserve_req_t rq;
-    gw_fair__entry_reserve_req(e, sale, &rq);
-    /* a key, so a drawer that resumes after a crash finds the order, not a second one */
-    if (!rq.idem_key[0])
-        snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
-    /* once per order id: reserved before and released since (a drawer
-     * died between this winner's reserve and :won, and its order failed
-     * or was cancelled meanwhile, which took its key with it), it is a
-     * winner already, not an entrant to reserve again */
-    gw_accept_req_t ar = {.inv = f->inv,
-                          .rq = &rq,
-                          .sale_id = fs->sale_id,
-                          .user = e->user_id,
-                          .accepted_at_ms = cm_wall_ms(),
-                          .why = "lottery winner not accepted: spool refused"};
     gw_accept_t a;
-    int rc = gw_accept_take(&f->accept, &ar, &a);
+    bool sold_out;
+    int rc = gw_fair__draw_accept(f, fs, sale, e, cm_wall_ms(), true, &a, &sold_out);
     const char *put = NULL; /* the outcome for :won */
     ev.sold_out = false;
     switch (rc) {
     case GW_ACCEPT_BEFORE:
+        /* once per order id: reserved before and released since (a drawer died between
+         * this winner's reserve and :won, and its order failed or was cancelled meanwhile,
+         * which took its key with it), it is a winner already, not one to reserve again */
         put = CM_PLANT(FAIR_FLEET_BEFORE_LOST) ? GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED : e->order_id;
         ev.acc = GW_FAIR_ACC_WON;
         break;
@@ -756,11 +688,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
         ev.acc = GW_FAIR_ACC_SOLD_OUT;
         break;
     }
-    if (put && (!gw_fair__fleet_conn(f) ||
-                !gw_fair__fleet_ok(f,
-                                   gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                                    put, why, sizeof(why)),
-                                   why))) {
+    if (put && !FLEET_CALL(f, why, gw_fair_redis_lottery_winner_put, fs->sale_id, e->person, put)) {
         ev.acc = GW_FAIR_ACC_FAILED;
         return ev;
     }
@@ -771,8 +699,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
         gw_accept_publish(&f->accept, &a, 1);
         (*nwon)++;
     }
-    if (rc != GW_ACCEPT_BEFORE && rc != GW_ACCEPT_SPOOL_REFUSED)
-        ev.sold_out = rq.stock_left == 0 || inv_sale_sold_out(sale);
+    ev.sold_out = sold_out && rc != GW_ACCEPT_BEFORE && rc != GW_ACCEPT_SPOOL_REFUSED;
     return ev;
 }
 
@@ -811,21 +738,12 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         fleet_draw_free(&d);
         return false;
     }
-    free(d.perm); /* the core's order: the same gw_fair_order of the seed and the keys */
-    d.perm = core.perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
-    uint64_t *keys = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint64_t));
-    for (size_t i = 0; i < d.n; i++)
-        keys[i] = d.all[i].key;
-    gw_fair_core_order(&core, keys);
-    free(keys);
+    core.perm = d.perm; /* the core's ORDER: fleet_read's, of the same seed and entrants */
     size_t nwon = 0;
     bool failed = false;
     while (core.next < core.ndraw) {
-        if (core.next % 64 == 63 && gw_fair__fleet_conn(f))
-            gw_fair__fleet_ok(f,
-                              gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS,
-                                                               why, sizeof(why)),
-                              why);
+        if (core.next % 64 == 63)
+            (void)FLEET_CALL(f, why, gw_fair_redis_lottery_lock_renew, fs->sale_id, FLEET_LOCK_MS);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
         gw_fair_core_step(&core, &ev, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
@@ -853,12 +771,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
         gw_fair_core_step(&core, &ev, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
-            if (gw_fair__fleet_conn(f) &&
-                gw_fair__fleet_ok(
-                    f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
-                    why))
-                ev.rc = 0;
+            bool set = FLEET_CALL(f, why, gw_fair_redis_lottery_done_set, fs->sale_id, d.n);
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = set ? 0 : CM_EBACKEND};
             gw_fair_core_step(&core, &ev, &out);
             done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
         }
@@ -889,9 +803,8 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 {
     char why[256] = "";
     bool done = false;
-    if ((!fs->pushed && !fleet_push(f, fs)) || !gw_fair__fleet_conn(f) ||
-        !gw_fair__fleet_ok(
-            f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
+    if ((!fs->pushed && !fleet_push(f, fs)) ||
+        !FLEET_CALL(f, why, gw_fair_redis_lottery_done, fs->sale_id, &done)) {
         fs->push_read_ms = 0;
         return;
     }
@@ -904,27 +817,19 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         fs->push_read_ms = now; /* Redis answers again: the wait starts over */
     if (now < (fs->push_read_ms > closes_ms ? fs->push_read_ms : closes_ms) + FLEET_PUSH_WAIT_MS) {
         long long pushed = -1, missing = -1;
-        if (!gw_fair__fleet_ok(f,
-                               gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed,
-                                                                  &missing, why, sizeof(why)),
-                               why)) {
+        if (!FLEET_CALL(f, why, gw_fair_redis_lottery_pushed_count, fs->sale_id, &pushed,
+                        &missing)) {
             fs->push_read_ms = 0;
             return;
         }
-        /* which gateways, not only how many: one that pushed and then left the
-         * members must not stand in for a live one that holds entries and has
-         * not pushed yet (sim/seeds.txt, --fairfleet) */
         if (pushed < (long long)gw_fleet_members(f->srv) || missing != 0)
             return;
     }
     if (cm_wall_ms() < fs->draw_retry_ms)
         return;
     bool mine = false;
-    if (!gw_fair__fleet_conn(f) ||
-        !gw_fair__fleet_ok(f,
-                           gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
-                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
-                           why))
+    if (!FLEET_CALL(f, why, gw_fair_redis_lottery_lock, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS,
+                    &mine))
         return;
     if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
@@ -948,11 +853,8 @@ static int admin_done(inv_fleet_conn_t *c, int rc, const char *why, char *errbuf
     return CM_EBACKEND;
 }
 
-/*
- * Fleet: the lottery's configuration lives in one Redis hash (sale ->
- * "window early k0 k1"); the secret is made once by the first gateway that
- * configures the sale and shared, so every gateway orders entrants alike.
- */
+/* The secret is made once, by the first gateway that configures the sale, and shared
+ * (gw_fair_redis.h, :conf), so every gateway orders entrants alike. */
 int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
                             int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
 {
@@ -1020,7 +922,7 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
     return 0;
 }
 
-/*---- the Redis store's ops (gw_fair_lot_ops_t) that the shell's files called in branches ----*/
+/*---- the Redis store's ops (gw_fair_lot_ops_t) ----*/
 
 int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
 {
@@ -1080,11 +982,8 @@ void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         bool any = fs->n > 0;
         pthread_mutex_unlock(&fs->mu);
         char why[256] = "";
-        if (any && gw_fair__fleet_conn(f) &&
-            gw_fair__fleet_ok(f,
-                              gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id,
-                                                                 f->srv->node.id, why, sizeof(why)),
-                              why))
+        if (any &&
+            FLEET_CALL(f, why, gw_fair_redis_lottery_entered_mark, fs->sale_id, f->srv->node.id))
             fs->marked = true;
     }
     fleet_marks_push(f, fs);

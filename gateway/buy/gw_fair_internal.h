@@ -543,10 +543,11 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
                             int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
                             char *errbuf, size_t errlen);
 int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
-/* The fleet's draw order over the frozen entrants (all[0..n), as read from Redis, in
- * any order): gw_fair_order of their keys and the seed. Returns a new array of n
- * indexes into all (the caller frees). Pure: every gateway computes the same one. */
-uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed);
+/* The draw order over the frozen entrants all[0..n) (one gateway's first n entries, or
+ * a fleet's as read from Redis, in any order): gw_fair_order of their keys and the seed.
+ * Returns a new array of n indexes into all (the caller frees). Pure: every gateway
+ * computes the same one (gw_fair_fleet.c). */
+uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed);
 
 /* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
  * unreachable. Lottery thread. */
@@ -585,6 +586,14 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
 /* Promotes the fleet's waitlisted entries while stock is free (one gateway at a time) and
  * follows the others' promotions; ends the waitlist with the sale. Lottery thread. */
 void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
+
+/* Buy's accept sequence (gw_accept.h) for entrant e of a draw in sale, at now: a
+ * gw_accept_outcome_t or a negative cm_err_t. keyed: an entry without an
+ * Idempotency-Key reserves under "fair-<order id>", so that a fleet's drawer that
+ * resumes after a crash finds the order, not a second one. *sold_out: the stock ran out
+ * with it. Lottery thread (gw_lottery.c). */
+int gw_fair__draw_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
+                         int64_t now, bool keyed, gw_accept_t *a, bool *sold_out);
 
 /* The inventory step of entry e's order in sale (gw_fair_table.c): the person's
  * mark (inv.h), the entry's key, fingerprint, order id and qty. The draw and

@@ -131,6 +131,28 @@ static int num(inv_fleet_reply_t *r, long long *out, char *errbuf, size_t errlen
     return rc;
 }
 
+/* A call's integer reply 1 as 1, any other integer as 0, else CM_EBACKEND with the
+ * reason. Frees r. */
+static int yes(inv_fleet_reply_t *r, char *errbuf, size_t errlen)
+{
+    long long n = 0;
+    int rc = num(r, &n, errbuf, errlen);
+    return rc ? rc : n == 1;
+}
+
+/* A call's reply into out[0..cap) when a string (*found; a nil: not found), else left
+ * as it is; 0, or CM_EBACKEND when r is NULL. Frees r. */
+static int str(inv_fleet_reply_t *r, char *out, size_t cap, bool *found)
+{
+    if (!r)
+        return CM_EBACKEND;
+    *found = rtype(r) == INV_FLEET_REPLY_STRING;
+    if (*found && cap)
+        snprintf(out, cap, "%s", rstr(r));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
 /* HGETALL of key: fn for each field and value; 0 or CM_EBACKEND (errbuf). */
 static int fpairs(inv_fleet_conn_t *c, const char *key, inv_fleet_pair_fn fn, void *ctx,
                   char *errbuf, size_t errlen)
@@ -170,14 +192,7 @@ int gw_fair_redis_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, vo
 int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
                                    bool *found, char *errbuf, size_t errlen)
 {
-    inv_fleet_reply_t *r = call(c, K_CONF, NULL, errbuf, errlen, "HGET %s %s", K_CONF, sale);
-    if (!r)
-        return CM_EBACKEND;
-    *found = rtype(r) == INV_FLEET_REPLY_STRING;
-    if (*found)
-        snprintf(out, cap, "%s", rstr(r));
-    inv_fleet_reply_free(r);
-    return 0;
+    return str(call(c, K_CONF, NULL, errbuf, errlen, "HGET %s %s", K_CONF, sale), out, cap, found);
 }
 
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
@@ -223,10 +238,9 @@ int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const 
 }
 
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
-                                      size_t added, bool all_added, char *errbuf, size_t errlen)
+                                      bool all_added, char *errbuf, size_t errlen)
 {
     fkey_t kp = fkey(sale, "pushed");
-    (void)added; /* counted by push_add */
     bool ok = false;
     if (all_added) {
         int rc = inv_fleet_pipe_append(c, kp.s, "SADD %s %u", kp.s, node_id);
@@ -270,10 +284,9 @@ static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char 
                               char *errbuf, size_t errlen)
 {
     fkey_t k = fkey(sale, name);
-    long long v = 0;
-    int rc = num(call(c, k.s, NULL, errbuf, errlen, "EXISTS %s", k.s), &v, errbuf, errlen);
-    *out = v == 1;
-    return rc;
+    int rc = yes(call(c, k.s, NULL, errbuf, errlen, "EXISTS %s", k.s), errbuf, errlen);
+    *out = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
@@ -320,11 +333,10 @@ int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t n
                                bool *mine, char *errbuf, size_t errlen)
 {
     fkey_t k = fkey(sale, "lock");
-    long long n = 0;
-    int rc = num(call(c, k.s, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k.s, node_id, ttl_ms),
-                 &n, errbuf, errlen);
-    *mine = rc == 0 && n == 1;
-    return rc;
+    int rc = yes(call(c, k.s, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k.s, node_id, ttl_ms),
+                 errbuf, errlen);
+    *mine = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms,
@@ -357,14 +369,11 @@ int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64
                                    bool *seeded, char *errbuf, size_t errlen)
 {
     fkey_t k = fkey(sale, "seed");
-    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s);
-    if (!r)
-        return CM_EBACKEND;
-    *seeded = rtype(r) == INV_FLEET_REPLY_STRING;
-    if (*seeded)
-        *seed = strtoull(rstr(r), NULL, 16);
-    inv_fleet_reply_free(r);
-    return 0;
+    char hex[64];
+    int rc = str(call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s), hex, sizeof(hex), seeded);
+    if (rc == 0 && *seeded)
+        *seed = strtoull(hex, NULL, 16);
+    return rc;
 }
 
 int gw_fair_redis_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
@@ -380,12 +389,16 @@ int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, cons
     return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
 }
 
-/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
-static const char LUA_ENTRY_MARK[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-                                     "if v then return {0, v} end\n"
-                                     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
-                                     "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
-                                     "return {1}\n";
+/* KEYS ep, ei; ARGV person, order id, value, ... Each mark not held yet is taken; the
+ * reply is the values of those held already, in order ({}: every one taken). */
+static const char LUA_ENTRY_MARK[] = "local held = {}\n"
+                                     "for i = 1, #ARGV - 2, 3 do\n"
+                                     "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+                                     "  if v then held[#held + 1] = v else\n"
+                                     "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
+                                     "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) end\n"
+                                     "end\n"
+                                     "return held\n";
 static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
 /* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
@@ -414,28 +427,17 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) < 1 ||
-        rtype(el(r, 0)) != INV_FLEET_REPLY_INTEGER ||
-        (rnum(el(r, 0)) == 0 && (relems(r) < 2 || rtype(el(r, 1)) != INV_FLEET_REPLY_STRING))) {
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) > 1 ||
+        (relems(r) == 1 && rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)) {
         cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
         rc = CM_EBACKEND;
     } else {
-        *taken = rnum(el(r, 0)) == 1 || CM_PLANT(FAIR_REDIS_MARK_HELD);
-        snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 1)));
+        *taken = relems(r) == 0 || CM_PLANT(FAIR_REDIS_MARK_HELD);
+        snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 0)));
     }
     inv_fleet_reply_free(r);
     return rc;
 }
-
-/* KEYS ep, ei; ARGV person, order id, value, ... The marks not held yet are taken. */
-static const char LUA_ENTRY_MARK_MANY[] =
-    "local n = 0\n"
-    "for i = 1, #ARGV - 2, 3 do\n"
-    "  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then\n"
-    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
-    "end\n"
-    "return n\n";
-static script_t SC_ENTRY_MARK_MANY = {.text = LUA_ENTRY_MARK_MANY};
 
 int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
@@ -447,10 +449,9 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
     argv[1] = kp.s;
     argv[2] = ki.s;
     memcpy(argv + 3, args, 3 * n * sizeof(*args));
-    inv_fleet_reply_t *r =
-        call_argv(c, &SC_ENTRY_MARK_MANY, (int)(3 + 3 * n), argv, errbuf, errlen);
+    inv_fleet_reply_t *r = call_argv(c, &SC_ENTRY_MARK, (int)(3 + 3 * n), argv, errbuf, errlen);
     free(argv);
-    return num(r, NULL, errbuf, errlen);
+    return ran(r);
 }
 
 int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
@@ -482,21 +483,27 @@ int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const
 
 /*---- the fleet's waitlist ----*/
 
+/* The pending promotion's owner w (KEYS[2], :wp "person order owner at_ms"), nil if none;
+ * now: Redis's clock in ms, one clock for every gateway's grace. */
+#define LUA_WL_OWNER                                                                               \
+    "local p = redis.call('GET', KEYS[2])\n"                                                       \
+    "local w = p and string.match(p, '^%S+ %S+ (%S+)')\n"
+#define LUA_NOW                                                                                    \
+    "local t = redis.call('TIME')\n"                                                               \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
 /* KEYS wl, wp. {mode, ended, gen, head, promoted, pending owner}. */
 static const char LUA_WL_STATE[] =
-    "local v = redis.call('HMGET', KEYS[1], 'mode', 'ended', 'gen', 'head', 'promoted')\n"
-    "local p = redis.call('GET', KEYS[2])\n"
-    "local w = p and string.match(p, '^%S+ %S+ (%S+)') or ''\n"
+    "local v = redis.call('HMGET', KEYS[1], 'mode', 'ended', 'gen', 'head', "
+    "'promoted')\n" LUA_WL_OWNER
     "return {v[1] or '', v[2] and 1 or 0, tonumber(v[3] or '0'), tonumber(v[4] or '0'),\n"
-    "        tonumber(v[5] or '0'), w}\n";
+    "        tonumber(v[5] or '0'), w or ''}\n";
 static script_t SC_WL_STATE = {.text = LUA_WL_STATE};
 
 /* KEYS wlock, wp; ARGV owner, ttl_ms. The pending promotion's owner takes the lock over. */
 static const char LUA_WL_LOCK[] =
     "local cur = redis.call('GET', KEYS[1])\n"
-    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
-    "local p = redis.call('GET', KEYS[2])\n"
-    "local w = p and string.match(p, '^%S+ %S+ (%S+)')\n"
+    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n" LUA_WL_OWNER
     "if cur == false or w == ARGV[1] then\n"
     "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
     "return 0\n";
@@ -507,9 +514,7 @@ static const char LUA_WL_BEGIN[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
     "if redis.call('HEXISTS', KEYS[4], 'ended') == 1 then return 0 end\n"
     "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
-    "if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end\n" LUA_NOW
     "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' ' .. now)\n"
     "return 1\n";
 static script_t SC_WL_BEGIN = {.text = LUA_WL_BEGIN};
@@ -521,9 +526,7 @@ static const char LUA_WL_ADOPT[] =
     "if not p then return 0 end\n"
     "local u, o, w, at = string.match(p, '^(%S+) (%S+) (%S+) (%d+)$')\n"
     "if not u then return 0 end\n"
-    "if w == ARGV[1] then return 1 end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if w == ARGV[1] then return 1 end\n" LUA_NOW
     "if now - tonumber(at) < tonumber(ARGV[2]) then return 0 end\n"
     "redis.call('SET', KEYS[2], u .. ' ' .. o .. ' ' .. ARGV[1] .. ' ' .. at)\n"
     "return 1\n";
@@ -595,12 +598,11 @@ int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *own
                           bool *mine, char *errbuf, size_t errlen)
 {
     fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
-    long long n = 0;
     int rc =
-        num(call(c, kl.s, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, ttl_ms),
-            &n, errbuf, errlen);
-    *mine = rc == 0 && n == 1;
-    return rc;
+        yes(call(c, kl.s, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, ttl_ms),
+            errbuf, errlen);
+    *mine = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
@@ -608,43 +610,33 @@ int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found,
                              size_t owner_cap, char *errbuf, size_t errlen)
 {
     fkey_t k = fkey(sale, "wp");
-    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s);
-    if (!r)
-        return CM_EBACKEND;
-    *found = false;
-    if (rtype(r) == INV_FLEET_REPLY_STRING) {
-        char p[128], o[64], w[64];
-        if (sscanf(rstr(r), "%127s %63s %63s", p, o, w) == 3) {
-            snprintf(person, person_cap, "%s", p);
-            snprintf(order, order_cap, "%s", o);
-            snprintf(owner, owner_cap, "%s", w);
-            *found = true;
-        }
+    char v[512], p[128], o[64], w[64];
+    int rc = str(call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s), v, sizeof(v), found);
+    *found = rc == 0 && *found && sscanf(v, "%127s %63s %63s", p, o, w) == 3;
+    if (*found) {
+        snprintf(person, person_cap, "%s", p);
+        snprintf(order, order_cap, "%s", o);
+        snprintf(owner, owner_cap, "%s", w);
     }
-    inv_fleet_reply_free(r);
-    return 0;
+    return rc;
 }
 
 int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner,
                            const char *person, const char *order, char *errbuf, size_t errlen)
 {
     wl_keys_t k = wl_keys(sale);
-    long long n = 0;
-    int rc = num(call(c, k.wlock.s, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s",
-                      k.wlock.s, k.wp.s, k.won.s, k.wl.s, owner, person, order),
-                 &n, errbuf, errlen);
-    return rc ? rc : n == 1;
+    return yes(call(c, k.wlock.s, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s", k.wlock.s,
+                    k.wp.s, k.won.s, k.wl.s, owner, person, order),
+               errbuf, errlen);
 }
 
 int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
                            char *errbuf, size_t errlen)
 {
     fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
-    long long n = 0;
-    int rc = num(
+    return yes(
         call(c, kl.s, &SC_WL_ADOPT, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, grace_ms),
-        &n, errbuf, errlen);
-    return rc ? rc : n == 1;
+        errbuf, errlen);
 }
 
 int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner,
@@ -667,10 +659,8 @@ int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *o
 int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
     wl_keys_t k = wl_keys(sale);
-    long long n = 0;
-    int rc = num(call(c, k.wl.s, &SC_WL_END, errbuf, errlen, "2 %s %s", k.wl.s, k.wp.s), &n, errbuf,
-                 errlen);
-    return rc ? rc : n == 1;
+    return yes(call(c, k.wl.s, &SC_WL_END, errbuf, errlen, "2 %s %s", k.wl.s, k.wp.s), errbuf,
+               errlen);
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/
@@ -700,12 +690,7 @@ int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *per
                           char *errbuf, size_t errlen)
 {
     fkey_t k = fkey(sale, "reg");
-    inv_fleet_reply_t *r = call(c, k.s, NULL, errbuf, errlen, "ZSCORE %s %s", k.s, person);
-    if (!r)
-        return CM_EBACKEND;
-    *has = rtype(r) == INV_FLEET_REPLY_STRING;
-    inv_fleet_reply_free(r);
-    return 0;
+    return str(call(c, k.s, NULL, errbuf, errlen, "ZSCORE %s %s", k.s, person), NULL, 0, has);
 }
 
 int gw_fair_redis_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
@@ -1026,10 +1011,9 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET, &SC_ENTRY_MARK_MANY,
-    &SC_WL_STATE,     &SC_WL_LOCK,    &SC_WL_BEGIN,   &SC_WL_ADOPT,  &SC_WL_FINISH,
-    &SC_WL_END,       &SC_REG_ADD,    &SC_ROOM_TICK,  &SC_ROOM_JOIN, &SC_ROOM_CLAIM,
-    &SC_ROOM_UNCLAIM, &SC_PUSHED,
+    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP,   &SC_ENTRY_GET, &SC_WL_STATE, &SC_WL_LOCK,
+    &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,    &SC_WL_END,    &SC_REG_ADD,  &SC_ROOM_TICK,
+    &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM, &SC_PUSHED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;

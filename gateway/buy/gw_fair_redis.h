@@ -128,14 +128,14 @@ int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *va
  * Pushing entries is one pipeline: gw_fair_redis_lottery_push_add queues one entry
  * (HSETNX, so the first push of a user wins) and returns 0 if queued;
  * gw_fair_redis_lottery_push_finish queues "node pushed" when all_added, sends, and
- * reads the `added` replies (plus that one). Returns 1 when every reply was
+ * reads every queued reply. Returns 1 when every reply was
  * a success, 0 when one was an error reply, or CM_EBACKEND on a transport
  * failure (reason in errbuf).
  */
 int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
                                    const char *value);
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
-                                      size_t added, bool all_added, char *errbuf, size_t errlen);
+                                      bool all_added, char *errbuf, size_t errlen);
 
 /* How many gateways pushed (*n), and how many of the gateways that marked entries
  * (gw_fair_redis_lottery_entered_mark) have not (*missing); both -1 on an unexpected

@@ -8,12 +8,12 @@
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_sale_core.h"
 
-#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -41,24 +41,23 @@
 static void compute_order(gw_fair_sale_t *fs)
 {
     free(fs->perm);
-    fs->perm = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint32_t));
-    uint64_t *keys = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint64_t));
-    for (size_t i = 0; i < fs->ndraw; i++)
-        keys[i] = fs->v[i].key;
-    gw_fair_core_order(&fs->core, keys);
-    free(keys);
+    fs->perm = gw_fair__draw_perm(fs->v, fs->ndraw, fs->seed);
     for (size_t i = 0; i < fs->ndraw; i++)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
     gw_fair__wl_init(fs);
 }
 
 /*
- * Writes the log's bytes again over themselves and fdatasyncs it: the end of
- * a draw is trusted only once this succeeds. After a failed fdatasync the
- * kernel may have marked the lines clean without writing them: they read
- * back from the page cache (a restart after a kill -9 sees them) and a plain
- * fdatasync then reports success, but a power loss loses them (the spool's
- * recovery writes again for the same reason). Returns 0 or CM_EIO.
+ * Writes the log's bytes again over themselves and fdatasyncs it: the seed
+ * and the end of a draw are trusted only once this succeeds. After a failed
+ * fdatasync the kernel may have marked the lines clean without writing them:
+ * they read back from the page cache (a restart after a kill -9 sees them)
+ * and a plain fdatasync then reports success, but a power loss loses them
+ * (the spool's recovery writes again for the same reason). The whole log, not
+ * only the line: the seed's fdatasync is the log's first ("E" lines go
+ * unsynced), and a draw with entries lost at a power loss would resume over
+ * fewer entrants, or another seed, while its winners hold orders (the
+ * simulator's seeds 587 and 1207 with --open-defects). Returns 0 or CM_EIO.
  */
 static int log_make_durable(const char *path)
 {
@@ -83,6 +82,18 @@ static int log_make_durable(const char *path)
     if (rc == 0 && fdatasync(fd) != 0)
         rc = CM_EIO;
     close(fd);
+    return rc;
+}
+
+/* log_make_durable of the sale's log with fs->mu released for it (the core's
+ * stage holds back what acts on the draw). fs->mu held on entry and on return. */
+static int log_resync(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    char path[700];
+    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    pthread_mutex_unlock(&fs->mu);
+    int rc = log_make_durable(path);
+    pthread_mutex_lock(&fs->mu);
     return rc;
 }
 
@@ -111,12 +122,9 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * commit); "O at" the stock ran out in the draw (written once the winners
  * before it are committed, as durable as they are, and before the next
  * entrant is decided: a resumed draw tries nobody after it); "F at"
- * the draw done, written after every winner's "W" line. A
- * finished draw thus knows its winners from its own log. A draw cut by a
- * crash (a "D" and no "F") learns them from the spool (gw_fair__cut_winners), not
- * from the status table: that table is bounded (orders.max_known) and may
- * have evicted them, and a winner taken for an entrant would be reserved a
- * second time when the draw resumes.
+ * the draw done, written after every winner's "W" line. A draw cut by a
+ * crash (a "D" and no "F") learns its winners from the spool
+ * (gw_fair__cut_winners; docs/design.md says why not from the status table).
  *
  * The waitlist's lines (gw_waitlist.c): "F at w" a draw whose losers are
  * waitlisted (an "F at" without it, from before the waitlist: they are lost);
@@ -210,12 +218,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     fclose(fp);
     if (!fs->seeded)
         return;
-    /* The seed and the entries it draws from may read back only from the
-     * page cache: the draw's fdatasync of its "D" line failed, then a kill -9.
-     * Drawn with them, a power loss would lose them and the next start draw
-     * another seed, other winners, after these got orders. So the whole log
-     * (not only its "D": the same failed fdatasync covered the "E" lines) is
-     * written again and synced before the draw resumes or counts as done. */
+    /* the seed and its entries may read back only from the page cache (a failed
+     * fdatasync, then a kill -9): made durable before the draw resumes or counts
+     * as done (log_make_durable) */
     gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
     gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
                        .fair = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)}};
@@ -258,8 +263,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair__wl_told(fs);
             atomic_store(&fs->drawn, true);
         } else {
-            cm_log_error("fair", "the end of the draw is not durable; written again",
-                         "sale=%s", fs->sale_id);
+            cm_log_error("fair", "the end of the draw is not durable; written again", "sale=%s",
+                         fs->sale_id);
         }
     } else if (fs->seed_unsynced) {
         /* the draw's thread writes the log again before it reserves anything */
@@ -287,11 +292,9 @@ static int cut_winner_one(const oq_rec_t *rec, void *ctx)
 
 /*
  * The winners of draws cut by a crash (seeded, not finished), from the spool:
- * the draw reserves a winner and spools its order before it goes on, and the
- * memory inventory's reservations are exactly the spool's orders (it is
- * rebuilt from them at start), so an entry whose order is in the spool was
- * reserved, and the resumed draw must skip it, and one whose order is not
- * holds nothing. One more read of the spool, only after such a crash.
+ * an entry whose order is in it was reserved, and the resumed draw must skip
+ * it; one whose order is not holds nothing (docs/design.md, "A draw cut by a
+ * crash"). One more read of the spool, only after such a crash.
  * Single-threaded (open).
  */
 void gw_fair__cut_winners(gw_fair_t *f)
@@ -309,15 +312,12 @@ void gw_fair__cut_winners(gw_fair_t *f)
                      cm_strerror((int)rc));
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (!fs->wl_cut)
-            continue;
-        fs->wl_cut = false;
-        gw_fair__wl_told(fs);
-        cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
-                    "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
-    }
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
+        if (fs->wl_cut) {
+            fs->wl_cut = false;
+            gw_fair__wl_told(fs);
+            cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
+                        "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
+        }
         if (fs->seeded && !atomic_load(&fs->drawn))
             cm_log_info("fair", "draw cut by a restart resumes",
                         "sale=%s entrants=%zu won_orders=%llu elapsed_ms=%llu", fs->sale_id,
@@ -473,32 +473,21 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 
 /*
  * Appends a "W" line for every winner of the draw that has none yet (its
- * order is durable: spooled and committed, or replayed from the spool), a
- * batch of lines per write(2). fs->mu held. Returns 0 or CM_EIO.
+ * order is durable: spooled and committed, or replayed from the spool), in
+ * one write(2). fs->mu held. Returns 0 or CM_EIO.
  */
 static int log_winners(gw_fair_sale_t *fs)
 {
-    char buf[4096];
-    size_t len = 0;
-    size_t first = 0; /* winners in buf start at this index */
-    for (size_t i = 0; i <= fs->ndraw; i++) {
-        entry_t *e = i < fs->ndraw ? &fs->v[i] : NULL;
-        bool add = e && e->state == GW_ENTRY_WON && !e->wlogged;
-        if (len && (!e || (add && len + INV_ORDER_ID_MAX + 4 > sizeof(buf)))) {
-            if (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0)
-                return CM_EIO;
-            for (size_t j = first; j < i; j++)
-                if (fs->v[j].state == GW_ENTRY_WON)
-                    fs->v[j].wlogged = true;
-            len = 0;
-        }
-        if (add) {
-            if (!len)
-                first = i;
-            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "W %s\n", e->order_id);
-        }
-    }
-    return 0;
+    size_t cap = fs->ndraw * (INV_ORDER_ID_MAX + 4) + 1, len = 0;
+    char *buf = cm_xmalloc(cap);
+    for (size_t i = 0; i < fs->ndraw; i++)
+        if (fs->v[i].state == GW_ENTRY_WON && !fs->v[i].wlogged)
+            len += (size_t)snprintf(buf + len, cap - len, "W %s\n", fs->v[i].order_id);
+    int rc = len && (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0) ? CM_EIO : 0;
+    free(buf);
+    for (size_t i = 0; i < fs->ndraw && rc == 0; i++)
+        fs->v[i].wlogged = fs->v[i].wlogged || fs->v[i].state == GW_ENTRY_WON;
+    return rc;
 }
 
 /*
@@ -552,33 +541,18 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
                                                   .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
                                   now);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+    bool resync = (out.actions & GW_FAIR_DO_MAKE_DURABLE) != 0;
     if (out.actions & GW_FAIR_DO_SEED) {
         fs->draw_started_ms = now;
         char line[96];
         int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
                            (long long)fs->draw_started_ms, fs->ndraw);
-        /* Not a plain fdatasync: the seed's is the log's first ("E" lines go
-         * unsynced), and when a try of it failed the kernel dropped the
-         * entries' pages and may report the next fdatasync a success. A draw
-         * with the entries lost at a power loss resumes over fewer entrants
-         * while its winners hold orders (the simulator's seeds 587 and 1207
-         * with --open-defects). So the whole log is written again and synced,
-         * as the draw's end does for "F": one rewrite of the log per draw. */
+        /* not a plain fdatasync (log_make_durable): one rewrite of the log per draw */
         ev.rc = log_line_synced(fs, line, (size_t)len, false);
-        if (ev.rc == 0) {
-            char path[700];
-            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            pthread_mutex_unlock(&fs->mu);
-            ev.rc = log_make_durable(path);
-            pthread_mutex_lock(&fs->mu);
-        }
-    } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
-        char path[700];
-        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-        pthread_mutex_unlock(&fs->mu);
-        ev.rc = log_make_durable(path);
-        pthread_mutex_lock(&fs->mu);
+        resync = ev.rc == 0;
     }
+    if (resync)
+        ev.rc = log_resync(f, fs);
     gw_fair_core_step(&fs->core, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
@@ -591,6 +565,24 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
     return true;
 }
 
+int gw_fair__draw_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
+                         int64_t now, bool keyed, gw_accept_t *a, bool *sold_out)
+{
+    inv_reserve_req_t rq;
+    gw_fair__entry_reserve_req(e, sale, &rq);
+    if (keyed && !rq.idem_key[0])
+        snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
+                          .accepted_at_ms = now,
+                          .why = "lottery winner not accepted: spool refused"};
+    int rc = gw_accept_take(&f->accept, &ar, a);
+    *sold_out = rc >= 0 && (rq.stock_left == 0 || inv_sale_sold_out(sale));
+    return rc;
+}
+
 /* The core's DO_ACCEPT: buy's accept sequence for one entrant, its result
  * as the core's ACCEPTED. A spooled winner joins won[] (committed when the
  * stock runs out or at the draw's end). Lottery thread, fs->mu not held. */
@@ -600,18 +592,9 @@ static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sal
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
     if (!sale) /* the sale went: nothing to win, the rest are not tried */
         return ev;
-    inv_reserve_req_t rq;
-    gw_fair__entry_reserve_req(e, sale, &rq);
-    gw_accept_req_t ar = {.inv = f->inv,
-                          .rq = &rq,
-                          .sale_id = fs->sale_id,
-                          .user = e->user_id,
-                          .accepted_at_ms = now,
-                          .why = "lottery winner not accepted: spool refused"};
-    int rc = gw_accept_take(&f->accept, &ar, &won[*nwon]);
+    int rc = gw_fair__draw_accept(f, fs, sale, e, now, false, &won[*nwon], &ev.sold_out);
     if (rc < 0) {
         ev.acc = GW_FAIR_ACC_FAILED; /* the inventory is unreachable: resume at the next tick */
-        ev.sold_out = false;
         return ev;
     }
     switch (rc) {
@@ -629,7 +612,6 @@ static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sal
         ev.acc = GW_FAIR_ACC_DENIED;
         break;
     }
-    ev.sold_out = rq.stock_left == 0 || inv_sale_sold_out(sale);
     return ev;
 }
 
@@ -679,11 +661,12 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
 {
     if (e->state != GW_ENTRY_ENTERED)
         return;
-    e->state = st;
     if (st == GW_ENTRY_WON) {
-        fs->won_orders++;
-        fs->won_units += e->qty;
-    } else if (st == GW_ENTRY_WAITLISTED) {
+        mark_won(fs, e);
+        return;
+    }
+    e->state = st;
+    if (st == GW_ENTRY_WAITLISTED) {
         gw_fair__wl_add(fs, e);
     } else {
         fs->lost++;
@@ -792,13 +775,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
                                out.waitlist ? " w" : "");
             ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
-            char path[700];
-            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            if (ev.rc == 0) { /* the core's ENDING stage holds the draw back meanwhile */
-                pthread_mutex_unlock(&fs->mu);
-                ev.rc = log_make_durable(path);
-                pthread_mutex_lock(&fs->mu);
-            }
+            if (ev.rc == 0) /* the core's ENDING stage holds the draw back meanwhile */
+                ev.rc = log_resync(f, fs);
         }
     }
     out = draw_step(fs, &ev, fs->draw_done_ms); /* its PUBLISH opens the leftovers */
@@ -829,9 +807,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
     size_t n = fs->seeded ? fs->ndraw : fs->n;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[fs->seeded ? fs->perm[i] : i];
-        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position",
-                                              (int)e->pos, "order_id", e->order_id, "user_id",
-                                              e->user_id, "qty", (int)e->qty, "outcome",
+        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position", (int)e->pos,
+                                              "order_id", e->order_id, "user_id", e->user_id, "qty",
+                                              (int)e->qty, "outcome",
                                               gw_entry_state_name((gw_entry_state_t)e->state)));
     }
     char seed[24] = "";
@@ -864,7 +842,6 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
 {
     if (!f)
         return;
-    json_t *o = json_object();
     uint64_t entries = 0, dups = 0, won = 0, lost = 0, wl = 0, promoted = 0;
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
@@ -878,13 +855,10 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
         pthread_mutex_unlock(&fs->mu);
         dups += atomic_load(&fs->duplicates);
     }
-    json_object_set_new(o, "sales", json_integer((json_int_t)n));
-    json_object_set_new(o, "entries", json_integer((json_int_t)entries));
-    json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
-    json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
-    json_object_set_new(o, "lost", json_integer((json_int_t)lost));
-    json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
-    json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "sales", (json_int_t)n, "entries",
+                          (json_int_t)entries, "duplicate_entries", (json_int_t)dups, "won_orders",
+                          (json_int_t)won, "lost", (json_int_t)lost, "waitlisted", (json_int_t)wl,
+                          "waitlist_promoted", (json_int_t)promoted);
     gw_fair__reg_stats(f, o);
     if (f->lot->stats)
         f->lot->stats(f, o);

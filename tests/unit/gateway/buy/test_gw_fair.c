@@ -726,8 +726,8 @@ static void test_fleet_perm_is_the_seeded_order(void **st)
     for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
         uint32_t want[N];
         gw_fair_order(keys, N, seeds[s], want);
-        uint32_t *got = gw_fair__fleet_perm(all, N, seeds[s]);
-        uint32_t *got_rev = gw_fair__fleet_perm(rev, N, seeds[s]);
+        uint32_t *got = gw_fair__draw_perm(all, N, seeds[s]);
+        uint32_t *got_rev = gw_fair__draw_perm(rev, N, seeds[s]);
         double rank_sum = 0;
         for (unsigned i = 0; i < N; i++) {
             if (got[i] != want[i] || strcmp(rev[got_rev[i]].person, all[want[i]].person) != 0)

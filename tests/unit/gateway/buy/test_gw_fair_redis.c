@@ -196,7 +196,7 @@ static void test_lottery_records(void **state)
     assert_int_equal(gw_fair_redis_lottery_push_add(c, "lr", "u1", "O1 1 - 3"), 0);
     assert_int_equal(gw_fair_redis_lottery_push_add(c, "lr", "u2", "O2 1 - 3"), 0);
     assert_int_equal(gw_fair_redis_lottery_push_add(c, "lr", "u1", "O9 1 - 3"), 0);
-    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 3, 3, true, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 3, true, why, sizeof(why)), 1);
     long long n = 0, missing = -1;
     assert_int_equal(gw_fair_redis_lottery_pushed_count(c, "lr", &n, &missing, why, sizeof(why)),
                      0);
@@ -205,12 +205,12 @@ static void test_lottery_records(void **state)
     /* gateway 5 holds entries and has not pushed: counted as missing whatever the count */
     assert_int_equal(gw_fair_redis_lottery_entered_mark(c, "lr", 5, why, sizeof(why)), 0);
     /* nothing to push: only the mark */
-    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 4, 0, true, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 4, true, why, sizeof(why)), 1);
     assert_int_equal(gw_fair_redis_lottery_pushed_count(c, "lr", &n, &missing, why, sizeof(why)),
                      0);
     assert_int_equal(n, 2);
     assert_int_equal(missing, 1);
-    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 5, 0, true, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lr", 5, true, why, sizeof(why)), 1);
     assert_int_equal(gw_fair_redis_lottery_pushed_count(c, "lr", &n, &missing, why, sizeof(why)),
                      0);
     assert_int_equal(n, 3);
@@ -262,7 +262,7 @@ static void test_lottery_records(void **state)
     /* an error reply in the pipeline: :e is not a hash */
     CMD(buf, "SET {flashgate:fair:lx}:e x");
     assert_int_equal(gw_fair_redis_lottery_push_add(c, "lx", "u1", "O1 1 - 3"), 0);
-    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lx", 3, 1, true, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_lottery_push_finish(c, "lx", 3, true, why, sizeof(why)), 0);
     assert_false(inv_fleet_broken(c));
     assert_int_equal(gw_fair_redis_lottery_pushed_count(c, "lx", &n, &missing, why, sizeof(why)),
                      0);
