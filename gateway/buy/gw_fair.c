@@ -101,7 +101,8 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
                     json_integer_value(json_object_get(it, "registration_opens_ms")));
         atomic_init(&fs->sale.cfg.reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
-        fs->reg_ops->load(f, fs);
+        if (fs->reg_ops->load)
+            fs->reg_ops->load(f, fs);
         if (f->lot->sale_load)
             f->lot->sale_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);

@@ -481,17 +481,6 @@ static void read_winner(void *ctx, const char *user, const char *order)
     d->won[d->nwon++] = (fleet_won_t){cm_xstrdup(user), refused ? GW_ENTRY_LOST : GW_ENTRY_WON};
 }
 
-uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed)
-{
-    uint32_t *perm = cm_xmalloc((n ? n : 1) * sizeof(uint32_t));
-    uint64_t *keys = cm_xmalloc((n ? n : 1) * sizeof(uint64_t));
-    for (size_t i = 0; i < n; i++)
-        keys[i] = all[i].key;
-    gw_fair_order(keys, n, seed, perm);
-    free(keys);
-    return perm;
-}
-
 /* Reads the draw's state and its outcomes. Returns false on a Redis problem. */
 static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d)
 {
@@ -883,13 +872,12 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     } else if (cm_hash_seed_random(secret) != 0) {
         goto out;
     }
-    char val[160], reg[64] = "";
-    if (fs)
-        gw_fair__reg_token(fs, reg, sizeof(reg)); /* gw_reg_configure sets it */
-    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld%s", (long long)window_ms,
+    char val[160];
+    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
              (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
-             (long long)wr_rate, reg);
-    if (gw_fair_redis_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
+             (long long)wr_rate);
+    /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
+    if (gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0)
         rc = 1;
 out:
     if (rc < 0)

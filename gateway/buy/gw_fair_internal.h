@@ -451,9 +451,8 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
 void gw_fair__reg_stats(gw_fair_t *f, void *o);
-/* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */
-void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap);
-/* Sets fs's registration window from a fleet configuration value (none without the token). */
+/* Sets fs's registration window from a fleet configuration value (none without its
+ * registration token, " r=<opens>:<closes>"). */
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 
 /*---- gw_fair_store.c: the lottery's store ----*/

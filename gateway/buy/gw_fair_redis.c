@@ -202,6 +202,31 @@ int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const 
                errbuf, errlen);
 }
 
+/* KEYS conf; ARGV sale, "lot" or "reg", text. The lottery's part is the value's head, the
+ * registration's token (" r=...") its tail: each writer replaces its own part and keeps the
+ * other as Redis holds it, in one step, so two PUTs of one sale on two gateways (or a
+ * lottery PUT whose gateway has not polled another's window yet) lose neither part. A
+ * registration's part of a sale with no configuration, or a deleted one, is not written. */
+static const char LUA_CONF_PART[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "local head, tail = v or '', ''\n"
+    "local i = v and string.find(v, ' r=', 1, true)\n"
+    "if i then head, tail = string.sub(v, 1, i - 1), string.sub(v, i) end\n"
+    "if ARGV[2] == 'lot' then head = ARGV[3]\n"
+    "elseif not v or v == '-' then return 0\n"
+    "else tail = ARGV[3] end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], head .. tail)\n"
+    "return 1\n";
+static script_t SC_CONF_PART = {.text = LUA_CONF_PART};
+
+int gw_fair_redis_conf_part(inv_fleet_conn_t *c, const char *sale, bool reg, const char *text,
+                            char *errbuf, size_t errlen)
+{
+    return num(call(c, K_CONF, &SC_CONF_PART, errbuf, errlen, "1 %s %s %s %s", K_CONF, sale,
+                    reg ? "reg" : "lot", text),
+               NULL, errbuf, errlen);
+}
+
 int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                            size_t errlen)
 {
@@ -1011,9 +1036,9 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP,   &SC_ENTRY_GET, &SC_WL_STATE, &SC_WL_LOCK,
-    &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,    &SC_WL_END,    &SC_REG_ADD,  &SC_ROOM_TICK,
-    &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM, &SC_PUSHED,
+    &SC_CONF_PART, &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP,   &SC_ENTRY_GET, &SC_WL_STATE,
+    &SC_WL_LOCK,   &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,    &SC_WL_END,    &SC_REG_ADD,
+    &SC_ROOM_TICK, &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM, &SC_PUSHED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;

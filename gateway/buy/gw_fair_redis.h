@@ -114,6 +114,13 @@ int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *err
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
                                    char *errbuf, size_t errlen);
 
+/* Writes one part of a sale's configuration, the other part kept as Redis holds it:
+ * reg false, the lottery's (text: "<window> <early> <k0> <k1> <rate>"); reg true, the
+ * registration's token (text: " r=<opens>:<closes>", or "" for none), not written to a
+ * sale with no configuration or a deleted one. One script: no read-modify-write. */
+int gw_fair_redis_conf_part(inv_fleet_conn_t *c, const char *sale, bool reg, const char *text,
+                            char *errbuf, size_t errlen);
+
 /*---- eligibility (gateway/buy/gw_elig_fleet.c) ----*/
 
 /* A sale's eligibility rule is the configuration's field GW_FAIR_REDIS_ELIG_PREFIX "<sale>"

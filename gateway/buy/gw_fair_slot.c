@@ -74,7 +74,8 @@ void gw_fair__sale_free(gw_fair_sale_t *fs)
     if (fs->fd >= 0)
         close(fs->fd);
     entries_free(fs);
-    fs->reg_ops->free(fs);
+    if (fs->reg_ops->free)
+        fs->reg_ops->free(fs);
     gw_room_core_deinit(&fs->wr_core);
     gw_wr_spent_deinit(&fs->wr_spent);
     gw_fair__room_store_deinit(&fs->wr_store);
@@ -151,7 +152,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.reg_opens_ms, 0);
     atomic_store(&fs->sale.cfg.reg_closes_ms, 0);
     pthread_mutex_lock(&fs->reg_mu);
-    if (fs->reg_ops->drop(f, fs) != 0)
+    if (fs->reg_ops->drop && fs->reg_ops->drop(f, fs) != 0)
         rc = CM_EIO;
     gw_reg_core_init(&fs->reg_core);
     pthread_mutex_unlock(&fs->reg_mu);

@@ -34,6 +34,17 @@
 #include <time.h>
 #include <unistd.h>
 
+uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed)
+{
+    uint32_t *perm = cm_xmalloc((n ? n : 1) * sizeof(uint32_t));
+    uint64_t *keys = cm_xmalloc((n ? n : 1) * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        keys[i] = all[i].key;
+    gw_fair_order(keys, n, seed, perm);
+    free(keys);
+    return perm;
+}
+
 /*---- the shell of the lottery's core (gw_fair_core.h: every decision is there) ----*/
 
 /* The core's DO_ORDER: the draw order of the frozen entrants (the first

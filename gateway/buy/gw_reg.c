@@ -21,19 +21,14 @@
 
 /*---- the configuration ----*/
 
-/* The token of the window [o, c) (o = 0: none). */
+/* The fleet configuration's registration token of the window [o, c): " r=<o>:<c>", ""
+ * for none (o = 0). gw_fair__reg_token_apply reads it. */
 static void reg_token_of(int64_t o, int64_t c, char *out, size_t cap)
 {
     if (o > 0)
         snprintf(out, cap, " r=%lld:%lld", (long long)o, (long long)c);
     else if (cap)
         out[0] = '\0';
-}
-
-void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
-{
-    reg_token_of(atomic_load(&fs->sale.cfg.reg_opens_ms), atomic_load(&fs->sale.cfg.reg_closes_ms),
-                 out, cap);
 }
 
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf)
@@ -187,10 +182,10 @@ void gw_fair__reg_stats(gw_fair_t *f, void *obj)
         if (atomic_load(&fs->sale.cfg.reg_opens_ms) <= 0)
             continue;
         sales++;
-        long long n = fs->reg_ops->persons(fs);
-        if (n < 0)
+        if (fs->reg_ops->persons)
+            persons += (uint64_t)fs->reg_ops->persons(fs);
+        else
             here = false;
-        persons += n > 0 ? (uint64_t)n : 0;
     }
     json_t *o = json_pack("{s:I,s:I,s:I}", "sales", (json_int_t)sales, "taken",
                           (json_int_t)atomic_load(&f->reg_taken), "refused_entries",

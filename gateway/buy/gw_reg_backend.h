@@ -34,12 +34,14 @@ typedef struct gw_reg_ops {
     int (*page)(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, uint64_t *total,
                 uint64_t *end, void (*fn)(void *, const char *), void *arg, char *why,
                 size_t whylen);
-    /* The persons this gateway counts without asking anyone; -1: not here (Redis'). */
+    /* The persons this gateway counts without asking anyone (NULL: none here, a
+     * fleet's are Redis'). */
     long long (*persons)(gw_fair_sale_t *fs);
-    /* The window's token (gw_fair__reg_token) made the shared configuration's
-     * too, where there is one. 0 or CM_EBACKEND with a reason. Admin thread. */
+    /* The window's token (" r=<opens>:<closes>", "" for none) made the shared
+     * configuration's too, where there is one. 0 or CM_EBACKEND with a reason. Admin thread. */
     int (*publish)(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why, size_t whylen);
-    /* A start's read of what the store keeps here. Single-threaded (open). */
+    /* load, drop and free: NULL where the store keeps nothing here (a fleet's).
+     * A start's read of what the store keeps here. Single-threaded (open). */
     void (*load)(gw_fair_t *f, gw_fair_sale_t *fs);
     /* A deleted sale's registrations dropped: fs->reg_mu held. 0 or CM_EIO. */
     int (*drop)(gw_fair_t *f, gw_fair_sale_t *fs);

@@ -99,48 +99,14 @@ static int fleet_page(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_
     return rc ? redis_err(why, whylen) : 0;
 }
 
-static long long fleet_persons(gw_fair_sale_t *fs)
-{
-    (void)fs;
-    return -1; /* Redis': GET /admin/v1/sales/{id} counts them */
-}
-
-/* The fleet's lottery value keeps its lottery fields; only the registration token changes. */
+/* The configuration's registration part; its lottery part stays as Redis holds it. */
 static int fleet_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why,
                          size_t whylen)
 {
-    char cur[256];
-    bool found = false;
     inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, whylen);
-    int rc =
-        c ? gw_fair_redis_lottery_conf_get(c, fs->sale_id, cur, sizeof(cur), &found, why, whylen)
-          : CM_EBACKEND;
-    if (rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0) {
-        char *t = strstr(cur, " r=");
-        if (t)
-            *t = '\0';
-        char val[320];
-        snprintf(val, sizeof(val), "%s%s", cur, token);
-        rc = gw_fair_redis_lottery_conf_put(c, fs->sale_id, val, why, whylen);
-    }
+    int rc = c ? gw_fair_redis_conf_part(c, fs->sale_id, true, token, why, whylen) : CM_EBACKEND;
     inv_fleet_close(c);
     return rc ? redis_err(why, whylen) : 0;
-}
-
-static void fleet_load(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    (void)f, (void)fs; /* nothing kept here */
-}
-
-static void fleet_free(gw_fair_sale_t *fs)
-{
-    (void)fs;
-}
-
-static int fleet_drop(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    (void)f, (void)fs;
-    return 0; /* the fleet's delete clears Redis' set (gw_fair_fleet.c) */
 }
 
 const gw_reg_ops_t gw_reg__fleet_ops = {
@@ -148,9 +114,5 @@ const gw_reg_ops_t gw_reg__fleet_ops = {
     .sync = fleet_sync,
     .has = fleet_has,
     .page = fleet_page,
-    .persons = fleet_persons,
     .publish = fleet_publish,
-    .load = fleet_load,
-    .drop = fleet_drop,
-    .free = fleet_free,
 };

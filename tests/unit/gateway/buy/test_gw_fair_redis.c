@@ -176,6 +176,28 @@ static void test_lottery_records(void **state)
     assert_string_equal(out, "1000 1000 1 2");
     assert_int_equal(gw_fair_redis_lottery_conf_all(c, pairs_cat, buf, why, sizeof(why)), 0);
     assert_non_null(strstr(buf, "lr=1000 1000 1 2;"));
+    /* each part written keeps the other; a registration's part needs a configuration */
+    assert_int_equal(gw_fair_redis_conf_part(c, "lr", true, " r=5:6", why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_conf_part(c, "lr", false, "7 8 1 2 0", why, sizeof(why)), 0);
+    assert_int_equal(
+        gw_fair_redis_lottery_conf_get(c, "lr", out, sizeof(out), &found, why, sizeof(why)), 0);
+    assert_string_equal(out, "7 8 1 2 0 r=5:6");
+    assert_int_equal(gw_fair_redis_conf_part(c, "lr", true, "", why, sizeof(why)), 0);
+    assert_int_equal(
+        gw_fair_redis_lottery_conf_get(c, "lr", out, sizeof(out), &found, why, sizeof(why)), 0);
+    assert_string_equal(out, "7 8 1 2 0");
+    assert_int_equal(gw_fair_redis_conf_part(c, "lx", true, " r=5:6", why, sizeof(why)), 0);
+    assert_int_equal(
+        gw_fair_redis_lottery_conf_put(c, "ly", GW_FAIR_REDIS_LOTTERY_DELETED, why, sizeof(why)),
+        0);
+    assert_int_equal(gw_fair_redis_conf_part(c, "ly", true, " r=5:6", why, sizeof(why)), 0);
+    assert_int_equal(
+        gw_fair_redis_lottery_conf_get(c, "lx", out, sizeof(out), &found, why, sizeof(why)), 0);
+    assert_false(found);
+    assert_int_equal(
+        gw_fair_redis_lottery_conf_get(c, "ly", out, sizeof(out), &found, why, sizeof(why)), 0);
+    assert_string_equal(out, GW_FAIR_REDIS_LOTTERY_DELETED);
+    assert_int_equal(gw_fair_redis_lottery_conf_put(c, "lr", "1000 1000 1 2", why, sizeof(why)), 0);
     /* a sale's eligibility rule: a field of its own beside the lottery's, gone when deleted */
     assert_int_equal(gw_fair_redis_elig_put(c, "lr", "3 a,b", why, sizeof(why)), 0);
     buf[0] = '\0';

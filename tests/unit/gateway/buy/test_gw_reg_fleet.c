@@ -169,6 +169,38 @@ static void test_poll_between_lottery_and_window(void **state)
     gw_stop(&g);
 }
 
+/*
+ * Each PUT writes its own part of the sale's configuration and keeps the other
+ * as Redis holds it: a lottery PUT on a gateway that has not polled another's
+ * registration window yet keeps that window, and a registration's PUT keeps
+ * the lottery's terms.
+ */
+static void test_each_part_kept(void **state)
+{
+    (void)state;
+    gw_t a, b;
+    gw_start(&a);
+    gw_start(&b);
+    b.srv.node.id = 2;
+    char why[256] = "", val[256] = "", want[64];
+    int64_t now = cm_wall_ms(), o = now - 1000, c = now + 4000;
+    assert_int_equal(gw_fair_configure(&a.srv, SALE, 1000, 0, 0, why, sizeof(why)), 0);
+    assert_int_equal(gw_reg_configure(&a.srv, SALE, o, c, why, sizeof(why)), 0);
+    /* b has not polled: its own copy has no window, its lottery PUT must keep a's */
+    assert_int_equal(gw_fair_configure(&b.srv, SALE, 2000, 0, 0, why, sizeof(why)), 0);
+    snprintf(want, sizeof(want), " r=%lld:%lld", (long long)o, (long long)c);
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "HGET %s %s", CONF, SALE), 0);
+    assert_non_null(strstr(val, want));
+    assert_true(strncmp(val, "2000 0 ", 7) == 0);
+    /* a registration's PUT that removes the window keeps the lottery's terms */
+    assert_int_equal(gw_reg_configure(&a.srv, SALE, 0, 0, why, sizeof(why)), 0);
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "HGET %s %s", CONF, SALE), 0);
+    assert_null(strstr(val, " r="));
+    assert_true(strncmp(val, "2000 0 ", 7) == 0);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -187,6 +219,7 @@ int main(void)
     cm_log_set_level(CM_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poll_between_lottery_and_window),
+        cmocka_unit_test(test_each_part_kept),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
