@@ -13,9 +13,13 @@
  * lottery thread is the driver too: gw_fair_tick on a gateway is one turn of
  * its loop (the fleet's configuration poll, the entry marks, the push, the
  * lock, the draw, the winners' accept sequence, the read of the draw).
- * What is not real: the gateways' data directories are real files on
- * /dev/shm (else /tmp; the fleet's fairness keeps fair.json and the entry log
- * there: a restart reads them back; no power loss), no HTTP, no relay, no
+ * What is not real: each gateway's spool is on its own simulated disk
+ * (sim_disk.h: a kill keeps the page cache, a power cut keeps what was synced
+ * and a torn prefix of the rest), and the releaser's turns are the driver's
+ * (gw_releaser_open_stepped); the rest of the data directories are real files
+ * on /dev/shm (else /tmp; the fleet's fairness keeps fair.json, owner.id and
+ * the entry log there: a restart reads them back, a power cut does not reach
+ * them: they keep what was written), no HTTP, no relay, no
  * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
  * less than its member TTL, through gw_fleet__members_sim), and the clock is
  * the fake one (cm_time_set_fake), 1-3 ms a step.
@@ -33,6 +37,13 @@
  * seeds (their own generator, xrng): each gateway's clock off Redis' by up to
  * +-200 ms, won orders cancelled during the draw, restocks during the
  * leftovers, a gateway killed at a Redis call of its push or of a promotion.
+ * In some seeds (a third generator, frng): a gateway killed in its spool
+ * after a reserve's reply came back (the draw's winner's or a promotion's
+ * order write, torn, or its fdatasync; a restarted promoter's scan), a
+ * gateway's power cut (those seeds run spool.durability fsync: the
+ * durability whose answers survive it), and a Redis failover to a replica
+ * that missed the last 1-20 acknowledged writes (in half of those seeds right
+ * after a reserve or a release: the lost writes hold it).
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
@@ -54,6 +65,8 @@
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
  *     here: with persistence on, appendfsync always).
+ * After Redis lost data (a restart without persistence, a failover that lost
+ * writes) the oracle checks what docs/fleet.md promises then (check_lost).
  */
 #define _XOPEN_SOURCE 700 /* nftw(3): the data directories' removal */
 
@@ -194,6 +207,8 @@ typedef struct world {
     bool power;            /* gateways' power cut: the spool keeps what was synced */
     uint64_t failover_step; /* Redis failed over to a replica missing writes (0: never) */
     uint32_t failover_k;    /* the acknowledged writes that replica missed */
+    bool fo_on_books;       /* the failover waits for a reserve or a release in the inventory */
+    int64_t fo_books;       /* the orders held at the last step (fo_on_books), -1: not read */
     bool failed_over;
     int64_t forgotten;     /* orders held before the failover and not after: sold again */
     char fo_room_seed[40]; /* the room's published seed, when the failover lost the room */
@@ -893,7 +908,7 @@ static double p_spool_kill(world_t *wd, bool heal)
     if (!wd->spool_kills || heal)
         return 0;
     if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
-        return now_ms(wd) >= wd->starts_at + WINDOW_MS ? 0.1 : 0;
+        return now_ms(wd) >= wd->starts_at + WINDOW_MS ? 0.3 : 0;
     return losers_wait(wd) ? 0.5 : 0;
 }
 
@@ -906,6 +921,8 @@ static void tick(world_t *wd, int g, bool heal)
     if (sim_chance(&wd->xrng, p_kill(wd, heal)))
         f->die_after = 1 + sim_below(&wd->xrng, 8);
     bool armed = sim_chance(&wd->frng, p_spool_kill(wd, heal));
+    sim_disk_stats_t d0, d1;
+    sim_disk_stats(wd->disk[g], &d0);
     if (armed)
         sim_disk_die_after(wd->disk[g], 1 + sim_below(&wd->frng, 2));
     gw_fair_tick(&wd->gw[g].srv);
@@ -913,10 +930,17 @@ static void tick(world_t *wd, int g, bool heal)
     if (armed && sim_disk_dead(wd->disk[g])) {
         /* killed in the spool: its Redis calls were refused from then on (disk_dead) */
         bool power = wd->power && sim_chance(&wd->frng, 0.5);
-        sim_trace(&wd->log, "gw%d killed in its spool in a turn (%s)%s", g,
-                  sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp")     ? "promotion pending"
+        const char *wp = sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:wp");
+        char order[40] = "";
+        if (wp)
+            (void)sscanf(wp, "%*s %39s", order);
+        sim_disk_stats(wd->disk[g], &d1);
+        sim_trace(&wd->log, "gw%d killed in its spool in a turn%s (%s%s)%s", g,
+                  d1.torn_writes > d0.torn_writes ? ", its write torn" : "",
+                  wp                                                        ? "promotion pending"
                   : sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done") ? "leftovers"
                                                                             : "draw",
+                  order[0] && sim_redis_hget(wd->rs, ORDERS, order) ? ", its order reserved" : "",
                   power ? ", and its power lost" : "");
         wd->log.res->crashes++;
         f->dead = false;
@@ -964,8 +988,14 @@ static void step(world_t *wd, bool heal)
     sim_redis_step(wd->rs, wd->step);
     if (wd->step == wd->wipe_step)
         wipe(wd);
-    if (wd->step == wd->failover_step)
-        failover(wd);
+    if (wd->failover_step && !wd->failed_over && wd->step >= wd->failover_step) {
+        int64_t held = 0;
+        if (wd->fo_on_books)
+            sim_redis_hforeach(wd->rs, ORDERS, held_order, &held);
+        if (!wd->fo_on_books || (wd->fo_books >= 0 && held != wd->fo_books))
+            failover(wd); /* its lost writes hold the inventory's last change (fo_on_books) */
+        wd->fo_books = held;
+    }
     note_end(wd);
     if (!heal)
         faults(wd);
@@ -1122,8 +1152,6 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
             sim_fail(&wd->log, "loser %s promoted after the sale's end", e->person);
     }
 }
-
-static void held_order(const char *order, const char *val, void *ctx);
 
 /*
  * After Redis lost its data (a restart without persistence: wd->wiped) or its last
@@ -1458,13 +1486,15 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     /* one seed in eight: Redis restarted without persistence, once */
     wd->wipe_step = sim_chance(&wd->rng, 0.125) ? 50 + sim_below(&wd->rng, FAULT_STEPS - 100) : 0;
     cm_rand_seed(&wd->frng, opts->seed ^ 0x70f1ee7ull);
-    wd->spool_kills = sim_chance(&wd->frng, 0.25);
+    wd->spool_kills = sim_chance(&wd->frng, 0.35);
     wd->power = sim_chance(&wd->frng, 0.25);
     wd->fsync = wd->power; /* the durability whose answers survive a power loss */
     /* one seed in eight without the wipe: a failover that loses 1-20 acknowledged writes */
     if (!wd->wipe_step && sim_chance(&wd->frng, 0.125)) {
         wd->failover_step = 50 + sim_below(&wd->frng, FAULT_STEPS - 100);
         wd->failover_k = 1 + sim_below(&wd->frng, 20);
+        wd->fo_on_books = sim_chance(&wd->frng, 0.5);
+        wd->fo_books = -1;
     }
     for (int g = 0; g < NGW; g++)
         wd->disk[g] = sim_disk_new(&wd->frng);
@@ -1517,8 +1547,13 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts;
     sim_transport_free(wd->rs);
-    for (int g = 0; g < NGW; g++)
+    for (int g = 0; g < NGW; g++) {
+        sim_disk_stats_t ds;
+        sim_disk_stats(wd->disk[g], &ds);
+        out->power_losses += ds.power_losses;
+        out->torn_writes += ds.torn_writes;
         sim_disk_free(wd->disk[g]);
+    }
     (void)nftw(wd->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(wd);
 }
