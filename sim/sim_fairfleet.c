@@ -1486,8 +1486,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     /* one seed in eight: Redis restarted without persistence, once */
     wd->wipe_step = sim_chance(&wd->rng, 0.125) ? 50 + sim_below(&wd->rng, FAULT_STEPS - 100) : 0;
     cm_rand_seed(&wd->frng, opts->seed ^ 0x70f1ee7ull);
-    wd->spool_kills = sim_chance(&wd->frng, 0.35);
-    wd->power = sim_chance(&wd->frng, 0.25);
+    wd->spool_kills = sim_chance(&wd->frng, 0.25);
+    wd->power = sim_chance(&wd->frng, 0.2);
     wd->fsync = wd->power; /* the durability whose answers survive a power loss */
     /* one seed in eight without the wipe: a failover that loses 1-20 acknowledged writes */
     if (!wd->wipe_step && sim_chance(&wd->frng, 0.125)) {
