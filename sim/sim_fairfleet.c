@@ -909,7 +909,7 @@ static double p_spool_kill(world_t *wd, bool heal)
         return 0;
     if (!sim_redis_get(wd->rs, "{flashgate:fair:" SALE "}:done"))
         return now_ms(wd) >= wd->starts_at + WINDOW_MS ? 0.3 : 0;
-    return losers_wait(wd) ? 0.5 : 0;
+    return losers_wait(wd) ? 0.8 : 0;
 }
 
 /* One turn of gateway g's lottery thread. In the seeds with kills the gateway may be killed
