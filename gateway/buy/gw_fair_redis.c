@@ -375,11 +375,16 @@ int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, cons
     return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
 }
 
-/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
+/* KEYS ep, ei, entered; ARGV person, order id, value ("order node ..."). {1} taken, or {0,
+ * the value held}. The node joins :entered with its mark: an entry answered before the
+ * lottery thread's own :entered mark (Redis away after it, across the close) still makes
+ * the draw wait for that node's push (sim/seeds.txt, --fairfleet). */
 static const char LUA_ENTRY_MARK[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
                                      "if v then return {0, v} end\n"
                                      "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
                                      "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
+                                     "local n = string.match(ARGV[3], '^%S+ (%S+)')\n"
+                                     "if n then redis.call('SADD', KEYS[3], n) end\n"
                                      "return {1}\n";
 static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
@@ -403,9 +408,9 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
                                      const char *order_id, const char *value, bool *taken,
                                      char *held, size_t cap, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
-    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "2 %s %s %s %s %s", kp.s,
-                                ki.s, person, order_id, value);
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei"), ke = fkey(sale, "entered");
+    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "3 %s %s %s %s %s %s",
+                                kp.s, ki.s, ke.s, person, order_id, value);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
