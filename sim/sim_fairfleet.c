@@ -200,11 +200,11 @@ typedef struct world {
     int nrestock;
     /* The faults added after those draw from a third generator (frng), for the same reason. */
     cm_rand_t frng;
-    sim_disk_t *disk[NGW]; /* each gateway's spool, on a simulated disk (sim_disk.h) */
-    int disk_g;            /* the gateway whose disk is in use (clock_at) */
-    bool fsync;            /* spool.durability fsync: the seeds whose gateways lose power */
-    bool spool_kills;      /* gateways killed in the spool after a reserve's reply */
-    bool power;            /* gateways' power cut: the spool keeps what was synced */
+    sim_disk_t *disk[NGW];  /* each gateway's spool, on a simulated disk (sim_disk.h) */
+    int disk_g;             /* the gateway whose disk is in use (clock_at) */
+    bool fsync;             /* spool.durability fsync: the seeds whose gateways lose power */
+    bool spool_kills;       /* gateways killed in the spool after a reserve's reply */
+    bool power;             /* gateways' power cut: the spool keeps what was synced */
     uint64_t failover_step; /* Redis failed over to a replica missing writes (0: never) */
     uint32_t failover_k;    /* the acknowledged writes that replica missed */
     bool fo_on_books;       /* the failover waits for a reserve or a release in the inventory */
@@ -1171,8 +1171,7 @@ static void check_lost(world_t *wd)
     const char *seed = sim_redis_hget(wd->rs, "{flashgate:fair:" ROOM "}:wr", "seed");
     const char *published = wd->wiped ? wd->room_seed : wd->fo_room_seed;
     if (published[0] && seed && strcmp(seed, published) == 0)
-        sim_fail(&wd->log,
-                 "the room made again after %s took the lost room's published seed %s",
+        sim_fail(&wd->log, "the room made again after %s took the lost room's published seed %s",
                  wd->wiped ? "the wipe" : "the failover", seed);
     int64_t nspooled = 0;
     for (uint64_t i = 1; i <= wd->next_id; i++) {
@@ -1204,8 +1203,8 @@ static void check_lost(world_t *wd)
     sim_redis_hforeach(wd->rs, ORDERS, held_order, &held);
     if (held > wd->stock + wd->restocked)
         sim_fail(&wd->log,
-                 "%" PRId64 " orders held in the inventory for a stock of %" PRId64
-                 " and %" PRId64 " restocked after the failover",
+                 "%" PRId64 " orders held in the inventory for a stock of %" PRId64 " and %" PRId64
+                 " restocked after the failover",
                  held, wd->stock, wd->restocked);
     for (int p = 0; p < NP; p++) {
         char person[16];
@@ -1523,10 +1522,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
               wd->stock, wd->skew[0], wd->skew[1], wd->skew[2], wd->draw_cancels, wd->kills,
               wd->p_restock > 0);
     if (wd->spool_kills || wd->power || wd->failover_step) /* a seed without them: as before */
-        sim_trace(&wd->log,
-                  "fair fleet: spool kills %d, power cuts %d (spool fsync), failover at step %" PRIu64
-                  " losing %u writes",
-                  wd->spool_kills, wd->power, wd->failover_step, wd->failover_k);
+        sim_trace(
+            &wd->log,
+            "fair fleet: spool kills %d, power cuts %d (spool fsync), failover at step %" PRIu64
+            " losing %u writes",
+            wd->spool_kills, wd->power, wd->failover_step, wd->failover_k);
     if (setup(wd)) {
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
         f->p_timeout = 0.01 * sim_below(&wd->rng, 6);

@@ -153,8 +153,8 @@ static bool try_one(gw_releaser_t *rl, item_t *it)
         it->commit = false;
         int crc = oq_spool_commit_to(rl->srv->stores.spool, it->commit_to);
         if (crc != 0)
-            cm_log_error("gw", "cannot make a give-back durable in the spool",
-                         "order=%s err=%s", o->order_id, cm_errname(crc));
+            cm_log_error("gw", "cannot make a give-back durable in the spool", "order=%s err=%s",
+                         o->order_id, cm_errname(crc));
     }
     int rc = gw_release_units(rl->srv, o);
     if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
