@@ -136,6 +136,9 @@ typedef enum {
     CM_PLANT_ROOM_FLEET_SEED_REOFFERED, /* gw_room_fleet.c: a seed Redis' room held after the
                                            start is offered again unless this copy saw the seal:
                                            a room made again takes a published seed */
+    CM_PLANT_ACCEPT_UNSYNCED,           /* gw_accept.c: a winner's or a promotion's order taken as
+                                           durable at its write, without its fdatasync: recorded
+                                           won, then lost with the spool's unsynced tail */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -96,6 +96,12 @@ void sim_disk_die_after(sim_disk_t *d, uint64_t ops)
     d->ops_left = ops;
 }
 
+void sim_disk_kill(sim_disk_t *d)
+{
+    d->dead = true;
+    d->ops_left = 0;
+}
+
 bool sim_disk_dead(const sim_disk_t *d)
 {
     return d->dead;

@@ -33,7 +33,10 @@ void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity);
 /* The process dies after `ops` more operations (0: never). The operation that
  * kills it, when a write, writes a random prefix first. */
 void sim_disk_die_after(sim_disk_t *d, uint64_t ops);
-/* true once the process died (after sim_disk_die_after's count). */
+/* The process dies now: every later operation fails until sim_disk_crash
+ * (a power cut reaches the disk before the process can close anything). */
+void sim_disk_kill(sim_disk_t *d);
+/* true once the process died (after sim_disk_die_after's count, or killed). */
 bool sim_disk_dead(const sim_disk_t *d);
 /* The process is gone: every descriptor it held is dead; the next process
  * starts with none. The page cache stays (kill -9). */

@@ -226,6 +226,8 @@ struct sim_redis {
     int64_t skew_ms;   /* the caller's clock minus the server's (sim_redis_skew) */
     sim_redis_faults_t faults;
     sim_redis_stats_t stats;
+    bool (*gone)(void *ctx); /* sim_redis_dies_with's: the caller's process is gone */
+    void *gone_ctx;
     inv_cluster_transport_t tr;
     inv_cluster_async_t atr;
     struct aconn *aconns; /* the worker loops' connections, oldest first */
@@ -1055,6 +1057,15 @@ void sim_redis_failover(sim_redis_t *r)
     rebuild(r, r->repl); /* the replica's script cache: SCRIPT LOAD and EVAL replicate */
 }
 
+size_t sim_redis_failover_lose(sim_redis_t *r, size_t k)
+{
+    size_t keep = r->nlog > k ? r->nlog - k : 0, lost = r->nlog - keep;
+    r->stats.failovers++;
+    rebuild(r, keep);
+    r->repl = r->nlog; /* the new master's replica starts from it */
+    return lost;
+}
+
 void sim_redis_replicate(sim_redis_t *r)
 {
     if (!r->faults.replica_lags)
@@ -1086,11 +1097,23 @@ void sim_redis_step(sim_redis_t *r, uint64_t step)
 
 /*---- the transport ----*/
 
+/* The caller is gone: killed at a call (die_after), or its process died elsewhere. */
+static bool caller_dead(const sim_redis_t *r)
+{
+    return r->faults.dead || (r->gone && r->gone(r->gone_ctx));
+}
+
+void sim_redis_dies_with(sim_redis_t *r, bool (*gone)(void *ctx), void *ctx)
+{
+    r->gone = gone;
+    r->gone_ctx = ctx;
+}
+
 static void *tr_open(void *arg, const char *host, int port, char *errbuf, size_t errlen)
 {
     (void)host, (void)port;
     sim_redis_t *r = arg;
-    if (r->faults.down || r->faults.dead) {
+    if (r->faults.down || caller_dead(r)) {
         snprintf(errbuf, errlen, "redis: connect: Connection refused (simulated)");
         return NULL;
     }
@@ -1142,7 +1165,7 @@ static int tr_call(void *arg, void *conn, const char *cmd, size_t len, redisRepl
     conn_t *c = conn;
     *out = NULL;
     r->stats.calls++;
-    if (r->faults.down || r->faults.dead || c->epoch != r->epoch)
+    if (r->faults.down || caller_dead(r) || c->epoch != r->epoch)
         return CM_EBACKEND; /* reset: nothing ran */
     char *buf = mem_dup(cmd, len);
     char *argv[80];

@@ -71,6 +71,13 @@ void sim_redis_replicate_one(sim_redis_t *r);
 void sim_redis_restart(sim_redis_t *r, bool persist);
 /* A failover after a master crash: the replica's writes are all there is. */
 void sim_redis_failover(sim_redis_t *r);
+/* A failover to a replica that missed the last k writes the master acknowledged
+ * (asynchronous replication, no WAIT): every connection breaks, the keyspace is
+ * the writes before them. Returns the writes lost (fewer when fewer ran). */
+size_t sim_redis_failover_lose(sim_redis_t *r, size_t k);
+/* Calls and connects are refused, as to a process gone, while gone(ctx) is true
+ * (the caller died in its disk's write: sim_disk_die_after); NULL: never. */
+void sim_redis_dies_with(sim_redis_t *r, bool (*gone)(void *ctx), void *ctx);
 
 /* Reads for the oracle (no fault, no log): a hash field's value, or NULL. */
 const char *sim_redis_hget(sim_redis_t *r, const char *key, const char *field);

@@ -125,6 +125,10 @@ void gw_server_book(gw_server_t *srv, gw_book_t *out);
  * thread-safe, never block beyond a short mutex.
  */
 int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
+/* The releaser without its thread (the simulator's one thread, as oq_spool's `stepped`):
+ * gw_releaser_step tries each queued release that is due once; stop as above. */
+void gw_releaser_open_stepped(gw_server_t *srv);
+void gw_releaser_step(gw_server_t *srv);
 void gw_releaser_stop(gw_server_t *srv);
 void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
                       const oq_pos_t *commit_to);

@@ -414,16 +414,22 @@ int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, cons
     return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
 }
 
-/* KEYS ep, ei; ARGV person, order id, value, ... Each mark not held yet is taken; the
- * reply is the values of those held already, in order ({}: every one taken). */
-static const char LUA_ENTRY_MARK[] = "local held = {}\n"
-                                     "for i = 1, #ARGV - 2, 3 do\n"
-                                     "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
-                                     "  if v then held[#held + 1] = v else\n"
-                                     "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
-                                     "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) end\n"
-                                     "end\n"
-                                     "return held\n";
+/* KEYS ep, ei, entered; ARGV person, order id, value ("order node ..."), ... Each mark
+ * not held yet is taken; the reply is the values of those held already, in order ({}:
+ * every one taken). A mark's node joins :entered with it: an entry answered before the
+ * lottery thread's own :entered mark (Redis away after it, across the close) still makes
+ * the draw wait for that node's push (sim/seeds.txt, --fairfleet). */
+static const char LUA_ENTRY_MARK[] =
+    "local held = {}\n"
+    "for i = 1, #ARGV - 2, 3 do\n"
+    "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+    "  if v then held[#held + 1] = v else\n"
+    "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
+    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i])\n"
+    "    local n = string.match(ARGV[i + 2], '^%S+ (%S+)')\n"
+    "    if n then redis.call('SADD', KEYS[3], n) end end\n"
+    "end\n"
+    "return held\n";
 static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
 /* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
@@ -446,9 +452,9 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
                                      const char *order_id, const char *value, bool *taken,
                                      char *held, size_t cap, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
-    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "2 %s %s %s %s %s", kp.s,
-                                ki.s, person, order_id, value);
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei"), ke = fkey(sale, "entered");
+    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "3 %s %s %s %s %s %s",
+                                kp.s, ki.s, ke.s, person, order_id, value);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -468,13 +474,14 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
                                           size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
-    const char **argv = cm_xmalloc((3 + 3 * n) * sizeof(*argv));
-    argv[0] = "2";
+    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei"), ke = fkey(sale, "entered");
+    const char **argv = cm_xmalloc((4 + 3 * n) * sizeof(*argv));
+    argv[0] = "3";
     argv[1] = kp.s;
     argv[2] = ki.s;
-    memcpy(argv + 3, args, 3 * n * sizeof(*args));
-    inv_fleet_reply_t *r = call_argv(c, &SC_ENTRY_MARK, (int)(3 + 3 * n), argv, errbuf, errlen);
+    argv[3] = ke.s;
+    memcpy(argv + 4, args, 3 * n * sizeof(*args));
+    inv_fleet_reply_t *r = call_argv(c, &SC_ENTRY_MARK, (int)(4 + 3 * n), argv, errbuf, errlen);
     free(argv);
     return ran(r);
 }

@@ -140,6 +140,69 @@ void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
     ctx->ud = srv;
 }
 
+/* One try of it, taken off the queue (rl->busy, mu not held): true when done. */
+static bool try_one(gw_releaser_t *rl, item_t *it)
+{
+    const oq_order_t *o = &it->o;
+    if (it->commit) {
+        /* A give-back's event from a worker loop, which cannot wait for
+         * an fdatasync: on disk before the units go back, as
+         * gw_compensate's (fsync durability; a no-op in write). The
+         * spool's group commit: the give-backs queued behind this one
+         * share its fdatasync, or an order's covered it already. */
+        it->commit = false;
+        int crc = oq_spool_commit_to(rl->srv->stores.spool, it->commit_to);
+        if (crc != 0)
+            cm_log_error("gw", "cannot make a give-back durable in the spool", "order=%s err=%s",
+                         o->order_id, cm_errname(crc));
+    }
+    int rc = gw_release_units(rl->srv, o);
+    if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
+        cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
+                    "order=%s sale=%s", o->order_id, o->sale_id);
+    bool ok = gw_release_ok(o, rc);
+    if (ok) {
+        finish(rl, it);
+        if (it->tries)
+            cm_log_info("gw", "release succeeded after retries", "order=%s tries=%u",
+                        it->o.order_id, it->tries + 1);
+    } else {
+        it->tries++;
+        atomic_fetch_add_explicit(&rl->retries, 1, memory_order_relaxed);
+        if (it->tries == 1 || it->tries % 32 == 0)
+            cm_log_warn("gw", "release failed; retrying", "order=%s err=%s tries=%u",
+                        it->o.order_id, cm_errname(rc), it->tries);
+        it->backoff_ms = it->backoff_ms ? it->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (it->backoff_ms > BACKOFF_MAX_MS)
+            it->backoff_ms = BACKOFF_MAX_MS;
+        it->not_before_ms = cm_mono_ms() + it->backoff_ms;
+    }
+    return ok;
+}
+
+/* After try_one (mu held): done, or to the back (one stuck order does not hold up the others). */
+static void tried(gw_releaser_t *rl, item_t *it, bool ok)
+{
+    rl->busy = NULL;
+    if (ok) {
+        atomic_fetch_sub_explicit(&rl->pending, 1, memory_order_relaxed);
+        free(it);
+        return;
+    }
+    it->next = NULL;
+    *rl->tail = it;
+    rl->tail = &it->next;
+}
+
+static item_t *pop(gw_releaser_t *rl)
+{
+    item_t *it = rl->head;
+    rl->head = it->next;
+    if (!rl->head)
+        rl->tail = &rl->head;
+    return it;
+}
+
 static void *releaser_main(void *arg)
 {
     gw_releaser_t *rl = arg;
@@ -174,70 +237,24 @@ static void *releaser_main(void *arg)
             pthread_cond_timedwait(&rl->cv, &rl->mu, &ts);
             continue;
         }
-        rl->head = it->next;
-        if (!rl->head)
-            rl->tail = &rl->head;
-        rl->busy = it;
+        rl->busy = pop(rl);
         pthread_mutex_unlock(&rl->mu);
-
-        const oq_order_t *o = &it->o;
-        if (it->commit) {
-            /* A give-back's event from a worker loop, which cannot wait for
-             * an fdatasync: on disk before the units go back, as
-             * gw_compensate's (fsync durability; a no-op in write). The
-             * spool's group commit: the give-backs queued behind this one
-             * share its fdatasync, or an order's covered it already. */
-            it->commit = false;
-            int crc = oq_spool_commit_to(rl->srv->stores.spool, it->commit_to);
-            if (crc != 0)
-                cm_log_error("gw", "cannot make a give-back durable in the spool",
-                             "order=%s err=%s", o->order_id, cm_errname(crc));
-        }
-        int rc = gw_release_units(rl->srv, o);
-        if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
-            cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
-                        "order=%s sale=%s", o->order_id, o->sale_id);
-        bool ok = gw_release_ok(o, rc);
-        if (ok) {
-            finish(rl, it);
-            if (it->tries)
-                cm_log_info("gw", "release succeeded after retries", "order=%s tries=%u",
-                            it->o.order_id, it->tries + 1);
-        } else {
-            it->tries++;
-            atomic_fetch_add_explicit(&rl->retries, 1, memory_order_relaxed);
-            if (it->tries == 1 || it->tries % 32 == 0)
-                cm_log_warn("gw", "release failed; retrying", "order=%s err=%s tries=%u",
-                            it->o.order_id, cm_errname(rc), it->tries);
-            it->backoff_ms = it->backoff_ms ? it->backoff_ms * 2 : BACKOFF_MIN_MS;
-            if (it->backoff_ms > BACKOFF_MAX_MS)
-                it->backoff_ms = BACKOFF_MAX_MS;
-            it->not_before_ms = cm_mono_ms() + it->backoff_ms;
-        }
-
+        bool ok = try_one(rl, it);
         pthread_mutex_lock(&rl->mu);
-        rl->busy = NULL;
-        if (ok) {
-            atomic_fetch_sub_explicit(&rl->pending, 1, memory_order_relaxed);
-            free(it);
-        } else { /* to the back: one stuck order does not hold up the others */
-            it->next = NULL;
-            *rl->tail = it;
-            rl->tail = &it->next;
-            /* Stopping, a failed try ends them: the inventory did not answer
-             * within its timeout, and each further try would wait as long
-             * again, past the stop's bound (a try begun at the end of the
-             * window ran a whole timeout beyond it). The spool replays what is
-             * left at the next start. */
-            if (rl->stop)
-                break;
-        }
+        tried(rl, it, ok);
+        /* Stopping, a failed try ends them: the inventory did not answer
+         * within its timeout, and each further try would wait as long
+         * again, past the stop's bound (a try begun at the end of the
+         * window ran a whole timeout beyond it). The spool replays what is
+         * left at the next start. */
+        if (!ok && rl->stop)
+            break;
     }
     pthread_mutex_unlock(&rl->mu);
     return NULL;
 }
 
-int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
+static gw_releaser_t *releaser_new(gw_server_t *srv)
 {
     gw_releaser_t *rl = cm_xcalloc(1, sizeof(*rl));
     rl->srv = srv;
@@ -245,6 +262,43 @@ int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&rl->mu, NULL);
     pthread_cond_init(&rl->cv, NULL);
     srv->stores.releaser = rl;
+    return rl;
+}
+
+void gw_releaser_open_stepped(gw_server_t *srv)
+{
+    (void)releaser_new(srv);
+}
+
+void gw_releaser_step(gw_server_t *srv)
+{
+    gw_releaser_t *rl = srv->stores.releaser;
+    if (!rl || rl->started)
+        return;
+    uint64_t now = cm_mono_ms();
+    pthread_mutex_lock(&rl->mu);
+    size_t n = 0;
+    for (item_t *it = rl->head; it; it = it->next)
+        n++;
+    for (; n > 0 && rl->head; n--) {
+        item_t *it = pop(rl);
+        if (it->not_before_ms > now) { /* not due: to the back, untried */
+            rl->busy = it;
+            tried(rl, it, false);
+            continue;
+        }
+        rl->busy = it;
+        pthread_mutex_unlock(&rl->mu);
+        bool ok = try_one(rl, it);
+        pthread_mutex_lock(&rl->mu);
+        tried(rl, it, ok);
+    }
+    pthread_mutex_unlock(&rl->mu);
+}
+
+int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    gw_releaser_t *rl = releaser_new(srv);
     int e = pthread_create(&rl->thread, NULL, releaser_main, rl);
     if (e != 0) {
         snprintf(errbuf, errlen, "cannot start the release thread: %s", strerror(e));

@@ -120,6 +120,13 @@ static void test_lottery_entry_mark(void **state)
                      0);
     assert_false(taken);
     assert_string_equal(held, "O1 3 acct-a 1 100");
+    /* the mark taken puts its node in :entered (node 3 only: the refused one's 4 is not), so
+     * the draw waits for node 3's push even if its lottery thread never marked it */
+    long long pushed = -1, missing = -1;
+    assert_int_equal(
+        gw_fair_redis_lottery_pushed_count(c, "em", &pushed, &missing, why, sizeof(why)), 0);
+    assert_int_equal(pushed, 0);
+    assert_int_equal(missing, 1);
     assert_int_equal(gw_fair_redis_lottery_entry_get(c, "em", "O1", &found, person, sizeof(person),
                                                      val, sizeof(val), why, sizeof(why)),
                      0);

@@ -228,6 +228,35 @@ static void test_release_account_only_replay(void **state)
     mini_close(&m);
 }
 
+/* The releaser without its thread (the simulator's): a push waits for a step, and a step
+ * tries each release once; a stop drops what is still queued (the spool replays it). */
+static void test_releaser_stepped(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m, GW_DURABILITY_WRITE);
+    gw_releaser_stop(&m.srv); /* the thread's, for the stepped one */
+    gw_releaser_open_stepped(&m.srv);
+    oq_order_t o;
+    held_by_person(&m, &o);
+    gw_releaser_push(&m.srv, &o, OQ_STATUS_FAILED, "payment declined", NULL);
+    uint64_t p = 0, d = 0, r = 0;
+    gw_releaser_stats(&m.srv, &p, &d, &r);
+    assert_int_equal(p, 1);
+    assert_int_equal(d, 0);
+    assert_int_equal(stock_left(&m), 4);
+    gw_releaser_step(&m.srv);
+    gw_releaser_stats(&m.srv, &p, &d, &r);
+    assert_int_equal(p, 0);
+    assert_int_equal(d, 1);
+    assert_int_equal(stock_left(&m), 5);
+    gw_releaser_step(&m.srv); /* nothing queued: nothing done */
+    gw_releaser_stats(&m.srv, &p, &d, &r);
+    assert_int_equal(d, 1);
+    gw_releaser_push(&m.srv, &o, OQ_STATUS_FAILED, "payment declined", NULL);
+    mini_close(&m); /* stopped with one queued: dropped, no thread to join */
+}
+
 int main(void)
 {
     cm_log_set_level(CM_LOG_ERROR);
@@ -237,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_giveback_write_no_fsync),
         cmocka_unit_test(test_release_account_only_releaser),
         cmocka_unit_test(test_release_account_only_replay),
+        cmocka_unit_test(test_releaser_stepped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
