@@ -237,11 +237,12 @@ static bool mark_parse(const char *v, gw_fair_ticket_t *t, unsigned *node)
 {
     char o[INV_ORDER_ID_MAX + 1], a[128 + 1];
     long long at;
+    size_t alen;
     if (sscanf(v, "%31s %u %128s %" SCNu32 " %lld", o, node, a, &t->qty, &at) != 5 ||
-        strlen(a) > INV_USER_ID_MAX)
+        (alen = strlen(a)) > INV_USER_ID_MAX)
         return false;
     snprintf(t->order_id, sizeof(t->order_id), "%s", o);
-    snprintf(t->user_id, sizeof(t->user_id), "%s", a);
+    memcpy(t->user_id, a, alen + 1); /* fits: checked above */
     t->entered_at_ms = at;
     return true;
 }
