@@ -12,6 +12,9 @@
  * claims of the orders fsync durability answers), and the compaction beside
  * the appends, by the lottery thread once the log is more than twice as long
  * as the state it records (room_compact). This file says what goes in it.
+ * Every file call, its own (the load's open, a removal) included, goes through
+ * the journal's table (cm_journal_fs): the simulator runs this store on its
+ * simulated disk (sim/sim_room.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -113,7 +116,7 @@ static int store_open(gw_fair_sale_t *fs)
     off_t end;
     if (cm_journal_put(&st->j, line, (size_t)n, &end) != 0 || cm_journal_sync_to(&st->j, end) != 0) {
         store_trouble(fs, "keys");
-        (void)unlink(path);
+        (void)cm_journal_fs()->unlink(path);
         cm_journal_discard(&st->j);
         st->open = false;
         return CM_EIO;
@@ -205,10 +208,11 @@ static int local_drop(gw_fair_sale_t *fs)
         cm_journal_discard(&st->j);
     st->open = false;
     st->base_len = 0;
-    int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    const cm_journal_fs_t *jfs = cm_journal_fs();
+    int rc = jfs->unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
     char tmp[710];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    (void)unlink(tmp); /* what a compaction cut by a crash left */
+    (void)jfs->unlink(tmp); /* what a compaction cut by a crash left */
     if (rc == 0 && cm_journal_dir_sync(path) != 0) /* a sale made again under this id must not find this room */
         store_trouble(fs, "directory fsync");
     pthread_mutex_unlock(&st->mu);
@@ -263,13 +267,14 @@ static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, cha
                     "sale=%s lines=%zu", fs->sale_id, converted);
     else if (up < 0) /* left as it is; store_open appends nothing to it */
         return 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    const cm_journal_fs_t *jfs = cm_journal_fs(); /* the journal's disk */
+    int fd = jfs->open(path, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0)
         return 0;
     room_read_t rd = {.fs = fs, .apply = apply};
     off_t len = 0;
     int rc = cm_journal_recover(fd, path, room_record, &rd, &len); /* logs a cut */
-    close(fd);
+    jfs->close(fd);
     if (rc != 0)
         cm_log_error("fair", "cannot read the waiting-room log", "sale=%s err=%s", fs->sale_id,
                      cm_strerror(rc));
@@ -277,7 +282,7 @@ static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, cha
         cm_log_warn("fair", "waiting-room log has unreadable lines; skipped", "sale=%s lines=%zu",
                     fs->sale_id, rd.bad);
     if (rc == 0 && rd.lines == 0) /* nothing usable (no key line): a new log with new keys */
-        (void)unlink(path);
+        (void)jfs->unlink(path);
     return rd.lines;
 }
 
