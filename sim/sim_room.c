@@ -56,6 +56,7 @@
 #define ROOM_SALE "s"
 #define ROOM_FILE ROOM_SALE ".room" /* the store's path: <dir>/<sale>.room */
 #define NEVER UINT64_MAX            /* a need no sync can meet: its record was not written */
+#define PROMISED 0                  /* a need the store answered as durable (its sync's 0) */
 
 typedef struct rperson {
     char id[12];
@@ -274,10 +275,12 @@ static const cm_journal_fs_t obs_fs = {
     .unlink = obs_unlink,
 };
 
-/* Bytes [0, end) durable: synced, not in what a failed fdatasync dropped, the name synced. */
+/* Bytes [0, end) durable: synced, not in what a failed fdatasync dropped, the
+ * name synced; or what the store answered only after its sync said so (PROMISED). */
 static bool durable(const rworld_t *w, uint64_t end)
 {
-    return w->name_durable && end <= w->dur && (w->lost_to == 0 || w->lost_from >= end);
+    return end == PROMISED ||
+           (w->name_durable && end <= w->dur && (w->lost_to == 0 || w->lost_from >= end));
 }
 
 /*
@@ -484,6 +487,10 @@ static void join(rworld_t *w, int who, bool take)
                                                    : w->len;
     if (need < w->s_end)
         need = w->s_end;
+    /* a rank is answered once the store's seal sync reported the joins and
+     * the seal durable: it is held to that, whatever the disk did before */
+    if (atomic_load(&fs->wr_core.sealed) && p->pre && !p->pre_gone && a.pos == rank_of(w, p))
+        need = p->pre_need = PROMISED;
     sim_trace(&w->log, "%s %s: place %" PRIu64 "%s", p->id, take ? "joins" : "looks", a.pos,
               a.jti ? " (admitted)" : "");
     place_answered(w, who, &a, need);
