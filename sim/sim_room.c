@@ -80,7 +80,8 @@ typedef struct rworld {
     gw_fair_t *f;       /* the fairness module: only its directory (the store's path) */
     gw_fair_sale_t *fs; /* the sale's slot, its room's part as gw_fair__sale_new makes it */
     /* the log as the store's calls left it (obs_fs) */
-    uint64_t len;                /* its length */
+    uint64_t base, gone_below;   /* the log file's offset 0, records of removed files (obs_fs) */
+    uint64_t len;                /* its end */
     uint64_t dur;                /* durable through (a successful fdatasync) */
     uint64_t lost_from, lost_to; /* dropped by a failed fdatasync (lost_to 0: none) */
     bool name_durable;           /* its name fsync'd in the directory */
@@ -104,29 +105,47 @@ typedef struct rworld {
 
 /*---- what the store does to its log: the journal's table, watched ----*/
 
+/*
+ * Offsets are the world's own, across files: a record's is base + its
+ * offset in the file it was written to. A compaction's file (written to
+ * "<log>.tmp", renamed over the log) continues them (its records are the
+ * old file's state); a log the store removed leaves its records below
+ * gone_below, never durable.
+ */
 static rworld_t *obs_w; /* the world whose store runs (one at a time) */
 #define OBS_FDS 16
-static int obs_fd[OBS_FDS]; /* the descriptors of the log, 0 free */
+static int obs_fd[OBS_FDS], obs_tmp[OBS_FDS]; /* the log's descriptors and its rewrite's, 0 free */
+static uint64_t obs_tmp_synced;               /* the rewrite's length its last fdatasync covered */
+
+static const char *name_of(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
 
 static bool is_log(const char *path)
 {
-    const char *b = strrchr(path, '/');
-    return strcmp(b ? b + 1 : path, ROOM_FILE) == 0;
+    return strcmp(name_of(path), ROOM_FILE) == 0;
 }
 
-static bool log_fd(int fd)
+static bool is_tmp(const char *path)
+{
+    return strcmp(name_of(path), ROOM_FILE ".tmp") == 0;
+}
+
+static bool fd_in(const int *set, int fd)
 {
     for (int i = 0; i < OBS_FDS; i++)
-        if (obs_fd[i] == fd)
+        if (set[i] == fd)
             return true;
     return false;
 }
 
-static void log_fd_set(int fd, bool on)
+static void fd_set_to(int *set, int fd, bool on)
 {
     for (int i = 0; i < OBS_FDS; i++)
-        if (on ? obs_fd[i] == 0 : obs_fd[i] == fd) {
-            obs_fd[i] = on ? fd : 0;
+        if (on ? set[i] == 0 : set[i] == fd) {
+            set[i] = on ? fd : 0;
             return;
         }
 }
@@ -153,26 +172,32 @@ static int obs_open(const char *path, int flags, mode_t mode)
     }
     int fd = b->open(path, flags, mode);
     if (fd >= 0 && log) {
-        log_fd_set(fd, true);
+        fd_set_to(obs_fd, fd, true);
         if (!had) { /* a new log: its name is durable once the directory is fsync'd */
-            obs_w->name_durable = false;
-            obs_w->len = obs_w->dur = 0;
+            rworld_t *w = obs_w;
+            w->name_durable = false;
+            w->base = w->len;
+            w->dur = w->len;
         }
+    } else if (fd >= 0 && !(flags & O_DIRECTORY) && is_tmp(path)) {
+        fd_set_to(obs_tmp, fd, true);
+        obs_tmp_synced = 0;
     }
     return fd;
 }
 
 static int obs_close(int fd)
 {
-    log_fd_set(fd, false);
+    fd_set_to(obs_fd, fd, false);
+    fd_set_to(obs_tmp, fd, false);
     return sim_journal_fs()->close(fd);
 }
 
 static int obs_dup(int fd)
 {
     int nfd = sim_journal_fs()->dup(fd);
-    if (nfd >= 0 && log_fd(fd))
-        log_fd_set(nfd, true);
+    if (nfd >= 0 && fd_in(obs_fd, fd))
+        fd_set_to(obs_fd, nfd, true);
     return nfd;
 }
 
@@ -184,10 +209,10 @@ static ssize_t obs_pread(int fd, void *buf, size_t n, off_t off)
 static ssize_t obs_write(int fd, const void *buf, size_t n)
 {
     ssize_t r = sim_journal_fs()->write(fd, buf, n);
-    if (log_fd(fd)) {
+    if (fd_in(obs_fd, fd)) {
         if (r != (ssize_t)n)
             obs_w->op_failed = true;
-        obs_w->len = fd_size(fd);
+        obs_w->len = obs_w->base + fd_size(fd);
     }
     return r;
 }
@@ -195,10 +220,11 @@ static ssize_t obs_write(int fd, const void *buf, size_t n)
 static int obs_ftruncate(int fd, off_t len)
 {
     int r = sim_journal_fs()->ftruncate(fd, len);
-    if (r == 0 && log_fd(fd)) {
-        obs_w->len = (uint64_t)len;
-        if (obs_w->dur > obs_w->len)
-            obs_w->dur = obs_w->len;
+    if (r == 0 && fd_in(obs_fd, fd)) {
+        rworld_t *w = obs_w;
+        w->len = w->base + (uint64_t)len;
+        if (w->dur > w->len)
+            w->dur = w->len;
     }
     return r;
 }
@@ -211,17 +237,22 @@ static int obs_fstat(int fd, struct stat *st)
 static int obs_fdatasync(int fd)
 {
     int r = sim_journal_fs()->fdatasync(fd);
-    if (!log_fd(fd))
-        return r;
     rworld_t *w = obs_w;
+    if (fd_in(obs_tmp, fd)) {
+        if (r == 0)
+            obs_tmp_synced = fd_size(fd);
+        return r;
+    }
+    if (!fd_in(obs_fd, fd))
+        return r;
     if (r == 0) {
-        w->dur = fd_size(fd);
+        w->dur = w->base + fd_size(fd);
         return 0;
     }
     int e = errno;
     if (w->lost_to == 0)
         w->lost_from = w->dur;
-    w->lost_to = fd_size(fd);
+    w->lost_to = w->base + fd_size(fd);
     sim_trace(&w->log, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from,
               w->lost_to);
     errno = e;
@@ -239,12 +270,24 @@ static int obs_fsync(int fd)
 static int obs_rename(const char *from, const char *to)
 {
     int r = sim_journal_fs()->rename(from, to);
-    if (r == 0 && is_log(to)) {
-        /* a compaction's file over the log: its offsets are not the old
-         * file's; nothing before it is counted durable any more */
-        obs_w->lost_from = 0;
-        obs_w->lost_to = NEVER;
-        obs_w->name_durable = false;
+    if (r == 0 && is_tmp(from) && is_log(to)) {
+        /* a compaction's file over the log: it holds every record so far
+         * (the state, then the frames after it), synced through what its
+         * fdatasync covered; its name is durable at the directory's fsync */
+        rworld_t *w = obs_w;
+        uint64_t size = 0;
+        memset(obs_fd, 0, sizeof(obs_fd));
+        for (int i = 0; i < OBS_FDS; i++)
+            if (obs_tmp[i]) {
+                size = fd_size(obs_tmp[i]);
+                fd_set_to(obs_fd, obs_tmp[i], true);
+                obs_tmp[i] = 0;
+            }
+        w->base = w->len - size;
+        w->dur = w->base + obs_tmp_synced;
+        w->lost_from = w->lost_to = 0;
+        w->name_durable = false;
+        sim_trace(&w->log, "the log rewritten: %" PRIu64 " bytes", size);
     }
     return r;
 }
@@ -254,7 +297,8 @@ static int obs_unlink(const char *path)
     int r = sim_journal_fs()->unlink(path);
     if (r == 0 && is_log(path)) {
         rworld_t *w = obs_w;
-        w->len = w->dur = w->lost_from = w->lost_to = 0;
+        w->gone_below = w->base = w->dur = ++w->len; /* the next file's records are after */
+        w->lost_from = w->lost_to = 0;
         w->name_durable = false;
         w->op_failed = true;
     }
@@ -279,8 +323,8 @@ static const cm_journal_fs_t obs_fs = {
  * name synced; or what the store answered only after its sync said so (PROMISED). */
 static bool durable(const rworld_t *w, uint64_t end)
 {
-    return end == PROMISED ||
-           (w->name_durable && end <= w->dur && (w->lost_to == 0 || w->lost_from >= end));
+    return end == PROMISED || (w->name_durable && end > w->gone_below && end <= w->dur &&
+                               (w->lost_to == 0 || w->lost_from >= end));
 }
 
 /*
@@ -334,6 +378,7 @@ static void core_gone(rworld_t *w)
     pthread_mutex_destroy(&fs->reg_mu);
     tables_clear(w);
     memset(obs_fd, 0, sizeof(obs_fd));
+    memset(obs_tmp, 0, sizeof(obs_tmp));
 }
 
 /* The sale's machine over the room's core, configured with the sale's start
@@ -586,19 +631,18 @@ static void restart(rworld_t *w, bool power)
     sim_trace(&w->log, "%s", power ? "power loss" : "crash");
     core_gone(w);
     if (power) { /* what the disk kept is durable now, its name too */
-        w->len = log_size();
+        w->len = w->base + log_size();
+        if (w->dur > w->len)
+            w->dur = w->len;
         w->name_durable = true;
     }
     core_new(w);
     w->op_failed = false;
     gw_fair__room_load(w->fs);
-    w->len = log_size();
-    if (w->dur > w->len)
-        w->dur = w->len;
     seal_seen(w);
     const gw_room_core_t *c = &w->fs->wr_core;
     sim_trace(&w->log,
-              "restart: log of %" PRIu64 " bytes, %zu in the pre-queue, sealed %d, %" PRIu64
+              "restart: the log to %" PRIu64 ", %zu in the pre-queue, sealed %d, %" PRIu64
               " places, front %" PRIu64,
               w->len, c->npre, (int)atomic_load(&c->sealed), (uint64_t)atomic_load(&c->next),
               (uint64_t)atomic_load(&c->front_milli) / 1000);
@@ -656,6 +700,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     sim_disk_use(w->disk);
     obs_w = w;
     memset(obs_fd, 0, sizeof(obs_fd));
+    memset(obs_tmp, 0, sizeof(obs_tmp));
     cm_journal_set_fs(&obs_fs);
     w->f = cm_xcalloc(1, sizeof(*w->f));
     snprintf(w->f->dir, sizeof(w->f->dir), "%s", ROOM_DIR);
