@@ -525,11 +525,11 @@ static void join(rworld_t *w, int who, bool take)
      * rank: the seal's, whose prefix holds every join); a place read back
      * from a torn tail: once everything so far is */
     bool wrote = w->len != len0;
-    uint64_t need = w->op_failed                   ? NEVER
-                    : wrote                        ? w->len
-                    : p->pos && a.pos == p->pos    ? p->pos_need
-                    : a.pos <= fs->wr_core.npre    ? w->s_end
-                                                   : w->len;
+    uint64_t need = w->op_failed                ? NEVER
+                    : wrote                     ? w->len
+                    : p->pos && a.pos == p->pos ? p->pos_need
+                    : a.pos <= fs->wr_core.npre ? w->s_end
+                                                : w->len;
     if (need < w->s_end)
         need = w->s_end;
     /* a rank is answered once the store's seal sync reported the joins and
@@ -554,8 +554,8 @@ static void tick(rworld_t *w)
     if (!(so.actions & GW_SALE_DO_ROOM))
         return;
     w->op_failed = false;
-    fs->wr_ops->tick(fs, w->now_ms, dt, (so.actions & GW_SALE_DO_ADMIT) != 0, w->starts_ms,
-                     w->rate, 1);
+    fs->wr_ops->tick(fs, w->now_ms, dt, (so.actions & GW_SALE_DO_ADMIT) != 0, w->starts_ms, w->rate,
+                     1);
     seal_seen(w);
 }
 
