@@ -20,7 +20,47 @@
 #define HDR 18u /* "%08x %08x " */
 #define READ_CHUNK (64u * 1024u)
 
+/*---- the file calls (cm_journal_fs_t): the real ones unless a simulator sets its own ----*/
+
+static int posix_open(const char *path, int flags, mode_t mode)
+{
+    return open(path, flags, mode);
+}
+
+static int posix_dup(int fd)
+{
+    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+static const cm_journal_fs_t posix_fs = {
+    .open = posix_open,
+    .close = close,
+    .dup = posix_dup,
+    .pread = pread,
+    .write = write,
+    .ftruncate = ftruncate,
+    .fstat = fstat,
+    .fdatasync = fdatasync,
+    .fsync = fsync,
+    .rename = rename,
+    .unlink = unlink,
+};
+
+/* The table in force: one pointer read per call (the real path's only cost). */
+static const cm_journal_fs_t *jfs = &posix_fs;
+
 int (*cm_journal__datasync)(int fd) = fdatasync;
+
+void cm_journal_set_fs(const cm_journal_fs_t *fs)
+{
+    jfs = fs ? fs : &posix_fs;
+    cm_journal__datasync = jfs->fdatasync;
+}
+
+const cm_journal_fs_t *cm_journal_fs(void)
+{
+    return jfs;
+}
 
 static const char hexd[] = "0123456789abcdef";
 
@@ -66,7 +106,7 @@ size_t cm_journal_frame(char *out, size_t cap, const void *rec, size_t len)
 static int pread_all(int fd, char *p, size_t n, off_t off)
 {
     while (n > 0) {
-        ssize_t r = pread(fd, p, n, off);
+        ssize_t r = jfs->pread(fd, p, n, off);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -82,7 +122,7 @@ int cm_journal_write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = jfs->write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -253,7 +293,7 @@ int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_
 {
     memset(out, 0, sizeof(*out));
     struct stat sb;
-    if (fstat(fd, &sb) != 0)
+    if (jfs->fstat(fd, &sb) != 0)
         return CM_EIO;
     window_t w = {.fd = fd, .size = sb.st_size, .cap = READ_CHUNK};
     w.buf = cm_xmalloc(w.cap);
@@ -286,7 +326,7 @@ int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *
         cm_log_warn("journal", "torn or corrupt frame: the file is cut there",
                     "path=%s at=%lld cut_bytes=%lld records=%zu", path, (long long)sc.end,
                     (long long)(sc.size - sc.end), sc.records);
-        if (ftruncate(fd, sc.end) != 0)
+        if (jfs->ftruncate(fd, sc.end) != 0)
             return CM_EIO;
     }
     *len = sc.end;
@@ -298,7 +338,7 @@ int cm_journal_attach(int fd, const char *path, off_t *len)
     int rc = cm_journal_recover(fd, path, NULL, NULL, len);
     if (rc != 0 || *len > 0)
         return rc;
-    if (ftruncate(fd, 0) != 0 ||
+    if (jfs->ftruncate(fd, 0) != 0 ||
         cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0)
         return CM_EIO;
     *len = CM_JOURNAL_MAGIC_LEN;
@@ -315,10 +355,10 @@ int cm_journal_dir_sync(const char *path)
         snprintf(dir, sizeof(dir), "/");
     else
         snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    int dfd = jfs->open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int rc = dfd >= 0 && jfs->fsync(dfd) == 0 ? 0 : CM_EIO;
     if (dfd >= 0)
-        close(dfd);
+        jfs->close(dfd);
     return rc;
 }
 
@@ -329,8 +369,8 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
 {
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    (void)unlink(tmp);
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, mode);
+    (void)jfs->unlink(tmp);
+    int fd = jfs->open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, mode);
     const char *what = "open";
     if (fd < 0)
         goto fail;
@@ -341,7 +381,7 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
     if (cm_journal__datasync(fd) != 0)
         goto fail;
     what = "rename";
-    if (rename(tmp, path) != 0)
+    if (jfs->rename(tmp, path) != 0)
         goto fail;
     /* the new file is whole under either name: a failed directory fsync only
      * leaves which one a power cut brings back open */
@@ -351,14 +391,14 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
     if (fd_out)
         *fd_out = fd;
     else
-        close(fd);
+        jfs->close(fd);
     return 0;
 fail:
     cm_log_error("journal", "cannot rewrite", "path=%s what=%s err=%s", path, what,
                  strerror(errno));
     if (fd >= 0) {
-        close(fd);
-        (void)unlink(tmp);
+        jfs->close(fd);
+        (void)jfs->unlink(tmp);
     }
     return CM_EIO;
 }
@@ -398,51 +438,49 @@ int cm_journal_buf_add(cm_journal_buf_t *b, const void *rec, size_t len)
 
 int cm_journal_upgrade_lines(const char *path, size_t *records)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = jfs->open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return errno == ENOENT ? 0 : CM_EIO;
     char magic[CM_JOURNAL_MAGIC_LEN];
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        close(fd);
+    if (jfs->fstat(fd, &sb) != 0) {
+        jfs->close(fd);
         return CM_EIO;
     }
     size_t m = sb.st_size < CM_JOURNAL_MAGIC_LEN ? (size_t)sb.st_size : CM_JOURNAL_MAGIC_LEN;
     if (m == 0 || (pread_all(fd, magic, m, 0) == 0 && memcmp(magic, CM_JOURNAL_MAGIC, m) == 0)) {
-        close(fd);
+        jfs->close(fd);
         return 0;
     }
     cm_journal_scan_t sc; /* a zero-filled magic line: a journal unless the scan says not */
     if (m > 0 && magic[0] == '\0' && cm_journal_scan(fd, NULL, NULL, &sc) == 0 && !sc.is_legacy) {
-        close(fd);
+        jfs->close(fd);
         return 0;
     }
-    FILE *fp = fdopen(fd, "r");
-    if (!fp) {
-        close(fd);
-        return CM_EIO;
-    }
+    /* the whole file read through the table (a line log is read once, at its
+     * upgrade), then a record per line */
+    size_t size = (size_t)sb.st_size;
+    char *text = cm_xmalloc(size ? size : 1);
+    int rc = pread_all(fd, text, size, 0) == 0 ? 0 : CM_EIO;
+    jfs->close(fd);
     cm_journal_buf_t b = {0};
-    char *line = NULL;
-    size_t cap = 0, n_rec = 0;
-    ssize_t n;
+    size_t n_rec = 0;
     bool torn = false;
-    int rc = 0;
-    while ((n = getline(&line, &cap, fp)) > 0) {
-        if (line[n - 1] != '\n') { /* a write cut short: never answered */
+    for (size_t at = 0; rc == 0 && at < size;) {
+        const char *nl = memchr(text + at, '\n', size - at);
+        if (!nl) { /* a write cut short: never answered */
             torn = true;
             break;
         }
-        if (cm_journal_buf_add(&b, line, (size_t)n - 1) != 0) {
+        size_t n = (size_t)(nl - (text + at));
+        if (cm_journal_buf_add(&b, text + at, n) != 0) {
             torn = true; /* a line over CM_JOURNAL_RECORD_MAX is none of ours: the tail goes */
             break;
         }
         n_rec++;
+        at += n + 1;
     }
-    if (ferror(fp))
-        rc = CM_EIO;
-    free(line);
-    fclose(fp);
+    free(text);
     if (rc == 0)
         rc = cm_journal_replace(path, b.p ? b.p : "", b.len, NULL);
     cm_journal_buf_free(&b);
@@ -493,7 +531,7 @@ FILE *cm_journal_lines_open(const char *path)
 {
     if (cm_journal_upgrade_lines(path, NULL) < 0) /* logged */
         return NULL;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = jfs->open(path, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0)
         return NULL;
     char *text = NULL;
@@ -501,7 +539,7 @@ FILE *cm_journal_lines_open(const char *path)
     FILE *m = open_memstream(&text, &n);
     off_t len = 0;
     int rc = m ? cm_journal_recover(fd, path, line_record, m, &len) : CM_EIO; /* logs a cut */
-    close(fd);
+    jfs->close(fd);
     if (m && fclose(m) != 0)
         rc = CM_EIO;
     if (rc != 0)
@@ -528,13 +566,13 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
     j->fd = -1;
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (unlink(tmp) == 0) /* a rewrite a crash cut before its rename: the file is whole */
+    if (jfs->unlink(tmp) == 0) /* a rewrite a crash cut before its rename: the file is whole */
         cm_log_warn("journal", "removed a rewrite cut short", "path=%s", tmp);
     if ((flags & CM_JOURNAL_UPGRADE_LINES) && cm_journal_upgrade_lines(path, NULL) < 0) {
         cm_errbuf_set(errbuf, errlen, "%s: cannot upgrade the line log", path);
         return CM_EIO;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = jfs->open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         cm_errbuf_set(errbuf, errlen, "%s: %s", path, strerror(errno));
         return CM_EIO;
@@ -544,18 +582,18 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
     if (rc != 0) {
         cm_errbuf_set(errbuf, errlen, "%s: %s", path,
                       rc == CM_ECORRUPT ? "not a journal" : "cannot read or cut its tail");
-        close(fd);
+        jfs->close(fd);
         return rc;
     }
     bool synced = false;
     if (len == 0) {
         synced = !(flags & CM_JOURNAL_DEFER_SYNC);
-        if (ftruncate(fd, 0) != 0 ||
+        if (jfs->ftruncate(fd, 0) != 0 ||
             cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
             (synced && (cm_journal__datasync(fd) != 0 || cm_journal_dir_sync(path) != 0))) {
             cm_errbuf_set(errbuf, errlen, "%s: cannot start the journal: %s", path,
                           strerror(errno));
-            close(fd);
+            jfs->close(fd);
             return CM_EIO;
         }
         len = CM_JOURNAL_MAGIC_LEN;
@@ -585,7 +623,7 @@ static int write_locked(cm_journal_t *j)
     j->batch.len = 0;
     if (j->fd < 0)
         return CM_EIO;
-    ssize_t w = write(j->fd, j->batch.p, n);
+    ssize_t w = jfs->write(j->fd, j->batch.p, n);
     if (w == (ssize_t)n) {
         j->len += (off_t)n;
         return 0;
@@ -593,8 +631,8 @@ static int write_locked(cm_journal_t *j)
     /* part of a frame would glue the next batch to it: both cut at the next
      * open. Cut it off now; if that fails too, no more appends. */
     cm_log_error("journal", "write", "path=%s err=%s", j->path, w < 0 ? strerror(errno) : "short");
-    if (w > 0 && ftruncate(j->fd, j->len - j->delta) != 0) {
-        close(j->fd);
+    if (w > 0 && jfs->ftruncate(j->fd, j->len - j->delta) != 0) {
+        jfs->close(j->fd);
         j->fd = -1;
     }
     return CM_EIO;
@@ -637,7 +675,7 @@ int cm_journal_sync_to(cm_journal_t *j, off_t end)
             continue;
         }
         /* a dup: a compaction may close j->fd meanwhile (its gen then tells) */
-        int fd = j->fd >= 0 ? fcntl(j->fd, F_DUPFD_CLOEXEC, 0) : -1;
+        int fd = j->fd >= 0 ? jfs->dup(j->fd) : -1;
         if (fd < 0) {
             rc = CM_EIO;
             break;
@@ -650,7 +688,7 @@ int cm_journal_sync_to(cm_journal_t *j, off_t end)
         int r = cm_journal__datasync(fd);
         const char *what = "fdatasync";
         int e = errno;
-        close(fd);
+        jfs->close(fd);
         if (r == 0 && dir && (r = cm_journal_dir_sync(j->path)) != 0) {
             what = "directory fsync";
             e = errno;
@@ -716,7 +754,7 @@ static int copy_range(int fd, int tfd, off_t from, off_t to)
     char buf[16384];
     while (from < to) {
         size_t n = to - from < (off_t)sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
-        ssize_t r = pread(fd, buf, n, from);
+        ssize_t r = jfs->pread(fd, buf, n, from);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0 || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
@@ -742,7 +780,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     off_t delta = j->delta, to = j->len;
     /* a dup to read the tail from: j->fd is j->mu's */
     int fd = j->fd >= 0 && mark - delta >= (off_t)CM_JOURNAL_MAGIC_LEN && mark <= j->len
-                 ? fcntl(j->fd, F_DUPFD_CLOEXEC, 0)
+                 ? jfs->dup(j->fd)
                  : -1;
     pthread_mutex_unlock(&j->mu);
     const char *what = "no such mark";
@@ -750,9 +788,9 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     bool held = false;
     if (fd < 0)
         goto fail;
-    (void)unlink(tmp);
+    (void)jfs->unlink(tmp);
     what = "open";
-    tfd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    tfd = jfs->open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (tfd < 0)
         goto fail;
     /* the image and the frames appended since mark, synced with no lock held */
@@ -789,9 +827,9 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     if (copy_range(fd, tfd, held_to - delta, j->len - delta) != 0)
         goto fail_locked;
     what = "rename";
-    if (rename(tmp, j->path) != 0)
+    if (jfs->rename(tmp, j->path) != 0)
         goto fail_locked;
-    close(j->fd);
+    jfs->close(j->fd);
     j->fd = tfd;
     j->delta = mark - (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
     j->synced_len = held_to;
@@ -800,7 +838,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     release_syncs(j);
     unsigned new_gen = j->gen;
     pthread_mutex_unlock(&j->mu);
-    close(fd);
+    jfs->close(fd);
     /* the new file is whole under either name: until its name is durable, a
      * sync fsyncs the directory before it counts */
     if (cm_journal_dir_sync(j->path) == 0) {
@@ -822,10 +860,10 @@ fail_locked:
     cm_log_error("journal", "cannot compact", "path=%s what=%s err=%s", j->path, what,
                  strerror(errno));
     if (fd >= 0)
-        close(fd);
+        jfs->close(fd);
     if (tfd >= 0) {
-        close(tfd);
-        (void)unlink(tmp);
+        jfs->close(tfd);
+        (void)jfs->unlink(tmp);
     }
     return CM_EIO;
 }
@@ -856,7 +894,7 @@ int cm_journal_close(cm_journal_t *j)
 void cm_journal_discard(cm_journal_t *j)
 {
     if (j->fd >= 0)
-        close(j->fd);
+        jfs->close(j->fd);
     if (j->path) {
         pthread_cond_destroy(&j->cv);
         pthread_mutex_destroy(&j->mu);

@@ -43,6 +43,7 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define CM_JOURNAL_MAGIC "flashgate journal 1\n"
@@ -180,7 +181,40 @@ typedef struct cm_journal {
     cm_journal_buf_t batch; /* frames appended, not yet written */
 } cm_journal_t;
 
-/* Every fdatasync of a journal (fdatasync): a test's fault seam. */
+/*
+ * The file calls every function of this file makes, as a table: the seam
+ * through which the simulator (sim/sim_journal_fs.h) runs the real journal,
+ * and the stores over it, on a simulated disk that tears writes, fails
+ * fdatasync and loses what was not synced at a power cut. Each entry has the
+ * POSIX call's signature and contract (-1 with errno); open takes a path
+ * (O_DIRECTORY: a directory, for its fsync), dup is fcntl(F_DUPFD_CLOEXEC).
+ * Descriptors are the table's: a journal passes them back only to it.
+ */
+typedef struct cm_journal_fs {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    int (*dup)(int fd);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    ssize_t (*write)(int fd, const void *buf, size_t n);
+    int (*ftruncate)(int fd, off_t len);
+    int (*fstat)(int fd, struct stat *st);
+    int (*fdatasync)(int fd);
+    int (*fsync)(int fd); /* a directory's */
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+} cm_journal_fs_t;
+
+/* Every journal's calls go through fs from now on (NULL: the real calls, the
+ * table every product binary uses). Also sets cm_journal__datasync to its
+ * fdatasync. Set before any journal is opened, and never while one is in use
+ * on another thread. */
+void cm_journal_set_fs(const cm_journal_fs_t *fs);
+/* The table in force: for a store that opens, renames or removes its
+ * journal's file itself (gw_room_store.c), so that it acts on the same disk. */
+const cm_journal_fs_t *cm_journal_fs(void);
+
+/* Every fdatasync of a journal: the table's (cm_journal_set_fs), and a test's
+ * fault seam (a test sets it after the table, and puts fdatasync back). */
 extern int (*cm_journal__datasync)(int fd);
 
 /* Upgrade a line log of the format before the journal at open (cm_journal_upgrade_lines). */

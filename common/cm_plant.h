@@ -113,6 +113,8 @@ typedef enum {
                                            the back of the queue: new places reuse positions */
     CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM,   /* gw_room_core.c: a restart does not read the claimed
                                            tokens back: a token admits a second order */
+    CM_PLANT_ROOM_CLAIM_UNSYNCED,       /* gw_room_store.c: a token's claim reported durable
+                                           without its fdatasync: a power cut, a second order */
     CM_PLANT_FAIR_OUTCOME_UNSYNCED,     /* gw_fair_core.c: a drawn entrant's outcome is answered at
                                            its decision, before the record covering it (its "X",
                                            its order's commit, "O" or "F") is durable */

@@ -1,16 +1,17 @@
 /*
- * The waiting room's world (sim_room.h): one gateway's room, the real core
- * (gateway/buy/gw_room_core.h) stepped through the sale's machine
- * (gw_sale_core.h), its log on a simulated disk (sim_disk.h),
- * and a shell that does what gw_room_store.c does around the core: a record a
- * journal frame (common/cm_journal.h), one write(2) each, read back through
- * the journal's recovery; the seal's fdatasync before any rank is answered;
- * the lottery thread's periodic fdatasync; a token's claim line before its
- * reserve and, in durability fsync, synced before its 202; a give-back's
- * line. Persons join before and after the start, the front ticks, admitted
- * persons buy with their tokens, and the process crashes (kill -9: the page
- * cache stays) or, in durability fsync, loses power (only what was synced
- * stays, with a torn tail), then reads the log back.
+ * The waiting room's world (sim_room.h): one gateway's room, the real
+ * local room store (gateway/buy/gw_room_store.c, gw_fair__room_local_ops)
+ * over the real core (gw_room_core.h) and the sale's machine
+ * (gw_sale_core.h), its log the real journal (common/cm_journal.h: the
+ * group commit, the recovery) on a simulated disk (sim_disk.h, through
+ * sim_journal_fs.h). Persons join before and after the start (the store's
+ * join: its seal and the seal's fdatasync before any rank), the lottery
+ * thread ticks (the store's tick: its periodic fdatasync, the seal, the
+ * front), admitted persons buy with their tokens (the store's claim, its
+ * line before the reserve; its sync before the 202 in durability fsync; its
+ * give-back), and the process crashes (kill -9: the page cache stays) or,
+ * in durability fsync, loses power (only what was synced stays, with a torn
+ * tail); a new process loads the log (gw_fair__room_load).
  *
  * The oracle:
  *   - a place is never given to two persons;
@@ -18,9 +19,12 @@
  *     restart (and a pre-queue join's, its rank);
  *   - an admission token admits at most one order, across restarts;
  *   - the pre-queue's ranks are the order of the persons' keyed hashes.
- * A record is durable when a successful fdatasync followed its write with no
- * failed one in between (a failed fdatasync drops the dirty pages, as Linux
- * does: sim_disk.h).
+ * A record is durable when the store's write of it returned whole, an
+ * fdatasync the store ran on the log succeeded after it with no failed one
+ * in between (a failed fdatasync drops the dirty pages, as Linux does:
+ * sim_disk.h), and the log's name was fsync'd in its directory. The world
+ * sees the store's calls through a table around the journal's (obs_fs): what
+ * the store did, not what it meant to do.
  */
 #include "sim/sim_room.h"
 
@@ -28,12 +32,16 @@
 #include "common/cm_err.h"
 #include "common/cm_journal.h"
 #include "common/cm_rand.h"
+#include "common/cm_time.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_room_core.h"
 #include "gateway/buy/gw_sale_core.h"
 #include "sim/sim_disk.h"
+#include "sim/sim_journal_fs.h"
 #include "sim/sim_util.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,6 +52,11 @@
 #define POS_MAX 4096 /* places the oracle follows (a run gives far fewer) */
 #define ORD_MAX 512  /* tokens that made orders */
 #define T0_MS 1700000000000LL
+#define ROOM_DIR "room"
+#define ROOM_SALE "s"
+#define ROOM_FILE ROOM_SALE ".room" /* the store's path: <dir>/<sale>.room */
+#define NEVER UINT64_MAX            /* a need no sync can meet: its record was not written */
+#define PROMISED 0                  /* a need the store answered as durable (its sync's 0) */
 
 typedef struct rperson {
     char id[12];
@@ -64,16 +77,18 @@ typedef struct rworld {
     sim_log_t log;
     bool fsync_mode;
     sim_disk_t *disk;
-    int dfd, fd;
-    uint64_t len;                /* the log's length as written */
+    gw_fair_t *f;       /* the fairness module: only its directory (the store's path) */
+    gw_fair_sale_t *fs; /* the sale's slot, its room's part as gw_fair__sale_new makes it */
+    /* the log as the store's calls left it (obs_fs) */
+    uint64_t base, gone_below;   /* the log file's offset 0, records of removed files (obs_fs) */
+    uint64_t len;                /* its end */
     uint64_t dur;                /* durable through (a successful fdatasync) */
     uint64_t lost_from, lost_to; /* dropped by a failed fdatasync (lost_to 0: none) */
-    uint64_t s_end;              /* the end of the last seal line written */
-    gw_room_core_t core;
-    gw_sale_core_t sale; /* the sale's machine over the core (gw_sale_step) */
-    gw_wr_spent_slot_t *spent;
+    bool name_durable;           /* its name fsync'd in the directory */
+    bool op_failed;              /* a write of it failed, or it was removed, in this call */
+    uint64_t s_end;              /* durable through this, the seal is (0: not sealed) */
     cm_hash_key_t key, seed;
-    int64_t now_ms, starts_ms, last_tick_ms;
+    int64_t now_ms, starts_ms;
     double rate;
     int np;
     rperson_t p[NP_MAX];
@@ -87,6 +102,230 @@ typedef struct rworld {
     uint64_t step;
     uint64_t max_next; /* the most places a process of this world gave */
 } rworld_t;
+
+/*---- what the store does to its log: the journal's table, watched ----*/
+
+/*
+ * Offsets are the world's own, across files: a record's is base + its
+ * offset in the file it was written to. A compaction's file (written to
+ * "<log>.tmp", renamed over the log) continues them (its records are the
+ * old file's state); a log the store removed leaves its records below
+ * gone_below, never durable.
+ */
+static rworld_t *obs_w; /* the world whose store runs (one at a time) */
+#define OBS_FDS 16
+static int obs_fd[OBS_FDS], obs_tmp[OBS_FDS]; /* the log's descriptors and its rewrite's, 0 free */
+static uint64_t obs_tmp_synced;               /* the rewrite's length its last fdatasync covered */
+
+static const char *name_of(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+static bool is_log(const char *path)
+{
+    return strcmp(name_of(path), ROOM_FILE) == 0;
+}
+
+static bool is_tmp(const char *path)
+{
+    return strcmp(name_of(path), ROOM_FILE ".tmp") == 0;
+}
+
+static bool fd_in(const int *set, int fd)
+{
+    for (int i = 0; i < OBS_FDS; i++)
+        if (set[i] == fd)
+            return true;
+    return false;
+}
+
+static void fd_set_to(int *set, int fd, bool on)
+{
+    for (int i = 0; i < OBS_FDS; i++)
+        if (on ? set[i] == 0 : set[i] == fd) {
+            set[i] = on ? fd : 0;
+            return;
+        }
+}
+
+static uint64_t fd_size(int fd)
+{
+    struct stat st;
+    int e = errno;
+    uint64_t n = sim_journal_fs()->fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    errno = e;
+    return n;
+}
+
+static int obs_open(const char *path, int flags, mode_t mode)
+{
+    const cm_journal_fs_t *b = sim_journal_fs();
+    bool log = !(flags & O_DIRECTORY) && is_log(path), had = true;
+    if (log && (flags & O_CREAT)) {
+        int e = errno, fd0 = b->open(path, O_RDONLY, 0);
+        had = fd0 >= 0;
+        if (had)
+            b->close(fd0);
+        errno = e;
+    }
+    int fd = b->open(path, flags, mode);
+    if (fd >= 0 && log) {
+        fd_set_to(obs_fd, fd, true);
+        if (!had) { /* a new log: its name is durable once the directory is fsync'd */
+            rworld_t *w = obs_w;
+            w->name_durable = false;
+            w->base = w->len;
+            w->dur = w->len;
+        }
+    } else if (fd >= 0 && !(flags & O_DIRECTORY) && is_tmp(path)) {
+        fd_set_to(obs_tmp, fd, true);
+        obs_tmp_synced = 0;
+    }
+    return fd;
+}
+
+static int obs_close(int fd)
+{
+    fd_set_to(obs_fd, fd, false);
+    fd_set_to(obs_tmp, fd, false);
+    return sim_journal_fs()->close(fd);
+}
+
+static int obs_dup(int fd)
+{
+    int nfd = sim_journal_fs()->dup(fd);
+    if (nfd >= 0 && fd_in(obs_fd, fd))
+        fd_set_to(obs_fd, nfd, true);
+    return nfd;
+}
+
+static ssize_t obs_pread(int fd, void *buf, size_t n, off_t off)
+{
+    return sim_journal_fs()->pread(fd, buf, n, off);
+}
+
+static ssize_t obs_write(int fd, const void *buf, size_t n)
+{
+    ssize_t r = sim_journal_fs()->write(fd, buf, n);
+    if (fd_in(obs_fd, fd)) {
+        if (r != (ssize_t)n)
+            obs_w->op_failed = true;
+        obs_w->len = obs_w->base + fd_size(fd);
+    }
+    return r;
+}
+
+static int obs_ftruncate(int fd, off_t len)
+{
+    int r = sim_journal_fs()->ftruncate(fd, len);
+    if (r == 0 && fd_in(obs_fd, fd)) {
+        rworld_t *w = obs_w;
+        w->len = w->base + (uint64_t)len;
+        if (w->dur > w->len)
+            w->dur = w->len;
+    }
+    return r;
+}
+
+static int obs_fstat(int fd, struct stat *st)
+{
+    return sim_journal_fs()->fstat(fd, st);
+}
+
+static int obs_fdatasync(int fd)
+{
+    int r = sim_journal_fs()->fdatasync(fd);
+    rworld_t *w = obs_w;
+    if (fd_in(obs_tmp, fd)) {
+        if (r == 0)
+            obs_tmp_synced = fd_size(fd);
+        return r;
+    }
+    if (!fd_in(obs_fd, fd))
+        return r;
+    if (r == 0) {
+        w->dur = w->base + fd_size(fd);
+        return 0;
+    }
+    int e = errno;
+    if (w->lost_to == 0)
+        w->lost_from = w->dur;
+    w->lost_to = w->base + fd_size(fd);
+    sim_trace(&w->log, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from,
+              w->lost_to);
+    errno = e;
+    return r;
+}
+
+static int obs_fsync(int fd)
+{
+    int r = sim_journal_fs()->fsync(fd);
+    if (r == 0) /* the directory's: the log's name is durable (the disk has one directory) */
+        obs_w->name_durable = true;
+    return r;
+}
+
+static int obs_rename(const char *from, const char *to)
+{
+    int r = sim_journal_fs()->rename(from, to);
+    if (r == 0 && is_tmp(from) && is_log(to)) {
+        /* a compaction's file over the log: it holds every record so far
+         * (the state, then the frames after it), synced through what its
+         * fdatasync covered; its name is durable at the directory's fsync */
+        rworld_t *w = obs_w;
+        uint64_t size = 0;
+        memset(obs_fd, 0, sizeof(obs_fd));
+        for (int i = 0; i < OBS_FDS; i++)
+            if (obs_tmp[i]) {
+                size = fd_size(obs_tmp[i]);
+                fd_set_to(obs_fd, obs_tmp[i], true);
+                obs_tmp[i] = 0;
+            }
+        w->base = w->len - size;
+        w->dur = w->base + obs_tmp_synced;
+        w->lost_from = w->lost_to = 0;
+        w->name_durable = false;
+        sim_trace(&w->log, "the log rewritten: %" PRIu64 " bytes", size);
+    }
+    return r;
+}
+
+static int obs_unlink(const char *path)
+{
+    int r = sim_journal_fs()->unlink(path);
+    if (r == 0 && is_log(path)) {
+        rworld_t *w = obs_w;
+        w->gone_below = w->base = w->dur = ++w->len; /* the next file's records are after */
+        w->lost_from = w->lost_to = 0;
+        w->name_durable = false;
+        w->op_failed = true;
+    }
+    return r;
+}
+
+static const cm_journal_fs_t obs_fs = {
+    .open = obs_open,
+    .close = obs_close,
+    .dup = obs_dup,
+    .pread = obs_pread,
+    .write = obs_write,
+    .ftruncate = obs_ftruncate,
+    .fstat = obs_fstat,
+    .fdatasync = obs_fdatasync,
+    .fsync = obs_fsync,
+    .rename = obs_rename,
+    .unlink = obs_unlink,
+};
+
+/* Bytes [0, end) durable: synced, not in what a failed fdatasync dropped, the
+ * name synced; or what the store answered only after its sync said so (PROMISED). */
+static bool durable(const rworld_t *w, uint64_t end)
+{
+    return end == PROMISED || (w->name_durable && end > w->gone_below && end <= w->dur &&
+                               (w->lost_to == 0 || w->lost_from >= end));
+}
 
 /*
  * The room's tables, a place table of 1.5 MiB and a spent table of 8 MiB,
@@ -113,133 +352,93 @@ static void tables_clear(rworld_t *w)
     }
 }
 
-/* The room's process is gone: the core without its tables, which are cleared. */
+/* The simulated clock, the store's too (its sync pacing, the replay's expiries). */
+static void clock_set(const rworld_t *w)
+{
+    cm_time_set_fake(true, 1000000000ull + (uint64_t)(w->now_ms - T0_MS) * 1000000ull, w->now_ms);
+}
+
+/* The room's process is gone: its store's journal dropped without a sync (its
+ * descriptors died with it), the core without its tables, which are cleared. */
 static void core_gone(rworld_t *w)
 {
-    uint64_t next = atomic_load(&w->core.next);
+    gw_fair_sale_t *fs = w->fs;
+    uint64_t next = atomic_load(&fs->wr_core.next);
     w->max_next = next > w->max_next ? next : w->max_next;
-    w->core.places = NULL;
-    gw_room_core_deinit(&w->core);
-    w->spent = NULL;
+    if (fs->wr_store.open)
+        cm_journal_discard(&fs->wr_store.j);
+    fs->wr_store.open = false;
+    gw_fair__room_store_deinit(&fs->wr_store);
+    fs->wr_core.places = NULL;
+    gw_room_core_deinit(&fs->wr_core);
+    fs->wr_spent.slots = NULL;
+    gw_wr_spent_deinit(&fs->wr_spent);
+    pthread_mutex_destroy(&fs->mu);
+    pthread_mutex_destroy(&fs->wr_mu);
+    pthread_mutex_destroy(&fs->reg_mu);
     tables_clear(w);
+    memset(obs_fd, 0, sizeof(obs_fd));
+    memset(obs_tmp, 0, sizeof(obs_tmp));
 }
 
 /* The sale's machine over the room's core, configured with the sale's start
  * and the room's rate (its own: the ticks bring the rate in force). */
 static void sale_configure(rworld_t *w)
 {
-    gw_sale_core_init(&w->sale, NULL, &w->core, NULL);
+    gw_sale_core_init(&w->fs->sale, NULL, &w->fs->wr_core, NULL);
     gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
                        .cfg = {.starts_at_ms = w->starts_ms, .room_rate = 1 + (int64_t)w->rate}};
     gw_sale_out_t out;
-    gw_sale_step(&w->sale, &ev, w->now_ms, &out);
+    gw_sale_step(&w->fs->sale, &ev, w->now_ms, &out);
 }
 
-/* One event of the room through the sale's machine: its decision, *a and *out
- * filled (each may be NULL). */
-static int room_step(rworld_t *w, gw_room_ev_t ev, gw_wr_join_t *a, gw_room_out_t *out)
-{
-    gw_sale_out_t so;
-    gw_sale_step(&w->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = ev}, w->now_ms, &so);
-    if (a)
-        *a = so.room.answer;
-    if (out)
-        *out = so.room.recs;
-    return so.room.rc;
-}
-
-/* A new process's core, with the cleared tables. */
+/* A new process's sale slot (gw_fair__sale_new's room part) on the local
+ * store, with the cleared tables and the world's keys (a log's K line
+ * replaces them at the load). */
 static void core_new(rworld_t *w)
 {
     if (!places_buf) {
         places_buf = cm_xcalloc(GW_ROOM_PLACES, sizeof(*places_buf));
         spent_buf = cm_xcalloc(GW_WR_SPENT_SLOTS, sizeof(*spent_buf));
     }
-    gw_room_core_init(&w->core);
-    w->core.places = places_buf;
-    w->spent = spent_buf;
+    gw_fair_sale_t *fs = w->fs;
+    memset(fs, 0, sizeof(*fs));
+    fs->f = w->f;
+    snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", ROOM_SALE);
+    pthread_mutex_init(&fs->mu, NULL);
+    pthread_mutex_init(&fs->wr_mu, NULL);
+    pthread_mutex_init(&fs->reg_mu, NULL);
+    gw_wr_spent_init(&fs->wr_spent);
+    fs->wr_spent.slots = spent_buf;
+    gw_fair__room_store_init(&fs->wr_store);
+    fs->fd = -1;
+    fs->wr_ops = &gw_fair__room_local_ops;
+    gw_room_core_init(&fs->wr_core);
+    fs->wr_core.places = places_buf;
+    fs->wr_core.key = w->key;
+    fs->wr_core.seed = fs->wr_seed = w->seed;
     sale_configure(w);
 }
 
-/* Bytes [0, end) durable: synced, and not in what a failed fdatasync dropped. */
-static bool durable(const rworld_t *w, uint64_t end)
+/* After a call into the store: the seal's durable end, once its record is written. */
+static void seal_seen(rworld_t *w)
 {
-    return end <= w->dur && (w->lost_to == 0 || w->lost_from >= end);
+    const gw_room_core_t *c = &w->fs->wr_core;
+    if (!atomic_load(&c->sealed))
+        w->s_end = 0;
+    else if (c->seal_unlogged)
+        w->s_end = NEVER;
+    else if (w->s_end == 0 || w->s_end == NEVER)
+        w->s_end = w->op_failed ? NEVER : w->len;
 }
 
-/*---- the shell: gw_room.c's part, on the simulated disk ----*/
-
-/* One record, framed as gw_room_store.c frames it (cm_journal_frame): one write(2). */
-static int log_line(rworld_t *w, const char *line)
+static bool in_prequeue(const rworld_t *w, const char *id)
 {
-    char buf[192];
-    size_t n = cm_journal_frame(buf, sizeof(buf), line, strlen(line));
-    if (n == 0)
-        return CM_EIO;
-    sim_disk_use(w->disk);
-    ssize_t k = sim_disk_ops()->write(w->fd, buf, n);
-    if (k > 0)
-        w->len += (uint64_t)k;
-    return k == (ssize_t)n ? 0 : CM_EIO;
-}
-
-static int log_rec(rworld_t *w, const gw_room_rec_t *rec)
-{
-    char line[128];
-    gw_room_rec_format(rec, line, sizeof(line));
-    int rc = log_line(w, line);
-    if (rc == 0 && rec->kind == GW_ROOM_REC_S)
-        w->s_end = w->len;
-    return rc;
-}
-
-/* fdatasync of the log. */
-static int log_sync(rworld_t *w)
-{
-    sim_disk_use(w->disk);
-    if (sim_disk_ops()->fdatasync(w->fd) == 0) {
-        w->dur = w->len;
-        return 0;
-    }
-    if (w->lost_to == 0)
-        w->lost_from = w->dur;
-    w->lost_to = w->len;
-    sim_trace(&w->log, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from,
-              w->lost_to);
-    return CM_EIO;
-}
-
-static void recs_write(rworld_t *w, const gw_room_out_t *out)
-{
-    for (size_t i = 0; i < out->nrec; i++) {
-        gw_room_rec_t s;
-        if (gw_room_core_relog(&w->core, &out->rec[i], &s))
-            room_step(
-                w, (gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN, .rec = &s, .ok = log_rec(w, &s) == 0},
-                NULL, NULL);
-        room_step(w,
-                  (gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN,
-                                 .rec = &out->rec[i],
-                                 .ok = log_rec(w, &out->rec[i]) == 0},
-                  NULL, NULL);
-    }
-}
-
-/* The seal's record written, and its fdatasync when anyone was ranked. */
-static void seal_write(rworld_t *w, const gw_room_out_t *out)
-{
-    recs_write(w, out);
-    if (out->sync && !w->core.seal_unlogged)
-        room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = log_sync(w) == 0}, NULL,
-                  NULL);
-    sim_trace(&w->log, "sealed: %zu ranked", w->core.npre);
-}
-
-static void seal(rworld_t *w)
-{
-    gw_room_out_t out;
-    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_SEAL}, NULL, &out);
-    seal_write(w, &out);
+    const gw_room_core_t *c = &w->fs->wr_core;
+    for (size_t i = 0; i < c->npre; i++)
+        if (strcmp(c->names + c->name_at[i], id) == 0)
+            return true;
+    return false;
 }
 
 /*---- the oracle ----*/
@@ -260,7 +459,7 @@ static void place_answered(rworld_t *w, int who, const gw_wr_join_t *a, uint64_t
         return;
     /* a pre-queue person holds their key's rank until its token expired
      * unused (then a place at the back) */
-    if (p->pre && !p->pre_gone && atomic_load(&w->core.sealed)) {
+    if (p->pre && !p->pre_gone && atomic_load(&w->fs->wr_core.sealed)) {
         uint64_t r = rank_of(w, p);
         if (a->pos != r) {
             if (p->pos == r && p->exp_s && p->exp_s < w->now_ms / 1000) {
@@ -296,75 +495,68 @@ static void place_answered(rworld_t *w, int who, const gw_wr_join_t *a, uint64_t
     }
 }
 
-/*---- events ----*/
+/*---- events: the store's calls, as the gateway's threads make them ----*/
 
+/* A join or a look (gw_fair_room_join: the store's join, its seal and the
+ * seal's fdatasync included). */
 static void join(rworld_t *w, int who, bool take)
 {
     rperson_t *p = &w->p[who];
-    gw_room_ev_t ev = {.kind = GW_ROOM_EV_JOIN,
-                       .join = {.person = p->id,
-                                .len = p->len,
-                                .take = take,
-                                .admitted_through = atomic_load(&w->core.front_milli) / 1000}};
+    gw_fair_sale_t *fs = w->fs;
+    uint64_t len0 = w->len;
     gw_wr_join_t a;
-    gw_room_out_t out;
-    int rc = room_step(w, ev, &a, &out);
-    if (rc == GW_ROOM_SEAL) {
-        seal(w);
-        rc = room_step(w, ev, &a, &out);
-    }
-    if (rc == GW_ROOM_PREQUEUE) {
-        if (out.nrec) {
-            recs_write(w, &out);
-            bool in = false; /* the core added the person once its line was written */
-            for (size_t i = 0; i < w->core.npre && !in; i++)
-                in = strcmp(w->core.names + w->core.name_at[i], p->id) == 0;
-            if (in && !p->pre) {
-                p->pre = true;
-                p->pre_need = w->len;
-            }
+    w->op_failed = false;
+    int rc = gw_fair_room_join(fs, p->id, p->len, take, w->now_ms,
+                               atomic_load(&fs->wr_core.front_milli) / 1000, &a);
+    seal_seen(w);
+    if (rc == 0 && a.prequeue) {
+        if (in_prequeue(w, p->id) && !p->pre) { /* added once its line was written */
+            p->pre = true;
+            p->pre_need = w->op_failed ? NEVER : w->len;
         }
         sim_trace(&w->log, "%s %s the pre-queue", p->id, take ? "joins" : "looks at");
         return;
     }
-    if (rc != GW_ROOM_ANSWERED) {
+    if (rc != 0) {
         sim_trace(&w->log, "%s: join rc %d", p->id, rc);
         return;
     }
-    bool new_place = false;
-    for (size_t i = 0; i < out.nrec; i++)
-        new_place = new_place || out.rec[i].kind == GW_ROOM_REC_P;
-    recs_write(w, &out);
     /* durable once the log is through its place's line and the seal's (a
      * rank: the seal's, whose prefix holds every join); a place read back
      * from a torn tail: once everything so far is */
-    uint64_t need = new_place                   ? w->len
+    bool wrote = w->len != len0;
+    uint64_t need = w->op_failed                ? NEVER
+                    : wrote                     ? w->len
                     : p->pos && a.pos == p->pos ? p->pos_need
-                    : a.pos <= w->core.npre     ? w->s_end
+                    : a.pos <= fs->wr_core.npre ? w->s_end
                                                 : w->len;
     if (need < w->s_end)
         need = w->s_end;
+    /* a rank is answered once the store's seal sync reported the joins and
+     * the seal durable: it is held to that, whatever the disk did before */
+    if (atomic_load(&fs->wr_core.sealed) && p->pre && !p->pre_gone && a.pos == rank_of(w, p))
+        need = p->pre_need = PROMISED;
     sim_trace(&w->log, "%s %s: place %" PRIu64 "%s", p->id, take ? "joins" : "looks", a.pos,
               a.jti ? " (admitted)" : "");
     place_answered(w, who, &a, need);
 }
 
-/* The lottery thread's tick of the sale: the machine says whether the room
- * admits (the sale started); then the seal, then the front moved at the rate. */
+/* The lottery thread's tick of the sale: the machine's actions, then the
+ * store's tick (its periodic fdatasync, the seal at the start, the front
+ * moved at the rate), as gw_fair__rooms_tick calls it. */
 static void tick(rworld_t *w)
 {
-    int64_t dt = w->last_tick_ms ? w->now_ms - w->last_tick_ms : 0;
+    gw_fair_sale_t *fs = w->fs;
     gw_sale_out_t so;
-    gw_sale_step(&w->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, w->now_ms, &so);
-    if (!(so.actions & GW_SALE_DO_ADMIT))
-        return; /* nothing moves before the start */
-    if (!atomic_load(&w->core.sealed))
-        seal(w);
-    w->last_tick_ms = w->now_ms;
-    gw_room_out_t out;
-    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_TICK, .eff_per_s = w->rate, .dt_ms = dt}, NULL,
-              &out);
-    recs_write(w, &out);
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, w->now_ms, &so);
+    int64_t dt = fs->wr_last_ms ? w->now_ms - fs->wr_last_ms : 0;
+    fs->wr_last_ms = w->now_ms;
+    if (!(so.actions & GW_SALE_DO_ROOM))
+        return;
+    w->op_failed = false;
+    fs->wr_ops->tick(fs, w->now_ms, dt, (so.actions & GW_SALE_DO_ADMIT) != 0, w->starts_ms, w->rate,
+                     1);
+    seal_seen(w);
 }
 
 static int *orders_of(rworld_t *w, uint64_t jti)
@@ -379,40 +571,34 @@ static int *orders_of(rworld_t *w, uint64_t jti)
     return &w->ord[w->nord++].orders;
 }
 
-/* A buy with an admitted person's token (gw_fair_admission_claim, the
- * reserve, the group commit, gw_fair_admission_settle). */
+/* A buy with an admitted person's token: the store's claim (its line before
+ * the reserve), the reserve, in durability fsync the store's sync before the
+ * 202, and its settle (a give-back's line). */
 static void buy(rworld_t *w, int who)
 {
     rperson_t *p = &w->p[who];
+    gw_fair_sale_t *fs = w->fs;
     int64_t now_s = w->now_ms / 1000;
     if (!p->jti || p->exp_s < now_s)
         return;
-    int rc = gw_room_spent_claim(&w->spent, p->jti, p->exp_s, p->fp, now_s);
+    uint64_t nonce = 0;
+    w->op_failed = false;
+    int rc = fs->wr_ops->claim(fs, p->jti, p->exp_s, p->fp, now_s, &nonce);
     if (rc != GW_WR_CLAIMED) {
         sim_trace(&w->log, "%s buys: token %s", p->id,
                   rc == GW_WR_SPENT    ? "spent"
                   : rc == GW_WR_REPLAY ? "replayed (its order back)"
+                  : rc == CM_EIO       ? "claim not written"
                                        : "busy");
         return;
     }
-    char line[80];
-    snprintf(line, sizeof(line), "T %016llx %lld %016llx", (unsigned long long)p->jti,
-             (long long)p->exp_s, (unsigned long long)p->fp);
-    if (log_line(w, line) != 0) {
-        gw_room_spent_settle(w->spent, p->jti, false);
-        return;
-    }
-    /* the reserve: sold out sometimes; in durability fsync the claim is
-     * synced with the order before its 202 */
-    bool ok = sim_below(&w->rng, 5) != 0 && (!w->fsync_mode || log_sync(w) == 0);
+    /* the reserve: sold out sometimes */
+    bool ok = sim_below(&w->rng, 5) != 0 && (!w->fsync_mode || fs->wr_ops->sync(fs) == 0);
+    fs->wr_ops->settle(fs, p->jti, p->fp, nonce, ok);
     if (!ok) {
-        snprintf(line, sizeof(line), "U %016llx", (unsigned long long)p->jti);
-        /* a give-back not written: spent until it expires, as on disk */
-        gw_room_spent_settle(w->spent, p->jti, log_line(w, line) != 0);
         sim_trace(&w->log, "%s buys: no order, token given back", p->id);
         return;
     }
-    gw_room_spent_settle(w->spent, p->jti, true);
     int *n = orders_of(w, p->jti);
     sim_trace(&w->log, "%s buys: order with place %" PRIu64 "'s token", p->id, p->pos);
     if (n && ++*n > 1)
@@ -420,19 +606,18 @@ static void buy(rworld_t *w, int who)
                  *n);
 }
 
-/* A whole record read back (cm_journal_record_fn): the core replays it. */
-static void room_record(void *arg, char *rec, size_t len)
+/* The log's length on the disk now (0: no log). */
+static uint64_t log_size(void)
 {
-    rworld_t *w = arg;
-    (void)len;
-    room_step(
-        w,
-        (gw_room_ev_t){
-            .kind = GW_ROOM_EV_REPLAY, .line = rec, .spent = &w->spent, .now_s = w->now_ms / 1000},
-        NULL, NULL);
+    int fd = sim_journal_fs()->open(ROOM_DIR "/" ROOM_FILE, O_RDONLY, 0);
+    if (fd < 0)
+        return 0;
+    uint64_t n = fd_size(fd);
+    sim_journal_fs()->close(fd);
+    return n;
 }
 
-/* The process is gone; a new one reads the log back. */
+/* The process is gone; a new one loads the log (gw_fair__room_load). */
 static void restart(rworld_t *w, bool power)
 {
     sim_disk_use(w->disk);
@@ -445,50 +630,22 @@ static void restart(rworld_t *w, bool power)
     }
     sim_trace(&w->log, "%s", power ? "power loss" : "crash");
     core_gone(w);
+    if (power) { /* what the disk kept is durable now, its name too */
+        w->len = w->base + log_size();
+        if (w->dur > w->len)
+            w->dur = w->len;
+        w->name_durable = true;
+    }
     core_new(w);
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    w->dfd = fs->open_dir("room");
-    w->fd = fs->openat(w->dfd, "s.room", O_RDWR | O_APPEND, 0);
-    if (w->fd < 0) {
-        sim_fail(&w->log, "the room's log is gone after a restart");
-        return;
-    }
-    struct stat st;
-    fs->fstat(w->fd, &st);
-    size_t n = (size_t)st.st_size;
-    char *buf = cm_xmalloc(n + 1);
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = fs->pread(w->fd, buf + got, n - got, (off_t)got);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    /* the product's recovery (cm_journal_scan): every whole frame in order,
-     * a hole a failed fdatasync left skipped, a torn tail cut off the file */
-    cm_journal_scan_t sc;
-    cm_journal_scan_mem(buf, got, room_record, w, &sc);
-    size_t at = (size_t)sc.end, lines = sc.records;
-    if (sc.is_legacy)
-        sim_fail(&w->log, "the room's log is not a journal after a restart");
-    else if (at < got)
-        fs->ftruncate(w->fd, (off_t)at);
-    if (sc.holes)
-        sim_trace(&w->log, "restart: %zu holes (%lld bytes) skipped", sc.holes,
-                  (long long)sc.hole_bytes);
-    free(buf);
-    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
-    w->len = at;
-    if (w->dur > w->len)
-        w->dur = w->len;
-    if (!atomic_load(&w->core.sealed))
-        w->s_end = 0;
-    w->last_tick_ms = 0;
-    sim_trace(
-        &w->log,
-        "restart: %zu lines, %zu in the pre-queue, sealed %d, %" PRIu64 " places, front %" PRIu64,
-        lines, w->core.npre, (int)atomic_load(&w->core.sealed),
-        (uint64_t)atomic_load(&w->core.next), (uint64_t)atomic_load(&w->core.front_milli) / 1000);
+    w->op_failed = false;
+    gw_fair__room_load(w->fs);
+    seal_seen(w);
+    const gw_room_core_t *c = &w->fs->wr_core;
+    sim_trace(&w->log,
+              "restart: the log to %" PRIu64 ", %zu in the pre-queue, sealed %d, %" PRIu64
+              " places, front %" PRIu64,
+              w->len, c->npre, (int)atomic_load(&c->sealed), (uint64_t)atomic_load(&c->next),
+              (uint64_t)atomic_load(&c->front_milli) / 1000);
 }
 
 /* After a power loss: what was durable is still there; the rest is forgotten
@@ -499,9 +656,7 @@ static void after_power(rworld_t *w)
         rperson_t *p = &w->p[i];
         if (!p->pre)
             continue;
-        bool in = false;
-        for (size_t k = 0; k < w->core.npre && !in; k++)
-            in = strcmp(w->core.names + w->core.name_at[k], p->id) == 0;
+        bool in = in_prequeue(w, p->id);
         if (!in && durable(w, p->pre_need))
             sim_fail(&w->log, "%s's pre-queue join was durable and is gone after a restart", p->id);
         p->pre = in;
@@ -521,7 +676,7 @@ static void after_power(rworld_t *w)
 /* Every place that was durable is still its person's (unless its token expired). */
 static void check_places(rworld_t *w)
 {
-    if (!atomic_load(&w->core.sealed))
+    if (!atomic_load(&w->fs->wr_core.sealed))
         return;
     for (int i = 0; i < w->np && !w->log.failed; i++) {
         rperson_t *p = &w->p[i];
@@ -543,32 +698,25 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     w->fsync_mode = sim_below(&w->rng, 3) != 0 || opts->fsync_only;
     w->disk = sim_disk_new(&w->rng);
     sim_disk_use(w->disk);
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    w->dfd = fs->open_dir("room");
-    w->fd = fs->openat(w->dfd, "s.room", O_CREAT | O_RDWR | O_APPEND, 0644);
-    fs->fsync(w->dfd);
+    obs_w = w;
+    memset(obs_fd, 0, sizeof(obs_fd));
+    memset(obs_tmp, 0, sizeof(obs_tmp));
+    cm_journal_set_fs(&obs_fs);
+    w->f = cm_xcalloc(1, sizeof(*w->f));
+    snprintf(w->f->dir, sizeof(w->f->dir), "%s", ROOM_DIR);
+    w->fs = cm_xcalloc(1, sizeof(*w->fs));
     w->key = (cm_hash_key_t){cm_rand_next(&w->rng), cm_rand_next(&w->rng)};
     w->seed = (cm_hash_key_t){cm_rand_next(&w->rng), cm_rand_next(&w->rng)};
-    core_new(w);
-    w->core.key = w->key;
-    w->core.seed = w->seed;
-    char k[96];
-    snprintf(k, sizeof(k), "K %016llx %016llx %016llx %016llx", (unsigned long long)w->key.k0,
-             (unsigned long long)w->key.k1, (unsigned long long)w->seed.k0,
-             (unsigned long long)w->seed.k1);
-    fs->write(w->fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
-    w->len = CM_JOURNAL_MAGIC_LEN;
-    log_line(w, k);
-    log_sync(w);
-    /* from here on, half the seeds fail one fdatasync in 20 (a failed one
-     * drops its pages: a hole of zeros after a power loss, which the
+    w->now_ms = T0_MS;
+    clock_set(w);
+    /* half the seeds fail one fdatasync in 20, the directory's too (a failed
+     * one drops its pages: a hole of zeros after a power loss, which the
      * journal's recovery skips to the synced frames after it) */
     bool fsync_fails = sim_below(&w->rng, 2) != 0;
     sim_disk_set_faults(w->disk, fsync_fails ? 0.05 : 0, 0);
-    w->now_ms = T0_MS;
     w->starts_ms = T0_MS + 2000 + (int64_t)sim_below(&w->rng, 8000);
     w->rate = 0.5 + (double)sim_below(&w->rng, 8);
-    sale_configure(w);
+    core_new(w);
     w->np = 4 + (int)sim_below(&w->rng, NP_MAX - 4);
     for (int i = 0; i < w->np; i++) {
         rperson_t *p = &w->p[i];
@@ -581,6 +729,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
               (long long)(w->starts_ms - T0_MS), w->rate, w->fsync_mode ? "fsync" : "write");
     for (w->step = 0; w->step < steps && !w->log.failed; w->step++) {
         w->now_ms += (int64_t)sim_below(&w->rng, 300);
+        clock_set(w);
         uint64_t r = sim_below(&w->rng, 1000);
         int who = (int)sim_below(&w->rng, (uint32_t)w->np);
         if (r < 450) {
@@ -590,7 +739,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
         } else if (r < 830) {
             buy(w, who);
         } else if (r < 988) {
-            (void)log_sync(w); /* the lottery thread's periodic sync */
+            tick(w); /* the lottery thread's next tick: its periodic sync */
         } else if (r < 994) {
             restart(w, false);
             if (!w->log.failed)
@@ -611,6 +760,10 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     if (w->log.failed)
         out->ok = false;
     core_gone(w);
+    cm_journal_set_fs(NULL);
+    obs_w = NULL;
     sim_disk_free(w->disk);
+    free(w->fs);
+    free(w->f);
     free(w);
 }

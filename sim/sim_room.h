@@ -1,6 +1,7 @@
 /*
  * The waiting room's world (docs/simulation.md): one gateway's room, the
- * real core (gateway/buy/gw_room_core.h) with its log on a simulated disk,
+ * real local store (gateway/buy/gw_room_store.c) over the real core
+ * (gw_room_core.h), its log the real journal on a simulated disk,
  * joins before and after the start, ticks, admissions, buys with the tokens,
  * crashes and power losses, checked by an oracle after every step
  * (sim_room.c). Run by sim_run after the sale's world, from the same seed.

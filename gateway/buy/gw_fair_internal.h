@@ -63,6 +63,11 @@ typedef struct gw_room_store {
     off_t cmark, cmark_file;
     unsigned copens;
     off_t base_len; /* the file's length after its last compaction (0: none yet) */
+    /* A failed fdatasync of j (failures_seen: j's count last looked at) may
+     * have dropped lines a later one does not bring back: the log is
+     * rewritten (a compaction) before anything is answered durable from it. */
+    bool rewrite;
+    unsigned failures_seen;
     _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
      * (local_sync), and those whose fdatasync failed */

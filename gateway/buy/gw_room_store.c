@@ -12,6 +12,9 @@
  * claims of the orders fsync durability answers), and the compaction beside
  * the appends, by the lottery thread once the log is more than twice as long
  * as the state it records (room_compact). This file says what goes in it.
+ * Every file call, its own (the load's open, a removal) included, goes through
+ * the journal's table (cm_journal_fs): the simulator runs this store on its
+ * simulated disk (sim/sim_room.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -20,6 +23,7 @@
 #include "common/cm_err.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_time.h"
 
 #include <errno.h>
@@ -104,6 +108,7 @@ static int store_open(gw_fair_sale_t *fs)
     }
     st->open = true;
     st->opens++;
+    st->failures_seen = 0;
     off_t len;
     cm_journal_lens(&st->j, &len, NULL, NULL);
     if (len > CM_JOURNAL_MAGIC_LEN)
@@ -113,7 +118,7 @@ static int store_open(gw_fair_sale_t *fs)
     off_t end;
     if (cm_journal_put(&st->j, line, (size_t)n, &end) != 0 || cm_journal_sync_to(&st->j, end) != 0) {
         store_trouble(fs, "keys");
-        (void)unlink(path);
+        (void)cm_journal_fs()->unlink(path);
         cm_journal_discard(&st->j);
         st->open = false;
         return CM_EIO;
@@ -137,6 +142,24 @@ static int store_line(gw_fair_sale_t *fs, const char *line, size_t n)
     return rc;
 }
 
+/* Whether the log awaits its rewrite: a failed fdatasync since the last one
+ * may have dropped lines (Linux drops a failed fdatasync's dirty pages; a
+ * later fdatasync succeeds without them), so no sync of it counts until a
+ * compaction wrote the room's state again. st->mu held. */
+static bool store_dropped(gw_room_store_t *st)
+{
+    if (st->open) {
+        pthread_mutex_lock(&st->j.mu);
+        unsigned f = st->j.failures;
+        pthread_mutex_unlock(&st->j.mu);
+        if (f != st->failures_seen) {
+            st->failures_seen = f;
+            st->rewrite = true;
+        }
+    }
+    return st->rewrite;
+}
+
 /* fdatasync of the log through its end now (every line whose write(2) returned
  * before the call), unless one covered it already or one running covers it
  * (waited for: the journal's group commit across the worker loops); with
@@ -153,13 +176,16 @@ static int store_durable(gw_fair_sale_t *fs, bool tick)
         cm_journal_lens(&st->j, &end, NULL, NULL);
     if (!st->open || cm_journal_durable(&st->j, end) ||
         (tick && now - st->synced_ms < GW_WR_SYNC_MS)) {
+        int rc = !tick && store_dropped(st) ? CM_EIO : 0;
         pthread_mutex_unlock(&st->mu);
-        return 0;
+        return rc;
     }
     st->users++; /* a drop waits: the journal stays open */
     pthread_mutex_unlock(&st->mu);
     int rc = cm_journal_sync_to(&st->j, end);
     pthread_mutex_lock(&st->mu);
+    if (rc == 0 && store_dropped(st))
+        rc = CM_EIO; /* synced, but what an earlier failure dropped is not on disk */
     if (rc == 0)
         st->synced_ms = (int64_t)cm_mono_ms();
     else
@@ -174,7 +200,7 @@ static int store_durable(gw_fair_sale_t *fs, bool tick)
  * claim_syncs, and claim_sync_failures on a failure (logged, rate limited). */
 static int local_sync(gw_fair_sale_t *fs)
 {
-    int rc = store_durable(fs, false);
+    int rc = CM_PLANT(ROOM_CLAIM_UNSYNCED) ? 0 : store_durable(fs, false);
     atomic_fetch_add_explicit(rc == 0 ? &fs->wr_store.claim_syncs
                                       : &fs->wr_store.claim_sync_failures,
                               1, memory_order_relaxed);
@@ -205,10 +231,11 @@ static int local_drop(gw_fair_sale_t *fs)
         cm_journal_discard(&st->j);
     st->open = false;
     st->base_len = 0;
-    int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    const cm_journal_fs_t *jfs = cm_journal_fs();
+    int rc = jfs->unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
     char tmp[710];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    (void)unlink(tmp); /* what a compaction cut by a crash left */
+    (void)jfs->unlink(tmp); /* what a compaction cut by a crash left */
     if (rc == 0 && cm_journal_dir_sync(path) != 0) /* a sale made again under this id must not find this room */
         store_trouble(fs, "directory fsync");
     pthread_mutex_unlock(&st->mu);
@@ -263,13 +290,14 @@ static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, cha
                     "sale=%s lines=%zu", fs->sale_id, converted);
     else if (up < 0) /* left as it is; store_open appends nothing to it */
         return 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    const cm_journal_fs_t *jfs = cm_journal_fs(); /* the journal's disk */
+    int fd = jfs->open(path, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0)
         return 0;
     room_read_t rd = {.fs = fs, .apply = apply};
     off_t len = 0;
     int rc = cm_journal_recover(fd, path, room_record, &rd, &len); /* logs a cut */
-    close(fd);
+    jfs->close(fd);
     if (rc != 0)
         cm_log_error("fair", "cannot read the waiting-room log", "sale=%s err=%s", fs->sale_id,
                      cm_strerror(rc));
@@ -277,7 +305,7 @@ static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, cha
         cm_log_warn("fair", "waiting-room log has unreadable lines; skipped", "sale=%s lines=%zu",
                     fs->sale_id, rd.bad);
     if (rc == 0 && rd.lines == 0) /* nothing usable (no key line): a new log with new keys */
-        (void)unlink(path);
+        (void)jfs->unlink(path);
     return rd.lines;
 }
 
@@ -292,9 +320,12 @@ static bool store_compact_due(gw_fair_sale_t *fs, bool mark)
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     off_t len = 0, delta = 0;
+    if (st->rewrite && !st->open)
+        (void)store_open(fs); /* a failure: due again at the next tick */
     if (st->open)
         cm_journal_lens(&st->j, &len, NULL, &delta);
-    bool due = st->open && len - delta > GW_WR_COMPACT_MIN_BYTES && len - delta > 2 * st->base_len;
+    bool due = st->open && (store_dropped(st) || (len - delta > GW_WR_COMPACT_MIN_BYTES &&
+                                                  len - delta > 2 * st->base_len));
     if (due && mark) {
         st->cmark = len;
         st->cmark_file = len - delta;
@@ -324,6 +355,8 @@ static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
         pthread_cond_broadcast(&st->cv);
     if (rc == 0) {
         st->base_len = (off_t)(CM_JOURNAL_MAGIC_LEN + img->len);
+        st->rewrite = false; /* unless a sync failed meanwhile (store_dropped) */
+        (void)store_dropped(st);
         atomic_fetch_add_explicit(&st->compactions, 1, memory_order_relaxed);
     } else if (st->opens == st->copens) {
         st->base_len = st->cmark_file; /* not again before the log doubled once more */
@@ -420,6 +453,11 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms)
                  now_ms, &so);
     (void)recs_write(fs, &so.room.recs);
     fs->wr_seal_syncing = so.room.recs.sync && !fs->wr_core.seal_unlogged;
+    if (fs->wr_core.seal_unlogged) { /* the joins unsynced under it: the rewrite syncs them */
+        pthread_mutex_lock(&fs->wr_store.mu);
+        fs->wr_store.rewrite = true;
+        pthread_mutex_unlock(&fs->wr_store.mu);
+    }
     if (fs->wr_core.npre)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id,
                     fs->wr_core.npre);
@@ -444,13 +482,27 @@ static void seal_sync(gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
+/* Whether the seal is not known durable: its record or its sync failed, or
+ * the log awaits its rewrite (store_dropped): no rank or place is answered
+ * from it until the lottery thread's rewrite (room_compact) made it durable.
+ * wr_mu held. */
+static bool seal_undurable(gw_fair_sale_t *fs)
+{
+    if (fs->wr_core.seal_unlogged)
+        return true;
+    pthread_mutex_lock(&fs->wr_store.mu);
+    bool dropped = store_dropped(&fs->wr_store);
+    pthread_mutex_unlock(&fs->wr_store.mu);
+    return dropped;
+}
+
 /* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
 /* The join stepped through the sale's machine (its start and the time
  * decide the pre-queue, the seal), unless another thread's seal is in its
  * fdatasync: nothing is answered from it yet. wr_mu held. */
 static int join_step(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_sale_out_t *so)
 {
-    if (fs->wr_seal_syncing)
+    if (fs->wr_seal_syncing || (atomic_load(&fs->wr_core.sealed) && seal_undurable(fs)))
         return CM_EAGAIN;
     gw_sale_step(
         &fs->sale,
@@ -503,10 +555,18 @@ static void room_apply(gw_fair_sale_t *fs, char *line)
         fs->wr_seed = fs->wr_core.seed;
 }
 
+static void room_compact(gw_fair_sale_t *fs);
+
 void gw_fair__room_load(gw_fair_sale_t *fs)
 {
     size_t lines = store_read(fs, room_apply);
     gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
+    /* a failed fdatasync of the process before (its error is not this one's to
+     * see) may have dropped lines the page cache still shows: rewritten now */
+    if (lines) {
+        fs->wr_store.rewrite = true;
+        room_compact(fs);
+    }
     if (lines)
         cm_log_info("fair", "waiting room loaded",
                     "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
@@ -680,9 +740,20 @@ static void room_compact(gw_fair_sale_t *fs)
     free(pre_exp);
     free(places);
     free(spent);
-    if (store_compact(fs, &img) == 0)
+    if (store_compact(fs, &img) == 0) {
         cm_log_info("fair", "waiting-room log compacted", "sale=%s bytes=%zu places=%zu tokens=%zu",
                     fs->sale_id, img.len, nplaces, nspent);
+        /* its "S" is in the new file, synced (and its name once this sync is) */
+        if (sealed && store_durable(fs, false) == 0) {
+            pthread_mutex_lock(&fs->wr_mu);
+            gw_room_core_step(&fs->wr_core,
+                              &(gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN,
+                                              .rec = &(gw_room_rec_t){.kind = GW_ROOM_REC_S},
+                                              .ok = true},
+                              NULL, NULL);
+            pthread_mutex_unlock(&fs->wr_mu);
+        }
+    }
     cm_journal_buf_free(&img);
 }
 

@@ -72,6 +72,20 @@ def places(g, users):
     return out
 
 
+def same_room(recs, old, what):
+    """The log's records stand for the line log's room: its keys, its
+    pre-queue's persons, its seal and every place it gave. The load rewrites
+    the log from the room's state (gw_room_store.c: a failed fdatasync of a
+    process before may have dropped lines its page cache still shows), so
+    the records are that state's, not the old lines one for one."""
+    def parts(lines):
+        return (lines[:1], sorted(l for l in lines if l.startswith("J ")),
+                [l for l in lines if l.startswith("S ")][:1])
+    places = lambda lines: set(l for l in lines if l.startswith("P "))
+    eq(parts(recs), parts(old), what + ": the keys, the pre-queue and the seal")
+    check(places(old) <= places(recs), what + ": every place given")
+
+
 with open(os.path.join(FIX, "expect.json")) as f:
     want = json.load(f)
 with open(os.path.join(FIX, "data", "fair", "up.room")) as f:
@@ -91,7 +105,7 @@ g = g2 = None
 try:
     g = Gateway(*ARGS, data_dir=data).start()
     recs = journal_records(room_log)
-    eq(recs[:len(old_lines)], old_lines, "the line log is now a journal of its lines, in order")
+    same_room(recs, old_lines, "the line log is now a journal of its room")
     check(not os.path.exists(room_log + ".tmp"), "no rewrite left beside it")
     recs = journal_records(lot_log)
     eq(recs[:len(old_lot)], old_lot, "the lottery's line log is now a journal of its lines too")
@@ -130,7 +144,7 @@ try:
 
     g2 = Gateway(*ARGS, data_dir=data).start()
     recs = journal_records(room_log)
-    eq(recs[:len(old_lines)], old_lines, "the journal kept its records")
+    same_room(recs, old_lines, "the journal kept its room")
     check(not any(r.startswith("K ") for r in recs[1:]), "one key record")
     check("converted to the journal framing" not in g2.logs(1 << 20), "nothing converted again")
     eq(journal_records(lot_log)[:len(old_lot)], old_lot, "the lottery's journal kept its records")

@@ -613,11 +613,16 @@ static void test_seal_line_written_again(void **st)
     int keep = dup(fd), ro = open(path, O_RDONLY);
     assert_true(keep >= 0 && ro >= 0);
     assert_int_equal(dup2(ro, fd), fd);
-    uint64_t p0 = joinat(&m, "p0", true, S, S, 0).pos; /* the seal: its line fails */
-    assert_true(p0 == 1 || p0 == 2);
+    gw_wr_join_t j; /* the seal: its line fails, no rank is answered from it */
+    atomic_store(&m.fs->sale.cfg.starts_at_ms, S);
+    assert_int_equal(gw_fair_room_join(m.fs, "p0", 2, true, S, 0, &j), CM_EAGAIN);
     assert_int_equal(dup2(keep, fd), fd);
     close(keep);
     close(ro);
+    /* the lottery thread's tick rewrites the log from the room's state, the seal in it */
+    m.fs->wr_ops->tick(m.fs, S + 1, 1, true, S, 0, 1);
+    uint64_t p0 = joinat(&m, "p0", true, S + 1, S, 0).pos;
+    assert_true(p0 == 1 || p0 == 2);
     assert_int_equal(joinat(&m, "late0", true, S + 1, S, 0).pos, 3);
     assert_int_equal(joinat(&m, "late1", true, S + 1, S, 0).pos, 4);
     room_restart(&m);
@@ -687,13 +692,14 @@ static void test_claim_sync(void **st)
     assert_int_equal(gw_fair_admission_sync(f, "nosuch"), 0);
     gw_fair_admission_settle(f, "s1", t.jti, 0, nonce, true);
 
-    /* a restart: what this process found is not known durable until it syncs */
+    /* a restart: the load rewrites what it found (a failed fdatasync of the
+     * process before may have dropped pages it still read), synced; the
+     * next line is not */
     room_restart(&m);
     f = m.srv->fair;
     assert_int_equal(joinat(&m, "later", true, S + 2, S, 0).pos, 2);
     log_lens(&m, &len, &synced, &syncs);
-    assert_true(len > len0 + claim_len);
-    assert_int_equal(synced, 0);
+    assert_true(synced > 0 && synced < len);
     assert_int_equal(gw_fair_admission_sync(f, "s1"), 0);
     log_lens(&m, &len, &synced, &syncs);
     assert_int_equal(synced, len);
