@@ -408,13 +408,15 @@ static void test_stall_answers_in_time(void **state)
 {
     (void)state;
     fx_t fx;
-    fx_open(&fx, "pool=1&timeout_ms=50");
+    /* 500 ms: CI runs this beside the sanitizer build's threaded contract
+     * tests, which starved a 50 ms budget's every try for 20 s. */
+    fx_open(&fx, "pool=1&timeout_ms=500");
     put(fx.inv, "stall", 1000, 1);
     /* The connection made and the script loaded, on a sale of its own: on a
-     * loaded machine the first round trip can itself pass 50 ms, and a reserve
-     * that timed out may stay held, which would move the count read below.
-     * Tried for up to 20 s: under a parallel build a 50 ms budget can miss
-     * for seconds, and the breaker then refuses at once for its cooldown. */
+     * loaded machine the first round trip can itself pass the budget, and a
+     * reserve that timed out may stay held, which would move the count read
+     * below. Tried for up to 20 s: a budget missed often opens the breaker,
+     * which then refuses at once for its cooldown. */
     put(fx.inv, "stallwarm", 1000, 1);
     treq_t warm;
     int warm_rc = -1;
@@ -440,7 +442,7 @@ static void test_stall_answers_in_time(void **state)
     uv_run(&fx.loop, UV_RUN_NOWAIT); /* sends them */
     /* Redis has run all of them once another connection reads the new stock. */
     wait_left("stall", "980");
-    sleep_ms(100); /* now past the 50 ms deadline, with the answers in the socket */
+    sleep_ms(600); /* now past the 500 ms deadline, with the answers in the socket */
     run_until(&fx, &n, N, 10000);
     for (int i = 0; i < N; i++) {
         assert_int_equal(t[i].calls, 1);
