@@ -291,19 +291,6 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);
 
-/*
- * Gives back an order's units in the inventory (o->giveback: inv_giveback,
- * else inv_release) under its person's mark (oq_order_person). A release of
- * an outcome that names the account alone (no person member: written by a
- * settlement before persons) that finds nothing under the account is tried
- * again by order id (user ""), since the order is held under its person.
- * Returns the inventory's result (0, CM_ENOTFOUND, CM_ECONFLICT, ...). May
- * block (one Redis round trip); the releaser thread and the start's replay
- * (gw_release.c).
- */
-struct oq_order;
-int gw_release_units(struct gw_server *srv, const struct oq_order *o);
-
 /* Runs the draws that are due now (the thread calls it every 20 ms; tests call it). */
 void gw_fair_tick(struct gw_server *srv);
 

@@ -352,17 +352,60 @@ void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e);
 /* Tells fs's machine whether anyone waits (a TICK's fact): nobody closes the
  * leftovers, first-come opens (fs->mu held or single-threaded). */
 void gw_fair__wl_told(gw_fair_sale_t *fs);
-/* The end of a waitlist pass, one gateway's and a fleet's alike: a failed pass
- * (retry_at_ms != 0) waits until then; the leftovers close once nobody waits
- * (what: "one" or "fleet", for the log). Takes fs->mu. */
-void gw_fair__wl_pass_end(gw_fair_sale_t *fs, int64_t retry_at_ms, const char *what);
+/* The waitlist ended here: every waitlisted entry lost (fs->mu held). */
+void gw_fair__wl_end_here(gw_fair_sale_t *fs);
 /* The place of a waitlisted entry: 1 + the waitlisted entries ahead (fs->mu held). */
 uint32_t gw_fair__wl_place(const gw_fair_sale_t *fs, const entry_t *e);
-/* Admits waitlisted entries while stock is free; ends the waitlist with the sale. Lottery
- * thread (f->tick_mu held). */
+/* The leftovers' one walk, both stores': admits waitlisted entries while stock is free
+ * through f->lot->wl; ends the waitlist with the sale. Lottery thread (f->tick_mu held). */
 void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Appends "X order" for an entry lost for cause (fs->mu held). */
 void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e);
+/* The promotion of waitlisted entry e, begun in its store: buy's accept sequence (the
+ * spool asked first with scan_spool), then the outcome recorded by the store and set
+ * here. *left: the stock left after it, when known. Lottery thread. */
+gw_wl_result_t gw_fair__wl_promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
+                                   entry_t *e, bool scan_spool, int64_t *left);
+
+/* What a promotion's outcome records in the store. */
+typedef enum { GW_WL_REC_WON, GW_WL_REC_LOST, GW_WL_REC_NONE } gw_wl_rec_t;
+
+/*
+ * What the leftovers' walk (gw_fair__wl_tick) needs from its store, one op per
+ * decision; the walk and the promotion are the same for both. One gateway's
+ * (gw_fair__wl_local, gw_waitlist.c: the entry log's P, W, X and L records) or a
+ * fleet's (gw_fair__wl_redis, gw_waitlist_fleet.c: the lock, :wp and :won through
+ * the fairness pool), carried by gw_fair_lot_ops_t.wl. A NULL op lets the walk go on.
+ * Lottery thread, fs->mu not held.
+ */
+typedef struct gw_wl_ops {
+    /* Whether the waitlist's state is known now (a fleet: read at its poll, the draw
+     * read again when it moved); *pending: a promotion begun and not finished. */
+    bool (*poll)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now_ms, bool *pending);
+    /* Before a walk: the store's lock taken, the promotion pending under it finished
+     * (*left: the stock after it). False: no walk now. */
+    bool (*lock)(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, int64_t now_ms,
+                 int64_t *left);
+    /* Promotion nth (from 1) of a walk begins: recorded before its reserve, so that a
+     * crash after the reserve finds it. False: not begun (the walk ends, FAILED). */
+    bool (*begin)(gw_fair_t *f, gw_fair_sale_t *fs, const entry_t *e, size_t nth);
+    /* The outcome (order_id: the order won). False: not recorded, the entry waits and
+     * its promotion stays begun. */
+    bool (*record)(gw_fair_t *f, gw_fair_sale_t *fs, entry_t *e, gw_wl_rec_t rec,
+                   const char *order_id);
+    /* The sale ended: every waiter loses, once the store says so. */
+    void (*end)(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, int64_t now_ms);
+    /* Promotions reserve under "fair-<order id>" and a restart resumes them by it: a
+     * refused spool loses the place (a retry would find the key), a reserve the key
+     * had before is the promotion's own (won), and an order cut by a failed commit
+     * stays pending for the spool to tell. Unkeyed (the log's "P" asks the spool at a
+     * restart): a refused spool is tried again, an order cut by a failed commit lost. */
+    bool keyed;
+    int retry_ms;     /* no new walk after a failed one before this */
+    const char *name; /* for the log: "one", "fleet" */
+} gw_wl_ops_t;
+
+extern const gw_wl_ops_t gw_fair__wl_local, gw_fair__wl_redis;
 
 /*---- gw_room.c: the waiting room ----*/
 
@@ -527,6 +570,7 @@ typedef struct gw_fair_lot_ops {
     const struct gw_room_ops *room;
     const struct gw_reg_ops *reg;
     const struct gw_elig_ops *elig;
+    const struct gw_wl_ops *wl; /* the leftovers' store (gw_fair__wl_tick) */
 } gw_fair_lot_ops_t;
 
 extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;
@@ -584,12 +628,6 @@ void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
  * local table). 1 found, 0 no such lottery holds the id, CM_EBACKEND Redis cannot tell.
  * Worker loops (as above). */
 int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
-
-/*---- gw_waitlist_fleet.c: leftovers by lot in a fleet ----*/
-
-/* Promotes the fleet's waitlisted entries while stock is free (one gateway at a time) and
- * follows the others' promotions; ends the waitlist with the sale. Lottery thread. */
-void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /* Buy's accept sequence (gw_accept.h) for entrant e of a draw in sale, at now: a
  * gw_accept_outcome_t or a negative cm_err_t. keyed: an entry without an

@@ -638,17 +638,17 @@ int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *own
 }
 
 int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
-                             size_t person_cap, char *order, size_t order_cap, char *owner,
-                             size_t owner_cap, char *errbuf, size_t errlen)
+                             size_t person_cap, char *order, size_t order_cap, char *errbuf,
+                             size_t errlen)
 {
     fkey_t k = fkey(sale, "wp");
     char v[512], p[128], o[64], w[64];
     int rc = str(call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s), v, sizeof(v), found);
+    /* "person order owner at_ms": the owner is read (a :wp without one is not a promotion) */
     *found = rc == 0 && *found && sscanf(v, "%127s %63s %63s", p, o, w) == 3;
     if (*found) {
         snprintf(person, person_cap, "%s", p);
         snprintf(order, order_cap, "%s", o);
-        snprintf(owner, owner_cap, "%s", w);
     }
     return rc;
 }

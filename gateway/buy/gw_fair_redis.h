@@ -261,10 +261,11 @@ int gw_fair_redis_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, 
  */
 int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms,
                           bool *mine, char *errbuf, size_t errlen);
-/* The pending promotion: *found, and its person, order id and owner (cut to each cap). */
+/* The pending promotion: *found, and its person and order id (cut to each cap; its owner
+ * is gw_fair_redis_wl_state's). */
 int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
-                             size_t person_cap, char *order, size_t order_cap, char *owner,
-                             size_t owner_cap, char *errbuf, size_t errlen);
+                             size_t person_cap, char *order, size_t order_cap, char *errbuf,
+                             size_t errlen);
 /*
  * Begins the promotion of person's entry order by owner, who must hold the
  * lock: 1 begun (:wp set), 0 refused (the lock is not owner's, the sale

@@ -26,6 +26,7 @@ const gw_fair_lot_ops_t gw_fair__lot_local = {
     .room = &gw_fair__room_local_ops,
     .reg = &gw_reg__local_ops,
     .elig = &(const gw_elig_ops_t){0}, /* eligibility.json is the whole store */
+    .wl = &gw_fair__wl_local,
 };
 
 /*---- a fleet: Redis through the fairness pool (gw_fair_fleet.c, gw_waitlist_fleet.c) ----*/
@@ -37,7 +38,7 @@ const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .tick = gw_fair__fleet_tick,
     .entries_tick = gw_fair__fleet_entries_tick,
     .draw_tick = gw_fair__fleet_tick_sale,
-    .leftovers_tick = gw_fair__fleet_wl_tick,
+    .leftovers_tick = gw_fair__wl_tick,
     .enter_mark = gw_fair__fleet_enter_mark,
     .enter_unmark = gw_fair__fleet_enter_unmark,
     .lookup = gw_fair__fleet_lookup,
@@ -49,4 +50,5 @@ const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .room = &gw_fair__room_redis_ops,
     .reg = &gw_reg__fleet_ops,
     .elig = &gw_elig__fleet_ops,
+    .wl = &gw_fair__wl_redis,
 };

@@ -14,9 +14,8 @@
  * 0 or CM_ENOTFOUND (released already: inv_release is exactly once per order
  * id, so a retry, a replay or a re-delivered outcome can never give twice),
  * backing off from 50 ms to 2 s between tries. A give-back queued from a
- * worker loop, which cannot wait for an fdatasync, is made durable here
- * first (oq_spool_commit_to its event's end, fsync durability), before its
- * first try.
+ * worker loop is made durable here before its first try
+ * (gw_release_unaccepted says why).
  *
  * Only after the units are back is a compensated order marked final
  * (failed/cancelled), so a re-delivered outcome never finds a "final" order
@@ -28,7 +27,6 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
@@ -82,11 +80,6 @@ static void finish(gw_releaser_t *rl, item_t *it)
                              (oq_status_t)it->final_status,
                              it->reason[0] ? it->reason : NULL);
     atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
-}
-
-int gw_release_units(gw_server_t *srv, const oq_order_t *o)
-{
-    return gw_units_release(srv->stores.inv, o);
 }
 
 /*---- the cores' order table and the replay's shell (gw_replay.h) ----*/
@@ -144,19 +137,14 @@ void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
 static bool try_one(gw_releaser_t *rl, item_t *it)
 {
     const oq_order_t *o = &it->o;
-    if (it->commit) {
-        /* A give-back's event from a worker loop, which cannot wait for
-         * an fdatasync: on disk before the units go back, as
-         * gw_compensate's (fsync durability; a no-op in write). The
-         * spool's group commit: the give-backs queued behind this one
-         * share its fdatasync, or an order's covered it already. */
+    if (it->commit) { /* a give-back's event on disk first (gw_release_unaccepted) */
         it->commit = false;
         int crc = oq_spool_commit_to(rl->srv->stores.spool, it->commit_to);
         if (crc != 0)
             cm_log_error("gw", "cannot make a give-back durable in the spool", "order=%s err=%s",
                          o->order_id, cm_errname(crc));
     }
-    int rc = gw_release_units(rl->srv, o);
+    int rc = gw_units_release(rl->srv->stores.inv, o);
     if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
         cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                     "order=%s sale=%s", o->order_id, o->sale_id);
@@ -180,15 +168,9 @@ static bool try_one(gw_releaser_t *rl, item_t *it)
     return ok;
 }
 
-/* After try_one (mu held): done, or to the back (one stuck order does not hold up the others). */
-static void tried(gw_releaser_t *rl, item_t *it, bool ok)
+/* The queue's two ends (mu held). */
+static void enqueue(gw_releaser_t *rl, item_t *it)
 {
-    rl->busy = NULL;
-    if (ok) {
-        atomic_fetch_sub_explicit(&rl->pending, 1, memory_order_relaxed);
-        free(it);
-        return;
-    }
     it->next = NULL;
     *rl->tail = it;
     rl->tail = &it->next;
@@ -201,6 +183,24 @@ static item_t *pop(gw_releaser_t *rl)
     if (!rl->head)
         rl->tail = &rl->head;
     return it;
+}
+
+/* Tries the queue's head once (mu held, released for the try, rl->busy meanwhile):
+ * done, or to the back (one stuck order does not hold up the others). */
+static bool try_head(gw_releaser_t *rl)
+{
+    item_t *it = rl->busy = pop(rl);
+    pthread_mutex_unlock(&rl->mu);
+    bool ok = try_one(rl, it);
+    pthread_mutex_lock(&rl->mu);
+    rl->busy = NULL;
+    if (ok) {
+        atomic_fetch_sub_explicit(&rl->pending, 1, memory_order_relaxed);
+        free(it);
+    } else {
+        enqueue(rl, it);
+    }
+    return ok;
 }
 
 static void *releaser_main(void *arg)
@@ -237,11 +237,7 @@ static void *releaser_main(void *arg)
             pthread_cond_timedwait(&rl->cv, &rl->mu, &ts);
             continue;
         }
-        rl->busy = pop(rl);
-        pthread_mutex_unlock(&rl->mu);
-        bool ok = try_one(rl, it);
-        pthread_mutex_lock(&rl->mu);
-        tried(rl, it, ok);
+        bool ok = try_head(rl);
         /* Stopping, a failed try ends them: the inventory did not answer
          * within its timeout, and each further try would wait as long
          * again, past the stop's bound (a try begun at the end of the
@@ -281,17 +277,10 @@ void gw_releaser_step(gw_server_t *srv)
     for (item_t *it = rl->head; it; it = it->next)
         n++;
     for (; n > 0 && rl->head; n--) {
-        item_t *it = pop(rl);
-        if (it->not_before_ms > now) { /* not due: to the back, untried */
-            rl->busy = it;
-            tried(rl, it, false);
-            continue;
-        }
-        rl->busy = it;
-        pthread_mutex_unlock(&rl->mu);
-        bool ok = try_one(rl, it);
-        pthread_mutex_lock(&rl->mu);
-        tried(rl, it, ok);
+        if (rl->head->not_before_ms > now) /* not due: to the back, untried */
+            enqueue(rl, pop(rl));
+        else
+            (void)try_head(rl);
     }
     pthread_mutex_unlock(&rl->mu);
 }
@@ -349,8 +338,7 @@ void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, c
     if (reason)
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
     pthread_mutex_lock(&rl->mu);
-    *rl->tail = it;
-    rl->tail = &it->next;
+    enqueue(rl, it);
     atomic_fetch_add_explicit(&rl->pending, 1, memory_order_relaxed);
     pthread_cond_signal(&rl->cv);
     pthread_mutex_unlock(&rl->mu);
@@ -395,10 +383,9 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   oq_status_t st, const char *reason)
 {
     oq_order_t ord;
-    gw_book_t bk;
-    gw_server_book(srv, &bk);
-    const gw_book_t *book = &bk;
-    int rc = gw_comp_check(book, order_id, o, gw_releaser_pending(srv, order_id, false), &ord);
+    gw_book_t book;
+    gw_server_book(srv, &book);
+    int rc = gw_comp_check(&book, order_id, o, gw_releaser_pending(srv, order_id, false), &ord);
     if (rc != 0)
         return rc;
     /* Durable first, so a restart replays the release (memory inventory, or a
@@ -410,7 +397,7 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));
-    rc = gw_comp_release(srv->stores.inv, book, &ord, st, reason);
+    rc = gw_comp_release(srv->stores.inv, &book, &ord, st, reason);
     if (rc < 0) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));
@@ -437,10 +424,11 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
      * calls this, and an fdatasync blocks. In fsync durability the event rode
      * on the next order's group commit, and with none coming (the spool full,
      * the sale over, a stop) a power loss could lose it, and with it the
-     * units if they were not back yet (Redis down). The releaser commits
-     * before its first try, joining the spool's group commit (one fdatasync
-     * for the give-backs queued meanwhile, none if an order's sync covered
-     * it already; test_gw_release.c). */
+     * units if they were not back yet (Redis down). The releaser commits it
+     * (oq_spool_commit_to its end; a no-op in write durability) before its
+     * first try, joining the spool's group commit (one fdatasync for the
+     * give-backs queued meanwhile, none if an order's sync covered it
+     * already; test_gw_release.c). */
     gw_releaser_push(srv, &gb, -1, NULL, rc == 0 ? &end : NULL);
 }
 

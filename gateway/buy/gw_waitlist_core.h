@@ -3,9 +3,10 @@
  * once a sale's draw is done, its losers wait in draw order, and each unit
  * freed later (a cancelled or failed order, a restock) goes to the next of
  * them. This core decides when a walk runs, who is next and where the walk
- * stops; the shells (gw_waitlist.c one gateway, gw_waitlist_fleet.c a fleet)
- * perform the promotions (buy's accept sequence) and feed their results
- * back. The simulator (sim/sim_fair.c) runs this same code.
+ * stops; the shell (gw_waitlist.c, over its store: one gateway's log there,
+ * a fleet's Redis in gw_waitlist_fleet.c) performs the promotions (buy's
+ * accept sequence) and feeds their results back. The simulator
+ * (sim/sim_fair.c) runs this same code.
  *
  *   TICK      the lottery's thread: the sale's stock as the shell saw it
  *             (the sale's end is the sale's machine's: gw_sale_core.c

@@ -15,7 +15,7 @@
  * A release of an outcome that names the account alone (no person member:
  * written by a settlement from before persons) of an order held under its
  * person finds nothing under the account; it is found by its order id, in
- * the releaser and in the start's replay (both through gw_release_units).
+ * the releaser and in the start's replay (both through gw_units_release).
  */
 #include "common/cm_err.h"
 #include "common/cm_id.h"
@@ -213,9 +213,9 @@ static void test_release_account_only_replay(void **state)
     held_by_person(&m, &o);
     oq_order_t out = o;
     out.person[0] = '\0';
-    assert_int_equal(gw_release_units(&m.srv, &out), 0);
+    assert_int_equal(gw_units_release(m.srv.stores.inv, &out), 0);
     assert_int_equal(stock_left(&m), 5);
-    assert_int_equal(gw_release_units(&m.srv, &out), CM_ENOTFOUND);
+    assert_int_equal(gw_units_release(m.srv.stores.inv, &out), CM_ENOTFOUND);
     assert_int_equal(stock_left(&m), 5);
     /* with the person member: released under the person */
     oq_order_t o2;
@@ -223,7 +223,7 @@ static void test_release_account_only_replay(void **state)
     assert_int_equal(inv_replay_keyed(m.srv.stores.inv, "s1", "P-2", 1, o2.order_id, NULL, 0), 0);
     oq_order_person_set(&o2, "P-2");
     assert_int_equal(stock_left(&m), 4);
-    assert_int_equal(gw_release_units(&m.srv, &o2), 0);
+    assert_int_equal(gw_units_release(m.srv.stores.inv, &o2), 0);
     assert_int_equal(stock_left(&m), 5);
     mini_close(&m);
 }
