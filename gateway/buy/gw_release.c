@@ -5,8 +5,9 @@
  * Who hands units back: the buy path when an order was reserved but could not
  * be spooled (it was never accepted: a give-back, oq_order_t.giveback, which
  * leaves an order held that a keyed retry claimed on another gateway,
- * inv_giveback), and compensation (a failed or cancelled order). For the Redis backend a release is a blocking EVAL plus the admin
- * state lock, which must never run on a worker loop; and a release that fails
+ * inv_giveback), and compensation (a failed or cancelled order). For the
+ * Redis backend a release is a blocking EVAL plus the admin state lock,
+ * which must never run on a worker loop; and a release that fails
  * (Redis down, a timeout) must not lose the unit. So each release is first
  * written to the spool as a "release" EVENT (durable: replayed at start, and
  * the relay does not move the release point past it while it is pending
@@ -40,8 +41,9 @@
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
-#define RELEASER_STOP_WAIT_MS 2000 /* a stop still tries the queued releases this long,
-                                      * until one fails */
+#define RELEASER_STOP_WAIT_MS                                                                      \
+    2000 /* a stop still tries the queued releases this long,                                      \
+          * until one fails */
 
 typedef struct item {
     struct item *next;
@@ -77,8 +79,7 @@ static void finish(gw_releaser_t *rl, item_t *it)
 {
     if (it->final_status >= 0)
         gw_orders_set_status(rl->srv->stores.orders, it->o.order_id, &it->o,
-                             (oq_status_t)it->final_status,
-                             it->reason[0] ? it->reason : NULL);
+                             (oq_status_t)it->final_status, it->reason[0] ? it->reason : NULL);
     atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
 }
 
@@ -273,10 +274,8 @@ void gw_releaser_step(gw_server_t *srv)
         return;
     uint64_t now = cm_mono_ms();
     pthread_mutex_lock(&rl->mu);
-    size_t n = 0;
-    for (item_t *it = rl->head; it; it = it->next)
-        n++;
-    for (; n > 0 && rl->head; n--) {
+    /* each once: stepped, the queue holds every pending release and none is busy */
+    for (uint64_t n = atomic_load(&rl->pending); n > 0 && rl->head; n--) {
         if (rl->head->not_before_ms > now) /* not due: to the back, untried */
             enqueue(rl, pop(rl));
         else
@@ -310,12 +309,8 @@ void gw_releaser_stop(gw_server_t *srv)
     if (rl->started)
         pthread_join(rl->thread, NULL);
     uint64_t left = 0;
-    while (rl->head) {
-        item_t *it = rl->head;
-        rl->head = it->next;
-        free(it);
-        left++;
-    }
+    for (; rl->head; left++)
+        free(pop(rl));
     if (left)
         cm_log_warn("gw", "releases still pending at stop; the spool replays them at start",
                     "pending=%llu", (unsigned long long)left);
@@ -379,8 +374,8 @@ static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, 
     return oq_spool_append_event_end(srv->stores.spool, buf, (size_t)n, end);
 }
 
-int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
-                  oq_status_t st, const char *reason)
+int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o, oq_status_t st,
+                  const char *reason)
 {
     oq_order_t ord;
     gw_book_t book;
@@ -395,8 +390,8 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     if (rc == 0) /* fsync durability: on disk before the release (its own record only) */
         rc = oq_spool_commit_to(srv->stores.spool, end);
     if (rc != 0)
-        cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
-                     order_id, cm_errname(rc));
+        cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s", order_id,
+                     cm_errname(rc));
     rc = gw_comp_release(srv->stores.inv, &book, &ord, st, reason);
     if (rc < 0) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,

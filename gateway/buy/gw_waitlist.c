@@ -283,12 +283,12 @@ static bool local_begin(gw_fair_t *f, gw_fair_sale_t *fs, const entry_t *e, size
     return rc == 0;
 }
 
-/* "W" after the order's commit (a lost one is written again with the draw's
- * winners: e->wlogged), or "X" for an entry lost: answered lost from here on,
- * so under fsync durability its "X" is durable first (lost to a power loss, the
- * restart would waitlist it again and a later promotion could make it win; one
- * fdatasync per refused promotion, as its "P" has). Either one's failure is
- * logged, not waited on: the spool holds the order, the "P" asks it. */
+/* "W" after the order's commit, or "X" for an entry lost: answered lost from
+ * here on, so under fsync durability its "X" is durable first (lost to a power
+ * loss, the restart would waitlist it again and a later promotion could make it
+ * win; one fdatasync per refused promotion, as its "P" has). Neither one's
+ * failure holds the outcome back: a "W" not written is written with the draw's
+ * winners (e->wlogged), an "X" not written is logged. */
 static bool local_record(gw_fair_t *f, gw_fair_sale_t *fs, entry_t *e, gw_wl_rec_t rec,
                          const char *order_id)
 {

@@ -106,9 +106,8 @@ static bool take_lock(gw_fair_t *f, gw_fair_sale_t *fs, const char *owner)
 {
     char why[256] = "";
     bool mine = false;
-    return WL_CALL(f, why, gw_fair_redis_wl_lock, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine) >=
-               0 &&
-           mine;
+    int rc = WL_CALL(f, why, gw_fair_redis_wl_lock, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine);
+    return rc >= 0 && mine;
 }
 
 /*
