@@ -70,9 +70,10 @@ struct gw_releaser {
     _Atomic uint64_t pending, done, retries;
 };
 
-static bool same_order(const item_t *it, const char *order_id)
+/* it releases order_id (a give-back only if givebacks) */
+static bool releases(const item_t *it, const char *order_id, bool givebacks)
 {
-    return it && strcmp(it->o.order_id, order_id) == 0;
+    return it && strcmp(it->o.order_id, order_id) == 0 && (givebacks || !it->o.giveback);
 }
 
 static void finish(gw_releaser_t *rl, item_t *it)
@@ -345,9 +346,9 @@ bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks)
     if (!rl || atomic_load_explicit(&rl->pending, memory_order_relaxed) == 0)
         return false;
     pthread_mutex_lock(&rl->mu);
-    bool found = same_order(rl->busy, order_id) && (givebacks || !rl->busy->o.giveback);
+    bool found = releases(rl->busy, order_id, givebacks);
     for (item_t *it = rl->head; it && !found; it = it->next)
-        found = same_order(it, order_id) && (givebacks || !it->o.giveback);
+        found = releases(it, order_id, givebacks);
     pthread_mutex_unlock(&rl->mu);
     return found;
 }
