@@ -40,7 +40,7 @@ static inv_fleet_conn_t *conn(void)
 }
 
 /*
- * An admission token's claim in a fleet (gw_fair_redis_room_claim / gw_fair_redis_room_unclaim):
+ * An admission token's claim in a fleet (gw_fair_redis_room_claim, its give-back too):
  * a give-back deletes only its own claim (another buy's claim of the token
  * stays), a give-back that finds no claim of its own voids the claim so
  * that, sent before and run after, it claims nothing, and the same
@@ -55,46 +55,46 @@ static void test_room_claim_giveback(void **state)
     inv_fleet_conn_t *c = conn();
     const char *key = "{flashgate:fair:rc}:wrjti:000000000000002a";
     int64_t ttl = 60000;
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, false, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, false, why, sizeof(why)), 1);
     /* the second buy's give-back leaves the first one's claim */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, true, why, sizeof(why)), 0);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "0:0000000000000001");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 3, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 3, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, true, why, sizeof(why)), 0);
     /* given back before it ran: claims nothing; another claim claims */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)),
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, true, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, false, why, sizeof(why)),
                      CM_EBACKEND);
     assert_non_null(strstr(why, "given back"));
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, false, why, sizeof(why)), 0);
     /* the same key's retry, another key's buy */
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 2);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 6, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 6, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, false, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 6, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 6, ttl, false, why, sizeof(why)), 1);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "7:0000000000000005,0000000000000006");
     /* the first claim's give-back leaves the retry's hold, the retry's frees the token */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "7:0000000000000006");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 9, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 9, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
     /* a claim stored as the bare fingerprint */
     CMD(buf, "SET %s 9 PX 60000", key);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 7, ttl, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 7, ttl, false, why, sizeof(why)), 2);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "9:0000000000000007");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 8, ttl, why, sizeof(why)), 2);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 7, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 8, ttl, false, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 7, ttl, false, why, sizeof(why)), 1);
     inv_fleet_close(c);
     CMD(buf, "DEL %s", key);
 }
@@ -437,7 +437,8 @@ static void test_reg_and_room(void **state)
                                              &j, why, sizeof(why)),
                      0);
     assert_string_equal(j.seed, seed); /* another seed: the room's comes back */
-    assert_int_equal(gw_fair_redis_room_state(c, "rr", &st, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_tick(c, "rr", "-", false, 0, 0, 0, &st, why, sizeof(why)),
+                     0);
     assert_int_equal(st.npre, 1);
     /* the start: sealed, the front moves by 1.5 places */
     assert_int_equal(
