@@ -908,11 +908,12 @@ int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *s
 
 int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             const char *member, const char *person, bool before_start, bool take,
-                            int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
-                            char *errbuf, size_t errlen)
+                            int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
+                            char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf, size_t errlen)
 {
     fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre"), pl = fkey(sale, "wrpl");
     memset(out, 0, sizeof(*out));
+    seed[0] = '\0';
     inv_fleet_reply_t *r =
         call(c, wr.s, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr.s,
              pre.s, pl.s, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
@@ -925,12 +926,13 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
                          ? rnum(el(r, 0))
                          : -9;
     if (kind == -2 && relems(r) == 2 && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING) {
-        snprintf(out->seed, sizeof(out->seed), "%s", rstr(el(r, 1)));
+        snprintf(seed, GW_FAIR_REDIS_ROOM_SEED_HEX + 1, "%s", rstr(el(r, 1)));
+        rc = CM_ECONFLICT;
     } else if (kind == -3) {
         rc = no_seed(errbuf, errlen);
     } else if (kind == -1 || kind == 0) {
         out->prequeue = true;
-        out->full = kind == -1;
+        rc = kind == -1 ? CM_EBUSY : 0;
     } else if (kind == 1 && relems(r) == 3) {
         out->pos = reply_u64(el(r, 1));
         out->exp_s = (int64_t)reply_u64(el(r, 2));

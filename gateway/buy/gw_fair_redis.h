@@ -83,6 +83,7 @@
 #ifndef GW_FAIR_REDIS_H
 #define GW_FAIR_REDIS_H
 
+#include "gateway/buy/gw_fair.h"
 #include "inventory/inv_fleet.h"
 
 #include <stdbool.h>
@@ -334,29 +335,23 @@ int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *s
                             bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
                             gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen);
 
-/* What gw_fair_redis_room_join found. */
-typedef struct gw_fair_redis_room_join {
-    bool prequeue; /* not sealed and before the start: in the pre-queue (or looked), no place */
-    bool full;     /* a join into a pre-queue of cap persons: refused */
-    uint64_t pos;  /* the 1-based place, 0 = none */
-    int64_t exp_s; /* the place is admitted: its token's expiry, else 0 */
-    char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1]; /* the room's seed when it is not seed_hex */
-} gw_fair_redis_room_join_t;
-
 /*
- * A person's join (take) or look at the room, one script: checks seed_hex is
- * the room's (else out->seed is set and nothing else is done; offered as the
- * room's when it has none, unless given as "-<seed>": then CM_ENOTFOUND), enters the
- * pre-queue before the start (member: the key's hex and the person), seals it
- * at the start, finds the place (the pre-queue rank, a later place, or with
- * take a new one at the back; a place whose token expired unused is given up
- * for one at the back) and admits it when the shared front passed it, the
- * token's expiry fixed at now_s + ttl_s on its first admission.
+ * A person's join (take) or look at the room, one script: checks seed_hex is the room's
+ * (offered as the room's when it has none, unless given as "-<seed>"), enters the
+ * pre-queue before the start (member: the key's hex and the person), seals it at the
+ * start, finds the place (the pre-queue rank, a later place, or with take a new one at
+ * the back; a place whose token expired unused is given up for one at the back) and
+ * admits it when the shared front passed it, the token's expiry fixed at now_s + ttl_s
+ * on its first admission. Returns 0 (out: prequeue, or the place and, admitted, the
+ * expiry; never the jti), CM_EBUSY (out->prequeue: a join into a pre-queue of cap
+ * persons, refused), CM_ECONFLICT (seed_hex is not the room's: seed gets the room's,
+ * nothing else is done), CM_ENOTFOUND (no seed, none offered) or CM_EBACKEND.
  */
 int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             const char *member, const char *person, bool before_start, bool take,
-                            int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
-                            char *errbuf, size_t errlen);
+                            int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
+                            char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf,
+                            size_t errlen);
 
 /*
  * Claims an admission token's replay id (give_back false): SET NX PX ttl_ms of the value

@@ -115,28 +115,28 @@ static void seed_held(gw_fair_sale_t *fs, cm_hash_key_t k, bool adopt)
  * a connection of the worker loops' pool. */
 static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
 {
-    memset(out, 0, sizeof(*out));
     gw_fair_t *f = fs->f;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    int rc = c ? 0 : CM_EBACKEND;
-    gw_fair_redis_room_join_t j = {0};
+    int rc = CM_EBACKEND;
     cm_hash_key_t seed = {0, 0};
     int64_t starts = atomic_load_explicit(&fs->sale.cfg.starts_at_ms, memory_order_relaxed);
+    memset(out, 0, sizeof(*out));
     /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
-    for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
-        char hex[34], member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
+    for (int attempt = 0; c && attempt < 2; attempt++) {
+        char hex[34], theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
+        char member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
         seed = seed_offer(fs, ev->now_ms, hex);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, ev->person, ev->len), (int)ev->len,
                  ev->person);
-        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, ev->person,
-                                     starts && ev->now_ms < starts, ev->take, ev->now_ms,
-                                     GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
-        if (rc || !j.seed[0])
+        rc = gw_fair_redis_room_join(
+            c, fs->sale_id, hex, member, ev->person, starts && ev->now_ms < starts, ev->take,
+            ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, out, theirs, why, sizeof(why));
+        if (rc != CM_ECONFLICT)
             break;
         cm_hash_key_t k;
-        bool parsed = gw_fair__seed_parse(j.seed, &k);
+        bool parsed = gw_fair__seed_parse(theirs, &k);
         if (parsed)
             seed_held(fs, k, true);
         if (attempt == 1 || !parsed) { /* the seed changed under us twice: a deletion racing */
@@ -145,23 +145,15 @@ static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
         }
     }
     gw_fair__pool_put(&f->loop_pool, c);
-    if (rc == 0 && !j.seed[0]) /* the room's seed is the one offered */
-        seed_held(fs, seed, false);
-    if (rc) {
+    if (rc != 0 && rc != CM_EBUSY) {
         gw_fair__room_fleet_trouble("join", fs->sale_id, why);
+        memset(out, 0, sizeof(*out));
         return CM_EBACKEND;
     }
-    if (j.prequeue) {
-        out->prequeue = true;
-        return j.full ? CM_EBUSY : 0;
-    }
-    out->pos = j.pos;
-    if (j.exp_s) {
-        out->exp_s = j.exp_s;
-        /* the fleet's seed keys the replay ids: every gateway gives a place the same one */
-        out->jti = gw_fair__place_jti(&seed, j.pos);
-    }
-    return 0;
+    seed_held(fs, seed, false); /* the room's seed is the one offered */
+    if (out->exp_s) /* the fleet's seed keys the replay ids: every gateway gives the same */
+        out->jti = gw_fair__place_jti(&seed, out->pos);
+    return rc;
 }
 
 /* One room's step, at most every GW_WR_FLEET_TICK_MS: seals at the start, adds this

@@ -426,17 +426,22 @@ static void test_reg_and_room(void **state)
         gw_fair_redis_room_tick(c, "rr", seed, false, 1000, 0, 0, &st, why, sizeof(why)), 0);
     assert_string_equal(st.seed, seed);
     assert_int_equal(st.sealed_ms, 0);
-    gw_fair_redis_room_join_t j;
+    gw_wr_join_t j;
+    char theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", true, true,
-                                             1000, 60, 10, &j, why, sizeof(why)),
+                                             1000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_true(j.prequeue);
-    assert_false(j.full);
     assert_int_equal(gw_fair_redis_room_join(c, "rr", "ffffffffffffffffffffffffffffffff",
                                              "00000000000000aap1", "p1", true, true, 1000, 60, 10,
-                                             &j, why, sizeof(why)),
-                     0);
-    assert_string_equal(j.seed, seed); /* another seed: the room's comes back */
+                                             &j, theirs, why, sizeof(why)),
+                     CM_ECONFLICT);
+    assert_string_equal(theirs, seed); /* another seed: the room's comes back */
+    /* a join into a full pre-queue (cap 1) */
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000ccp3", "p3", true, true,
+                                             1000, 60, 1, &j, theirs, why, sizeof(why)),
+                     CM_EBUSY);
+    assert_true(j.prequeue);
     assert_int_equal(gw_fair_redis_room_tick(c, "rr", "-", false, 0, 0, 0, &st, why, sizeof(why)),
                      0);
     assert_int_equal(st.npre, 1);
@@ -448,13 +453,13 @@ static void test_reg_and_room(void **state)
     assert_int_equal(st.next, 1);
     assert_int_equal(st.front_milli, 1000); /* not past next + ahead */
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000bbp2", "p2", false, true,
-                                             3000, 60, 10, &j, why, sizeof(why)),
+                                             3000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_false(j.prequeue);
     assert_int_equal(j.pos, 2);
     assert_int_equal(j.exp_s, 0);
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false,
-                                             false, 3000, 60, 10, &j, why, sizeof(why)),
+                                             false, 3000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_int_equal(j.pos, 1);
     assert_int_equal(j.exp_s, 3 + 60);
@@ -495,10 +500,11 @@ static void script_cost(inv_fleet_conn_t *c, int n)
                                                                   sizeof(held), why, sizeof(why)),
                                  0);
             } else {
-                gw_fair_redis_room_join_t j;
+                gw_wr_join_t j;
+                char theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
                 snprintf(member, sizeof(member), "%016x%s", i, person);
                 assert_int_equal(gw_fair_redis_room_join(c, "cost", seed, member, person, false,
-                                                         true, 3000, 60, 1000000, &j, why,
+                                                         true, 3000, 60, 1000000, &j, theirs, why,
                                                          sizeof(why)),
                                  0);
             }
