@@ -27,34 +27,20 @@
 /* After a failed give-back of a claim, the next try waits this long (lottery thread). */
 #define FAIR_UNCLAIM_RETRY_MS 250
 
+/* The seed's 16 key bytes as cm_hash_key_t reads them: k0, k1, each little-endian. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33])
 {
-    /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        unsigned b = (unsigned)((i < 8 ? seed->k0 : seed->k1) >> (8 * (i % 8))) & 0xffu;
-        out[2 * i] = digits[b >> 4];
-        out[2 * i + 1] = digits[b & 0xf];
-    }
-    out[32] = '\0';
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)__builtin_bswap64(seed->k0),
+             (unsigned long long)__builtin_bswap64(seed->k1));
 }
 
 bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed)
 {
-    if (strlen(hex) != 32)
+    unsigned long long k0, k1;
+    if (strlen(hex) != 32 || strspn(hex, "0123456789abcdef") != 32 ||
+        sscanf(hex, "%16llx%16llx", &k0, &k1) != 2)
         return false;
-    uint64_t k[2] = {0, 0};
-    for (int i = 0; i < 32; i++) {
-        char c = hex[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return false;
-        int byte = i / 2;
-        uint64_t v = (uint64_t)d << (i % 2 ? 0 : 4);
-        k[byte / 8] |= v << (8 * (byte % 8));
-    }
-    seed->k0 = k[0];
-    seed->k1 = k[1];
+    *seed = (cm_hash_key_t){__builtin_bswap64(k0), __builtin_bswap64(k1)};
     return true;
 }
 
