@@ -58,9 +58,8 @@ static gw_wr_place_t *place_of(gw_wr_place_t *bucket, uint64_t tag)
     return oldest;
 }
 
-/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
-static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
-                                 _Atomic uint64_t *next)
+gw_wr_place_t *gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                _Atomic uint64_t *next)
 {
     gw_wr_place_t *p = place_of(bucket, tag);
     if (p->tag == tag)
@@ -72,18 +71,12 @@ static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
     return p;
 }
 
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
-{
-    gw_wr_place_t *p = place_slot(bucket, tag, take, next);
-    return p ? p->pos : 0;
-}
-
 static gw_wr_place_t *place_bucket(const gw_room_core_t *c, uint64_t tag)
 {
     return c->places + ((size_t)(tag >> 32) & (GW_ROOM_PLACES - GW_WR_WAYS));
 }
 
-/* Replay: tag's place at pos, in the slot place_slot took for it (the log is read in
+/* Replay: tag's place at pos, in the slot gw_wr_place_find took for it (the log is read in
  * order). */
 static void place_put(gw_room_core_t *c, uint64_t tag, uint64_t pos)
 {
@@ -286,7 +279,7 @@ static int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_
         if (!c->places && ev->take)
             c->places = cm_xcalloc(GW_ROOM_PLACES, sizeof(*c->places));
         gw_wr_place_t *p =
-            c->places ? place_slot(place_bucket(c, tag), tag, ev->take, &c->next) : NULL;
+            c->places ? gw_wr_place_find(place_bucket(c, tag), tag, ev->take, &c->next) : NULL;
         if (p && p->exp_s && p->exp_s < now_s && ev->take) {
             p->pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed) + 1;
             p->exp_s = 0;

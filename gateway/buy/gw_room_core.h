@@ -21,9 +21,9 @@
  * The places the room gave, by user, so that a user who joins again gets the
  * place they hold: GW_ROOM_PLACES slots in buckets of GW_WR_WAYS, a slot's tag
  * siphash(the room's key, person) | 1 (0 = empty). gw_wr_place_find answers
- * the position of tag in a bucket, else, with take, a new one at the back
- * (from *next) in the slot of the bucket's lowest position (an empty slot,
- * then the oldest place: its person joins at the back again), else 0. The
+ * the slot of tag in a bucket, else, with take, the slot of the bucket's lowest
+ * position (an empty slot, then the oldest place: its person joins at the back
+ * again) with a new position at the back (from *next), else NULL. The
  * per-IP and per-user limiters bound how fast anyone can push places out.
  * Caller holds the room's lock; *next is also read unlocked.
  */
@@ -34,7 +34,8 @@ typedef struct gw_wr_place {
     uint64_t pos;
     int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
 } gw_wr_place_t;
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
+gw_wr_place_t *gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                _Atomic uint64_t *next);
 
 /*
  * The pre-queue's order, pure so that tests and auditors can run it: a
