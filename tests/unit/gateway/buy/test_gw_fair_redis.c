@@ -463,6 +463,18 @@ static void test_reg_and_room(void **state)
                      0);
     assert_int_equal(j.pos, 1);
     assert_int_equal(j.exp_s, 3 + 60);
+    /* its token expired unused: a look shows the place not admitted, a join gives it up
+     * for one at the back */
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false,
+                                             false, 64000, 60, 10, &j, theirs, why, sizeof(why)),
+                     0);
+    assert_int_equal(j.pos, 1);
+    assert_int_equal(j.exp_s, 0);
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false, true,
+                                             64000, 60, 10, &j, theirs, why, sizeof(why)),
+                     0);
+    assert_int_equal(j.pos, 3);
+    assert_int_equal(j.exp_s, 0);
     buf[0] = '\0';
     assert_int_equal(gw_fair_redis_room_range(c, "rr", 0, 9, one_cat, buf, why, sizeof(why)), 0);
     assert_string_equal(buf, "00000000000000aap1;");
