@@ -216,7 +216,7 @@ typedef struct gw_fair_pool {
  * (tests/integration/118-fleet-sleep-loop.py holds the bound). */
 #define GW_FAIR_FAIL_FAST_AFTER 1u
 
-/* A fleet claim of an admission token to give back (gw_fair_redis_room_unclaim): its
+/* A fleet claim of an admission token to give back (gw_fair_redis_room_claim): its
  * reply was lost, or the give-back of a buy that was not accepted failed. */
 #define FAIR_UNCLAIM_MAX 256
 typedef struct gw_fair_unclaim {

@@ -764,18 +764,13 @@ static const char LUA_ROOM_TICK[] =
                   "if not sealed and ARGV[2] == '1' then seal(ARGV[3]) sealed = ARGV[3] end\n"
                   "local nx = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')\n"
                   "local front = tonumber(redis.call('HGET', KEYS[1], 'front') or '0')\n"
-                  "local npre\n"
-                  "if sealed then\n"
-                  "  npre = tonumber(redis.call('HGET', KEYS[1], 'npre') or '0')\n"
-                  "  local add = tonumber(ARGV[4])\n"
-                  "  if add > 0 then\n"
-                  "    local cap = (nx + tonumber(ARGV[5])) * 1000\n"
-                  "    if front < cap then\n"
-                  "      front = math.min(front + add, cap)\n"
-                  "      redis.call('HSET', KEYS[1], 'front', string.format('%d', front))\n"
-                  "    end\n"
-                  "  end\n"
-                  "else npre = redis.call('ZCARD', KEYS[2]) end\n"
+                  "local add, cap = tonumber(ARGV[4]), (nx + tonumber(ARGV[5])) * 1000\n"
+                  "if sealed and add > 0 and front < cap then\n"
+                  "  front = math.min(front + add, cap)\n"
+                  "  redis.call('HSET', KEYS[1], 'front', string.format('%d', front))\n"
+                  "end\n"
+                  "local npre = sealed and tonumber(redis.call('HGET', KEYS[1], 'npre') or '0')\n"
+                  "  or redis.call('ZCARD', KEYS[2])\n"
                   "return {s, sealed or '0', npre, nx, string.format('%d', front)}\n";
 static script_t SC_ROOM_TICK = {.text = LUA_ROOM_TICK};
 
@@ -802,18 +797,13 @@ static const char LUA_ROOM_JOIN[] = LUA_ROOM_SEAL
     "local pos, exp = 0, 0\n"
     "local v = redis.call('HGET', KEYS[3], ARGV[3])\n"
     "if v then\n"
-    "  local sp = string.find(v, ' ')\n"
-    "  pos = tonumber(string.sub(v, 1, sp - 1)) exp = tonumber(string.sub(v, sp + 1))\n"
+    "  local p, e = string.match(v, '^(%d+) (%d+)')\n"
+    "  pos, exp = tonumber(p), tonumber(e)\n"
     "else\n"
-    "  local r = redis.call('ZRANK', KEYS[2], ARGV[2])\n"
-    "  if r then pos = r + 1 end\n"
+    "  pos = (redis.call('ZRANK', KEYS[2], ARGV[2]) or -1) + 1\n"
     "end\n"
-    "if pos > 0 and exp > 0 and exp < now then\n"
+    "if pos == 0 or (exp > 0 and exp < now) then\n"
     "  if not take then return {1, pos, 0} end\n"
-    "  pos = 0\n"
-    "end\n"
-    "if pos == 0 then\n"
-    "  if not take then return {1, 0, 0} end\n"
     "  pos = redis.call('HINCRBY', KEYS[1], 'next', 1) exp = 0\n"
     "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' 0')\n"
     "end\n"
@@ -826,53 +816,40 @@ static const char LUA_ROOM_JOIN[] = LUA_ROOM_SEAL
     "return {1, pos, exp}\n";
 static script_t SC_ROOM_JOIN = {.text = LUA_ROOM_JOIN};
 
-/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. 0 claimed,
- * 1 spent, 2 the same fingerprint's (this claim's nonce joins the holders), 3 given back
- * before it ran (its caller gave up on it). The value is "fp:nonce[,nonce...]": the
- * buys of one Idempotency-Key that hold the token, each until its own give-back, so
- * that a retry going on past the claim holds it too and the first buy's give-back
- * leaves it held (an order of the key may be the retry's). At most 64 holders: a key's
- * retries in flight at once beyond that read the token spent. A value of the bare
- * fingerprint (no ':') gets its first nonce after a ':'. */
+/* Claim (ARGV[5] '0') or give-back ('1'), gw_fair_redis_room_claim: KEYS jti, the claim's
+ * void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. A claim answers 3 when it was given back
+ * before it ran. At most 64 holders: a key's retries in flight at once beyond that read
+ * the token spent. A value of the bare fingerprint (no ':') gets its first nonce after a
+ * ':'. */
 static const char LUA_ROOM_CLAIM[] =
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
-    "if ARGV[3] ~= '0' then\n"
-    "  local v = redis.call('GET', KEYS[1])\n"
-    "  if v and string.match(v, '^[^:]*') == ARGV[3] then\n"
-    "    local _, n = string.gsub(v, ',', ',')\n"
-    "    if n >= 63 then return 1 end\n"
-    "    local t = redis.call('PTTL', KEYS[1])\n"
-    "    local sep = string.find(v, ':', 1, true) and ',' or ':'\n"
-    "    redis.call('SET', KEYS[1], v .. sep .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
-    "    return 2\n"
-    "  end\n"
-    "end\n"
-    "return 1\n";
-static script_t SC_ROOM_CLAIM = {.text = LUA_ROOM_CLAIM};
-
-/* Give-back: KEYS jti, the claim's void mark; ARGV ttl_ms, fp, nonce. Takes this
- * claim's nonce out of the holders, deleting the claim with the last one (1); else
- * marks the claim void (0), so that the claim, should it still run, claims nothing. */
-static const char LUA_ROOM_UNCLAIM[] =
     "local v = redis.call('GET', KEYS[1])\n"
-    "if v and string.match(v, '^[^:]*') == ARGV[2] then\n"
+    "local mine = v and string.match(v, '^[^:]*') == ARGV[3]\n"
+    "local function keep(nv)\n"
+    "  local t = redis.call('PTTL', KEYS[1])\n"
+    "  redis.call('SET', KEYS[1], nv, 'PX', t > 0 and t or ARGV[2])\n"
+    "end\n"
+    "if ARGV[5] == '0' then\n"
+    "  if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
+    "  if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 0 end\n"
+    "  local _, n = string.gsub(v, ',', ',')\n"
+    "  if ARGV[3] == '0' or not mine or n >= 63 then return 1 end\n"
+    "  keep(v .. (string.find(v, ':', 1, true) and ',' or ':') .. ARGV[4])\n"
+    "  return 2\n"
+    "end\n"
+    "if mine then\n"
     "  local left, found = {}, false\n"
-    "  for x in string.gmatch(string.sub(v, #ARGV[2] + 2), '[^,]+') do\n"
-    "    if x == ARGV[3] and not found then found = true else left[#left + 1] = x end\n"
+    "  for x in string.gmatch(string.sub(v, #ARGV[3] + 2), '[^,]+') do\n"
+    "    if x == ARGV[4] and not found then found = true else left[#left + 1] = x end\n"
     "  end\n"
     "  if found then\n"
-    "    if #left == 0 then redis.call('DEL', KEYS[1]) else\n"
-    "      local t = redis.call('PTTL', KEYS[1])\n"
-    "      redis.call('SET', KEYS[1], ARGV[2] .. ':' .. table.concat(left, ','),\n"
-    "                 'PX', t > 0 and t or ARGV[1])\n"
-    "    end\n"
+    "    if #left == 0 then redis.call('DEL', KEYS[1])\n"
+    "    else keep(ARGV[3] .. ':' .. table.concat(left, ',')) end\n"
     "    return 1\n"
     "  end\n"
     "end\n"
-    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])\n"
+    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])\n"
     "return 0\n";
-static script_t SC_ROOM_UNCLAIM = {.text = LUA_ROOM_UNCLAIM};
+static script_t SC_ROOM_CLAIM = {.text = LUA_ROOM_CLAIM};
 
 static uint64_t reply_u64(const inv_fleet_reply_t *e)
 {
@@ -881,19 +858,6 @@ static uint64_t reply_u64(const inv_fleet_reply_t *e)
     if (rtype(e) == INV_FLEET_REPLY_STRING)
         return strtoull(rstr(e), NULL, 10);
     return 0;
-}
-
-/* The room's state from r's five elements {seed, sealed ms, npre, next, front}; the seed
- * "" unless a string. */
-static void room_state_of(const inv_fleet_reply_t *r, gw_fair_redis_room_state_t *st)
-{
-    memset(st, 0, sizeof(*st));
-    if (rtype(el(r, 0)) == INV_FLEET_REPLY_STRING)
-        snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
-    st->sealed_ms = (int64_t)reply_u64(el(r, 1));
-    st->npre = reply_u64(el(r, 2));
-    st->next = reply_u64(el(r, 3));
-    st->front_milli = reply_u64(el(r, 4));
 }
 
 /* The answer to a script that found the room without a seed and was offered none. */
@@ -920,19 +884,26 @@ int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *s
     else if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5 ||
              rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)
         rc = unexpected(errbuf, errlen);
-    else
-        room_state_of(r, st);
+    else {
+        memset(st, 0, sizeof(*st));
+        snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
+        st->sealed_ms = (int64_t)reply_u64(el(r, 1));
+        st->npre = reply_u64(el(r, 2));
+        st->next = reply_u64(el(r, 3));
+        st->front_milli = reply_u64(el(r, 4));
+    }
     inv_fleet_reply_free(r);
     return rc;
 }
 
 int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             const char *member, const char *person, bool before_start, bool take,
-                            int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
-                            char *errbuf, size_t errlen)
+                            int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
+                            char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf, size_t errlen)
 {
     fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre"), pl = fkey(sale, "wrpl");
     memset(out, 0, sizeof(*out));
+    seed[0] = '\0';
     inv_fleet_reply_t *r =
         call(c, wr.s, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr.s,
              pre.s, pl.s, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
@@ -945,12 +916,13 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
                          ? rnum(el(r, 0))
                          : -9;
     if (kind == -2 && relems(r) == 2 && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING) {
-        snprintf(out->seed, sizeof(out->seed), "%s", rstr(el(r, 1)));
+        snprintf(seed, GW_FAIR_REDIS_ROOM_SEED_HEX + 1, "%s", rstr(el(r, 1)));
+        rc = CM_ECONFLICT;
     } else if (kind == -3) {
         rc = no_seed(errbuf, errlen);
     } else if (kind == -1 || kind == 0) {
         out->prequeue = true;
-        out->full = kind == -1;
+        rc = kind == -1 ? CM_EBUSY : 0;
     } else if (kind == 1 && relems(r) == 3) {
         out->pos = reply_u64(el(r, 1));
         out->exp_s = (int64_t)reply_u64(el(r, 2));
@@ -978,59 +950,23 @@ static void claim_keys(claim_keys_t *ck, const char *sale, uint64_t jti, uint64_
 }
 
 int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                             uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
+                             uint64_t nonce, int64_t ttl_ms, bool give_back, char *errbuf,
+                             size_t errlen)
 {
     claim_keys_t ck;
     claim_keys(&ck, sale, jti, fp, nonce);
     long long n = -1;
-    int rc = num(call(c, ck.k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s", ck.k, ck.vk,
-                      ck.val, (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns),
-                 &n, errbuf, errlen);
-    if (rc == 0 && n == 3) {
+    int rc =
+        num(call(c, ck.k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s %d", ck.k, ck.vk,
+                 ck.val, (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns, give_back),
+            &n, errbuf, errlen);
+    if (rc == 0 && n == 3 && !give_back) {
         cm_errbuf_set(errbuf, errlen, "the claim was given back before it ran");
         rc = CM_EBACKEND;
-    } else if (rc == 0 && (n < 0 || n > 2)) {
+    } else if (rc == 0 && (n < 0 || n > (give_back ? 1 : 2))) {
         rc = unexpected(errbuf, errlen);
     }
     return rc ? rc : (int)n;
-}
-
-int gw_fair_redis_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                               uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
-{
-    claim_keys_t ck;
-    claim_keys(&ck, sale, jti, fp, nonce);
-    long long n = -1;
-    int rc = num(call(c, ck.k, &SC_ROOM_UNCLAIM, errbuf, errlen, "2 %s %s %lld %s %s", ck.k, ck.vk,
-                      (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns),
-                 &n, errbuf, errlen);
-    if (rc == 0 && n != 0 && n != 1)
-        rc = unexpected(errbuf, errlen);
-    return rc ? rc : (int)n;
-}
-
-int gw_fair_redis_room_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_room_state_t *st,
-                             char *errbuf, size_t errlen)
-{
-    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre");
-    inv_fleet_reply_t *r =
-        call(c, wr.s, NULL, errbuf, errlen, "HMGET %s seed sealed npre next front", wr.s);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = 0;
-    memset(st, 0, sizeof(*st));
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5)
-        rc = unexpected(errbuf, errlen);
-    else
-        room_state_of(r, st);
-    inv_fleet_reply_free(r);
-    if (rc == 0 && !st->sealed_ms) {
-        long long n = 0;
-        if (num(call(c, pre.s, NULL, errbuf, errlen, "ZCARD %s", pre.s), &n, errbuf, errlen) != 0)
-            return CM_EBACKEND;
-        st->npre = n > 0 ? (uint64_t)n : 0;
-    }
-    return rc;
 }
 
 int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
@@ -1043,9 +979,9 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_CONF_PART, &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP,   &SC_ENTRY_GET, &SC_WL_STATE,
-    &SC_WL_LOCK,   &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,    &SC_WL_END,    &SC_REG_ADD,
-    &SC_ROOM_TICK, &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM, &SC_PUSHED,
+    &SC_CONF_PART, &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET, &SC_WL_STATE,
+    &SC_WL_LOCK,   &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,  &SC_WL_END,    &SC_REG_ADD,
+    &SC_ROOM_TICK, &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_PUSHED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;

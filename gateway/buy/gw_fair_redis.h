@@ -70,10 +70,10 @@
  * |                       |        | arrivals' places, admitted        | (room_join)              |
  * |                       |        | places' token expiry              |                          |
  * | :wrjti:<jti>          | STRING | an admission token's claim        | a buy's claim and give-  |
- * |                       |        | "fp:nonce[,nonce...]" (PX the     | back (room_claim,        |
- * |                       |        | token's life)                     | room_unclaim)            |
+ * |                       |        | "fp:nonce[,nonce...]" (PX the     | back (room_claim)        |
+ * |                       |        | token's life)                     |                          |
  * | :wrjti:<jti>:void:<n> | STRING | "1": a claim given back before it | a give-back that found   |
- * |                       |        | ran (PX the token's life)         | no claim (room_unclaim)  |
+ * |                       |        | ran (PX the token's life)         | no claim (room_claim)    |
  *
  * (":x" is {flashgate:fair:<sale>}:x.) Unless said otherwise the calls return
  * 0, or CM_EBACKEND with the reason in errbuf (then inv_fleet_broken tells a
@@ -83,6 +83,7 @@
 #ifndef GW_FAIR_REDIS_H
 #define GW_FAIR_REDIS_H
 
+#include "gateway/buy/gw_fair.h"
 #include "inventory/inv_fleet.h"
 
 #include <stdbool.h>
@@ -329,61 +330,48 @@ typedef struct gw_fair_redis_room_state {
  * (kept if none yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the
  * pre-queue when started (at now_ms: npre is its size and the later arrivals' places come after
  * it), then, sealed, adds add_milli to the front without passing (next + ahead) places. Fills *st.
+ * With "-", not started and add_milli 0 it only reads the room's state.
  */
 int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
                             gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen);
 
-/* What gw_fair_redis_room_join found. */
-typedef struct gw_fair_redis_room_join {
-    bool prequeue; /* not sealed and before the start: in the pre-queue (or looked), no place */
-    bool full;     /* a join into a pre-queue of cap persons: refused */
-    uint64_t pos;  /* the 1-based place, 0 = none */
-    int64_t exp_s; /* the place is admitted: its token's expiry, else 0 */
-    char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1]; /* the room's seed when it is not seed_hex */
-} gw_fair_redis_room_join_t;
-
 /*
- * A person's join (take) or look at the room, one script: checks seed_hex is
- * the room's (else out->seed is set and nothing else is done; offered as the
- * room's when it has none, unless given as "-<seed>": then CM_ENOTFOUND), enters the
- * pre-queue before the start (member: the key's hex and the person), seals it
- * at the start, finds the place (the pre-queue rank, a later place, or with
- * take a new one at the back; a place whose token expired unused is given up
- * for one at the back) and admits it when the shared front passed it, the
- * token's expiry fixed at now_s + ttl_s on its first admission.
+ * A person's join (take) or look at the room, one script: checks seed_hex is the room's
+ * (offered as the room's when it has none, unless given as "-<seed>"), enters the
+ * pre-queue before the start (member: the key's hex and the person), seals it at the
+ * start, finds the place (the pre-queue rank, a later place, or with take a new one at
+ * the back; a place whose token expired unused is given up for one at the back) and
+ * admits it when the shared front passed it, the token's expiry fixed at now_s + ttl_s
+ * on its first admission. Returns 0 (out: prequeue, or the place and, admitted, the
+ * expiry; never the jti), CM_EBUSY (out->prequeue: a join into a pre-queue of cap
+ * persons, refused), CM_ECONFLICT (seed_hex is not the room's: seed gets the room's,
+ * nothing else is done), CM_ENOTFOUND (no seed, none offered) or CM_EBACKEND.
  */
 int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             const char *member, const char *person, bool before_start, bool take,
-                            int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
-                            char *errbuf, size_t errlen);
+                            int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
+                            char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf,
+                            size_t errlen);
 
 /*
- * Claims an admission token's replay id: SET NX PX ttl_ms of the value
- * "fp:nonce", nonce random per claim, unless this claim was given back
- * already (its void mark, gw_fair_redis_room_unclaim). Returns 0 claimed, 1 spent (or
- * held by a buy in flight), 2 held with the same non-zero fp (the spending
- * buy's retry: this claim holds it too, with its own nonce, until its own
- * give-back), or CM_EBACKEND (a transport error or an error reply: the claim
- * may still run later; gw_fair_redis_room_unclaim with the same nonce undoes it).
+ * Claims an admission token's replay id (give_back false): SET NX PX ttl_ms of the value
+ * "fp:nonce", nonce random per claim, unless this claim was given back already. Returns
+ * 0 claimed, 1 spent (or held by a buy in flight), 2 held with the same non-zero fp (the
+ * spending buy's retry: this claim holds it too, with its own nonce, until its own
+ * give-back), GW_WR_CLAIMED, _SPENT and _REPLAY's values; or CM_EBACKEND (a transport
+ * error or an error reply: the claim may still run later, and its give-back undoes it).
+ * The holders of one token are the buys of one Idempotency-Key: a retry going on past
+ * the claim holds it too, and the first buy's give-back leaves it held.
+ * Gives the claim of (jti, fp, nonce) back (give_back true): takes its nonce out of the
+ * replay id's holders and deletes it with the last one (another buy's claim of the token
+ * stays, a retry's of the same key too), else marks the claim void for ttl_ms, so that a
+ * claim still on its way (sent, its reply lost) claims nothing. Returns 1 given back, 0
+ * not held (now void), or CM_EBACKEND. Idempotent.
  */
 int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                             uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
-
-/*
- * Gives back the claim of (jti, fp, nonce): takes that claim's nonce out of
- * the replay id's holders and deletes it with the last one (another buy's
- * claim of the same token stays, a retry's of the same key too),
- * else marks the claim void for ttl_ms, so that a claim still on its way
- * (sent, its reply lost) claims nothing. Returns 1 given back, 0 not held
- * (now void), or CM_EBACKEND. Idempotent.
- */
-int gw_fair_redis_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                               uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
-
-/* The room's state without changing it. */
-int gw_fair_redis_room_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_room_state_t *st,
-                             char *errbuf, size_t errlen);
+                             uint64_t nonce, int64_t ttl_ms, bool give_back, char *errbuf,
+                             size_t errlen);
 
 /* The pre-queue's members of ranks start..stop (0-based, inclusive) in rank
  * order: fn(ctx, member) (GW_FAIR_REDIS_ROOM_KEY_HEX hex digits, then the person). */

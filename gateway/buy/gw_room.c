@@ -56,14 +56,11 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       uint64_t admitted_through, gw_wr_join_t *out)
 {
-    /* the start is the machine's (fs->sale.cfg), kept true by gw_fair__sale_terms */
-    gw_room_join_ev_t ev = {
-        .person = person,
-        .len = len,
-        .take = take,
-        .now_ms = now_ms,
-        .starts_at_ms = atomic_load_explicit(&fs->sale.cfg.starts_at_ms, memory_order_relaxed),
-        .admitted_through = admitted_through};
+    gw_room_join_ev_t ev = {.person = person,
+                            .len = len,
+                            .take = take,
+                            .now_ms = now_ms,
+                            .admitted_through = admitted_through};
     return fs->wr_ops->join(fs, &ev, out);
 }
 

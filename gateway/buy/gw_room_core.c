@@ -58,9 +58,8 @@ static gw_wr_place_t *place_of(gw_wr_place_t *bucket, uint64_t tag)
     return oldest;
 }
 
-/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
-static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
-                                 _Atomic uint64_t *next)
+gw_wr_place_t *gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                _Atomic uint64_t *next)
 {
     gw_wr_place_t *p = place_of(bucket, tag);
     if (p->tag == tag)
@@ -72,18 +71,12 @@ static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
     return p;
 }
 
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
-{
-    gw_wr_place_t *p = place_slot(bucket, tag, take, next);
-    return p ? p->pos : 0;
-}
-
 static gw_wr_place_t *place_bucket(const gw_room_core_t *c, uint64_t tag)
 {
     return c->places + ((size_t)(tag >> 32) & (GW_ROOM_PLACES - GW_WR_WAYS));
 }
 
-/* Replay: tag's place at pos, in the slot place_slot took for it (the log is read in
+/* Replay: tag's place at pos, in the slot gw_wr_place_find took for it (the log is read in
  * order). */
 static void place_put(gw_room_core_t *c, uint64_t tag, uint64_t pos)
 {
@@ -164,30 +157,29 @@ static void name_add(gw_room_core_t *c, const char *person, size_t len)
     c->names_len += len + 1;
 }
 
-/* Adds key (not in the set) and its person: linear probing, grown at half full. */
+/* Adds key to the set t of cap slots (a power of two): linear probing. */
+static void pre_insert(uint64_t *t, size_t cap, uint64_t key)
+{
+    size_t i = (size_t)key & (cap - 1);
+    while (t[i])
+        i = (i + 1) & (cap - 1);
+    t[i] = key;
+}
+
+/* Adds key (not in the set) and its person; the set grows at half full. */
 static void pre_put(gw_room_core_t *c, uint64_t key, const char *person, size_t len)
 {
     if ((c->npre + 1) * 2 > c->pre_cap) {
         size_t cap = c->pre_cap ? c->pre_cap * 2 : 1024;
         uint64_t *t = cm_xcalloc(cap, sizeof(*t));
-        for (size_t j = 0; j < c->pre_cap; j++) {
-            uint64_t k = c->pre[j];
-            if (!k)
-                continue;
-            size_t i = (size_t)k & (cap - 1);
-            while (t[i])
-                i = (i + 1) & (cap - 1);
-            t[i] = k;
-        }
+        for (size_t j = 0; j < c->pre_cap; j++)
+            if (c->pre[j])
+                pre_insert(t, cap, c->pre[j]);
         free(c->pre);
         c->pre = t;
         c->pre_cap = cap;
     }
-    size_t mask = c->pre_cap - 1;
-    size_t i = (size_t)key & mask;
-    while (c->pre[i])
-        i = (i + 1) & mask;
-    c->pre[i] = key;
+    pre_insert(c->pre, c->pre_cap, key);
     name_add(c, person, len);
     c->npre++;
 }
@@ -245,7 +237,6 @@ static void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_
     if (!CM_PLANT(ROOM_SEAL_NEXT_OVERLAP))
         atomic_fetch_add(&c->next, (uint64_t)n);
     atomic_store(&c->sealed, true);
-    out->nrec = 0;
     out_add(out, (gw_room_rec_t){
                      .kind = GW_ROOM_REC_S, .a = (uint64_t)now_ms, .b = (uint64_t)starts_ms});
     /* an empty pre-queue ranks nobody: its record needs no sync of its own
@@ -253,21 +244,11 @@ static void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_
     out->sync = n > 0;
 }
 
-static void gw_room_core_seal_synced(gw_room_core_t *c, bool ok)
-{
-    /* a restart seals again from the same joins and seed, so the same ranks */
-    if (!ok)
-        c->seal_unlogged = true;
-}
-
 /*---- joins ----*/
 
 static int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join_t *answer,
                              gw_room_out_t *out)
 {
-    memset(answer, 0, sizeof(*answer));
-    out->nrec = 0;
-    out->sync = false;
     int64_t now_s = ev->now_ms / 1000;
     if (!atomic_load(&c->sealed)) { /* before the start (the machine seals at it) */
         answer->prequeue = true;
@@ -298,7 +279,7 @@ static int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_
         if (!c->places && ev->take)
             c->places = cm_xcalloc(GW_ROOM_PLACES, sizeof(*c->places));
         gw_wr_place_t *p =
-            c->places ? place_slot(place_bucket(c, tag), tag, ev->take, &c->next) : NULL;
+            c->places ? gw_wr_place_find(place_bucket(c, tag), tag, ev->take, &c->next) : NULL;
         if (p && p->exp_s && p->exp_s < now_s && ev->take) {
             p->pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed) + 1;
             p->exp_s = 0;
@@ -362,8 +343,6 @@ bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_ro
 static void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms,
                               gw_room_out_t *out)
 {
-    out->nrec = 0;
-    out->sync = false;
     uint64_t front = atomic_load(&c->front_milli) + (uint64_t)(eff_per_s * (double)dt_ms);
     uint64_t ahead = (atomic_load(&c->next) + (uint64_t)eff_per_s) * 1000;
     front = front < ahead ? front : ahead;
@@ -479,7 +458,7 @@ static void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, c
     }
     case 'S':
         if (!sealed && sscanf(line, "S %lld %llu", &e, &a) == 2) {
-            gw_room_out_t out;
+            gw_room_out_t out = {0};
             gw_room_core_seal(c, e, (int64_t)a, &out);
         }
         break;
@@ -495,11 +474,10 @@ static void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, c
             break;
         if (a == 0 && b <= c->npre) {
             c->pre_exp[b - 1] = e;
-        } else if (a && c->places) {
-            gw_wr_place_t *bk = place_bucket(c, a);
-            for (size_t i = 0; i < GW_WR_WAYS; i++)
-                if (bk[i].tag == a && bk[i].pos == b)
-                    bk[i].exp_s = e;
+        } else if (a && c->places) { /* a tag is in one slot of its bucket at most */
+            gw_wr_place_t *p = place_of(place_bucket(c, a), a);
+            if (p->tag == a && p->pos == b)
+                p->exp_s = e;
         }
         if (b * 1000 > atomic_load(&c->front_milli)) /* it was admitted */
             atomic_store(&c->front_milli, b * 1000);
@@ -521,11 +499,6 @@ static void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, c
     default:
         break;
     }
-}
-
-static void gw_room_core_loaded(gw_room_core_t *c)
-{
-    c->front_logged = atomic_load(&c->front_milli);
 }
 
 /*---- spent admission tokens ----*/
@@ -570,7 +543,7 @@ void gw_room_spent_settle(gw_wr_spent_slot_t *slots, uint64_t jti, bool accepted
     }
 }
 
-/*---- one step entry ----*/
+/*---- one step entry: answer and out emptied, then each kind's ----*/
 
 int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
                       gw_room_out_t *out)
@@ -592,13 +565,14 @@ int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *a
         gw_room_core_seal(c, ev->now_ms, ev->starts_ms, out);
         break;
     case GW_ROOM_EV_SEAL_SYNCED:
-        gw_room_core_seal_synced(c, ev->ok);
+        /* a restart seals again from the same joins and seed, so the same ranks */
+        c->seal_unlogged = c->seal_unlogged || !ev->ok;
         break;
     case GW_ROOM_EV_TICK:
         gw_room_core_tick(c, ev->eff_per_s, ev->dt_ms, out);
         break;
     case GW_ROOM_EV_LOADED:
-        gw_room_core_loaded(c);
+        c->front_logged = atomic_load(&c->front_milli);
         break;
     case GW_ROOM_EV_REPLAY:
         gw_room_core_replay(c, ev->spent, ev->line, ev->now_s);

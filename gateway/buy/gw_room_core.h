@@ -1,35 +1,10 @@
 /*
- * One gateway's waiting room: its decisions without I/O (docs/design.md,
- * "The waiting room's core"). Every rule of the room is in gw_room_core.c:
- *
- *   PRE-QUEUE  before the start a join adds the person's keyed hash
- *              (gw_wr_prequeue_key under the seed) to a set: once each, at
- *              most GW_WR_PREQUEUE_MAX; its "J" record before it is added
- *   SEAL       at the start (the first join or tick at or after it) the set
- *              is sorted: a person's rank is their key's place in that
- *              order, and the first later arrival takes the place after the
- *              last rank; its "S" record, made durable before any rank is
- *              answered from it
- *   PLACES     from the seal, a pre-queue person holds their rank, anyone
- *              else a place at the back kept in a bounded table (a "P"
- *              record per new place); a place whose admission token expired
- *              unused is given up: its person joins at the back again
- *   ADMISSION  a place at or before the front is admitted once: its token's
- *              expiry is fixed at the first admission ("A" record) and the
- *              same token is answered until it expires
- *   FRONT      each tick moves the front by rate x elapsed time, never more
- *              than one second of admissions ahead of the places given ("F"
- *              record when it passed another place)
- *   TOKENS     a buy claims its token's replay id once ("T" record before
- *              the reserve); a buy that made no order gives it back ("U")
- *
- * A restart reads the records back (REPLAY) into the same state.
- * The shell (gw_room_store.c) holds the room's lock, writes the records through the
- * room's log (gw_room_store.c) and runs its fdatasync; the simulator
- * (sim/sim_room.c) runs this same code on a simulated disk, and
- * tests/unit/gateway/buy/test_gw_room_core.c drives it alone. No syscall, lock
- * or clock read: the time comes in each event. The tables grow with
- * cm_xmalloc (aborts on OOM, as the server's allocations do).
+ * One gateway's waiting room: its decisions without I/O. Its phases, events and
+ * records are docs/design.md's "The waiting room's core"; the log's grammar is
+ * gw_room_core_replay's (gw_room_core.c). The shell (gw_room_store.c) holds the
+ * room's lock and writes the records; the simulator (sim/sim_room.c) runs the
+ * same code. No syscall, lock or clock read: the time comes in each event. The
+ * tables grow with cm_xmalloc (aborts on OOM, as the server's allocations do).
  */
 #ifndef GW_ROOM_CORE_H
 #define GW_ROOM_CORE_H
@@ -44,29 +19,23 @@
 
 /*
  * The places the room gave, by user, so that a user who joins again gets the
- * place they hold instead of a new one at the back. Bounded: a fixed table of
- * GW_ROOM_PLACES slots (24 bytes each) in buckets of GW_WR_WAYS
- * (gw_wr_place_find). The per-IP and per-user limiters bound how fast anyone
- * can push places out.
+ * place they hold: GW_ROOM_PLACES slots in buckets of GW_WR_WAYS, a slot's tag
+ * siphash(the room's key, person) | 1 (0 = empty). gw_wr_place_find answers
+ * the slot of tag in a bucket, else, with take, the slot of the bucket's lowest
+ * position (an empty slot, then the oldest place: its person joins at the back
+ * again) with a new position at the back (from *next), else NULL. The
+ * per-IP and per-user limiters bound how fast anyone can push places out.
+ * Caller holds the room's lock; *next is also read unlocked.
  */
 #define GW_ROOM_PLACES 65536
-
-/*
- * One bucket of a room's place table (gw_room_core.c): the position held by the
- * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
- * is tag, else, with take, a new position at the back (from *next) in the slot
- * of the bucket's lowest position: an empty slot first, then the oldest place,
- * the first to be admitted (its person joins at the back again if they come
- * back); without take, 0. Caller holds the room's lock; *next is also read
- * unlocked.
- */
 #define GW_WR_WAYS 4
 typedef struct gw_wr_place {
     uint64_t tag;
     uint64_t pos;
     int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
 } gw_wr_place_t;
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
+gw_wr_place_t *gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                _Atomic uint64_t *next);
 
 /*
  * The pre-queue's order, pure so that tests and auditors can run it: a
@@ -150,8 +119,6 @@ typedef struct gw_room_join_ev {
     size_t len;
     bool take;
     int64_t now_ms;
-    int64_t starts_at_ms;      /* the sale's start, 0 = none (a fleet's script; the core
-                                * never reads it: the machine decides the seal) */
     uint64_t admitted_through; /* the front the caller admits through */
 } gw_room_join_ev_t;
 
@@ -175,42 +142,18 @@ void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_ha
 bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_room_rec_t *s);
 
 /*
- * The room's events, through its one step entry (gw_room_core_step), which
- * the sale's core (gw_sale_core.h) dispatches as it does the other cores'.
- * Each kind reads only its own members:
- *   JOIN         a join or a look: the step returns GW_ROOM_ANSWERED (out:
- *                the P and A records to write, the seal's again first where
- *                it was not written: gw_room_core_relog), GW_ROOM_PREQUEUE
- *                (not sealed: the sale's machine seals at the start, so an
- *                unsealed room here is before it) or CM_EBUSY (the pre-queue
- *                is full)
- *   WRITTEN      a record the shell wrote (ok) or failed to write: a J adds
- *                its person, an S that failed is written again before the
- *                next place's, an F is the front logged
- *   SEAL         the seal at now_ms (the sale starting at starts_ms): out
- *                gets the S record, and sync when anyone was ranked (an
- *                empty pre-queue ranks nobody: the next sync covers its
- *                record before any P record after it)
- *   SEAL_SYNCED  the seal's fdatasync returned: a failure is treated as a
- *                failed record
- *   TICK         a sealed room's front moves by eff_per_s over dt_ms, at
- *                most one second of admissions past the places given; out:
- *                an F record when it passed another place
- *   REPLAY       a restart: one line of the log, in the order written (a K
- *                first; an unknown or malformed line is skipped); T and U
- *                lines act on the spent table's slots (*spent, allocated at
- *                the first claim; the caller holds its lock if others can
- *                see it)
- *   LOADED       the end of the replay: the front read back is the one logged
+ * The room's events, through its one step entry (gw_room_core_step), which the
+ * sale's core (gw_sale_core.h) dispatches. Each kind reads only its own members.
  */
 typedef enum {
-    GW_ROOM_EV_JOIN = 0,    /* join */
-    GW_ROOM_EV_WRITTEN,     /* rec, ok */
-    GW_ROOM_EV_SEAL,        /* now_ms, starts_ms */
-    GW_ROOM_EV_SEAL_SYNCED, /* ok */
-    GW_ROOM_EV_TICK,        /* eff_per_s, dt_ms */
-    GW_ROOM_EV_LOADED,
-    GW_ROOM_EV_REPLAY, /* line, spent, now_s */
+    GW_ROOM_EV_JOIN = 0,    /* join: ANSWERED (out: P, A), PREQUEUE (out: J) or CM_EBUSY (full) */
+    GW_ROOM_EV_WRITTEN,     /* rec, ok: a J adds its person, a failed S is written again, an F
+                             * is the front logged */
+    GW_ROOM_EV_SEAL,        /* now_ms, starts_ms: out gets S, synced when anyone was ranked */
+    GW_ROOM_EV_SEAL_SYNCED, /* ok: a failed sync counts as a failed S */
+    GW_ROOM_EV_TICK,        /* eff_per_s, dt_ms: out gets F when the front passed a place */
+    GW_ROOM_EV_LOADED,      /* the replay's end: the front read back is the one logged */
+    GW_ROOM_EV_REPLAY,      /* line, spent (the caller holds its lock), now_s */
 } gw_room_ev_kind_t;
 
 typedef struct gw_room_ev {

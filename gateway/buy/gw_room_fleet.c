@@ -1,24 +1,10 @@
 /*
  * The waiting room of a fleet: one room per sale in Redis, shared by every
- * gateway (gw_fair_redis.h has the keys, gw_fair_redis.c the scripts).
- *
- * What is shared and why: the pre-queue (a ZSET of SipHash(seed, person)
- * keys, the seed one per room, so the rank is the same whichever gateway a
- * person joined through), the later arrivals' places (one counter), each
- * place's token expiry, the seal, the admission front and the spent tokens'
- * replay ids. The front is one number in Redis that every gateway's lottery
- * thread raises by its own share of the rate (the configured rate scaled by
- * its overload state, divided by the members), capped a second of admissions
- * ahead of the places given; every join compares its place with that number
- * in the same script, so all gateways admit the same places. A front derived
- * from a shared start time and the rate would need no writes but would admit
- * at the configured rate whatever each gateway's overload controller says,
- * and would bank an idle room's admissions into a burst.
- *
- * The cheap answers (the sale unknown, not started, sold out, the cached
- * queue page) never come here; what does is answered 503 when Redis cannot
- * be asked, never from a local guess: a place given or a token claimed
- * without Redis could be given or spent twice.
+ * gateway (gw_fair__room_redis_ops; the keys and scripts in gw_fair_redis.c).
+ * What is shared and why: docs/design.md "The room of a fleet" and docs/fleet.md
+ * "Waiting room". What comes here is answered 503 when Redis cannot be asked,
+ * never from a local guess: a place given or a token claimed without Redis
+ * could be given or spent twice.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -41,34 +27,20 @@
 /* After a failed give-back of a claim, the next try waits this long (lottery thread). */
 #define FAIR_UNCLAIM_RETRY_MS 250
 
+/* The seed's 16 key bytes as cm_hash_key_t reads them: k0, k1, each little-endian. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33])
 {
-    /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        unsigned b = (unsigned)((i < 8 ? seed->k0 : seed->k1) >> (8 * (i % 8))) & 0xffu;
-        out[2 * i] = digits[b >> 4];
-        out[2 * i + 1] = digits[b & 0xf];
-    }
-    out[32] = '\0';
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)__builtin_bswap64(seed->k0),
+             (unsigned long long)__builtin_bswap64(seed->k1));
 }
 
 bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed)
 {
-    if (strlen(hex) != 32)
+    unsigned long long k0, k1;
+    if (strlen(hex) != 32 || strspn(hex, "0123456789abcdef") != 32 ||
+        sscanf(hex, "%16llx%16llx", &k0, &k1) != 2)
         return false;
-    uint64_t k[2] = {0, 0};
-    for (int i = 0; i < 32; i++) {
-        char c = hex[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return false;
-        int byte = i / 2;
-        uint64_t v = (uint64_t)d << (i % 2 ? 0 : 4);
-        k[byte / 8] |= v << (8 * (byte % 8));
-    }
-    seed->k0 = k[0];
-    seed->k1 = k[1];
+    *seed = (cm_hash_key_t){__builtin_bswap64(k0), __builtin_bswap64(k1)};
     return true;
 }
 
@@ -89,36 +61,39 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
 #define GW_WR_SKEW_MS 1000
 
 /*
- * The seed this gateway may offer as the room's: any seed but a published one.
- * A seed is published once the room was sealed with it: this copy saw the
- * seal, or the start may have passed on some gateway's clock (`started`: by
- * this one's, less GW_WR_SKEW_MS) and Redis' room held the seed
- * (wr_seed_fleet), so another gateway may have sealed it and handed out
- * tokens keyed by it even if no reply here showed the seal. If Redis has
- * no seed any more the room was deleted or lost (a restart without
- * persistence), and this gateway has not read a tombstone that gives it a new
- * seed (gw_fair__room_reset): the old one would give the new room's places
- * the old replay ids, so an old token would admit again. wr_mu held.
+ * The seed this gateway may offer as the room's (into hex; returned): any seed but
+ * a published one, given as "-<seed>" (docs/fleet.md "Waiting room"). A seed is
+ * published once the room was sealed with it: this copy saw the seal, or the start
+ * may have passed on some gateway's clock (by this one's, less GW_WR_SKEW_MS) and
+ * Redis' room held the seed (wr_seed_fleet), so another gateway may have sealed it
+ * and handed out tokens keyed by it even if no reply here showed the seal. If Redis
+ * has no seed any more the room was deleted or lost, and the old seed would give
+ * the new room's places the old replay ids: an old token would admit again.
  */
-static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, bool started,
-                       char hex[34])
+static cm_hash_key_t seed_offer(gw_fair_sale_t *fs, int64_t now_ms, char hex[34])
 {
-    bool held = seed->k0 == fs->wr_seed_fleet.k0 && seed->k1 == fs->wr_seed_fleet.k1;
+    int64_t starts = atomic_load_explicit(&fs->sale.cfg.starts_at_ms, memory_order_relaxed);
+    bool started = !starts || now_ms + GW_WR_SKEW_MS >= starts;
+    pthread_mutex_lock(&fs->wr_mu);
+    cm_hash_key_t seed = fs->wr_seed;
+    bool held = seed.k0 == fs->wr_seed_fleet.k0 && seed.k1 == fs->wr_seed_fleet.k1;
+    bool offer =
+        !fs->wr_core.sealed_ms && !(started && held && !CM_PLANT(ROOM_FLEET_SEED_REOFFERED));
+    pthread_mutex_unlock(&fs->wr_mu);
     hex[0] = '-';
-    gw_fair__seed_hex(seed, hex + 1);
-    if (!fs->wr_core.sealed_ms && !(started && held && !CM_PLANT(ROOM_FLEET_SEED_REOFFERED)))
+    gw_fair__seed_hex(&seed, hex + 1);
+    if (offer)
         memmove(hex, hex + 1, 33);
+    return seed;
 }
 
-/* Takes the fleet's seed (hex) as the room's. */
-static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
+/* Redis' room holds k: this gateway's seed for it (adopt), or confirmed as the fleet's
+ * if it is still this gateway's (not re-keyed since it was offered). */
+static void seed_held(gw_fair_sale_t *fs, cm_hash_key_t k, bool adopt)
 {
-    cm_hash_key_t k;
-    if (!gw_fair__seed_parse(hex, &k))
-        return;
     pthread_mutex_lock(&fs->wr_mu);
-    fs->wr_seed = k;
-    fs->wr_seed_fleet = k;
+    if (adopt || (fs->wr_seed.k0 == k.k0 && fs->wr_seed.k1 == k.k1))
+        fs->wr_seed = fs->wr_seed_fleet = k;
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
@@ -126,86 +101,51 @@ static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
  * a connection of the worker loops' pool. */
 static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    const char *person = ev->person;
-    size_t len = ev->len;
     gw_fair_t *f = fs->f;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    int rc = c ? 0 : CM_EBACKEND;
-    gw_fair_redis_room_join_t j = {0};
+    int rc = CM_EBACKEND;
     cm_hash_key_t seed = {0, 0};
-    bool before_start = ev->starts_at_ms && ev->now_ms < ev->starts_at_ms;
+    int64_t starts = atomic_load_explicit(&fs->sale.cfg.starts_at_ms, memory_order_relaxed);
+    memset(out, 0, sizeof(*out));
     /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
-    for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
-        char hex[34], member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
-        pthread_mutex_lock(&fs->wr_mu);
-        seed = fs->wr_seed;
-        seed_offer(fs, &seed, !ev->starts_at_ms || ev->now_ms + GW_WR_SKEW_MS >= ev->starts_at_ms,
-                   hex);
-        pthread_mutex_unlock(&fs->wr_mu);
+    for (int attempt = 0; c && attempt < 2; attempt++) {
+        char hex[34], theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
+        char member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
+        seed = seed_offer(fs, ev->now_ms, hex);
         snprintf(member, sizeof(member), "%016llx%.*s",
-                 (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person, before_start, ev->take,
-                                     ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why,
-                                     sizeof(why));
-        if (rc == 0 && !j.seed[0]) { /* the room's seed is the one offered */
-            pthread_mutex_lock(&fs->wr_mu);
-            if (fs->wr_seed.k0 == seed.k0 && fs->wr_seed.k1 == seed.k1) /* not re-keyed since */
-                fs->wr_seed_fleet = seed;
-            pthread_mutex_unlock(&fs->wr_mu);
-        }
-        if (rc || !j.seed[0])
+                 (unsigned long long)gw_wr_prequeue_key(&seed, ev->person, ev->len), (int)ev->len,
+                 ev->person);
+        rc = gw_fair_redis_room_join(
+            c, fs->sale_id, hex, member, ev->person, starts && ev->now_ms < starts, ev->take,
+            ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, out, theirs, why, sizeof(why));
+        if (rc != CM_ECONFLICT)
             break;
-        seed_adopt(fs, j.seed);
-        if (attempt == 1) { /* the seed changed under us twice: a deletion racing */
+        cm_hash_key_t k;
+        bool parsed = gw_fair__seed_parse(theirs, &k);
+        if (parsed)
+            seed_held(fs, k, true);
+        if (attempt == 1 || !parsed) { /* the seed changed under us twice: a deletion racing */
             snprintf(why, sizeof(why), "the room's seed changed while joining");
             rc = CM_EBACKEND;
         }
     }
     gw_fair__pool_put(&f->loop_pool, c);
-    if (rc) {
+    if (rc != 0 && rc != CM_EBUSY) {
         gw_fair__room_fleet_trouble("join", fs->sale_id, why);
+        memset(out, 0, sizeof(*out));
         return CM_EBACKEND;
     }
-    if (j.prequeue) {
-        out->prequeue = true;
-        return j.full ? CM_EBUSY : 0;
-    }
-    out->pos = j.pos;
-    if (j.exp_s) {
-        out->exp_s = j.exp_s;
-        /* the fleet's seed keys the replay ids: every gateway gives a place the same one */
-        out->jti = gw_fair__place_jti(&seed, j.pos);
-    }
-    return 0;
-}
-
-/* Copies the fleet's state into the room's local fields (the view and the audit). */
-static void state_copy(gw_fair_sale_t *fs, const gw_fair_redis_room_state_t *st,
-                       int64_t starts_at_ms)
-{
-    cm_hash_key_t k;
-    bool seeded = gw_fair__seed_parse(st->seed, &k);
-    pthread_mutex_lock(&fs->wr_mu);
-    if (seeded)
-        fs->wr_seed = fs->wr_seed_fleet = k;
-    fs->wr_core.npre = st->npre;
-    if (st->sealed_ms && !fs->wr_core.sealed_ms)
-        cm_log_info("fair", "waiting room pre-queue sealed (fleet)", "sale=%s persons=%llu",
-                    fs->sale_id, (unsigned long long)st->npre);
-    fs->wr_core.sealed_ms = st->sealed_ms;
-    fs->wr_core.starts_ms = st->sealed_ms ? starts_at_ms : 0;
-    atomic_store(&fs->wr_core.sealed, st->sealed_ms != 0);
-    atomic_store(&fs->wr_core.next, st->next);
-    atomic_store(&fs->wr_core.front_milli, st->front_milli);
-    pthread_mutex_unlock(&fs->wr_mu);
+    seed_held(fs, seed, false); /* the room's seed is the one offered */
+    if (out->exp_s) /* the fleet's seed keys the replay ids: every gateway gives the same */
+        out->jti = gw_fair__place_jti(&seed, out->pos);
+    return rc;
 }
 
 /* One room's step, at most every GW_WR_FLEET_TICK_MS: seals at the start, adds this
  * gateway's share (eff_per_s, admissions per second) to the shared front, never past
- * the fleet's second of admissions beyond the places given, and refreshes the local
- * copy. Lottery thread. */
+ * the fleet's second of admissions beyond the places given, and copies the fleet's
+ * state into the room's local fields (the view and the audit). Lottery thread. */
 static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool started,
                        int64_t starts_at_ms, double eff_per_s, uint32_t members)
 {
@@ -220,9 +160,7 @@ static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool st
     fs->wr_fleet_ms = now;
     uint64_t add = started && dt > 0 ? (uint64_t)(eff_per_s * (double)dt) : 0;
     char why[256] = "", hex[34];
-    pthread_mutex_lock(&fs->wr_mu);
-    seed_offer(fs, &fs->wr_seed, started || now + GW_WR_SKEW_MS >= starts_at_ms, hex);
-    pthread_mutex_unlock(&fs->wr_mu);
+    (void)seed_offer(fs, now, hex);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     gw_fair_redis_room_state_t st;
     int rc = c ? gw_fair_redis_room_tick(c, fs->sale_id, hex, started, now, add,
@@ -233,7 +171,21 @@ static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool st
         gw_fair__room_fleet_trouble("tick", fs->sale_id, why);
         return;
     }
-    state_copy(fs, &st, starts_at_ms);
+    cm_hash_key_t k;
+    bool seeded = gw_fair__seed_parse(st.seed, &k);
+    pthread_mutex_lock(&fs->wr_mu);
+    if (seeded)
+        fs->wr_seed = fs->wr_seed_fleet = k;
+    fs->wr_core.npre = st.npre;
+    if (st.sealed_ms && !fs->wr_core.sealed_ms)
+        cm_log_info("fair", "waiting room pre-queue sealed (fleet)", "sale=%s persons=%llu",
+                    fs->sale_id, (unsigned long long)st.npre);
+    fs->wr_core.sealed_ms = st.sealed_ms;
+    fs->wr_core.starts_ms = st.sealed_ms ? starts_at_ms : 0;
+    atomic_store(&fs->wr_core.sealed, st.sealed_ms != 0);
+    atomic_store(&fs->wr_core.next, st.next);
+    atomic_store(&fs->wr_core.front_milli, st.front_milli);
+    pthread_mutex_unlock(&fs->wr_mu);
 }
 
 typedef struct persons_ctx {
@@ -257,48 +209,55 @@ static int fleet_persons(gw_fair_sale_t *fs, uint64_t start, uint64_t limit, voi
                          size_t errlen)
 {
     gw_fair_t *f = fs->f;
-    const char *sale_id = fs->sale_id;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-    gw_fair_redis_room_state_t st;
-    int rc = c ? gw_fair_redis_room_state(c, sale_id, &st, why, sizeof(why)) : CM_EBACKEND;
-    if (rc == 0) {
+    gw_fair_redis_room_state_t st = {.seed = ""};
+    /* the room's state, read only; none without a seed: nobody joined yet */
+    int rc = c ? gw_fair_redis_room_tick(c, fs->sale_id, "-", false, 0, 0, 0, &st, why, sizeof(why))
+               : CM_EBACKEND;
+    if (rc == 0 || rc == CM_ENOTFOUND) {
         *total = st.npre;
         *sealed = st.sealed_ms != 0;
         snprintf(seed_hex, 33, "%s", st.seed);
         persons_ctx_t x = {arr, start};
-        if (*sealed && start < st.npre && limit > 0)
-            rc = gw_fair_redis_room_range(c, sale_id, (long long)start,
-                                          (long long)(start + limit - 1), person_member, &x, why,
-                                          sizeof(why));
+        rc = *sealed && start < st.npre && limit > 0
+                 ? gw_fair_redis_room_range(c, fs->sale_id, (long long)start,
+                                            (long long)(start + limit - 1), person_member, &x, why,
+                                            sizeof(why))
+                 : 0;
     }
     gw_fair__pool_put(&f->pool, c);
     if (rc)
         cm_errbuf_set(errbuf, errlen, "redis: %s", why);
     return rc ? CM_EBACKEND : 0;
 }
-/* Keeps a fleet claim to give back later; false if the list is full. */
-static bool unclaim_later(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
-                          uint64_t nonce, int64_t exp_s)
+
+/*---- admission tokens' claims ----*/
+
+/* Keeps a claim to give back later (the lottery thread's); false if the list is full. */
+static bool unclaim_later(gw_fair_t *f, const gw_fair_unclaim_t *u)
 {
     pthread_mutex_lock(&f->unclaim_mu);
     bool ok = f->nunclaim < FAIR_UNCLAIM_MAX;
-    if (ok) {
-        gw_fair_unclaim_t *u = &f->unclaim[f->nunclaim++];
-        snprintf(u->sale, sizeof(u->sale), "%s", sale_id);
-        u->jti = jti;
-        u->fp = fp;
-        u->nonce = nonce;
-        u->exp_s = exp_s;
-    }
+    if (ok)
+        f->unclaim[f->nunclaim++] = *u;
     pthread_mutex_unlock(&f->unclaim_mu);
     return ok;
 }
 
-/* The give-back's void mark lives as long as the token, a second past its last valid second. */
-static int64_t unclaim_ttl_ms(int64_t exp_s, int64_t now_s)
+/* u's claim (give_back false) or give-back in Redis through a connection of p, kept (or
+ * its void mark) as long as the token lives, a second past its last valid second.
+ * *sent: there was a connection (a failed call may still run). */
+static int claim_call(gw_fair_pool_t *p, const gw_fair_unclaim_t *u, bool give_back, int64_t now_s,
+                      bool *sent, char *why, size_t cap)
 {
-    return (exp_s - now_s + 1) * 1000;
+    inv_fleet_conn_t *c = gw_fair__pool_get(p, why, cap);
+    *sent = c != NULL;
+    int rc = c ? gw_fair_redis_room_claim(c, u->sale, u->jti, u->fp, u->nonce,
+                                          (u->exp_s - now_s + 1) * 1000, give_back, why, cap)
+               : CM_EBACKEND;
+    gw_fair__pool_put(p, c);
+    return rc;
 }
 
 void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
@@ -318,17 +277,13 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
         if (u.exp_s < now_s)
             continue; /* the token expired: its claim, if it ran, expires within a second */
         char why[256] = "";
-        inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-        int rc = c ? gw_fair_redis_room_unclaim(c, u.sale, u.jti, u.fp, u.nonce,
-                                                unclaim_ttl_ms(u.exp_s, now_s), why, sizeof(why))
-                   : CM_EBACKEND;
-        gw_fair__pool_put(&f->pool, c);
-        if (rc >= 0)
+        bool sent;
+        if (claim_call(&f->pool, &u, true, now_s, &sent, why, sizeof(why)) >= 0)
             continue;
         gw_fair__room_fleet_trouble("give an admission token back (retried)", u.sale, why);
         /* workers may have filled the list meanwhile: then the token stays
          * spent until it expires, as when the list was full at the claim */
-        (void)unclaim_later(f, u.sale, u.jti, u.fp, u.nonce, u.exp_s);
+        (void)unclaim_later(f, &u);
         f->unclaim_next_ms = now_ms + FAIR_UNCLAIM_RETRY_MS;
         return;
     }
@@ -340,17 +295,14 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
                        uint64_t *nonce)
 {
     gw_fair_t *f = fs->f;
-    const char *sale_id = fs->sale_id;
-    char why[256] = "";
     uint64_t n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
     if (n == 0) /* 0 says "holds nothing" to the caller */
         n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
-    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    /* kept as long as the token lives, a second past its last valid second */
-    int rc = c ? gw_fair_redis_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
-                                          sizeof(why))
-               : CM_EBACKEND;
-    gw_fair__pool_put(&f->loop_pool, c);
+    gw_fair_unclaim_t u = {.jti = jti, .fp = fp, .nonce = n, .exp_s = exp_s};
+    snprintf(u.sale, sizeof(u.sale), "%s", fs->sale_id);
+    char why[256] = "";
+    bool sent;
+    int rc = claim_call(&f->loop_pool, &u, false, now_s, &sent, why, sizeof(why));
     /*
      * Sent, no answer (a timeout, a lost connection): Redis may run the
      * claim still, and the token would read spent with no order. Given
@@ -360,12 +312,12 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
      * holds the token with its own nonce, so this give-back leaves it
      * held under that retry's order.
      */
-    if (rc < 0 && c && !unclaim_later(f, sale_id, jti, fp, n, exp_s))
-        gw_fair__room_fleet_trouble("give an admission token back", sale_id,
+    if (rc < 0 && sent && !unclaim_later(f, &u))
+        gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id,
                                     "too many give-backs pending");
-    if (rc == 0 || rc == 2) /* claimed, or held with the key's first buy: settled alike */
+    if (rc == GW_WR_CLAIMED || rc == GW_WR_REPLAY) /* held with the key's first buy: alike */
         *nonce = n;
-    return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
+    return rc; /* gw_fair_redis_room_claim answers GW_WR_* or an error */
 }
 
 static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce,
@@ -373,18 +325,17 @@ static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t
 {
     if (accepted)
         return; /* the claim stays until the token expires */
-    gw_fair_t *f = fs->f;
+    int64_t now_s = cm_wall_ms() / 1000;
+    gw_fair_unclaim_t u = {
+        .jti = jti, .fp = fp, .nonce = nonce, .exp_s = now_s + GW_WR_TOKEN_TTL_S};
+    snprintf(u.sale, sizeof(u.sale), "%s", fs->sale_id);
     char why[256] = "";
-    int64_t now_s = cm_wall_ms() / 1000, exp_s = now_s + GW_WR_TOKEN_TTL_S;
-    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    /* this claim's value only: another buy's claim of the token stays */
-    int rc = c ? gw_fair_redis_room_unclaim(c, fs->sale_id, jti, fp, nonce,
-                                            unclaim_ttl_ms(exp_s, now_s), why, sizeof(why))
-               : CM_EBACKEND;
-    gw_fair__pool_put(&f->loop_pool, c);
-    /* Not given back: retried by the lottery thread (a retry with the key
-     * that rests on the token holds it with a nonce of its own) */
-    if (rc < 0 && !unclaim_later(f, fs->sale_id, jti, fp, nonce, exp_s))
+    bool sent;
+    /* this claim's value only: another buy's claim of the token stays. Not given back:
+     * retried by the lottery thread (a retry with the key that rests on the token holds
+     * it with a nonce of its own) */
+    if (claim_call(&fs->f->loop_pool, &u, true, now_s, &sent, why, sizeof(why)) < 0 &&
+        !unclaim_later(fs->f, &u))
         gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id, why);
 }
 

@@ -40,7 +40,7 @@ static inv_fleet_conn_t *conn(void)
 }
 
 /*
- * An admission token's claim in a fleet (gw_fair_redis_room_claim / gw_fair_redis_room_unclaim):
+ * An admission token's claim in a fleet (gw_fair_redis_room_claim, its give-back too):
  * a give-back deletes only its own claim (another buy's claim of the token
  * stays), a give-back that finds no claim of its own voids the claim so
  * that, sent before and run after, it claims nothing, and the same
@@ -55,46 +55,46 @@ static void test_room_claim_giveback(void **state)
     inv_fleet_conn_t *c = conn();
     const char *key = "{flashgate:fair:rc}:wrjti:000000000000002a";
     int64_t ttl = 60000;
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, false, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, false, why, sizeof(why)), 1);
     /* the second buy's give-back leaves the first one's claim */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 2, ttl, true, why, sizeof(why)), 0);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "0:0000000000000001");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 3, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 3, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 1, ttl, true, why, sizeof(why)), 0);
     /* given back before it ran: claims nothing; another claim claims */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)),
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, true, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 4, ttl, false, why, sizeof(why)),
                      CM_EBACKEND);
     assert_non_null(strstr(why, "given back"));
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, false, why, sizeof(why)), 0);
     /* the same key's retry, another key's buy */
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 2);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 6, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 6, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, false, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 6, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 0, 6, ttl, false, why, sizeof(why)), 1);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "7:0000000000000005,0000000000000006");
     /* the first claim's give-back leaves the retry's hold, the retry's frees the token */
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 5, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "7:0000000000000006");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 9, ttl, why, sizeof(why)), 1);
-    assert_int_equal(gw_fair_redis_room_unclaim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 8, 9, ttl, false, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 6, ttl, true, why, sizeof(why)), 1);
     CMD(buf, "EXISTS %s", key);
     assert_string_equal(buf, "0");
     /* a claim stored as the bare fingerprint */
     CMD(buf, "SET %s 9 PX 60000", key);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 7, ttl, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 7, ttl, false, why, sizeof(why)), 2);
     CMD(buf, "GET %s", key);
     assert_string_equal(buf, "9:0000000000000007");
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 8, ttl, why, sizeof(why)), 2);
-    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 7, ttl, why, sizeof(why)), 1);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 9, 8, ttl, false, why, sizeof(why)), 2);
+    assert_int_equal(gw_fair_redis_room_claim(c, "rc", 42, 7, 7, ttl, false, why, sizeof(why)), 1);
     inv_fleet_close(c);
     CMD(buf, "DEL %s", key);
 }
@@ -423,18 +423,24 @@ static void test_reg_and_room(void **state)
         gw_fair_redis_room_tick(c, "rr", seed, false, 1000, 0, 0, &st, why, sizeof(why)), 0);
     assert_string_equal(st.seed, seed);
     assert_int_equal(st.sealed_ms, 0);
-    gw_fair_redis_room_join_t j;
+    gw_wr_join_t j;
+    char theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", true, true,
-                                             1000, 60, 10, &j, why, sizeof(why)),
+                                             1000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_true(j.prequeue);
-    assert_false(j.full);
     assert_int_equal(gw_fair_redis_room_join(c, "rr", "ffffffffffffffffffffffffffffffff",
                                              "00000000000000aap1", "p1", true, true, 1000, 60, 10,
-                                             &j, why, sizeof(why)),
+                                             &j, theirs, why, sizeof(why)),
+                     CM_ECONFLICT);
+    assert_string_equal(theirs, seed); /* another seed: the room's comes back */
+    /* a join into a full pre-queue (cap 1) */
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000ccp3", "p3", true, true,
+                                             1000, 60, 1, &j, theirs, why, sizeof(why)),
+                     CM_EBUSY);
+    assert_true(j.prequeue);
+    assert_int_equal(gw_fair_redis_room_tick(c, "rr", "-", false, 0, 0, 0, &st, why, sizeof(why)),
                      0);
-    assert_string_equal(j.seed, seed); /* another seed: the room's comes back */
-    assert_int_equal(gw_fair_redis_room_state(c, "rr", &st, why, sizeof(why)), 0);
     assert_int_equal(st.npre, 1);
     /* the start: sealed, the front moves by 1.5 places */
     assert_int_equal(
@@ -444,16 +450,28 @@ static void test_reg_and_room(void **state)
     assert_int_equal(st.next, 1);
     assert_int_equal(st.front_milli, 1000); /* not past next + ahead */
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000bbp2", "p2", false, true,
-                                             3000, 60, 10, &j, why, sizeof(why)),
+                                             3000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_false(j.prequeue);
     assert_int_equal(j.pos, 2);
     assert_int_equal(j.exp_s, 0);
     assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false,
-                                             false, 3000, 60, 10, &j, why, sizeof(why)),
+                                             false, 3000, 60, 10, &j, theirs, why, sizeof(why)),
                      0);
     assert_int_equal(j.pos, 1);
     assert_int_equal(j.exp_s, 3 + 60);
+    /* its token expired unused: a look shows the place not admitted, a join gives it up
+     * for one at the back */
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false,
+                                             false, 64000, 60, 10, &j, theirs, why, sizeof(why)),
+                     0);
+    assert_int_equal(j.pos, 1);
+    assert_int_equal(j.exp_s, 0);
+    assert_int_equal(gw_fair_redis_room_join(c, "rr", seed, "00000000000000aap1", "p1", false, true,
+                                             64000, 60, 10, &j, theirs, why, sizeof(why)),
+                     0);
+    assert_int_equal(j.pos, 3);
+    assert_int_equal(j.exp_s, 0);
     buf[0] = '\0';
     assert_int_equal(gw_fair_redis_room_range(c, "rr", 0, 9, one_cat, buf, why, sizeof(why)), 0);
     assert_string_equal(buf, "00000000000000aap1;");
@@ -491,10 +509,11 @@ static void script_cost(inv_fleet_conn_t *c, int n)
                                                                   sizeof(held), why, sizeof(why)),
                                  0);
             } else {
-                gw_fair_redis_room_join_t j;
+                gw_wr_join_t j;
+                char theirs[GW_FAIR_REDIS_ROOM_SEED_HEX + 1];
                 snprintf(member, sizeof(member), "%016x%s", i, person);
                 assert_int_equal(gw_fair_redis_room_join(c, "cost", seed, member, person, false,
-                                                         true, 3000, 60, 1000000, &j, why,
+                                                         true, 3000, 60, 1000000, &j, theirs, why,
                                                          sizeof(why)),
                                  0);
             }

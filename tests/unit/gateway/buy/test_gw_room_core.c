@@ -114,7 +114,6 @@ static int join(room_t *r, const char *person, int64_t now_ms, uint64_t through,
                             .len = strlen(person),
                             .take = true,
                             .now_ms = now_ms,
-                            .starts_at_ms = START_MS,
                             .admitted_through = through};
     gw_room_out_t o;
     if (!atomic_load(&r->c.sealed) && now_ms >= START_MS) { /* the sale machine's seal */
@@ -148,8 +147,7 @@ static void test_prequeue(void **state)
     assert_int_equal(join(r, "bob", START_MS - 5, 0, &a), GW_ROOM_PREQUEUE);
     assert_int_equal(r->c.npre, 2);
     /* a look takes nothing */
-    gw_room_join_ev_t look = {
-        .person = "carol", .len = 5, .now_ms = START_MS - 1, .starts_at_ms = START_MS};
+    gw_room_join_ev_t look = {.person = "carol", .len = 5, .now_ms = START_MS - 1};
     gw_room_out_t o;
     assert_int_equal(core_join(&r->c, &look, &a, &o), GW_ROOM_PREQUEUE);
     assert_int_equal(o.nrec, 0);
@@ -338,7 +336,6 @@ static void test_replay(void **state)
                                 .len = strlen(p),
                                 .take = true,
                                 .now_ms = START_MS + 3000,
-                                .starts_at_ms = START_MS,
                                 .admitted_through = 20};
         gw_wr_join_t after;
         assert_int_equal(core_join(&b->c, &ev, &after, &o), GW_ROOM_ANSWERED);

@@ -51,6 +51,7 @@ static void gw_new(gw_t *g, uint64_t k0)
     g->fs->f = g->f;
     pthread_mutex_init(&g->fs->wr_mu, NULL);
     g->fs->wr_seed = (cm_hash_key_t){k0, ~k0}; /* this gateway's own, drawn at its start */
+    atomic_store(&g->fs->sale.cfg.starts_at_ms, STARTS_MS); /* the sale's start, as its PUT sets */
 }
 
 /* Each test's room starts empty. */
@@ -72,11 +73,8 @@ static void gw_free(gw_t *g)
 
 static int join(gw_t *g, const char *person, int64_t now_ms, gw_wr_join_t *out)
 {
-    gw_room_join_ev_t ev = {.person = person,
-                            .len = strlen(person),
-                            .take = true,
-                            .now_ms = now_ms,
-                            .starts_at_ms = STARTS_MS};
+    gw_room_join_ev_t ev = {
+        .person = person, .len = strlen(person), .take = true, .now_ms = now_ms};
     return gw_fair__room_redis_ops.join(g->fs, &ev, out);
 }
 
