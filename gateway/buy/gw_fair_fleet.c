@@ -609,30 +609,6 @@ typedef struct fleet_run {
     size_t nwon;     /* winners accepted here */
 } fleet_run_t;
 
-/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
- * before did), the seed offered (the first drawer's stays), the losers' mode
- * decided once (not waitlisted when the sale is over), then the entrants, the
- * seed and the recorded winners read back into *d. 0 or CM_EBACKEND. */
-static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over, fleet_draw_t *d)
-{
-    memset(d, 0, sizeof(*d));
-    char why[256] = "", hex[24];
-    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    if (!c)
-        return CM_EBACKEND;
-    if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
-        fleet_broke(f, "freeze", inv_fleet_errstr(c));
-        return CM_EBACKEND;
-    }
-    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
-    if (!FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, fs->sale_id, hex) ||
-        !FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, fs->sale_id, over ? 'l' : 'w'))
-        return CM_EBACKEND;
-    if (!fleet_read(f, fs, d))
-        return CM_EBACKEND;
-    return d->seeded ? 0 : CM_EBACKEND;
-}
-
 /* The core's DO_ACCEPT in a fleet: buy's accept sequence for one entrant, and
  * its outcome put in the store's :won at once (a drawer that resumes this
  * draw skips it), as the core's ACCEPTED; FAILED when either failed (the
@@ -729,15 +705,29 @@ static void fleet_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t 
     gw_fair_core_step(&r->core, &e, out);
 }
 
-static bool fleet_seed_step(gw_fair_draw_t *d, uint64_t rnd)
+/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
+ * before did), the seed offered (the first drawer's stays), the losers' mode
+ * decided once (not waitlisted when the sale is over), then the entrants, the
+ * seed and the recorded winners read back: SEED_TAKEN. */
+static bool fleet_seed(gw_fair_draw_t *d, uint64_t rnd)
 {
     fleet_run_t *r = d->run;
+    gw_fair_t *f = d->f;
+    const char *sale = d->fs->sale_id;
     gw_fair_out_t out;
     fleet_step(d, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .rnd = rnd}, &out);
     if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_TAKEN,
-                       .rc = fleet_seed(d->f, d->fs, r->core.seed, r->over, &r->d)};
+    char why[256] = "", hex[24];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->core.seed);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND};
+    if (c && gw_fair_redis_lottery_freeze(c, sale) < 0)
+        fleet_broke(f, "freeze", inv_fleet_errstr(c));
+    else if (c && FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, sale, hex) &&
+             FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, sale, r->over ? 'l' : 'w') &&
+             fleet_read(f, d->fs, &r->d) && r->d.seeded)
+        ev.rc = 0;
     ev.seed = r->d.seed;
     ev.entrants = r->d.n;
     gw_fair_core_step(&r->core, &ev, &out);
@@ -797,7 +787,7 @@ static void fleet_end(gw_fair_draw_t *d)
 const gw_fair_draw_ops_t gw_fair__draw_redis = {
     .begin = fleet_begin,
     .step = fleet_step,
-    .seed = fleet_seed_step,
+    .seed = fleet_seed,
     .entrant = fleet_entrant,
     .accept = fleet_accept,
     .outcomes = fleet_outcomes,
