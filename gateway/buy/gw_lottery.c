@@ -645,10 +645,15 @@ static void local_begin(gw_fair_draw_t *d)
     d->mu = &d->fs->mu; /* workers read the sale's core (tickets, entries) */
 }
 
-/* A draw's step through the sale's machine: it decides the window closed and
- * whether the losers wait (the sale not ended). */
+/* A draw's step: a TICK through the sale's machine (it decides the window
+ * closed and whether the losers wait) and the end's (its PUBLISH opens the
+ * leftovers); the rest is the core's alone. */
 static void local_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
+    if (ev->kind != GW_FAIR_EV_TICK && ev->kind != GW_FAIR_EV_DRAW_LOGGED) {
+        gw_fair_core_step(&d->fs->core, ev, out);
+        return;
+    }
     gw_sale_out_t so;
     gw_sale_step(&d->fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, d->now, &so);
     *out = so.fair;
