@@ -39,10 +39,7 @@
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
 #define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
-/* A drawer whose draw stopped on a Redis error tries again after this, not at
- * every tick: each try reads every entrant back, and an error that persists
- * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
-#define FLEET_DRAW_RETRY_MS 250
+#define FLEET_DRAW_RETRY_MS 250 /* a drawer's next try after a failed one (fleet_end) */
 /* The worker loops' pool keeps a connection per worker and this many more, ... */
 #define GW_FAIR_LOOP_POOL_EXTRA 2
 /* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
@@ -679,7 +676,7 @@ static gw_fair_ev_t fleet_accept(gw_fair_draw_t *d, const entry_t *e)
 }
 
 /*
- * The fleet's draw by the lock's holder (gw_fair__draw, as on one gateway):
+ * The fleet's draw by the lock's holder (gw_fair__run_draw, as on one gateway):
  * the seed is the store's (the first drawer's), the entrants those Redis froze,
  * one recorded in :won by a drawer before is decided already, and the end is
  * :done. A fresh core each run: the store holds the draw, a run resumes it.
@@ -759,23 +756,24 @@ static int fleet_outcomes(gw_fair_draw_t *d, bool waitlist)
                : CM_EBACKEND;
 }
 
-static void fleet_publish(gw_fair_draw_t *d, bool done)
+/* Done, or tried again after FLEET_DRAW_RETRY_MS: each try reads every
+ * entrant back, and an error that persists (a key of the wrong type, a full
+ * Redis) would otherwise have it do so at every tick. */
+static void fleet_end(gw_fair_draw_t *d, bool done)
 {
     fleet_run_t *r = d->run;
     gw_fair_sale_t *fs = d->fs;
-    if (!done)
-        return; /* tried again after FLEET_DRAW_RETRY_MS (gw_fair__fleet_tick_sale) */
-    cm_log_info("fair", "fleet draw done",
-                "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld", fs->sale_id,
-                r->d.n, r->nwon, (unsigned long long)r->d.seed, (long long)(cm_wall_ms() - r->t0));
-    pthread_mutex_lock(&fs->mu);
-    fs->draw_started_ms = r->t0;
-    pthread_mutex_unlock(&fs->mu);
-}
-
-static void fleet_end(gw_fair_draw_t *d)
-{
-    fleet_run_t *r = d->run;
+    if (done) {
+        cm_log_info("fair", "fleet draw done",
+                    "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld", fs->sale_id,
+                    r->d.n, r->nwon, (unsigned long long)r->d.seed,
+                    (long long)(cm_wall_ms() - r->t0));
+        pthread_mutex_lock(&fs->mu);
+        fs->draw_started_ms = r->t0;
+        pthread_mutex_unlock(&fs->mu);
+    } else {
+        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
+    }
     fleet_draw_free(&r->d);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -791,7 +789,6 @@ const gw_fair_draw_ops_t gw_fair__draw_redis = {
     .entrant = fleet_entrant,
     .accept = fleet_accept,
     .outcomes = fleet_outcomes,
-    .publish = fleet_publish,
     .end = fleet_end,
 };
 
@@ -837,8 +834,8 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (!FLEET_CALL(f, why, gw_fair_redis_lottery_lock, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS,
                     &mine))
         return;
-    if (mine && !gw_fair__draw(f, fs))
-        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
+    if (mine)
+        gw_fair__run_draw(f, fs, closes_ms);
 }
 
 /*---- the admin thread's calls: a connection of their own per request (f->rc is the

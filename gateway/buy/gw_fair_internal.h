@@ -338,7 +338,8 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
 void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id);
 /* The winners of draws cut by a crash, from the spool. Single-threaded (open). */
 void gw_fair__cut_winners(gw_fair_t *f);
-/* Draws a closed window (not in a fleet), or resumes the draw. Lottery thread. */
+/* Draws a closed window through f->lot->draw (gw_fair_draw_ops_t), or resumes
+ * the draw. Lottery thread. */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
 
 /*---- gw_waitlist.c: leftovers by lot ----*/
@@ -463,7 +464,7 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 /*---- gw_lottery.c: the draw, one loop over either store ----*/
 
 /*
- * One run of a sale's draw (gw_fair__draw): the loop steps the core and asks
+ * One run of a sale's draw (gw_fair__run_draw): the loop steps the core and asks
  * the store, through its gw_fair_draw_ops_t, for what differs: one gateway's
  * (gw_fair__draw_local, gw_lottery.c: the sale's core, the entry log) or a
  * fleet's (gw_fair__draw_redis, gw_fair_fleet.c: a drawer's core of its own
@@ -505,14 +506,10 @@ typedef struct gw_fair_draw_ops {
     int (*outcomes)(gw_fair_draw_t *d, bool waitlist);
     /* The draw's end: published (DO_PUBLISH) or to be tried again. */
     void (*publish)(gw_fair_draw_t *d, bool done);
-    /* Frees d->run. Without d->mu. */
-    void (*end)(gw_fair_draw_t *d);
+    /* Frees d->run, the draw done or not (to be tried again). Without d->mu. */
+    void (*end)(gw_fair_draw_t *d, bool done);
 } gw_fair_draw_ops_t;
 extern const gw_fair_draw_ops_t gw_fair__draw_local, gw_fair__draw_redis;
-
-/* Draws the sale's closed window through f->lot->draw, or resumes its draw:
- * true once it is done. Lottery thread. */
-bool gw_fair__draw(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*---- gw_fair_store.c: the lottery's store ----*/
 
@@ -544,7 +541,7 @@ typedef struct gw_fair_lot_ops {
     /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it (a
      * fleet: push this gateway's entries first; one gateway draws). */
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
-    /* The draw's steps in this store (gw_fair__draw). */
+    /* The draw's steps in this store (gw_fair__run_draw). */
     const struct gw_fair_draw_ops *draw;
     /* The machine's leftovers (GW_SALE_DO_WL: a published draw whose losers wait): a WL
      * TICK with the stock the store sees, then the walk's promotions or the end the

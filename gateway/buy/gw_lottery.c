@@ -534,8 +534,9 @@ static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, boo
  * before it, before the next entrant is decided), then the outcomes' and the
  * end's records; the draw is done once they are durable.
  */
-bool gw_fair__draw(gw_fair_t *f, gw_fair_sale_t *fs)
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
+    (void)closes_at_ms; /* the sale's machine holds the window (fs->sale) */
     const gw_fair_draw_ops_t *ops = f->lot->draw;
     gw_fair_draw_t d = {.f = f,
                         .fs = fs,
@@ -550,8 +551,8 @@ bool gw_fair__draw(gw_fair_t *f, gw_fair_sale_t *fs)
         seeded = ops->seed(&d, rnd.k0 ^ gw_fair__rotl(rnd.k1, 32));
     pthread_mutex_unlock(d.mu);
     if (!seeded) {
-        ops->end(&d);
-        return false;
+        ops->end(&d, false);
+        return;
     }
 
     d.now = cm_wall_ms();
@@ -622,11 +623,11 @@ bool gw_fair__draw(gw_fair_t *f, gw_fair_sale_t *fs)
             ev.rc = ops->outcomes(&d, out.waitlist);
         ops->step(&d, &ev, &out); /* its PUBLISH opens the leftovers */
         done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
-        ops->publish(&d, done);
+        if (ops->publish)
+            ops->publish(&d, done);
     }
     pthread_mutex_unlock(d.mu);
-    ops->end(&d);
-    return done;
+    ops->end(&d, done);
 }
 
 /*---- one gateway's draw: the sale's core, the entry log (gw_fair__draw_local) ----*/
@@ -873,8 +874,9 @@ static void local_publish(gw_fair_draw_t *d, bool done)
                 (long long)(fs->draw_done_ms - fs->draw_started_ms));
 }
 
-static void local_end(gw_fair_draw_t *d)
+static void local_end(gw_fair_draw_t *d, bool done)
 {
+    (void)done; /* the next tick resumes it */
     local_run_t *r = d->run;
     free(r->won);
     free(r);
@@ -893,13 +895,6 @@ const gw_fair_draw_ops_t gw_fair__draw_local = {
     .publish = local_publish,
     .end = local_end,
 };
-
-/* One gateway's draw tick: the draw (the sale's machine holds the window). */
-void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
-{
-    (void)closes_at_ms;
-    (void)gw_fair__draw(f, fs);
-}
 
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
 {
