@@ -39,10 +39,7 @@
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
 #define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
-/* A drawer whose draw stopped on a Redis error tries again after this, not at
- * every tick: each try reads every entrant back, and an error that persists
- * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
-#define FLEET_DRAW_RETRY_MS 250
+#define FLEET_DRAW_RETRY_MS 250 /* a drawer's next try after a failed one (fleet_end) */
 /* The worker loops' pool keeps a connection per worker and this many more, ... */
 #define GW_FAIR_LOOP_POOL_EXTRA 2
 /* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
@@ -599,45 +596,30 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 
 /*---- the drawer (the lock's holder): the core's draw over the store's entrants ----*/
 
-/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
- * before did), the seed offered (the first drawer's stays), the losers' mode
- * decided once (not waitlisted when the sale is over), then the entrants, the
- * seed and the recorded winners read back into *d. 0 or CM_EBACKEND. */
-static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over, fleet_draw_t *d)
-{
-    memset(d, 0, sizeof(*d));
-    char why[256] = "", hex[24];
-    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    if (!c)
-        return CM_EBACKEND;
-    if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
-        fleet_broke(f, "freeze", inv_fleet_errstr(c));
-        return CM_EBACKEND;
-    }
-    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
-    if (!FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, fs->sale_id, hex) ||
-        !FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, fs->sale_id, over ? 'l' : 'w'))
-        return CM_EBACKEND;
-    if (!fleet_read(f, fs, d))
-        return CM_EBACKEND;
-    return d->seeded ? 0 : CM_EBACKEND;
-}
+/* A drawer's run (gw_fair__draw_redis): its own core over the store's draw. */
+typedef struct fleet_run {
+    pthread_mutex_t mu; /* the run's core's (nobody else reads it) */
+    gw_fair_core_t core;
+    fleet_draw_t d;  /* the entrants, seed and outcomes read back */
+    bool over;       /* the sale ended: the losers are lost, not waitlisted */
+    int64_t t0;      /* the run's start */
+    size_t nwon;     /* winners accepted here */
+} fleet_run_t;
 
 /* The core's DO_ACCEPT in a fleet: buy's accept sequence for one entrant, and
  * its outcome put in the store's :won at once (a drawer that resumes this
  * draw skips it), as the core's ACCEPTED; FAILED when either failed (the
  * next run resumes there: a spooled winner is found again by its key).
  * Lottery thread. */
-static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
-                                 const entry_t *e, size_t *nwon)
+static gw_fair_ev_t fleet_accept(gw_fair_draw_t *d, const entry_t *e)
 {
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
-    if (!sale) /* the sale went: nothing to win, the rest are not tried */
-        return ev;
+    gw_fair_t *f = d->f;
+    gw_fair_sale_t *fs = d->fs;
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED};
     char why[256] = "";
     gw_accept_t a;
     bool sold_out;
-    int rc = gw_fair__draw_accept(f, fs, sale, e, cm_wall_ms(), true, &a, &sold_out);
+    int rc = gw_fair__draw_accept(f, fs, d->sale, e, cm_wall_ms(), true, &a, &sold_out);
     const char *put = NULL; /* the outcome for :won */
     ev.sold_out = false;
     switch (rc) {
@@ -687,97 +669,128 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
                     "sale=%s order=%s", fs->sale_id, e->order_id);
     if (rc == GW_ACCEPT_SPOOLED) {
         gw_accept_publish(&f->accept, &a, 1);
-        (*nwon)++;
+        ((fleet_run_t *)d->run)->nwon++;
     }
     ev.sold_out = sold_out && rc != GW_ACCEPT_BEFORE && rc != GW_ACCEPT_SPOOL_REFUSED;
     return ev;
 }
 
 /*
- * The fleet's draw by the lock's holder, every decision the core's
- * (gw_fair_core.c), as on one gateway: the seed (the store's), the frozen
- * entrants in its order, each accepted while the stock lasts (one recorded
- * in :won by a drawer before is decided already), then the end (:done).
- * A fresh core each run: the store holds the draw, a run resumes it. True
- * when it is done. Lottery thread.
+ * The fleet's draw by the lock's holder (gw_fair__run_draw, as on one gateway):
+ * the seed is the store's (the first drawer's), the entrants those Redis froze,
+ * one recorded in :won by a drawer before is decided already, and the end is
+ * :done. A fresh core each run: the store holds the draw, a run resumes it.
  */
-static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+static void fleet_begin(gw_fair_draw_t *d)
 {
-    gw_server_t *srv = f->srv;
-    char why[256] = "";
-    cm_hash_key_t rnd;
-    if (cm_hash_seed_random(&rnd) != 0)
-        return false;
-    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
-    bool over = !sale || gw_sale_phase(&fs->sale, cm_wall_ms()) == GW_SALE_PH_ENDED;
-    int64_t t0 = cm_wall_ms();
-    gw_fair_core_t core = {.perm = NULL};
-    gw_fair_core_init(&core);
+    fleet_run_t *r = cm_xcalloc(1, sizeof(*r));
+    pthread_mutex_init(&r->mu, NULL);
+    gw_fair_core_init(&r->core);
+    r->over = !d->sale || gw_sale_phase(&d->fs->sale, d->now) == GW_SALE_PH_ENDED;
+    r->t0 = d->now;
+    d->run = r;
+    d->core = &r->core;
+    d->mu = &r->mu;
+}
+
+static void fleet_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    fleet_run_t *r = d->run;
+    gw_fair_ev_t e = *ev;
+    if (e.kind == GW_FAIR_EV_TICK)
+        e.sale_over = r->over;
+    gw_fair_core_step(&r->core, &e, out);
+}
+
+/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
+ * before did), the seed offered (the first drawer's stays), the losers' mode
+ * decided once (not waitlisted when the sale is over), then the entrants, the
+ * seed and the recorded winners read back: SEED_TAKEN. */
+static bool fleet_seed(gw_fair_draw_t *d, uint64_t rnd)
+{
+    fleet_run_t *r = d->run;
+    gw_fair_t *f = d->f;
+    const char *sale = d->fs->sale_id;
     gw_fair_out_t out;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-    gw_fair_core_step(&core, &ev, &out);
+    fleet_step(d, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .rnd = rnd}, &out);
     if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
-    fleet_draw_t d;
-    ev =
-        (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = fleet_seed(f, fs, core.seed, over, &d)};
-    ev.seed = d.seed;
-    ev.entrants = d.n;
-    gw_fair_core_step(&core, &ev, &out);
-    if (!(out.actions & GW_FAIR_DO_ORDER)) {
-        fleet_draw_free(&d);
+    char why[256] = "", hex[24];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->core.seed);
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND};
+    if (c && gw_fair_redis_lottery_freeze(c, sale) < 0)
+        fleet_broke(f, "freeze", inv_fleet_errstr(c));
+    else if (c && FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, sale, hex) &&
+             FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, sale, r->over ? 'l' : 'w') &&
+             fleet_read(f, d->fs, &r->d) && r->d.seeded)
+        ev.rc = 0;
+    ev.seed = r->d.seed;
+    ev.entrants = r->d.n;
+    gw_fair_core_step(&r->core, &ev, &out);
+    if (!(out.actions & GW_FAIR_DO_ORDER))
         return false;
-    }
-    core.perm = d.perm; /* the core's ORDER: fleet_read's, of the same seed and entrants */
-    size_t nwon = 0;
-    bool failed = false;
-    while (core.next < core.ndraw) {
-        if (core.next % 64 == 63)
-            (void)FLEET_CALL(f, why, gw_fair_redis_lottery_lock_renew, fs->sale_id, FLEET_LOCK_MS);
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
-        gw_fair_core_step(&core, &ev, &out);
-        if (!(out.actions & GW_FAIR_DO_DRAW))
-            break;
-        const entry_t *e = &d.all[out.entry];
-        /* a drawer before us admitted it (or its spool refused it): decided */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = fleet_outcome(&d, e->person)};
-        gw_fair_core_step(&core, &ev, &out);
-        if (out.actions & GW_FAIR_DO_ACCEPT) {
-            ev = fleet_accept(f, fs, sale, e, &nwon);
-            gw_fair_core_step(&core, &ev, &out);
-            if (ev.acc == GW_FAIR_ACC_FAILED) {
-                failed = true;
-                break;
-            }
-        }
-        /* SET_STATE: every gateway reads the outcomes from the store at :done;
-         * LOG_SOLD_OUT: nobody is told an outcome before :done, so the stock's
-         * end needs no record of its own here */
-        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT)
-            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, &out);
-    }
-    bool done = false;
-    if (!failed && core.next >= core.ndraw) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .sale_over = over};
-        gw_fair_core_step(&core, &ev, &out);
-        if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
-            bool set = FLEET_CALL(f, why, gw_fair_redis_lottery_done_set, fs->sale_id, d.n);
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = set ? 0 : CM_EBACKEND};
-            gw_fair_core_step(&core, &ev, &out);
-            done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
-        }
-    }
+    r->core.perm = r->d.perm; /* the core's ORDER: fleet_read's, of the same seed and entrants */
+    return true;
+}
+
+static const entry_t *fleet_entrant(gw_fair_draw_t *d, size_t i, uint8_t *state)
+{
+    fleet_run_t *r = d->run;
+    char why[256] = "";
+    if (r->core.next % 64 == 63)
+        (void)FLEET_CALL(d->f, why, gw_fair_redis_lottery_lock_renew, d->fs->sale_id,
+                         FLEET_LOCK_MS);
+    const entry_t *e = &r->d.all[i];
+    *state = fleet_outcome(&r->d, e->person);
+    return e;
+}
+
+static int fleet_outcomes(gw_fair_draw_t *d, bool waitlist)
+{
+    (void)waitlist; /* the store's mode, set with the seed */
+    char why[256] = "";
+    fleet_run_t *r = d->run;
+    return FLEET_CALL(d->f, why, gw_fair_redis_lottery_done_set, d->fs->sale_id, r->d.n)
+               ? 0
+               : CM_EBACKEND;
+}
+
+/* Done, or tried again after FLEET_DRAW_RETRY_MS: each try reads every
+ * entrant back, and an error that persists (a key of the wrong type, a full
+ * Redis) would otherwise have it do so at every tick. */
+static void fleet_end(gw_fair_draw_t *d, bool done)
+{
+    fleet_run_t *r = d->run;
+    gw_fair_sale_t *fs = d->fs;
     if (done) {
         cm_log_info("fair", "fleet draw done",
                     "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld", fs->sale_id,
-                    d.n, nwon, (unsigned long long)d.seed, (long long)(cm_wall_ms() - t0));
+                    r->d.n, r->nwon, (unsigned long long)r->d.seed,
+                    (long long)(cm_wall_ms() - r->t0));
         pthread_mutex_lock(&fs->mu);
-        fs->draw_started_ms = t0;
+        fs->draw_started_ms = r->t0;
         pthread_mutex_unlock(&fs->mu);
+    } else {
+        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
     }
-    fleet_draw_free(&d);
-    return done;
+    fleet_draw_free(&r->d);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
 }
+
+/* SET_STATE: every gateway reads the outcomes from the store at :done; each
+ * winner is committed and published at its accept (no commit); LOG_SOLD_OUT:
+ * nobody is told an outcome before :done, so the stock's end needs no record. */
+const gw_fair_draw_ops_t gw_fair__draw_redis = {
+    .begin = fleet_begin,
+    .step = fleet_step,
+    .seed = fleet_seed,
+    .entrant = fleet_entrant,
+    .accept = fleet_accept,
+    .outcomes = fleet_outcomes,
+    .end = fleet_end,
+};
 
 /*
  * A closed window in the fleet: push, then draw (one gateway) or learn the draw.
@@ -821,8 +834,8 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (!FLEET_CALL(f, why, gw_fair_redis_lottery_lock, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS,
                     &mine))
         return;
-    if (mine && !fleet_run_draw(f, fs))
-        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
+    if (mine)
+        gw_fair__run_draw(f, fs, closes_ms);
 }
 
 /*---- the admin thread's calls: a connection of their own per request (f->rc is the

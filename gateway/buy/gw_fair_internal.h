@@ -338,7 +338,8 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
 void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id);
 /* The winners of draws cut by a crash, from the spool. Single-threaded (open). */
 void gw_fair__cut_winners(gw_fair_t *f);
-/* Draws a closed window (not in a fleet), or resumes the draw. Lottery thread. */
+/* Draws a closed window through f->lot->draw (gw_fair_draw_ops_t), or resumes
+ * the draw. Lottery thread. */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
 
 /*---- gw_waitlist.c: leftovers by lot ----*/
@@ -503,6 +504,56 @@ void gw_fair__reg_stats(gw_fair_t *f, void *o);
  * registration token, " r=<opens>:<closes>"). */
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 
+/*---- gw_lottery.c: the draw, one loop over either store ----*/
+
+/*
+ * One run of a sale's draw (gw_fair__run_draw): the loop steps the core and asks
+ * the store, through its gw_fair_draw_ops_t, for what differs: one gateway's
+ * (gw_fair__draw_local, gw_lottery.c: the sale's core, the entry log) or a
+ * fleet's (gw_fair__draw_redis, gw_fair_fleet.c: a drawer's core of its own
+ * over the entrants Redis holds, each outcome put there at its accept).
+ */
+typedef struct gw_fair_draw {
+    gw_fair_t *f;
+    gw_fair_sale_t *fs;
+    inv_sale_t *sale;     /* NULL: the sale went, nobody wins */
+    int64_t now;          /* the run's clock: its accepts', its end's */
+    gw_fair_core_t *core; /* the core that decides this draw (set by begin) */
+    pthread_mutex_t *mu;  /* held for each of its steps (set by begin) */
+    void *run;            /* the store's own state of the run */
+} gw_fair_draw_t;
+
+/* Called with *d->mu held unless said otherwise; a NULL op is one the store
+ * has nothing to do for. */
+typedef struct gw_fair_draw_ops {
+    /* Sets d->core, d->mu and d->run. Without d->mu. */
+    void (*begin)(gw_fair_draw_t *d);
+    /* One step of d->core (one gateway's through the sale's machine). */
+    void (*step)(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out);
+    /* The core's TICK with rnd (the seed, if one is drawn), then its DO_SEED or
+     * DO_MAKE_DURABLE, the reply's step and DO_ORDER: true once the entrants
+     * can be drawn. */
+    bool (*seed)(gw_fair_draw_t *d, uint64_t rnd);
+    /* DO_DRAW: entrant i and *state, its outcome as the store holds it. */
+    const entry_t *(*entrant)(gw_fair_draw_t *d, size_t i, uint8_t *state);
+    /* DO_ACCEPT: buy's accept sequence for e (d->sale not NULL), as the core's
+     * ACCEPTED. Without d->mu. */
+    gw_fair_ev_t (*accept)(gw_fair_draw_t *d, const entry_t *e);
+    /* The winners accepted so far made durable, then published. Without d->mu. */
+    void (*commit)(gw_fair_draw_t *d);
+    /* DO_SET_STATE (out->entry, out->state); cause: lost for cause. */
+    void (*set_state)(gw_fair_draw_t *d, const gw_fair_out_t *out, bool cause);
+    /* DO_LOG_SOLD_OUT, after commit: its record. 0 or CM_EIO. */
+    int (*sold_out)(gw_fair_draw_t *d);
+    /* DO_LOG_OUTCOMES: the outcomes' and the end's records. 0 or an error. */
+    int (*outcomes)(gw_fair_draw_t *d, bool waitlist);
+    /* The draw's end: published (DO_PUBLISH) or to be tried again. */
+    void (*publish)(gw_fair_draw_t *d, bool done);
+    /* Frees d->run, the draw done or not (to be tried again). Without d->mu. */
+    void (*end)(gw_fair_draw_t *d, bool done);
+} gw_fair_draw_ops_t;
+extern const gw_fair_draw_ops_t gw_fair__draw_local, gw_fair__draw_redis;
+
 /*---- gw_fair_store.c: the lottery's store ----*/
 
 /*
@@ -533,6 +584,8 @@ typedef struct gw_fair_lot_ops {
     /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it (a
      * fleet: push this gateway's entries first; one gateway draws). */
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
+    /* The draw's steps in this store (gw_fair__run_draw). */
+    const struct gw_fair_draw_ops *draw;
     /* The machine's leftovers (GW_SALE_DO_WL: a published draw whose losers wait): a WL
      * TICK with the stock the store sees, then the walk's promotions or the end the
      * machine answers, each recorded in the store. Lottery thread. */

@@ -22,6 +22,7 @@
 const gw_fair_lot_ops_t gw_fair__lot_local = {
     .sale_load = gw_fair__room_load,
     .draw_tick = gw_fair__run_draw,
+    .draw = &gw_fair__draw_local,
     .leftovers_tick = gw_fair__wl_tick,
     .room = &gw_fair__room_local_ops,
     .reg = &gw_reg__local_ops,
@@ -38,6 +39,7 @@ const gw_fair_lot_ops_t gw_fair__lot_redis = {
     .tick = gw_fair__fleet_tick,
     .entries_tick = gw_fair__fleet_entries_tick,
     .draw_tick = gw_fair__fleet_tick_sale,
+    .draw = &gw_fair__draw_redis,
     .leftovers_tick = gw_fair__wl_tick,
     .enter_mark = gw_fair__fleet_enter_mark,
     .enter_unmark = gw_fair__fleet_enter_unmark,

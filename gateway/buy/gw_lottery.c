@@ -526,35 +526,154 @@ static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, boo
     return rc;
 }
 
-/* A draw's tick through the sale's machine: it decides the window closed and
- * whether the losers wait (the sale not ended). fs->mu held. */
-static gw_fair_out_t draw_step(gw_fair_sale_t *fs, const gw_fair_ev_t *ev, int64_t now)
+/*
+ * The draw from the core's next position on, each decision the core's
+ * (gw_fair_core.c), each store's part through f->lot->draw: the seed made
+ * durable and the entrants frozen, then each entrant in draw order accepted
+ * while the stock lasts, the stock's end recorded (durable, with the winners
+ * before it, before the next entrant is decided), then the outcomes' and the
+ * end's records; the draw is done once they are durable.
+ */
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
+    (void)closes_at_ms; /* the sale's machine holds the window (fs->sale) */
+    const gw_fair_draw_ops_t *ops = f->lot->draw;
+    gw_fair_draw_t d = {.f = f,
+                        .fs = fs,
+                        .sale = inv_sale_find(f->srv->stores.inv, fs->sale_id),
+                        .now = cm_wall_ms()};
+    ops->begin(&d);
+    gw_fair_core_t *c = d.core;
+    pthread_mutex_lock(d.mu);
+    bool seeded = c->seeded && !c->seed_unsynced; /* a resumed draw */
+    cm_hash_key_t rnd = {0, 0};
+    if (!seeded && (c->seeded || cm_hash_seed_random(&rnd) == 0))
+        seeded = ops->seed(&d, rnd.k0 ^ gw_fair__rotl(rnd.k1, 32));
+    pthread_mutex_unlock(d.mu);
+    if (!seeded) {
+        ops->end(&d, false);
+        return;
+    }
+
+    d.now = cm_wall_ms();
+    bool failed = false;
+    gw_fair_out_t out;
+    for (;;) {
+        pthread_mutex_lock(d.mu);
+        if (c->next >= c->ndraw || c->seed_unsynced) {
+            pthread_mutex_unlock(d.mu);
+            break;
+        }
+        /* the losers wait for freed units (the leftovers) unless the sale is
+         * over already; the core decides it once (a resumed draw keeps it) */
+        ops->step(&d, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, &out);
+        if (!(out.actions & GW_FAIR_DO_DRAW)) {
+            pthread_mutex_unlock(d.mu);
+            break;
+        }
+        /* decided already (its record, the spool, a drawer before) or not */
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW};
+        const entry_t *e = ops->entrant(&d, out.entry, &ev.state);
+        ops->step(&d, &ev, &out);
+        if (out.actions & GW_FAIR_DO_ACCEPT) {
+            pthread_mutex_unlock(d.mu);
+            /* the sale went: nothing to win, the rest are not tried */
+            ev = d.sale ? ops->accept(&d, e)
+                        : (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED,
+                                         .acc = GW_FAIR_ACC_SOLD_OUT,
+                                         .sold_out = true};
+            pthread_mutex_lock(d.mu);
+            ops->step(&d, &ev, &out);
+            if (ev.acc == GW_FAIR_ACC_FAILED) { /* resumed at the next tick */
+                failed = true;
+                pthread_mutex_unlock(d.mu);
+                break;
+            }
+        }
+        if ((out.actions & GW_FAIR_DO_SET_STATE) && ops->set_state)
+            ops->set_state(&d, &out,
+                           ev.kind == GW_FAIR_EV_ACCEPTED &&
+                               (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED));
+        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
+            /* the winners before it durable first: a power loss that lost
+             * them would otherwise leave their units to nobody */
+            if (ops->commit) {
+                pthread_mutex_unlock(d.mu);
+                ops->commit(&d);
+                pthread_mutex_lock(d.mu);
+            }
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
+                                .rc = ops->sold_out ? ops->sold_out(&d) : 0};
+            ops->step(&d, &ev, &out);
+        }
+        pthread_mutex_unlock(d.mu);
+    }
+    if (ops->commit)
+        ops->commit(&d);
+    bool done = false;
+    pthread_mutex_lock(d.mu);
+    if (!failed && c->next >= c->ndraw) {
+        /* The draw is done once the end's record is durable, not before (the
+         * core's rule): until then buys get 503 and the next tick writes the
+         * records again. */
+        d.now = cm_wall_ms();
+        ops->step(&d, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, &out);
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
+        if (out.actions & GW_FAIR_DO_LOG_OUTCOMES)
+            ev.rc = ops->outcomes(&d, out.waitlist);
+        ops->step(&d, &ev, &out); /* its PUBLISH opens the leftovers */
+        done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
+        if (ops->publish)
+            ops->publish(&d, done);
+    }
+    pthread_mutex_unlock(d.mu);
+    ops->end(&d, done);
+}
+
+/*---- one gateway's draw: the sale's core, the entry log (gw_fair__draw_local) ----*/
+
+/* The accepted winners not committed yet (committed when the stock runs out
+ * or at the draw's end). */
+typedef struct local_run {
+    gw_accept_t *won;
+    size_t nwon, cap;
+} local_run_t;
+
+static void local_begin(gw_fair_draw_t *d)
+{
+    d->run = cm_xcalloc(1, sizeof(local_run_t));
+    d->core = &d->fs->core;
+    d->mu = &d->fs->mu; /* workers read the sale's core (tickets, entries) */
+}
+
+/* A draw's step: a TICK through the sale's machine (it decides the window
+ * closed and whether the losers wait) and the end's (its PUBLISH opens the
+ * leftovers); the rest is the core's alone. */
+static void local_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (ev->kind != GW_FAIR_EV_TICK && ev->kind != GW_FAIR_EV_DRAW_LOGGED) {
+        gw_fair_core_step(&d->fs->core, ev, out);
+        return;
+    }
     gw_sale_out_t so;
-    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now, &so);
-    return so.fair;
+    gw_sale_step(&d->fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, d->now, &so);
+    *out = so.fair;
 }
 
 /* The core's first steps of a draw: the seed's "D" record made durable, or a
- * log read back unsynced made durable again. True once the entrants can be
- * drawn. Lottery thread, fs->mu held. */
-static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
+ * log read back unsynced made durable again. */
+static bool local_seed(gw_fair_draw_t *d, uint64_t rnd)
 {
-    if (fs->seeded && !fs->seed_unsynced)
-        return true;
-    cm_hash_key_t rnd = {0, 0};
-    if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0))
+    gw_fair_t *f = d->f;
+    gw_fair_sale_t *fs = d->fs;
+    if (!fs->seeded && gw_fair__log_open(f, fs) != 0)
         return false;
-    int64_t now = cm_wall_ms();
-    gw_fair_out_t out = draw_step(fs,
-                                  &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                                                  .entrants = fs->n,
-                                                  .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)},
-                                  now);
+    gw_fair_out_t out;
+    local_step(d, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .entrants = fs->n, .rnd = rnd}, &out);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
     bool resync = (out.actions & GW_FAIR_DO_MAKE_DURABLE) != 0;
     if (out.actions & GW_FAIR_DO_SEED) {
-        fs->draw_started_ms = now;
+        fs->draw_started_ms = d->now;
         char line[96];
         int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
                            (long long)fs->draw_started_ms, fs->ndraw);
@@ -564,7 +683,7 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     if (resync)
         ev.rc = log_resync(f, fs);
-    gw_fair_core_step(&fs->core, &ev, &out);
+    local_step(d, &ev, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         compute_order(fs);
     if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
@@ -574,6 +693,13 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs)
         return false;
     }
     return true;
+}
+
+static const entry_t *local_entrant(gw_fair_draw_t *d, size_t i, uint8_t *state)
+{
+    const entry_t *e = &d->fs->v[i]; /* the vector no longer grows: closed */
+    *state = e->state;
+    return e;
 }
 
 int gw_fair__draw_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
@@ -594,23 +720,25 @@ int gw_fair__draw_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, con
     return rc;
 }
 
-/* The core's DO_ACCEPT: buy's accept sequence for one entrant, its result
- * as the core's ACCEPTED. A spooled winner joins won[] (committed when the
- * stock runs out or at the draw's end). Lottery thread, fs->mu not held. */
-static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
-                               int64_t now, gw_accept_t *won, size_t *nwon)
+/* Buy's accept sequence for one entrant; a spooled winner joins the run's
+ * batch. */
+static gw_fair_ev_t local_accept(gw_fair_draw_t *d, const entry_t *e)
 {
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
-    if (!sale) /* the sale went: nothing to win, the rest are not tried */
-        return ev;
-    int rc = gw_fair__draw_accept(f, fs, sale, e, now, false, &won[*nwon], &ev.sold_out);
+    local_run_t *r = d->run;
+    if (r->nwon == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 256;
+        r->won = cm_xrealloc(r->won, sizeof(*r->won) * r->cap);
+    }
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED};
+    int rc = gw_fair__draw_accept(d->f, d->fs, d->sale, e, d->now, false, &r->won[r->nwon],
+                                  &ev.sold_out);
     if (rc < 0) {
         ev.acc = GW_FAIR_ACC_FAILED; /* the inventory is unreachable: resume at the next tick */
         return ev;
     }
     switch (rc) {
     case GW_ACCEPT_SPOOLED:
-        (*nwon)++;
+        r->nwon++;
         ev.acc = GW_FAIR_ACC_WON;
         break;
     case GW_ACCEPT_SOLD_OUT:
@@ -626,13 +754,17 @@ static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sal
     return ev;
 }
 
-/* The winners accepted so far made durable (the spool's commit), then known
- * (published). Lottery thread, fs->mu not held. */
-static void commit_winners(gw_fair_t *f, gw_fair_sale_t *fs, gw_accept_t *won, size_t nwon)
+/* The batch made durable (the spool's commit), then known (published). */
+static void local_commit(gw_fair_draw_t *d)
 {
+    local_run_t *r = d->run;
+    gw_fair_sale_t *fs = d->fs;
+    gw_accept_t *won = r->won;
+    size_t nwon = r->nwon;
     if (!nwon)
         return;
-    gw_accept_commit(&f->accept, won, nwon);
+    r->nwon = 0;
+    gw_accept_commit(&d->f->accept, won, nwon);
     size_t nok = 0;
     for (size_t i = 0; i < nwon; i++) {
         if (won[i].durable) {
@@ -660,16 +792,19 @@ static void commit_winners(gw_fair_t *f, gw_fair_sale_t *fs, gw_accept_t *won, s
     if (nok < nwon)
         cm_log_error("fair", "spool fsync failed: draw winners not accepted",
                      "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
-    gw_accept_publish(&f->accept, won, nok);
+    gw_accept_publish(&d->f->accept, won, nok);
 }
 
-/* The core's SET_STATE on an entrant still undecided here. An entrant lost
- * for cause (its accept refused or denied, not short of stock) gets its "X"
- * record whether or not the losers wait: a restart that resumes a cut draw
- * reads it as decided (gw_fair__log_load) instead of accepting it again, and
- * what refused it may have gone meanwhile. fs->mu held. */
-static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, bool cause)
+/* An entrant still undecided here. One lost for cause (its accept refused or
+ * denied, not short of stock) gets its "X" record whether or not the losers
+ * wait: a restart that resumes a cut draw reads it as decided
+ * (gw_fair__log_load) instead of accepting it again, and what refused it may
+ * have gone meanwhile. */
+static void local_set_state(gw_fair_draw_t *d, const gw_fair_out_t *out, bool cause)
 {
+    gw_fair_sale_t *fs = d->fs;
+    entry_t *e = &fs->v[out->entry];
+    gw_entry_state_t st = (gw_entry_state_t)out->state;
     if (e->state != GW_ENTRY_ENTERED)
         return;
     if (st == GW_ENTRY_WON) {
@@ -686,127 +821,80 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
     }
 }
 
-/*
- * The draw from fs->next on, each step the core's (gw_fair_core.c): the
- * seed, then each entrant in draw order accepted while the stock lasts, the
- * stock's end recorded ("O", durable before the next entrant is decided),
- * then the winners' "W" records and the end's "F". Lottery thread.
- */
-void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
+/* The "O" record, as durable as the winners before it (fsync durability:
+ * fdatasync'd). */
+static int local_sold_out(gw_fair_draw_t *d)
 {
-    (void)closes_at_ms; /* the sale's machine holds the window (fs->sale) */
-    gw_server_t *srv = f->srv;
-    pthread_mutex_lock(&fs->mu);
-    bool seeded = draw_seed(f, fs);
-    pthread_mutex_unlock(&fs->mu);
-    if (!seeded)
-        return;
+    gw_fair_sale_t *fs = d->fs;
+    char line[48];
+    int len = snprintf(line, sizeof(line), "O %lld\n", (long long)d->now);
+    int rc = log_line_synced(fs, line, (size_t)len,
+                             d->f->srv->cfg->durability == GW_DURABILITY_FSYNC);
+    if (rc != 0)
+        cm_log_error("fair",
+                     "cannot record that the draw's stock ran out; the log is "
+                     "written again before the next entrant",
+                     "sale=%s", fs->sale_id);
+    return rc;
+}
 
-    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
-    gw_accept_t *won = cm_xmalloc(sizeof(*won) * 256);
-    size_t nwon = 0, capwon = 256;
-    bool failed = false;
-    int64_t now = cm_wall_ms();
-    gw_fair_out_t out;
-    for (;;) {
-        pthread_mutex_lock(&fs->mu);
-        if (fs->next >= fs->ndraw || fs->seed_unsynced) {
-            pthread_mutex_unlock(&fs->mu);
-            break;
-        }
-        /* the losers wait for freed units (gw_waitlist.c) unless the sale is
-         * over already; the core decides it once (a resumed draw keeps it) */
-        out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, now);
-        if (!(out.actions & GW_FAIR_DO_DRAW)) {
-            pthread_mutex_unlock(&fs->mu);
-            break;
-        }
-        entry_t *e = &fs->v[out.entry]; /* the vector no longer grows: closed */
-        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW, .state = e->state};
-        gw_fair_core_step(&fs->core, &ev, &out);
-        if (out.actions & GW_FAIR_DO_ACCEPT) {
-            pthread_mutex_unlock(&fs->mu);
-            if (nwon == capwon) {
-                capwon *= 2;
-                won = cm_xrealloc(won, sizeof(*won) * capwon);
-            }
-            ev = accept_one(f, fs, sale, e, now, won, &nwon);
-            pthread_mutex_lock(&fs->mu);
-            gw_fair_core_step(&fs->core, &ev, &out);
-            if (ev.acc == GW_FAIR_ACC_FAILED) {
-                failed = true;
-                pthread_mutex_unlock(&fs->mu);
-                break;
-            }
-        }
-        if (out.actions & GW_FAIR_DO_SET_STATE)
-            apply_state(fs, &fs->v[out.entry], (gw_entry_state_t)out.state,
-                        ev.kind == GW_FAIR_EV_ACCEPTED &&
-                            (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED));
-        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
-            /* the winners before it durable first: a power loss that lost
-             * them would otherwise leave their units to nobody; the record
-             * as durable as they are (fsync durability: fdatasync'd) */
-            pthread_mutex_unlock(&fs->mu);
-            commit_winners(f, fs, won, nwon);
-            nwon = 0;
-            pthread_mutex_lock(&fs->mu);
-            char line[48];
-            int len = snprintf(line, sizeof(line), "O %lld\n", (long long)now);
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
-                                .rc = log_line_synced(fs, line, (size_t)len,
-                                                      srv->cfg->durability == GW_DURABILITY_FSYNC)};
-            gw_fair_core_step(&fs->core, &ev, &out);
-            if (ev.rc != 0)
-                cm_log_error("fair",
-                             "cannot record that the draw's stock ran out; the log is "
-                             "written again before the next entrant",
-                             "sale=%s", fs->sale_id);
-        }
-        pthread_mutex_unlock(&fs->mu);
+/* Every winner's "W" record, then "F": a finished draw's log names all its
+ * winners. */
+static int local_outcomes(gw_fair_draw_t *d, bool waitlist)
+{
+    gw_fair_sale_t *fs = d->fs;
+    fs->draw_done_ms = d->now;
+    int rc = log_winners(fs);
+    if (rc == 0) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
+                           waitlist ? " w" : "");
+        rc = gw_fair__log_line(fs, line, (size_t)len, false);
+        if (rc == 0) /* the core's ENDING stage holds the draw back meanwhile */
+            rc = log_resync(d->f, fs);
     }
-    commit_winners(f, fs, won, nwon);
-    free(won);
-    pthread_mutex_lock(&fs->mu);
-    if (failed || fs->next < fs->ndraw) { /* resumed at the next tick */
-        pthread_mutex_unlock(&fs->mu);
-        return;
-    }
-    fs->draw_done_ms = cm_wall_ms();
-    /* Every winner's "W" line, then "F": a finished draw's log names all its
-     * winners. The draw is done once "F" is durable, not before (the core's
-     * rule): until then buys get 503 and the next tick writes the lines
-     * again. */
-    out = draw_step(fs, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, fs->draw_done_ms);
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
-    if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
-        ev.rc = log_winners(fs);
-        if (ev.rc == 0) {
-            char line[64];
-            int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
-                               out.waitlist ? " w" : "");
-            ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
-            if (ev.rc == 0) /* the core's ENDING stage holds the draw back meanwhile */
-                ev.rc = log_resync(f, fs);
-        }
-    }
-    out = draw_step(fs, &ev, fs->draw_done_ms); /* its PUBLISH opens the leftovers */
-    if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
+    return rc;
+}
+
+static void local_publish(gw_fair_draw_t *d, bool done)
+{
+    gw_fair_sale_t *fs = d->fs;
+    if (!done) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
                      fs->sale_id);
-        pthread_mutex_unlock(&fs->mu);
         return;
     }
     /* before drawn: no first-come buy slips in while the waitlist has entrants */
     gw_fair__wl_told(fs);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
-    pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "draw done",
                 "sale=%s entrants=%zu won_orders=%llu won_units=%llu seed=%016llx elapsed_ms=%lld",
                 fs->sale_id, fs->ndraw, (unsigned long long)fs->won_orders,
                 (unsigned long long)fs->won_units, (unsigned long long)fs->seed,
                 (long long)(fs->draw_done_ms - fs->draw_started_ms));
 }
+
+static void local_end(gw_fair_draw_t *d, bool done)
+{
+    (void)done; /* the next tick resumes it */
+    local_run_t *r = d->run;
+    free(r->won);
+    free(r);
+}
+
+const gw_fair_draw_ops_t gw_fair__draw_local = {
+    .begin = local_begin,
+    .step = local_step,
+    .seed = local_seed,
+    .entrant = local_entrant,
+    .accept = local_accept,
+    .commit = local_commit,
+    .set_state = local_set_state,
+    .sold_out = local_sold_out,
+    .outcomes = local_outcomes,
+    .publish = local_publish,
+    .end = local_end,
+};
 
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
 {
