@@ -129,6 +129,7 @@ typedef struct fw {
     bool o_power;        /* a power loss: write durability's .reg may have lost 201s, by design */
     bool o_dropped;      /* an fdatasync of the .reg failed since the last power loss: pages
                             dropped that a later fdatasync does not bring back */
+    bool o_renamed, o_rewritten; /* the load wrote the .reg again: renamed, and synced */
     bool open_defects;   /* sim_opts_t.open_defects */
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
     uint64_t o_freed, o_promoted; /* units */
@@ -215,14 +216,36 @@ static ssize_t obs_write(int fd, const void *buf, size_t n)
     return sim_journal_fs()->write(fd, buf, n);
 }
 
+/* A registration's fdatasync of the .reg (a load's are of the file it writes
+ * beside it). */
 static int obs_fdatasync(int fd)
 {
     int r = sim_journal_fs()->fdatasync(fd);
     if (r != 0 && obs_w->writer >= 0 && !obs_w->o_dropped) {
         obs_w->o_dropped = true;
-        sim_trace(&obs_w->log, "reg: an fdatasync of the .reg failed (%s)",
-                  obs_w->writer >= 0 ? "a registration's" : "the load's");
+        sim_trace(&obs_w->log, "reg: a registration's fdatasync of the .reg failed");
     }
+    return r;
+}
+
+/* The load's rewrite renamed over the .reg, and the directory fsync'd after
+ * it: every person it read is in new, synced pages under the name. */
+static int obs_rename(const char *from, const char *to)
+{
+    int r = sim_journal_fs()->rename(from, to);
+    const char *b = strrchr(to, '/');
+    if (r == 0 && strcmp(b ? b + 1 : to, REG_LOG) == 0)
+        obs_w->o_renamed = true;
+    return r;
+}
+
+static int obs_fsync(int fd)
+{
+    int r = sim_journal_fs()->fsync(fd);
+    if (r == 0 && obs_w->o_renamed)
+        obs_w->o_rewritten = true;
+    else if (r != 0)
+        sim_trace(&obs_w->log, "reg: a directory fsync failed");
     return r;
 }
 
@@ -390,7 +413,10 @@ static void proc_start(fw_t *w)
     w->dirfd = w->fs->open_dir("fair");
     w->wlfd = -1;
     sale_start(w);
+    w->o_renamed = w->o_rewritten = false;
     w->slot->reg_ops->load(w->f, w->slot);
+    if (w->o_rewritten) /* the pages a failed fdatasync dropped are not the file's any more */
+        w->o_dropped = false;
     set_read(w);
     wl_load(w);
     w->up = true;
@@ -784,6 +810,8 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     obs_fs = *sim_journal_fs();
     obs_fs.write = obs_write;
     obs_fs.fdatasync = obs_fdatasync;
+    obs_fs.rename = obs_rename;
+    obs_fs.fsync = obs_fsync;
     w->open_defects = opts->open_defects;
     cm_journal_set_fs(&obs_fs);
     w->writer = -1;
