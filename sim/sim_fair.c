@@ -46,10 +46,10 @@
  */
 #include "sim/sim_fair.h"
 
+#include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
-#include "common/cm_alloc.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_config.h"
@@ -172,36 +172,15 @@ static size_t file_read(fw_t *w, const char *name, char *buf, size_t cap)
     return n;
 }
 
-/* Appends one record to the sale's log (opened at the first append): one
- * write(2), and with sync an fdatasync. The log is a journal: the line,
- * its newline dropped, goes as one frame (cm_journal_frame), after the magic
- * line in the same write when the file is empty (cm_journal_attach's, not
- * synced apart: the frame's fdatasync covers both). 0 or CM_EIO. */
+/* Appends one line (its newline dropped) to the sale's log, opened at the
+ * first append, as one frame (sim_fair_journal_append). 0 or CM_EIO. */
 static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool sync)
 {
     if (*fd < 0)
         *fd = w->fs->openat(w->dirfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
-    if (*fd < 0)
-        return CM_EIO;
-    char buf[CM_JOURNAL_MAGIC_LEN + 64];
     size_t len = strlen(line);
-    struct stat st;
-    if (w->fs->fstat(*fd, &st) != 0)
-        return CM_EIO;
-    size_t at = 0;
-    if (st.st_size == 0)
-        at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
-    size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, line,
-                                len && line[len - 1] == '\n' ? len - 1 : len);
-    if (n == 0)
-        return CM_EIO;
-    line = buf;
-    len = at + n;
-    if (w->fs->write(*fd, line, len) != (ssize_t)len)
-        return CM_EIO;
-    if (sync && w->fs->fdatasync(*fd) != 0)
-        return CM_EIO;
-    return 0;
+    return sim_fair_journal_append(w->fs, *fd, line, len && line[len - 1] == '\n' ? len - 1 : len,
+                                   sync);
 }
 
 /* The journal's file calls (sim_journal_fs.h), its writes watched: the
