@@ -141,6 +141,9 @@ typedef enum {
     CM_PLANT_ACCEPT_UNSYNCED,           /* gw_accept.c: a winner's or a promotion's order taken as
                                            durable at its write, without its fdatasync: recorded
                                            won, then lost with the spool's unsynced tail */
+    CM_PLANT_REG_LOAD_UNSYNCED,         /* gw_reg_local.c: a start's load does not fdatasync what a
+                                           crash left in the page cache: a 200 from it, then lost
+                                           with a power cut */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -18,6 +18,7 @@
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_config.h"
 
@@ -29,6 +30,9 @@
 #include <unistd.h>
 
 typedef char person_t[INV_USER_ID_MAX + 1];
+
+/* A start's rewrites of the log before it gives up (logged): each one a new file. */
+#define REG_REWRITE_TRIES 4
 
 struct gw_reg_set {
     person_t *v; /* in registration order: the export's cursor is an index */
@@ -131,15 +135,27 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     free(line);
     fclose(fp);
-    /* fsync durability: what a crash left in the page cache is durable before
-     * a registration found in it is answered 200 */
-    if (f->srv->cfg->durability == GW_DURABILITY_FSYNC) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fdatasync(fd) != 0 || cm_journal_dir_sync(path) != 0)
-            cm_log_error("fair", "registration log fdatasync failed at start", "sale=%s",
+    /* fsync durability: what the load read is durable before a registration
+     * found in it is answered 200. It is written again, not fdatasync'd in
+     * place: a failed fdatasync of the process before may have dropped pages
+     * that the page cache still shows, and a later fdatasync does not write
+     * them back (gw_room_store.c's load rewrites its log too). A new file
+     * (cm_journal_replace: beside it, fdatasync'd, renamed over it; then the
+     * directory fsync'd, whose failure replace only logs: a power cut would
+     * bring the old name back; through cm_journal_fs, the simulator's disk
+     * too) is tried again on failure: its pages are new ones. planted: skipped */
+    if (f->srv->cfg->durability == GW_DURABILITY_FSYNC && s->n && !CM_PLANT(REG_LOAD_UNSYNCED)) {
+        cm_journal_buf_t img = {0};
+        for (size_t i = 0; i < s->n; i++)
+            (void)cm_journal_buf_add(&img, s->v[i], strlen(s->v[i])); /* an id: far below the max */
+        int rc = CM_EIO;
+        for (int i = 0; i < REG_REWRITE_TRIES && rc != 0; i++)
+            if ((rc = cm_journal_replace(path, img.p, img.len, NULL)) == 0)
+                rc = cm_journal_dir_sync(path);
+        cm_journal_buf_free(&img);
+        if (rc != 0)
+            cm_log_error("fair", "registration log not made durable at start", "sale=%s",
                          fs->sale_id);
-        if (fd >= 0)
-            close(fd);
     }
     if (bad)
         cm_log_warn("fair", "registration log has records that are not persons; skipped",

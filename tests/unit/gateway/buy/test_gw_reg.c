@@ -411,6 +411,64 @@ static void test_failed_sync(void **state)
     mini_close(&m);
 }
 
+static int datasync_fails; /* fdatasyncs failing_once still fails */
+
+static int failing_once(int fd)
+{
+    if (datasync_fails > 0) {
+        datasync_fails--;
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+static ino_t reg_ino(const mini_t *m)
+{
+    char path[128];
+    struct stat st;
+    reg_path(m, path, sizeof(path));
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* spool.durability fsync: a start writes the log it read again (a new file,
+ * fdatasync'd, renamed over it, the directory fsync'd), never an fdatasync in
+ * place: a failed fdatasync of the process before may have dropped pages the
+ * page cache still shows, which a later fdatasync does not write back, and
+ * a person found in them is answered 200 at once. A failed try is tried again
+ * (a new file). */
+static void test_fsync_load_rewrites(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "", list[256];
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    ino_t before = reg_ino(&m);
+    mini_restart(&m);
+    ino_t after = reg_ino(&m);
+    assert_true(after != before); /* a new file under the name */
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b");
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_false(sync); /* durable: answered at once */
+    datasync_fails = 1; /* the first try's fdatasync fails: tried again */
+    cm_journal__datasync = failing_once;
+    mini_restart(&m);
+    cm_journal__datasync = fdatasync;
+    assert_int_equal(datasync_fails, 0);
+    assert_true(reg_ino(&m) != after);
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b");
+    mini_close(&m);
+}
+
 /* What the public route asks by sale id (gw_fair_routes.c): the window of a
  * sale that takes registrations, and a registration's outcome; a sale
  * without registration, or deleted, has no window and registers nobody. */
@@ -453,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_route_calls),
         cmocka_unit_test(test_fsync_answer_waits_for_the_sync),
         cmocka_unit_test(test_failed_sync),
+        cmocka_unit_test(test_fsync_load_rewrites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
