@@ -83,7 +83,7 @@ static void log_id(gw_fair_sale_t *fs, char tag, const entry_t *e, bool sync, in
 {
     char line[INV_ORDER_ID_MAX + 8];
     int len = snprintf(line, sizeof(line), "%c %s\n", tag, e->order_id);
-    int r = fs->fd >= 0 ? gw_fair__log_line(fs, line, (size_t)len, sync) : CM_EIO;
+    int r = gw_fair__log_line(fs, line, (size_t)len, sync);
     if (rc)
         *rc = r;
 }
@@ -116,7 +116,7 @@ static void wl_end(gw_fair_sale_t *fs, int64_t now)
     pthread_mutex_lock(&fs->mu);
     char line[48];
     int len = snprintf(line, sizeof(line), "L %lld\n", (long long)now);
-    if (fs->fd < 0 || gw_fair__log_line(fs, line, (size_t)len, true) != 0)
+    if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
         cm_log_error("fair", "cannot record the waitlist's end; a restart ends it again",
                      "sale=%s", fs->sale_id);
     fs->wl_ended = true;
