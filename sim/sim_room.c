@@ -625,6 +625,9 @@ static void restart(rworld_t *w, bool power)
 {
     sim_disk_use(w->disk);
     if (power) {
+        /* as the store's calls left the disk (after_power) */
+        memcpy(w->loss, (uint64_t[4]){w->dur, w->lost_from, w->lost_to, w->name_durable},
+               sizeof(w->loss));
         sim_disk_power_loss(w->disk);
         w->log.res->power_losses++;
     } else {
@@ -638,8 +641,6 @@ static void restart(rworld_t *w, bool power)
         if (w->dur > w->len)
             w->dur = w->len;
         w->name_durable = true;
-        memcpy(w->loss, (uint64_t[4]){w->dur, w->lost_from, w->lost_to, w->name_durable},
-               sizeof(w->loss));
     }
     core_new(w);
     w->op_failed = false;
