@@ -606,6 +606,7 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
     /* what a crash left may be in the page cache only, its name too */
     j->synced_len = synced ? len : 0;
     j->dir_unsynced = !synced;
+    j->dropped = (flags & CM_JOURNAL_REWRITE_FOUND) && len > CM_JOURNAL_MAGIC_LEN;
     return 0;
 }
 
@@ -614,16 +615,12 @@ int cm_journal_append(cm_journal_t *j, const void *rec, size_t len)
     return cm_journal_buf_add(&j->batch, rec, len);
 }
 
-/* The batch with one write(2) (cm_journal_write's contract). j->mu held. */
-static int write_locked(cm_journal_t *j)
+/* n bytes of whole frames with one write(2) (cm_journal_write's contract). j->mu held. */
+static int write_frames_locked(cm_journal_t *j, const char *p, size_t n)
 {
-    if (j->batch.len == 0)
+    if (n == 0 || j->fd < 0)
         return j->fd >= 0 ? 0 : CM_EIO;
-    size_t n = j->batch.len;
-    j->batch.len = 0;
-    if (j->fd < 0)
-        return CM_EIO;
-    ssize_t w = jfs->write(j->fd, j->batch.p, n);
+    ssize_t w = jfs->write(j->fd, p, n);
     if (w == (ssize_t)n) {
         j->len += (off_t)n;
         return 0;
@@ -636,6 +633,14 @@ static int write_locked(cm_journal_t *j)
         j->fd = -1;
     }
     return CM_EIO;
+}
+
+/* The batch, emptied either way. j->mu held. */
+static int write_locked(cm_journal_t *j)
+{
+    size_t n = j->batch.len;
+    j->batch.len = 0;
+    return write_frames_locked(j, j->batch.p, n);
 }
 
 int cm_journal_write(cm_journal_t *j)
@@ -658,13 +663,25 @@ int cm_journal_put(cm_journal_t *j, const void *rec, size_t len, off_t *end)
     return rc;
 }
 
+int cm_journal_put_frames(cm_journal_t *j, const cm_journal_buf_t *frames, off_t *end)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = write_frames_locked(j, frames->p, frames->len);
+    if (end)
+        *end = j->len;
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
 int cm_journal_sync_to(cm_journal_t *j, off_t end)
 {
     pthread_mutex_lock(&j->mu);
     unsigned failures = j->failures;
     int rc = 0;
     while (j->synced_len < end || j->dir_unsynced) {
-        if (j->failures != failures) { /* one ran while this waited: it may have been its own */
+        /* one ran while this waited (it may have been its own), or one since the
+         * last rewrite may have dropped what this covers */
+        if (j->failures != failures || j->dropped) {
             rc = CM_EIO;
             break;
         }
@@ -703,6 +720,7 @@ int cm_journal_sync_to(cm_journal_t *j, off_t end)
         }
         if (r != 0) {
             j->failures++;
+            j->dropped = j->dropped || j->gen == gen; /* an old file's: the rewrite has it all */
             cm_log_error("journal", what, "path=%s err=%s", j->path, strerror(e));
         }
         pthread_cond_broadcast(&j->cv);
@@ -738,6 +756,14 @@ bool cm_journal_durable(cm_journal_t *j, off_t end)
     bool durable = j->synced_len >= end && !j->dir_unsynced;
     pthread_mutex_unlock(&j->mu);
     return durable;
+}
+
+bool cm_journal_dropped(cm_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool dropped = j->dropped;
+    pthread_mutex_unlock(&j->mu);
+    return dropped;
 }
 
 bool cm_journal_broken(cm_journal_t *j)
@@ -834,6 +860,8 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     j->delta = mark - (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
     j->synced_len = held_to;
     j->gen++; /* a sync in flight on the old file covers nothing of this one */
+    /* the new file was written from state and the page cache, and synced */
+    j->dropped = false;
     j->dir_unsynced = true;
     release_syncs(j);
     unsigned new_gen = j->gen;
@@ -866,6 +894,15 @@ fail_locked:
         (void)jfs->unlink(tmp);
     }
     return CM_EIO;
+}
+
+int cm_journal_rewrite(cm_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    off_t first = j->delta + CM_JOURNAL_MAGIC_LEN;
+    pthread_mutex_unlock(&j->mu);
+    const cm_journal_buf_t none = {0};
+    return cm_journal_compact_from(j, &none, first);
 }
 
 int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image)

@@ -155,8 +155,18 @@ void cm_journal_buf_free(cm_journal_buf_t *b);
  * that rewrites the file keeps the offsets of the frames it copies, so an
  * offset a writer waits for stays right across it.
  *
- * Thread safety: cm_journal_put, cm_journal_sync_to, cm_journal_lens,
- * cm_journal_broken and cm_journal_compact_from may run on any threads at
+ * A failed fdatasync may have dropped what it was for: Linux marks the pages
+ * of a failed writeback clean, so they read back from the page cache (a
+ * restart after a kill -9 sees them) and a later fdatasync succeeds without
+ * writing them; a power loss then loses them. So after one, the journal is
+ * dropped (cm_journal_dropped): no end that was not covered before it is
+ * durable, and cm_journal_sync_to refuses such ends, until the file is
+ * written again (cm_journal_compact_from from the writer's state, or
+ * cm_journal_rewrite from its own frames).
+ *
+ * Thread safety: cm_journal_put, cm_journal_put_frames, cm_journal_sync_to,
+ * cm_journal_lens, cm_journal_broken, cm_journal_dropped, cm_journal_rewrite
+ * and cm_journal_compact_from may run on any threads at
  * once (j->mu, held for a write(2) or a pread of the tail, never across an
  * fdatasync, an image's write or a directory fsync). cm_journal_append,
  * cm_journal_write, cm_journal_sync and cm_journal_compact are one writer's:
@@ -173,6 +183,7 @@ typedef struct cm_journal {
     off_t synced_len;  /* what an fdatasync of this process covered (logical) */
     unsigned gen;      /* a new file (a compaction's): a sync of the old one covers none of it */
     unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
+    bool dropped;      /* awaits a rewrite (cm_journal_dropped) */
     bool syncing;      /* an fdatasync runs (without mu); cv: its end */
     /* the directory entry is fsync'd by the next sync: a new file's name, a
      * compaction's rename, or a file a crash left unsynced survives a power cut */
@@ -223,6 +234,10 @@ extern int (*cm_journal__datasync)(int fd);
  * not fsync'd at open: the first cm_journal_sync_to covers both (an open under
  * a lock the worker loops wait for makes no fdatasync). */
 #define CM_JOURNAL_DEFER_SYNC 2u
+/* Records found at open are dropped (cm_journal_dropped) until a rewrite: a
+ * process before this one may have had an fdatasync of them fail, and no
+ * fdatasync of this one writes what that one dropped. */
+#define CM_JOURNAL_REWRITE_FOUND 4u
 
 /* Opens (creates) the journal at path: removes a stale "<path>.tmp", upgrades a
  * line log if flags has CM_JOURNAL_UPGRADE_LINES, reads every record into fn
@@ -230,8 +245,9 @@ extern int (*cm_journal__datasync)(int fd);
  * gets its magic line, fdatasync'd, and its directory fsync'd (unless
  * CM_JOURNAL_DEFER_SYNC). Nothing it found is taken as durable (a crash may
  * have left it in the page cache only): the first sync covers it, and the
- * directory. 0, CM_EIO or CM_ECORRUPT (a file not framed, without the upgrade
- * flag); errbuf says why. On failure j holds nothing to close. */
+ * directory (with CM_JOURNAL_REWRITE_FOUND, the first after a rewrite). 0,
+ * CM_EIO or CM_ECORRUPT (a file not framed, without the upgrade flag); errbuf
+ * says why. On failure j holds nothing to close. */
 int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
                     void *arg, char *errbuf, size_t errlen);
 /* Adds a record to the batch (no I/O). 0 or CM_EINVAL (too long). One writer. */
@@ -247,15 +263,18 @@ int cm_journal_sync(cm_journal_t *j);
  * passes to cm_journal_sync_to for it. 0, CM_EINVAL (too long) or CM_EIO.
  * Thread-safe; the order of two puts is the order the caller's lock gives them. */
 int cm_journal_put(cm_journal_t *j, const void *rec, size_t len, off_t *end);
+/* cm_journal_put of n bytes of whole frames (a batch built with
+ * cm_journal_buf_add), with one write(2). Thread-safe. */
+int cm_journal_put_frames(cm_journal_t *j, const cm_journal_buf_t *frames, off_t *end);
 /* Durable through end (a logical offset from cm_journal_put, or the end
  * cm_journal_lens gave): returns 0 at once if an fdatasync covered it (and the
  * directory is synced); else waits for the one running, if any, and looks
  * again; else runs one itself, without j->mu, for every frame written so far
  * (one at a time: the callers that came while one ran share the next). CM_EIO if one of them
  * failed after this call started (a failed fdatasync may drop the pages it was
- * for: it is never retried into a success for the same waiter) or the journal
- * is broken. Thread-safe: any number of callers, against every call but
- * open and close. */
+ * for: it is never retried into a success for the same waiter), the journal
+ * is broken, or it is dropped (no fdatasync is run: see above). Thread-safe:
+ * any number of callers, against every call but open and close. */
 int cm_journal_sync_to(cm_journal_t *j, off_t end);
 /* The logical end of the last whole frame, what an fdatasync covered of it,
  * and the logical offset of the file's first byte (the file's length is
@@ -266,6 +285,16 @@ void cm_journal_lens(cm_journal_t *j, off_t *len, off_t *synced, off_t *delta);
 bool cm_journal_durable(cm_journal_t *j, off_t end);
 /* Whether a short write's cut-off failed (the file is closed: reopen it). Thread-safe. */
 bool cm_journal_broken(cm_journal_t *j);
+/* Whether an fdatasync failed (or CM_JOURNAL_REWRITE_FOUND found records)
+ * since the file was last written again: what it held then is durable only
+ * once a rewrite succeeded. Thread-safe. */
+bool cm_journal_dropped(cm_journal_t *j);
+/* The journal's own frames written again as they read back (from the page
+ * cache, where a failed fdatasync left them), by cm_journal_compact_from with
+ * no image: the frames it held at the call are durable after it, the journal
+ * is no longer dropped, and offsets stay. For a writer that keeps no state to
+ * write the file from. 0 or CM_EIO. Thread-safe; one compaction at a time. */
+int cm_journal_rewrite(cm_journal_t *j);
 /* Replaces every record appended so far (written or in the batch, which is
  * dropped) by image's frames (cm_journal_compact_from at the end); the new
  * file is durable. 0 or CM_EIO (the file stays as it was). One writer. */
@@ -281,8 +310,9 @@ int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image);
  * j->mu the last frames copied (page cache only) and the file renamed over
  * the journal. The directory is fsync'd after (a sync before that fsyncs it
  * too).
- * The frames after mark keep their logical offsets. 0 or CM_EIO (logged; the
- * journal stays as it was). Thread-safe; one compaction at a time. */
+ * The frames after mark keep their logical offsets; the journal is no longer
+ * dropped. 0 or CM_EIO (logged; the journal stays as it was). Thread-safe;
+ * one compaction at a time. */
 int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_t mark);
 /* cm_journal_sync, close, free. 0 or CM_EIO (what the sync said). */
 int cm_journal_close(cm_journal_t *j);

@@ -295,7 +295,6 @@ static void sale_start(fw_t *w)
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
     pthread_mutex_init(&fs->reg_mu, NULL);
-    fs->fd = -1;
     fs->reg_ops = &gw_reg__local_ops;
     fs->perm = w->perm;
     gw_fair_core_init(&fs->core);

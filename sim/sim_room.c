@@ -87,6 +87,10 @@ typedef struct rworld {
     bool name_durable;           /* its name fsync'd in the directory */
     bool op_failed;              /* a write of it failed, or it was removed, in this call */
     uint64_t s_end;              /* durable through this, the seal is (0: not sealed) */
+    /* dur, lost_from, lost_to, name_durable at the last power loss: after_power
+     * judges by them, not by the load's rewrite (obs_rename), which took its
+     * copy of the page cache as synced */
+    uint64_t loss[4];
     cm_hash_key_t key, seed;
     int64_t now_ms, starts_ms;
     double rate;
@@ -411,7 +415,6 @@ static void core_new(rworld_t *w)
     gw_wr_spent_init(&fs->wr_spent);
     fs->wr_spent.slots = spent_buf;
     gw_fair__room_store_init(&fs->wr_store);
-    fs->fd = -1;
     fs->wr_ops = &gw_fair__room_local_ops;
     gw_room_core_init(&fs->wr_core);
     fs->wr_core.places = places_buf;
@@ -622,6 +625,9 @@ static void restart(rworld_t *w, bool power)
 {
     sim_disk_use(w->disk);
     if (power) {
+        /* as the store's calls left the disk (after_power) */
+        memcpy(w->loss, (uint64_t[4]){w->dur, w->lost_from, w->lost_to, w->name_durable},
+               sizeof(w->loss));
         sim_disk_power_loss(w->disk);
         w->log.res->power_losses++;
     } else {
@@ -652,6 +658,10 @@ static void restart(rworld_t *w, bool power)
  * (or, a pre-queue join that survived on the torn tail, taken as the log says). */
 static void after_power(rworld_t *w)
 {
+    uint64_t dur = w->dur;
+    bool named = w->name_durable;
+    w->dur = w->loss[0], w->lost_from = w->loss[1], w->lost_to = w->loss[2];
+    w->name_durable = w->loss[3];
     for (int i = 0; i < w->np && !w->log.failed; i++) {
         rperson_t *p = &w->p[i];
         if (!p->pre)
@@ -670,6 +680,7 @@ static void after_power(rworld_t *w)
             p->pos = 0, p->exp_s = 0, p->jti = 0;
     }
     /* the dropped pages are gone: what is written from now on can be synced */
+    w->dur = dur, w->name_durable = named;
     w->lost_from = w->lost_to = 0;
 }
 

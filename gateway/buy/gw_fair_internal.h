@@ -63,11 +63,10 @@ typedef struct gw_room_store {
     off_t cmark, cmark_file;
     unsigned copens;
     off_t base_len; /* the file's length after its last compaction (0: none yet) */
-    /* A failed fdatasync of j (failures_seen: j's count last looked at) may
-     * have dropped lines a later one does not bring back: the log is
-     * rewritten (a compaction) before anything is answered durable from it. */
+    /* The log is rewritten (a compaction) before anything is answered durable
+     * from it: a load read it, or a seal's line failed (j's own reason,
+     * cm_journal_dropped, is the journal's). */
     bool rewrite;
-    unsigned failures_seen;
     _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
      * (local_sync), and those whose fdatasync failed */
@@ -112,8 +111,8 @@ struct gw_fair_sale {
     size_t n, cap;
     uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
     size_t tcap;
-    int fd; /* the entry log, -1 until the first entry */
-    off_t log_len;           /* its length: where a short write is cut back to */
+    cm_journal_t log; /* the entry log (gw_fair__log_open), if log_open */
+    bool log_open;
     /* The lottery's state, decided by its core (gw_fair_core.h): the core's
      * struct, and the same members by name for the files that read them
      * (the waitlist, the fleet's draw). draw_wl is decided once (the first
@@ -296,8 +295,9 @@ void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
 /* Opens the sale's entry log for appends if it is not open. 0 or CM_EIO. */
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Appends whole lines (len bytes, each ending in a newline), each as one frame of the
- * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
- * single-threaded). 0 or CM_EIO. */
+ * journal (common/cm_journal.h), with one write(2), and if sync the log durable through
+ * them (written again first if the journal is dropped). fs->mu held, or by the lottery
+ * thread (which alone opens the log again, under f->tick_mu). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
 /* Rewrites fair.json (a temporary file, fdatasync, rename). f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);

@@ -46,7 +46,6 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     pthread_mutex_init(&fs->reg_mu, NULL);
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
-    fs->fd = -1;
     /* the room's and registration's stores: those of the lottery's (gw_fair_open's one choice) */
     fs->wr_ops = f->lot->room;
     fs->reg_ops = f->lot->reg;
@@ -71,8 +70,8 @@ static void entries_free(gw_fair_sale_t *fs)
 
 void gw_fair__sale_free(gw_fair_sale_t *fs)
 {
-    if (fs->fd >= 0)
-        close(fs->fd);
+    if (fs->log_open)
+        cm_journal_discard(&fs->log);
     entries_free(fs);
     if (fs->reg_ops->free)
         fs->reg_ops->free(fs);
@@ -140,9 +139,9 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->pushed = fs->marked = false;
     fs->mark_next = 0;
     /* a new, empty log: the old lines (entries, seed, winners, end) must not load again */
-    if (fs->fd >= 0)
-        close(fs->fd);
-    fs->fd = -1;
+    if (fs->log_open) /* no fdatasync of a file being removed */
+        cm_journal_discard(&fs->log);
+    fs->log_open = false;
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;

@@ -165,27 +165,25 @@ void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
 
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (fs->fd >= 0)
+    if (fs->log_open && !cm_journal_broken(&fs->log))
         return 0;
-    char path[700];
+    if (fs->log_open) /* a short write whose cut-off failed: the open's recovery cuts it */
+        cm_journal_discard(&fs->log);
+    char path[700], why[256];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    fs->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
-    if (fs->fd < 0)
-        return CM_EIO;
-    /* a torn frame goes first (the load cut it, unless a write since failed and its
-     * cut-off too); a line log the load could not convert gets no frame after it */
-    off_t len = 0;
-    if (cm_journal_attach(fs->fd, path, &len) != 0) {
-        close(fs->fd);
-        fs->fd = -1;
-        return CM_EIO;
-    }
-    fs->log_len = len;
-    return 0;
+    /* the lines found are made durable by a rewrite (log_resync); a line log
+     * the load could not convert is refused, and gets no frame after it */
+    fs->log_open = cm_journal_open(&fs->log, path, CM_JOURNAL_DEFER_SYNC | CM_JOURNAL_REWRITE_FOUND,
+                                   NULL, NULL, why, sizeof(why)) == 0;
+    if (!fs->log_open)
+        cm_log_error("fair", "entry log", "sale=%s err=%s", fs->sale_id, why);
+    return fs->log_open ? 0 : CM_EIO;
 }
 
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
+    if (!fs->log_open)
+        return CM_EIO;
     cm_journal_buf_t frames = {0};
     for (const char *p = line, *end = line + len; p < end;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -193,25 +191,15 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
         (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
         p += l + 1;
     }
-    ssize_t w = write(fs->fd, frames.p, frames.len);
-    bool whole = w == (ssize_t)frames.len;
+    off_t end;
+    int rc = cm_journal_put_frames(&fs->log, &frames, &end);
     cm_journal_buf_free(&frames);
-    if (!whole) {
-        /* A short write (a full disk) left part of a frame: the load would cut
-         * the file there, losing the lines appended after it, though answered.
-         * Cut it off; if that fails too, no more lines. */
-        if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
-            cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
-                         fs->sale_id, strerror(errno));
-            close(fs->fd);
-            fs->fd = -1;
-        }
-        return CM_EIO;
-    }
-    fs->log_len += (off_t)w;
-    if (sync && fdatasync(fs->fd) != 0)
-        return CM_EIO;
-    return 0;
+    if (rc != 0 || !sync)
+        return rc;
+    /* after a failed fdatasync (or at a start) the log is written again first:
+     * a plain one would not write what a failed one dropped (cm_journal.h) */
+    rc = cm_journal_dropped(&fs->log) ? cm_journal_rewrite(&fs->log) : 0;
+    return rc != 0 ? rc : cm_journal_sync_to(&fs->log, end);
 }
 
 int gw_fair__conf_save(gw_fair_t *f)

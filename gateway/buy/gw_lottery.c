@@ -59,51 +59,31 @@ static void compute_order(gw_fair_sale_t *fs)
 }
 
 /*
- * Writes the log's bytes again over themselves and fdatasyncs it: the seed
- * and the end of a draw are trusted only once this succeeds. After a failed
- * fdatasync the kernel may have marked the lines clean without writing them:
- * they read back from the page cache (a restart after a kill -9 sees them)
- * and a plain fdatasync then reports success, but a power loss loses them
- * (the spool's recovery writes again for the same reason). The whole log, not
- * only the line: the seed's fdatasync is the log's first ("E" lines go
+ * The sale's log durable through its end: the seed and the end of a draw are
+ * trusted only once this succeeds. Written again first (cm_journal_rewrite)
+ * while the journal is dropped: after a failed fdatasync the lines read back
+ * from the page cache and a later fdatasync succeeds without writing them
+ * (cm_journal.h), and a log found at the start may be one a failed fdatasync
+ * of the process before left so (CM_JOURNAL_REWRITE_FOUND). The whole log,
+ * not only the line: the seed's fdatasync is the log's first ("E" lines go
  * unsynced), and a draw with entries lost at a power loss would resume over
  * fewer entrants, or another seed, while its winners hold orders (the
- * simulator's seeds 587 and 1207 with --open-defects). Returns 0 or CM_EIO.
+ * simulator's seeds 587 and 1207 with --open-defects). With fs->mu released,
+ * or single-threaded (the load). 0 or CM_EIO.
  */
-static int log_make_durable(const char *path)
+static int log_durable(gw_fair_sale_t *fs)
 {
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return CM_EIO;
-    char buf[65536];
-    off_t off = 0;
-    int rc = 0;
-    for (;;) {
-        ssize_t n = pread(fd, buf, sizeof(buf), off);
-        if (n <= 0) {
-            rc = n < 0 ? CM_EIO : 0;
-            break;
-        }
-        if (pwrite(fd, buf, (size_t)n, off) != n) {
-            rc = CM_EIO;
-            break;
-        }
-        off += n;
-    }
-    if (rc == 0 && fdatasync(fd) != 0)
-        rc = CM_EIO;
-    close(fd);
-    return rc;
+    return gw_fair__log_line(fs, "", 0, true); /* no line: its sync (gw_fair_table.c) */
 }
 
-/* log_make_durable of the sale's log with fs->mu released for it (the core's
+/* log_durable of the sale's log with fs->mu released for it (the core's
  * stage holds back what acts on the draw). fs->mu held on entry and on return. */
 static int log_resync(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    char path[700];
-    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    if (gw_fair__log_open(f, fs) != 0)
+        return CM_EIO;
     pthread_mutex_unlock(&fs->mu);
-    int rc = log_make_durable(path);
+    int rc = log_durable(fs);
     pthread_mutex_lock(&fs->mu);
     return rc;
 }
@@ -231,10 +211,10 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         return;
     /* the seed and its entries may read back only from the page cache (a failed
      * fdatasync, then a kill -9): made durable before the draw resumes or counts
-     * as done (log_make_durable) */
+     * as done (log_durable) */
     gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
-    gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR,
-                       .fair = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)}};
+    int rc = gw_fair__log_open(f, fs) != 0 ? CM_EIO : log_durable(fs);
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR, .fair = {.kind = GW_FAIR_EV_LOADED, .rc = rc}};
     gw_sale_step(&fs->sale, &ev, 0, &so);
     out = so.fair;
     if (out.actions & GW_FAIR_DO_ORDER)
@@ -442,9 +422,8 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    ev.fair =
-        (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
-                       .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
+    ev.fair = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
+                             .rc = gw_fair__log_line(fs, line, (size_t)len, false)};
     gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
     if (!(so.fair.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
@@ -494,7 +473,7 @@ static int log_winners(gw_fair_sale_t *fs)
     for (size_t i = 0; i < fs->ndraw; i++)
         if (fs->v[i].state == GW_ENTRY_WON && !fs->v[i].wlogged)
             len += (size_t)snprintf(buf + len, cap - len, "W %s\n", fs->v[i].order_id);
-    int rc = len && (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0) ? CM_EIO : 0;
+    int rc = len ? gw_fair__log_line(fs, buf, len, false) : 0;
     free(buf);
     for (size_t i = 0; i < fs->ndraw && rc == 0; i++)
         fs->v[i].wlogged = fs->v[i].wlogged || fs->v[i].state == GW_ENTRY_WON;
@@ -502,28 +481,18 @@ static int log_winners(gw_fair_sale_t *fs)
 }
 
 /*
- * Appends a line and makes it durable with fs->mu released for the
- * fdatasync (workers entering or polling take fs->mu, and a sync takes
- * milliseconds to seconds on a loaded disk). What acts on the draw is held
- * back meanwhile by the core's stage (an entry is answered closed, the draw
- * waits for the event this returns). The fd is a dup: the sale's reset
- * closes fs->fd only under f->tick_mu, which the lottery thread holds here.
- * fs->mu held on entry and on return. Returns 0 or CM_EIO.
+ * Appends a line and, if sync, makes it durable with fs->mu released for the
+ * fdatasync (log_resync: workers entering or polling take fs->mu, and a sync
+ * takes milliseconds to seconds on a loaded disk). What acts on the draw is
+ * held back meanwhile by the core's stage (an entry is answered closed, the
+ * draw waits for the event this returns). The sale's reset discards the
+ * journal only under f->tick_mu, which the lottery thread holds here. fs->mu
+ * held on entry and on return. Returns 0 or CM_EIO.
  */
 static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
-    if (fs->fd < 0 || gw_fair__log_line(fs, line, len, false) != 0)
-        return CM_EIO;
-    if (!sync)
-        return 0;
-    int fd = dup(fs->fd);
-    if (fd < 0)
-        return CM_EIO;
-    pthread_mutex_unlock(&fs->mu);
-    int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
-    close(fd);
-    pthread_mutex_lock(&fs->mu);
-    return rc;
+    int rc = gw_fair__log_line(fs, line, len, false);
+    return rc == 0 && sync ? log_resync(fs->f, fs) : rc;
 }
 
 /*
@@ -677,7 +646,7 @@ static bool local_seed(gw_fair_draw_t *d, uint64_t rnd)
         char line[96];
         int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
                            (long long)fs->draw_started_ms, fs->ndraw);
-        /* not a plain fdatasync (log_make_durable): one rewrite of the log per draw */
+        /* the log's first fdatasync, after a rewrite if it may need one (log_durable) */
         ev.rc = log_line_synced(fs, line, (size_t)len, false);
         resync = ev.rc == 0;
     }

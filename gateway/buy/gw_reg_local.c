@@ -41,6 +41,8 @@ struct gw_reg_set {
     size_t tcap;
     cm_journal_t log; /* <sale>.reg, from the first record this process writes */
     bool log_open;
+    /* local_sync writes the log again (log_rewrite) */
+    bool rewriting;
     unsigned users; /* calls of local_sync inside: the set is not freed under them */
     pthread_cond_t cv; /* users back to 0 */
     cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
@@ -170,7 +172,10 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
  * cuts it). fs->reg_mu held. 0 or CM_EIO. */
 static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
 {
+    unsigned flags = CM_JOURNAL_DEFER_SYNC;
     if (s->log_open && cm_journal_broken(&s->log)) {
+        /* what a failed fdatasync of the journal closed may have dropped: rewritten */
+        flags |= CM_JOURNAL_REWRITE_FOUND;
         if (s->users) /* a sync reads it: the next append reopens it */
             return CM_EIO;
         (void)cm_journal_close(&s->log);
@@ -179,8 +184,7 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
     if (!s->log_open) {
         char path[700], why[256];
         reg_path(f, fs->sale_id, path, sizeof(path));
-        if (cm_journal_open(&s->log, path, CM_JOURNAL_DEFER_SYNC, NULL, NULL, why, sizeof(why)) !=
-            0) {
+        if (cm_journal_open(&s->log, path, flags, NULL, NULL, why, sizeof(why)) != 0) {
             cm_log_error("fair", "registration log", "sale=%s err=%s", fs->sale_id, why);
             return CM_EIO;
         }
@@ -225,6 +229,27 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
     return out.answer;
 }
 
+/* The log written again from the set, a record per person in registration
+ * order (cm_journal_compact_from), while the journal is dropped: a failed
+ * fdatasync may have dropped records a later one does not write, so none is
+ * answered durable before this. fs->reg_mu held, released for the rewrite
+ * (s->users held by the caller). 0 or CM_EIO. */
+static int log_rewrite(gw_fair_sale_t *fs, struct gw_reg_set *s)
+{
+    cm_journal_buf_t img = {0};
+    for (size_t i = 0; i < s->n; i++)
+        (void)cm_journal_buf_add(&img, s->v[i], strlen(s->v[i])); /* an id: far below the limit */
+    off_t mark; /* no record is appended without reg_mu: the set is the state through mark */
+    cm_journal_lens(&s->log, &mark, NULL, NULL);
+    s->rewriting = true;
+    pthread_mutex_unlock(&fs->reg_mu);
+    int rc = cm_journal_compact_from(&s->log, &img, mark);
+    pthread_mutex_lock(&fs->reg_mu);
+    s->rewriting = false;
+    cm_journal_buf_free(&img);
+    return rc;
+}
+
 static int local_sync(gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->reg_mu);
@@ -236,8 +261,11 @@ static int local_sync(gw_fair_sale_t *fs)
     off_t want;
     cm_journal_lens(&s->log, &want, NULL, NULL);
     s->users++;
+    /* one at a time: the others' syncs fail meanwhile (the journal refuses them) */
+    int rc = !s->rewriting && cm_journal_dropped(&s->log) ? log_rewrite(fs, s) : 0;
     pthread_mutex_unlock(&fs->reg_mu);
-    int rc = cm_journal_sync_to(&s->log, want);
+    if (rc == 0)
+        rc = cm_journal_sync_to(&s->log, want);
     pthread_mutex_lock(&fs->reg_mu);
     if (--s->users == 0)
         pthread_cond_broadcast(&s->cv); /* a drop waits for it */

@@ -100,7 +100,9 @@ static int store_open(gw_fair_sale_t *fs)
         return 0;
     char path[700], why[256];
     store_path(fs, path, sizeof(path));
-    int rc = cm_journal_open(&st->j, path, CM_JOURNAL_DEFER_SYNC, NULL, NULL, why, sizeof(why));
+    /* a reopen finds what a failed fdatasync of the journal before may have dropped */
+    int rc = cm_journal_open(&st->j, path, CM_JOURNAL_DEFER_SYNC | CM_JOURNAL_REWRITE_FOUND, NULL,
+                             NULL, why, sizeof(why));
     if (rc != 0) {
         errno = rc == CM_ECORRUPT ? EINVAL : EIO;
         store_trouble(fs, why);
@@ -108,7 +110,6 @@ static int store_open(gw_fair_sale_t *fs)
     }
     st->open = true;
     st->opens++;
-    st->failures_seen = 0;
     off_t len;
     cm_journal_lens(&st->j, &len, NULL, NULL);
     if (len > CM_JOURNAL_MAGIC_LEN)
@@ -142,22 +143,13 @@ static int store_line(gw_fair_sale_t *fs, const char *line, size_t n)
     return rc;
 }
 
-/* Whether the log awaits its rewrite: a failed fdatasync since the last one
- * may have dropped lines (Linux drops a failed fdatasync's dirty pages; a
- * later fdatasync succeeds without them), so no sync of it counts until a
- * compaction wrote the room's state again. st->mu held. */
+/* Whether the log awaits its rewrite: the store's reasons (rewrite), or the
+ * journal's (cm_journal_dropped: a failed fdatasync since the last one may
+ * have dropped lines a later one does not write), so no sync of it counts
+ * until a compaction wrote the room's state again. st->mu held. */
 static bool store_dropped(gw_room_store_t *st)
 {
-    if (st->open) {
-        pthread_mutex_lock(&st->j.mu);
-        unsigned f = st->j.failures;
-        pthread_mutex_unlock(&st->j.mu);
-        if (f != st->failures_seen) {
-            st->failures_seen = f;
-            st->rewrite = true;
-        }
-    }
-    return st->rewrite;
+    return st->rewrite || (st->open && cm_journal_dropped(&st->j));
 }
 
 /* fdatasync of the log through its end now (every line whose write(2) returned
@@ -355,8 +347,7 @@ static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
         pthread_cond_broadcast(&st->cv);
     if (rc == 0) {
         st->base_len = (off_t)(CM_JOURNAL_MAGIC_LEN + img->len);
-        st->rewrite = false; /* unless a sync failed meanwhile (store_dropped) */
-        (void)store_dropped(st);
+        st->rewrite = false; /* the journal's own: unless a sync failed since */
         atomic_fetch_add_explicit(&st->compactions, 1, memory_order_relaxed);
     } else if (st->opens == st->copens) {
         st->base_len = st->cmark_file; /* not again before the log doubled once more */

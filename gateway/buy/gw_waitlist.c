@@ -261,7 +261,7 @@ static int log_id(gw_fair_sale_t *fs, char tag, const entry_t *e, bool sync)
 {
     char line[INV_ORDER_ID_MAX + 8];
     int len = snprintf(line, sizeof(line), "%c %s\n", tag, e->order_id);
-    return fs->fd >= 0 ? gw_fair__log_line(fs, line, (size_t)len, sync) : CM_EIO;
+    return gw_fair__log_line(fs, line, (size_t)len, sync);
 }
 
 void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e)
@@ -316,7 +316,7 @@ static void local_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, int64_
     pthread_mutex_lock(&fs->mu);
     char line[48];
     int len = snprintf(line, sizeof(line), "L %lld\n", (long long)now);
-    if (fs->fd < 0 || gw_fair__log_line(fs, line, (size_t)len, true) != 0)
+    if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
         cm_log_error("fair", "cannot record the waitlist's end; a restart ends it again", "sale=%s",
                      fs->sale_id);
     gw_fair__wl_end_here(fs);

@@ -639,23 +639,73 @@ static int failing_datasync(int fd)
     return -1;
 }
 
-/* A failed fdatasync is CM_EIO to its caller and never counts; the next
- * call runs one of its own. */
+/* A failed fdatasync is CM_EIO to its caller and never counts; a later one
+ * that succeeds does not write what it dropped, so the journal refuses every
+ * end it did not cover before (running no fdatasync) until a rewrite, which
+ * keeps the records and their offsets; an end covered before stays durable. */
 static void test_sync_failure(void **st)
 {
     fixture_t *f = *st;
     cm_journal_t j;
     seen_t s;
     assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_DEFER_SYNC, &s), 0);
-    off_t end;
+    off_t e0, end, end2;
+    assert_int_equal(cm_journal_put(&j, "0", 1, &e0), 0);
+    assert_int_equal(cm_journal_sync_to(&j, e0), 0);
     assert_int_equal(cm_journal_put(&j, "a", 1, &end), 0);
     assert_false(cm_journal_durable(&j, end));
     cm_journal__datasync = failing_datasync;
     assert_int_equal(cm_journal_sync_to(&j, end), CM_EIO);
     cm_journal__datasync = fdatasync;
+    assert_true(cm_journal_dropped(&j));
     assert_false(cm_journal_durable(&j, end));
+    assert_int_equal(cm_journal_put(&j, "b", 1, &end2), 0);
+    assert_int_equal(cm_journal_sync_to(&j, end), CM_EIO);
+    assert_int_equal(cm_journal_sync_to(&j, end2), CM_EIO);
+    assert_false(cm_journal_durable(&j, end));
+    assert_int_equal(cm_journal_sync_to(&j, e0), 0); /* durable before the failure */
+    assert_int_equal(cm_journal_rewrite(&j), 0);
+    assert_false(cm_journal_dropped(&j));
+    assert_int_equal(cm_journal_sync_to(&j, end2), 0);
+    assert_true(cm_journal_durable(&j, end2));
+    off_t len;
+    cm_journal_lens(&j, &len, NULL, NULL);
+    assert_int_equal(len, end2);
+    assert_int_equal(cm_journal_close(&j), 0);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.recs[2], "b");
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* CM_JOURNAL_REWRITE_FOUND: the records a process before left are not
+ * durable before a rewrite (that process's fdatasync may have failed); a
+ * new file's are. */
+static void test_rewrite_found(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_false(cm_journal_dropped(&j));
+    assert_int_equal(cm_journal_close(&j), 0);
+    write_records(f->path, 2);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_true(cm_journal_dropped(&j));
+    off_t end;
+    cm_journal_buf_t b = {0};
+    assert_int_equal(cm_journal_buf_add(&b, "x", 1), 0);
+    assert_int_equal(cm_journal_buf_add(&b, "y", 1), 0);
+    assert_int_equal(cm_journal_put_frames(&j, &b, &end), 0); /* one write for both */
+    cm_journal_buf_free(&b);
+    assert_int_equal(cm_journal_sync_to(&j, end), CM_EIO);
+    assert_int_equal(cm_journal_rewrite(&j), 0);
     assert_int_equal(cm_journal_sync_to(&j, end), 0);
-    assert_true(cm_journal_durable(&j, end));
+    assert_int_equal(cm_journal_close(&j), 0);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.recs[3], "y");
     assert_int_equal(cm_journal_close(&j), 0);
 }
 
@@ -784,6 +834,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewrite_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_beside_appends, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,10 +58,22 @@ static atomic_int hold_log_syncs_skip;
 static atomic_bool record_log_syncs;
 static off_t log_sync_sizes[64];
 static atomic_int log_sync_n;
+/* fail_log_sync_at: the entry logs' fdatasync of that number from now (1: the next) fails, once */
+static atomic_int fail_log_sync_at;
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_fdatasync(int fd)
 {
+    if (atomic_load(&fail_log_sync_at) > 0) {
+        char link[64], path[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        path[n > 0 ? n : 0] = '\0';
+        if (strstr(path, "/fair/") && atomic_fetch_sub(&fail_log_sync_at, 1) == 1) {
+            errno = EIO;
+            return -1;
+        }
+    }
     if (atomic_load(&record_log_syncs)) {
         char link[64], path[512];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -1579,6 +1591,47 @@ static void test_waitlist_lost_durable(void **st)
 }
 
 /*
+ * A failed fdatasync of the entry log, then one that succeeds: the second
+ * does not write what the first dropped (Linux marks a failed writeback's
+ * pages clean), so the log is written again, a new file, before a later line
+ * is answered durable. Here the "X" of an entry refused for cause fails its
+ * fdatasync under fsync durability; the next promotion's "P" is made durable
+ * in a rewritten log that holds the "X".
+ */
+static void test_waitlist_sync_failed_then_rewritten(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    m->cfg.durability = GW_DURABILITY_FSYNC;
+    inv_sale_def_t def;
+    wl_setup(m, &def, 1, 3);
+    char x_id[INV_ORDER_ID_MAX + 1], user2[INV_USER_ID_MAX + 1], path[160];
+    order_at(m, 2, x_id);
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
+    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
+    json_decref(d);
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    atomic_store(&fail_log_sync_at, 2); /* position 2's "P" passes, its "X" fails */
+    inv_sale_info_t info;
+    char why[256] = "";
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 2, &info, why, sizeof(why)), 0);
+    wait_won(m, 2);
+    assert_int_equal(atomic_load(&fail_log_sync_at), 0);
+    assert_string_equal(outcome_at(m, 2, NULL), "lost");
+    assert_string_equal(outcome_at(m, 3, NULL), "won");
+    assert_int_equal(stat(path, &after), 0);
+    assert_true(after.st_ino != before.st_ino); /* written again, not only fdatasync'd */
+    assert_true(log_line_end(m, 'X', x_id) > 0);
+    mini_close(m);
+    free(m);
+}
+
+/*
  * A restart in the middle of a promotion: its order is in the spool and its
  * unit held, the entry log has its "P" line and not its "W" (kill -9 right
  * after the commit). After the restart the promoted entry reads won, nobody
@@ -1677,6 +1730,7 @@ int main(void)
         cmocka_unit_test(test_waitlist_in_draw_order),
         cmocka_unit_test(test_waitlist_restart_admits_once),
         cmocka_unit_test(test_waitlist_lost_durable),
+        cmocka_unit_test(test_waitlist_sync_failed_then_rewritten),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

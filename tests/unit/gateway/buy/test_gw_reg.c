@@ -469,6 +469,38 @@ static void test_fsync_load_rewrites(void **state)
     mini_close(&m);
 }
 
+/* A failed fdatasync, then one that succeeds (another person's): the second
+ * does not write what the first dropped (Linux marks a failed writeback's
+ * pages clean), so the person whose record it was is answered 200 only once
+ * the log was written again from the set, a new file. */
+static void test_failed_sync_then_another(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "", path[300];
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
+    cm_journal__datasync = failing_datasync;
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
+    cm_journal__datasync = fdatasync;
+    snprintf(path, sizeof(path), "%s/fair/s1.reg", m.dir);
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    assert_int_equal(stat(path, &after), 0);
+    assert_true(after.st_ino != before.st_ino); /* written again, not only fdatasync'd */
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_false(sync); /* covered by the rewrite's fdatasync */
+    mini_restart(&m);
+    char list[256];
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b");
+    mini_close(&m);
+}
+
 /* What the public route asks by sale id (gw_fair_routes.c): the window of a
  * sale that takes registrations, and a registration's outcome; a sale
  * without registration, or deleted, has no window and registers nobody. */
@@ -510,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_registration_after_delete),
         cmocka_unit_test(test_route_calls),
         cmocka_unit_test(test_fsync_answer_waits_for_the_sync),
+        cmocka_unit_test(test_failed_sync_then_another),
         cmocka_unit_test(test_failed_sync),
         cmocka_unit_test(test_fsync_load_rewrites),
     };

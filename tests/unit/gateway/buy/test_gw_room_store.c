@@ -54,7 +54,6 @@ static void slot_new(rig_t *r)
     pthread_mutex_init(&fs->reg_mu, NULL);
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
-    fs->fd = -1;
     fs->wr_ops = &gw_fair__room_local_ops;
     gw_room_core_init(&fs->wr_core);
     fs->wr_core.key = (cm_hash_key_t){1, 2};
