@@ -130,7 +130,6 @@ typedef struct fw {
     bool o_dropped;      /* an fdatasync of the .reg failed since the last power loss: pages
                             dropped that a later fdatasync does not bring back */
     bool o_renamed, o_rewritten; /* the load wrote the .reg again: renamed, and synced */
-    bool open_defects;   /* sim_opts_t.open_defects */
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
     uint64_t o_freed, o_promoted; /* units */
 } fw_t;
@@ -477,9 +476,9 @@ static void do_register(fw_t *w, unsigned p)
         return;
     disarm(w);
     set_read(w);
-    /* open defect (docs/simulation.md): a 200 after a failed fdatasync, whose
-     * dropped pages a later fdatasync did not bring back, is not held */
-    if (rc == GW_REG_ADDED || (rc == GW_REG_ALREADY && (!w->o_dropped || w->open_defects))) {
+    /* a 200 after a failed fdatasync is held too: the journal answers it only
+     * once the log was written again from the set (cm_journal_sync_to) */
+    if (rc == GW_REG_ADDED || rc == GW_REG_ALREADY) {
         w->o_added[p] = true;
         w->o_code[p] = rc == GW_REG_ADDED ? 201 : 200;
         w->o_durable[p] = w->o_durable[p] || w->fsync;
@@ -790,7 +789,6 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     obs_fs.fdatasync = obs_fdatasync;
     obs_fs.rename = obs_rename;
     obs_fs.fsync = obs_fsync;
-    w->open_defects = opts->open_defects;
     cm_journal_set_fs(&obs_fs);
     w->writer = -1;
     w->faults = true;
