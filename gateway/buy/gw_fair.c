@@ -169,8 +169,8 @@ static bool fair_tick(gw_fair_t *f)
     gw_fair__rooms_tick(f, now, m, due);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (due[i] & GW_SALE_DO_WL)
-            f->lot->leftovers_tick(f, fs);
+        if (due[i] & GW_SALE_DO_WL) /* one walk for both stores, f->lot->wl */
+            gw_fair__wl_tick(f, fs);
         if ((due[i] & GW_SALE_DO_ENTRIES) && f->lot->entries_tick)
             f->lot->entries_tick(f, fs);
         if (due[i] & GW_SALE_DO_DRAW)

@@ -586,10 +586,6 @@ typedef struct gw_fair_lot_ops {
     void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
     /* The draw's steps in this store (gw_fair__run_draw). */
     const struct gw_fair_draw_ops *draw;
-    /* The machine's leftovers (GW_SALE_DO_WL: a published draw whose losers wait): a WL
-     * TICK with the stock the store sees, then the walk's promotions or the end the
-     * machine answers, each recorded in the store. Lottery thread. */
-    void (*leftovers_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
     /* Before the local entry: one entry per person across the store
      * (gw_fair__fleet_enter_mark's contract; *held: the person's mark is the
      * entry's, *marked: taken now, given back with enter_unmark if the entry is not
