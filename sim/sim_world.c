@@ -1681,7 +1681,7 @@ static bool lot_log(gw_t *g, bool sync, const char *fmt, ...)
     return sim_fair_journal_append(sim_disk_ops(), g->lot.fd, rec, (size_t)len, sync) == 0;
 }
 
-/* The log written again over itself and fdatasync'd (log_make_durable): the
+/* The log written again over itself and fdatasync'd (cm_journal_rewrite): the
  * pages a failed fdatasync dropped reach the disk only once written again.
  * One pwrite of the whole file (sim_disk takes a dropped range back only when
  * one write covers it). 0 or CM_EIO. */
@@ -2136,7 +2136,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                             .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
         lot_step(L, &ev, now, &out);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
-        if (out.actions & GW_FAIR_DO_SEED) /* gw_lottery.c draw_seed: written again, as "F" */
+        if (out.actions & GW_FAIR_DO_SEED) /* gw_lottery.c local_seed: written again, as "F" */
             ev.rc = lot_log(g, false, "D %016" PRIx64 " %zu", c->seed, c->ndraw)
                         ? lot_make_durable(g)
                         : CM_EIO;
