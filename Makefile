@@ -8,7 +8,8 @@
 #                   the tests that wait),
 #                   ASan+UBSan unit + integration + simulation, TSan concurrency
 #                   tests (only their programs built), libFuzzer targets for a
-#                   bounded time (make fuzz), lint
+#                   bounded time (make fuzz), lint (beside the others, on
+#                   the CPU time their waiting tests leave idle)
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make lint       cppcheck, clang-tidy and the OpenAPI lint, clean or failing (tests/lint/)
@@ -67,7 +68,13 @@ run: build
 rehearse: build
 	@FLASHGATE_BIN=$(CURDIR)/build sh loadtest/rehearse.sh
 
-test: test-dev test-asan test-tsan fuzz lint
+# The lint stage runs beside the others (tests/lint/beside.sh), at the idle
+# scheduling class, on the CPU time their waiting tests leave unused, once the
+# dev build it reads (compile_commands.json, generated headers) is there.
+test:
+	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j$(JOBS)
+	@sh tests/lint/beside.sh build $(MAKE) test-dev test-asan test-tsan fuzz
 	@echo "all test stages passed"
 
 test-dev:
