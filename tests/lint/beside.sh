@@ -15,6 +15,11 @@ build=${1:?usage: beside.sh BUILD_DIR COMMAND [ARG...]}
 shift
 src=$(cd "$(dirname "$0")/../.." && pwd)
 case $build in /*) ;; *) build=$(pwd)/$build ;; esac
+# make -n runs the recipe line that calls $(MAKE), hence this script: print, run nothing
+# (make's one-letter flags are the first word of MAKEFLAGS)
+flags=${MAKEFLAGS:-}
+flags=${flags%% *}
+case $flags in --*) ;; *n*) exec "$@" ;; esac
 log=$build/lint.log
 idle="nice -n 19"
 if command -v chrt >/dev/null && chrt -i 0 true 2>/dev/null; then
@@ -25,7 +30,7 @@ fi
 setsid $idle sh "$src/tests/lint/run.sh" "$build" >"$log" 2>&1 &
 lint=$!
 trap 'kill -TERM -$lint 2>/dev/null' EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 "$@"
 rc=$?
 if [ "$rc" != 0 ]; then
