@@ -29,7 +29,7 @@ fi
 # (run-clang-tidy's clang-tidy processes too) with one kill of its group.
 setsid $idle sh "$src/tests/lint/run.sh" "$build" >"$log" 2>&1 &
 lint=$!
-trap 'kill -TERM -$lint 2>/dev/null' EXIT
+trap 'kill -TERM -$lint 2>/dev/null || kill -TERM $lint 2>/dev/null' EXIT
 trap 'exit 130' INT TERM HUP PIPE
 "$@"
 rc=$?
