@@ -32,6 +32,7 @@ for e in entries:
         seen.add(key)
         keep.append(e)
 json.dump(keep, open(sys.argv[3], "w"))
+sys.exit(0 if keep else "lint: no file of the folders in " + sys.argv[1])
 PY
 # gcc's link-time optimisation flags (release builds, CMakeLists.txt) are not clang's
 out=$(run-clang-tidy -p "$db" -j "$jobs" -quiet \
