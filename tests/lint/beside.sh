@@ -7,8 +7,9 @@
 # timers, servers and Kafka far more than they compute, while cppcheck and
 # clang-tidy only compute. The lint runs at SCHED_IDLE (chrt -i; nice 19
 # without chrt), so the kernel gives it a core only when no test wants one:
-# the tests see the machine they saw without it, and the lint checks the same
-# files with the same tools as `make lint`. BUILD_DIR must be configured and
+# the tests keep the CPU time they had without it (caches and memory bandwidth
+# stay shared), and the lint checks the same files with the same tools as
+# `make lint`. BUILD_DIR must be configured and
 # built (clang-tidy reads its compile_commands.json and generated headers).
 set -u
 build=${1:?usage: beside.sh BUILD_DIR COMMAND [ARG...]}
