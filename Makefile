@@ -8,7 +8,8 @@
 #                   the tests that wait),
 #                   ASan+UBSan unit + integration + simulation, TSan concurrency
 #                   tests (only their programs built), libFuzzer targets for a
-#                   bounded time (make fuzz), lint
+#                   bounded time (make fuzz), lint (beside the others, on
+#                   the CPU time their waiting tests leave idle)
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make lint       cppcheck, clang-tidy and the OpenAPI lint, clean or failing (tests/lint/)
@@ -49,7 +50,7 @@ MAKEFLAGS += --no-print-directory
 
 PREFIX ?= /usr/local
 
-.PHONY: all build install run test test-dev test-asan test-tsan fuzz bench bench-overload bench-overload-smoke soak-asan rehearse clean \
+.PHONY: all build install run test test-dev test-dev-ctest test-asan test-tsan fuzz bench bench-overload bench-overload-smoke soak-asan rehearse clean \
 	mutation sim sim-plants
 
 all: build
@@ -67,12 +68,28 @@ run: build
 rehearse: build
 	@FLASHGATE_BIN=$(CURDIR)/build sh loadtest/rehearse.sh
 
-test: test-dev test-asan test-tsan fuzz lint
+define dev_build
+	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j$(JOBS)
+endef
+
+# The lint stage runs beside the others (tests/lint/beside.sh), at the idle
+# scheduling class, on the CPU time their waiting tests leave unused, once the
+# dev build it reads (compile_commands.json, generated headers) is there.
+# test-dev-ctest is the dev stage's ctest run on that build: configuring and
+# building the built tree again does nothing but still costs 22 s of CPU on the
+# loaded 2-core box (`/usr/bin/time sh -c 'cmake -S . -B build >/dev/null &&
+# cmake --build build -j2'`).
+test:
+	$(dev_build)
+	@sh tests/lint/beside.sh build $(MAKE) test-dev-ctest test-asan test-tsan fuzz
 	@echo "all test stages passed"
 
 test-dev:
-	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build -j$(JOBS)
+	$(dev_build)
+	@$(MAKE) test-dev-ctest
+
+test-dev-ctest:
 	@cd build && ctest -L 'unit|integration|sim|race' --output-on-failure -j$(DEV_TEST_JOBS)
 
 test-asan:
