@@ -159,7 +159,7 @@ static bool fair_tick(gw_fair_t *f)
                      &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waiting}}, now,
                      &so);
         if (i >= n) {
-            here[i] = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
+            here[i] = gw_fair__sale_terms(fs);
             so.actions &= GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT;
         }
         /* a sale gone from inventory is neither drawn nor admitted */

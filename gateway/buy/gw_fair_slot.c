@@ -99,11 +99,20 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs)
     inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
     if (!s)
         return false;
+    gw_fair_terms(fs, s);
+    return true;
+}
+
+void gw_fair_terms(gw_fair_sale_t *fs, const inv_sale_t *s)
+{
+    gw_sale_conf_t *g = &fs->sale.cfg;
     inv_sale_terms_t t;
     inv_sale_terms(s, &t);
-    atomic_store_explicit(&g->starts_at_ms, t.starts_at_ms, memory_order_relaxed);
-    atomic_store_explicit(&g->ends_at_ms, t.ends_at_ms, memory_order_relaxed);
-    return true;
+    /* stored only when they moved: a route calls this on every join */
+    if (atomic_load_explicit(&g->starts_at_ms, memory_order_relaxed) != t.starts_at_ms)
+        atomic_store_explicit(&g->starts_at_ms, t.starts_at_ms, memory_order_relaxed);
+    if (atomic_load_explicit(&g->ends_at_ms, memory_order_relaxed) != t.ends_at_ms)
+        atomic_store_explicit(&g->ends_at_ms, t.ends_at_ms, memory_order_relaxed);
 }
 
 /*
