@@ -850,40 +850,34 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
     if (window_ms == 0 && wr_rate == 0 && !fs)
         return 0; /* no lottery, none to remove: the fleet need not hear of it */
-    char why[256] = "";
-    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
-    if (!c)
-        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
-    int rc = CM_EBACKEND;
-    char cur[256];
+    char why[256] = "", cur[256], val[160];
     bool found = false;
     unsigned long long k0, k1;
     long long w0, e0;
-    if (gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
-        goto out;
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
+    if (!c)
+        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
+    bool ok =
+        gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) == 0;
     /* A sale deleted with its lottery and created again: whatever its deletion could not
      * clear goes before the new lottery is announced (a new secret, too). */
-    if (found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0 &&
-        gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
-        goto out;
-    if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
-        secret->k0 = k0;
-        secret->k1 = k1;
-    } else if (cm_hash_seed_random(secret) != 0) {
-        goto out;
+    if (ok && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0)
+        ok = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) == 0;
+    if (ok && found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4)
+        *secret = (cm_hash_key_t){k0, k1};
+    else if (ok)
+        ok = cm_hash_seed_random(secret) == 0;
+    if (ok) {
+        snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+                 (long long)early_ms, (unsigned long long)secret->k0,
+                 (unsigned long long)secret->k1, (long long)wr_rate);
+        /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
+        ok = gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0;
     }
-    char val[160];
-    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
-             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
-             (long long)wr_rate);
-    /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
-    if (gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0)
-        rc = 1;
-out:
-    if (rc < 0)
-        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
     inv_fleet_close(c);
-    return rc;
+    if (!ok)
+        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
+    return ok ? 1 : CM_EBACKEND;
 }
 
 /*
