@@ -73,12 +73,14 @@
 #include "sim/sim_fairfleet.h"
 
 #include "sim/sim_disk.h"
+#include "sim/sim_journal_fs.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_util.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -96,6 +98,8 @@
 #include "inventory/inv_redis.h"
 #include "queue/oq_spool.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -129,6 +133,9 @@ typedef struct person {
     bool registered;   /* answered 201 or 200: the route lets it enter */
     char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
+    /* its gateway lost power before the entry was pushed: an entry is one write(2) to the
+     * entry log (docs/design.md "Fair start"), kept by a kill, not by a power cut */
+    bool power_lost[2];
     int cancel;      /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
     char cancelled[40]; /* that order */
     bool before_end; /* won, or its order held, when the sale ended */
@@ -201,6 +208,11 @@ typedef struct world {
     /* The faults added after those draw from a third generator (frng), for the same reason. */
     cm_rand_t frng;
     sim_disk_t *disk[NGW];  /* each gateway's spool, on a simulated disk (sim_disk.h) */
+    /* Its data directory's fairness files, through the journal's table (fair_fs): fair.json
+     * in the data directory (ddisk), the entry logs and owner.id in its fair/ (fdisk), each
+     * directory on a disk of its own, as each directory's names are synced on its own. */
+    sim_disk_t *fdisk[NGW], *ddisk[NGW];
+    cm_rand_t prng;         /* their faults' generator (the third's seeds take their paths) */
     int disk_g;             /* the gateway whose disk is in use (clock_at) */
     bool fsync;             /* spool.durability fsync: the seeds whose gateways lose power */
     bool spool_kills;       /* gateways killed in the spool after a reserve's reply */
@@ -266,7 +278,10 @@ static void gw_down(world_t *wd, int g)
     gw_orders_free(G->srv.stores.orders);
     oq_spool_close(G->srv.stores.spool);
     inv_close(G->srv.stores.inv);
-    sim_disk_crash(wd->disk[g]); /* the process is gone: its descriptors, not the page cache */
+    /* the process is gone: its descriptors, not the page cache */
+    sim_disk_crash(wd->disk[g]);
+    sim_disk_crash(wd->fdisk[g]);
+    sim_disk_crash(wd->ddisk[g]);
     memset(&G->srv, 0, sizeof(G->srv));
     G->up = false;
     G->down_ms = at;
@@ -358,14 +373,158 @@ static bool in_spool(world_t *wd, int g, const char *order)
     return found;
 }
 
+/* Gateway g's process died in one of its disks: it is dead in all of them. */
+static bool gw_dead(const world_t *wd, int g)
+{
+    if (!sim_disk_dead(wd->disk[g]) && !sim_disk_dead(wd->fdisk[g]) && !sim_disk_dead(wd->ddisk[g]))
+        return false;
+    sim_disk_kill(wd->disk[g]);
+    sim_disk_kill(wd->fdisk[g]);
+    sim_disk_kill(wd->ddisk[g]);
+    return true;
+}
+
 /* The caller's process died in its disk (sim_redis_dies_with): its Redis calls are refused. */
 static bool disk_dead(void *ctx)
 {
     const world_t *wd = ctx;
-    return sim_disk_dead(wd->disk[wd->disk_g]);
+    return gw_dead(wd, wd->disk_g);
 }
 
+/*---- the fairness files: the journal's table (cm_journal_fs_t) on the gateway's disks ----*/
+
 static world_t *g_world;
+
+/* A directory's disk: 1 the fair/ directory (fdisk), 2 the data directory (ddisk); a
+ * descriptor of disk k is sim_journal_fs's plus k * FD_STRIDE. */
+#define FD_STRIDE 10000
+
+static int dir_of(const char *path, bool is_dir)
+{
+    size_t n = strlen(path);
+    const char *slash = strrchr(path, '/');
+    size_t dn = is_dir || !slash ? n : (size_t)(slash - path);
+    return dn >= 5 && memcmp(path + dn - 5, "/fair", 5) == 0 ? 1 : 2;
+}
+
+static sim_disk_t *disk_k(int k)
+{
+    return k == 1 ? g_world->fdisk[g_world->disk_g] : g_world->ddisk[g_world->disk_g];
+}
+
+/* Runs on disk k (the spool's disk selected again after): -1 with EIO once the process died. */
+#define ON_DISK(k, call)                                                                           \
+    do {                                                                                           \
+        if (gw_dead(g_world, g_world->disk_g))                                                     \
+            return errno = EIO, -1;                                                                \
+        sim_disk_use(disk_k(k));                                                                   \
+        __typeof__(call) r_ = (call);                                                              \
+        int e_ = errno;                                                                            \
+        sim_disk_use(g_world->disk[g_world->disk_g]);                                              \
+        (void)gw_dead(g_world, g_world->disk_g);                                                   \
+        errno = e_;                                                                                \
+        return r_;                                                                                 \
+    } while (0)
+
+static int fd_k(int fd)
+{
+    return fd / FD_STRIDE;
+}
+
+static int fd_of(int fd)
+{
+    return fd % FD_STRIDE;
+}
+
+static int ff_open_k(int k, const char *path, int flags, mode_t mode)
+{
+    int fd = sim_journal_fs()->open(path, flags, mode);
+    return fd < 0 ? fd : fd + k * FD_STRIDE;
+}
+
+static int ff_open(const char *path, int flags, mode_t mode)
+{
+    int k = dir_of(path, (flags & O_DIRECTORY) != 0);
+    ON_DISK(k, ff_open_k(k, path, flags, mode));
+}
+
+static int ff_close(int fd)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->close(fd_of(fd)));
+}
+
+static int ff_dup_k(int k, int fd)
+{
+    int nfd = sim_journal_fs()->dup(fd);
+    return nfd < 0 ? nfd : nfd + k * FD_STRIDE;
+}
+
+static int ff_dup(int fd)
+{
+    ON_DISK(fd_k(fd), ff_dup_k(fd_k(fd), fd_of(fd)));
+}
+
+static ssize_t ff_pread(int fd, void *buf, size_t n, off_t off)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->pread(fd_of(fd), buf, n, off));
+}
+
+static ssize_t ff_write(int fd, const void *buf, size_t n)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->write(fd_of(fd), buf, n));
+}
+
+static int ff_ftruncate(int fd, off_t len)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->ftruncate(fd_of(fd), len));
+}
+
+static int ff_fstat(int fd, struct stat *st)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->fstat(fd_of(fd), st));
+}
+
+static int ff_fdatasync(int fd)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->fdatasync(fd_of(fd)));
+}
+
+static int ff_fsync(int fd)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->fsync(fd_of(fd)));
+}
+
+/* A rename within one directory (the journal's and replace_file's are). */
+static int ff_rename(const char *from, const char *to)
+{
+    ON_DISK(dir_of(to, false), sim_journal_fs()->rename(from, to));
+}
+
+static int ff_unlink(const char *path)
+{
+    ON_DISK(dir_of(path, false), sim_journal_fs()->unlink(path));
+}
+
+static int ff_mkdir(const char *path, mode_t mode)
+{
+    ON_DISK(dir_of(path, true), sim_journal_fs()->mkdir(path, mode));
+}
+
+static const cm_journal_fs_t fair_fs = {
+    .open = ff_open,
+    .close = ff_close,
+    .dup = ff_dup,
+    .pread = ff_pread,
+    .write = ff_write,
+    .ftruncate = ff_ftruncate,
+    .fstat = ff_fstat,
+    .fdatasync = ff_fdatasync,
+    .fsync = ff_fsync,
+    .rename = ff_rename,
+    .unlink = ff_unlink,
+    .mkdir = ff_mkdir,
+};
+
 /* The product's random keys (secrets, draw and room seeds) drawn from the seed. */
 static uint64_t seed_word(void *arg)
 {
@@ -448,15 +607,16 @@ static void do_enter(world_t *wd, int g)
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
     } else if (rc == 0) {
-        if (P->order[a][0])
+        if (P->order[a][0] && !P->power_lost[a])
             sim_fail(&wd->log, "account %s entered twice: %s then %s", t.user_id, P->order[a],
                      t.order_id);
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
-        if (P->order[!a][0])
+        P->power_lost[a] = false;
+        if (P->order[!a][0] && !P->power_lost[!a])
             sim_fail(&wd->log, "person p%d entered with two accounts: %s (gw%d) and %s (gw%d)", p,
                      P->order[0], P->order_gw[0], P->order[1], P->order_gw[1]);
-    } else if (rc == 1 && !wd->failed_over && P->order[a][0] &&
+    } else if (rc == 1 && !wd->failed_over && P->order[a][0] && !P->power_lost[a] &&
                strcmp(t.order_id, P->order[a]) != 0) {
         sim_fail(&wd->log, "account %s's entry %s answered as %s", t.user_id, P->order[a],
                  t.order_id);
@@ -777,6 +937,31 @@ static void failover(world_t *wd)
     wd->nbuy = 0;
 }
 
+/* Gateway g's disks (a gateway down) lose what was not synced: its entries not pushed yet
+ * with them, unless their lines were synced (the draw's oracle then does not ask for them). */
+static void gw_power_loss(world_t *wd, int g)
+{
+    for (int p = 0; p < NP; p++)
+        for (int a = 0; a < 2; a++) {
+            person_t *P = &wd->p[p];
+            char person[16];
+            snprintf(person, sizeof(person), "p%d", p);
+            const char *e = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:e", person);
+            const char *dr = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:drawn", person);
+            size_t n = strlen(P->order[a]);
+            bool pushed = (e && strncmp(e, P->order[a], n) == 0 && e[n] == ' ') ||
+                          (dr && strncmp(dr, P->order[a], n) == 0 && dr[n] == ' ');
+            if (P->order[a][0] && P->order_gw[a] == g && !pushed && !P->power_lost[a]) {
+                P->power_lost[a] = true;
+                sim_trace(&wd->log, "entry %s of p%d not pushed when gw%d lost power", P->order[a],
+                          p, g);
+            }
+        }
+    sim_disk_power_loss(wd->disk[g]);
+    sim_disk_power_loss(wd->fdisk[g]);
+    sim_disk_power_loss(wd->ddisk[g]);
+}
+
 /* Gateway g loses power: the process dies where it stands (nothing more reaches its disk or
  * Redis), then its disk keeps what was synced and a torn prefix of the rest (sim_disk.h). */
 static void power_cut(world_t *wd, int g)
@@ -785,7 +970,7 @@ static void power_cut(world_t *wd, int g)
     wd->log.res->crashes++;
     sim_disk_kill(wd->disk[g]);
     gw_down(wd, g);
-    sim_disk_power_loss(wd->disk[g]);
+    gw_power_loss(wd, g);
 }
 
 /*---- faults ----*/
@@ -946,7 +1131,7 @@ static void tick(world_t *wd, int g, bool heal)
         f->dead = false;
         gw_down(wd, g);
         if (power)
-            sim_disk_power_loss(wd->disk[g]);
+            gw_power_loss(wd, g);
         return;
     }
     if (armed)
@@ -1278,7 +1463,8 @@ static void check_end(world_t *wd)
     /* every entry answered "entered" is in the draw */
     for (int p = 0; p < NP; p++)
         for (int a = 0; a < 2; a++)
-            if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left)
+            if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left &&
+                !wd->p[p].power_lost[a])
                 sim_fail(&wd->log, "entry %s of p%d (gw%d) answered \"entered\" is not in the draw",
                          wd->p[p].order[a], p, wd->p[p].order_gw[a]);
     /* winners <= stock, each one order; no other order */
@@ -1358,6 +1544,8 @@ static void check_end(world_t *wd)
             for (int a = 0; a < 2; a++) {
                 if (!wd->p[p].order[a][0] || wd->p[p].order_gw[a] != g)
                     continue;
+                if (wd->p[p].power_lost[a] && !in_draw[p][a])
+                    continue; /* lost with the entry log's unsynced tail */
                 gw_fair_ticket_t t;
                 int rc = gw_fair_lookup(wd->gw[g].srv.fair, wd->p[p].order[a], &t);
                 bool won = strcmp(d->won[p], wd->p[p].order[a]) == 0;
@@ -1497,6 +1685,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     }
     for (int g = 0; g < NGW; g++)
         wd->disk[g] = sim_disk_new(&wd->frng);
+    cm_rand_seed(&wd->prng, opts->seed ^ 0x9f1ee7ull);
+    for (int g = 0; g < NGW; g++) {
+        wd->fdisk[g] = sim_disk_new(&wd->prng);
+        wd->ddisk[g] = sim_disk_new(&wd->prng);
+    }
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir))
@@ -1510,6 +1703,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     sim_redis_dies_with(wd->rs, disk_dead, wd);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     g_world = wd;
+    cm_journal_set_fs(&fair_fs);
     gw_fleet__members_sim = members_sim;
     /* the tables' process-wide key (cm_hash_mem) is drawn at its first use: drawn here, it
      * takes no word of the seed's keys, so a seed draws the same keys alone or in a batch */
@@ -1542,6 +1736,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
     gw_fleet__members_sim = NULL;
+    cm_journal_set_fs(NULL);
     cm_hash_seed_set_fake(NULL, NULL);
     g_world = NULL;
     cm_time_set_fake(false, 0, 0);
@@ -1553,6 +1748,12 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
         out->power_losses += ds.power_losses;
         out->torn_writes += ds.torn_writes;
         sim_disk_free(wd->disk[g]);
+        for (int k = 0; k < 2; k++) {
+            sim_disk_t *d = k ? wd->ddisk[g] : wd->fdisk[g];
+            sim_disk_stats(d, &ds); /* a power cut is counted once, on the spool's disk */
+            out->torn_writes += ds.torn_writes;
+            sim_disk_free(d);
+        }
     }
     (void)nftw(wd->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(wd);

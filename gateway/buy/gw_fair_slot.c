@@ -144,7 +144,8 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->log_open = false;
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
+    const cm_journal_fs_t *jfs = cm_journal_fs(); /* the journal's disk */
+    int rc = jfs->unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
     pthread_mutex_unlock(&fs->mu);
     /* registration: its window cleared before reg_mu, its set and log dropped under it
      * (a registration that passed the route's check before is refused GONE, no log again) */
