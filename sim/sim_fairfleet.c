@@ -15,11 +15,12 @@
  * lock, the draw, the winners' accept sequence, the read of the draw).
  * What is not real: each gateway's spool is on its own simulated disk
  * (sim_disk.h: a kill keeps the page cache, a power cut keeps what was synced
- * and a torn prefix of the rest), and the releaser's turns are the driver's
- * (gw_releaser_open_stepped); the rest of the data directories are real files
- * on /dev/shm (else /tmp; the fleet's fairness keeps fair.json, owner.id and
- * the entry log there: a restart reads them back, a power cut does not reach
- * them: they keep what was written), no HTTP, no relay, no
+ * and a torn prefix of the rest), and so are its fairness files (fair.json,
+ * the entry logs, owner.id: every file call of the fairness slot goes through
+ * the journal's table, here fair_fs over two more disks, one per directory);
+ * the releaser's turns are the driver's (gw_releaser_open_stepped); the rest
+ * of the data directories are real files on /dev/shm (else /tmp), no HTTP,
+ * no relay, no
  * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
  * less than its member TTL, through gw_fleet__members_sim), and the clock is
  * the fake one (cm_time_set_fake), 1-3 ms a step.
@@ -43,13 +44,16 @@
  * gateway's power cut (those seeds run spool.durability fsync: the
  * durability whose answers survive it), and a Redis failover to a replica
  * that missed the last 1-20 acknowledged writes (in half of those seeds right
- * after a reserve or a release: the lost writes hold it).
+ * after a reserve or a release: the lost writes hold it). In some seeds (a
+ * fourth generator, prng): a third sale's lottery deleted and created again,
+ * the deleting gateway killed in its fairness files or its power cut (dels).
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
  *     "entered" with two orders, and the draw's entrants hold each person
  *     once, with an order some gateway answered "entered" for its account;
- *   - every entry answered "entered" is in the draw;
+ *   - every entry answered "entered" is in the draw (unless its gateway left the members,
+ *     or lost power before it pushed the entry: an entry is one write(2) to the log);
  *   - every gateway computes the same winners from the seed and the frozen
  *     entrants (its own SipHash key, gw_fair_order): the winners recorded are
  *     the first `stock` of that order, less the ones the spool refused;
@@ -64,7 +68,8 @@
  *     no spooled order of an entry the draw did not record won;
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
- *     here: with persistence on, appendfsync always).
+ *     here: with persistence on, appendfsync always);
+ *   - no entry of a deleted lottery comes back into the sale created again (ds_check).
  * After Redis lost data (a restart without persistence, a failover that lost
  * writes) the oracle checks what docs/fleet.md promises then (check_lost).
  */
@@ -114,6 +119,7 @@
 #define WON "{flashgate:fair:" SALE "}:won"
 #define ORDERS "{sale:" SALE "}:orders"
 #define ROOM "s2"          /* a sale with a waiting room */
+#define DS "s3"            /* a sale deleted after its draw and created again (dels) */
 #define NR 12              /* the room's persons */
 #define NBUY 64            /* buys in progress at most */
 #define NPOS 256           /* places tracked */
@@ -212,7 +218,23 @@ typedef struct world {
      * in the data directory (ddisk), the entry logs and owner.id in its fair/ (fdisk), each
      * directory on a disk of its own, as each directory's names are synced on its own. */
     sim_disk_t *fdisk[NGW], *ddisk[NGW];
-    cm_rand_t prng;         /* their faults' generator (the third's seeds take their paths) */
+    cm_rand_t prng; /* their faults' generator (the third's seeds take their paths) */
+    /* The seeds with dels (prng): sale DS's lottery takes entries ("d<n>"), ends, is deleted
+     * (gw_fair_sale_deleted: every gateway unlinks its entry log and saves fair.json) and is
+     * created again, a new lottery: none of the first one's entries may come back into it,
+     * whatever a power cut or a kill in the fairness files kept. */
+    bool dels;
+    int ds_phase;     /* 1 the first lottery, 2 deleted, 3 created again */
+    int64_t ds_ends;  /* the first sale's end */
+    uint64_t ds_next; /* the entries' ids so far */
+    uint64_t ds_old;  /* the ids of the first lottery: d1 .. d<ds_old> */
+    /* each gateway dropped the deleted lottery (its slot inert: the delete, or its poll of the
+     * tombstone): the sale is created again only then. A gateway down over both the delete
+     * and the new sale would keep its entries: what a power cut brings back is asked of it. */
+    bool ds_reset[NGW];
+    bool ds_gone; /* the inventory deleted it (a later try finds none) */
+    int ds_held;  /* a gateway whose power a delete cut stays down until the sale is created
+                     again (-1: none): it comes back to the new lottery */
     int disk_g;             /* the gateway whose disk is in use (clock_at) */
     bool fsync;             /* spool.durability fsync: the seeds whose gateways lose power */
     bool spool_kills;       /* gateways killed in the spool after a reserve's reply */
@@ -1152,6 +1174,152 @@ static void tick(world_t *wd, int g, bool heal)
 
 static void act(world_t *wd, int g, bool heal);
 
+/*---- the deleted sale (dels) ----*/
+
+/* An entry to DS's lottery on gateway g, if its window is open there. */
+static void ds_enter(world_t *wd, int g)
+{
+    gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, DS);
+    int64_t starts = fs ? atomic_load(&fs->sale.cfg.starts_at_ms) : 0;
+    if (!fs || gw_fair_phase(fs, starts, cm_wall_ms()) != GW_FAIR_ENTER)
+        return;
+    int p = (int)sim_below(&wd->prng, NP);
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.order_id, sizeof(t.order_id), "d%" PRIu64, wd->ds_next + 1);
+    snprintf(t.sale_id, sizeof(t.sale_id), DS);
+    snprintf(t.user_id, sizeof(t.user_id), "p%d", p);
+    snprintf(t.person, sizeof(t.person), "p%d", p);
+    t.qty = 1;
+    t.entered_at_ms = cm_wall_ms();
+    t.draw_at_ms = gw_fair_closes_at(fs, starts);
+    int rc = gw_fair_enter(fs, &t, "");
+    if (rc == 0)
+        wd->ds_next++;
+    sim_trace(&wd->log, "gw%d enter %s in %s -> %d %s", g, t.user_id, DS, rc, t.order_id);
+}
+
+/* The admin's DELETE of DS once it ended (the inventory's, then its lottery's, again until
+ * answered), on gateway g: in some of them g is killed in its fairness files (their next
+ * operations: the log's unlink, the new log, fair.json's rewrite), and loses power after, or
+ * right after the answer. */
+static void ds_delete(world_t *wd, int g)
+{
+    if (now_ms(wd) < wd->ds_ends + SKEW_MS)
+        return;
+    gw_server_t *srv = &wd->gw[g].srv;
+    bool armed = sim_chance(&wd->prng, 0.3);
+    if (armed)
+        sim_disk_die_after(sim_chance(&wd->prng, 0.5) ? wd->fdisk[g] : wd->ddisk[g],
+                           1 + sim_below(&wd->prng, 8));
+    char why[256] = "", fwhy[256] = "";
+    int rc = inv_sale_delete(srv->stores.inv, DS, cm_wall_ms(), why, sizeof(why));
+    int frc = rc == 0 || rc == CM_ENOTFOUND
+                  ? gw_fair_sale_deleted(srv, DS, rc == CM_ENOTFOUND, fwhy, sizeof(fwhy))
+                  : rc;
+    bool dead = gw_dead(wd, g);
+    sim_trace(&wd->log, "gw%d delete %s -> %d %d %s%s%s", g, DS, rc, frc, why, fwhy,
+              dead ? " (killed in its fairness files)" : "");
+    if (!dead) {
+        sim_disk_die_after(wd->fdisk[g], 0);
+        sim_disk_die_after(wd->ddisk[g], 0);
+    }
+    /* done: the lottery's delete answered, or nothing left to delete after an earlier try
+     * deleted the sale (its tombstone tells the gateways; the route's 404) */
+    wd->ds_gone = wd->ds_gone || rc == 0;
+    bool done = !dead && (frc == 0 || (frc == CM_ENOTFOUND && wd->ds_gone));
+    if (done) {
+        wd->ds_phase = 2;
+        wd->ds_old = wd->ds_next;
+        wd->ds_reset[g] = frc == 0; /* else its slot goes at its poll of the tombstone */
+    }
+    if (dead || (done && sim_chance(&wd->prng, 0.5))) {
+        if (!dead)
+            sim_disk_kill(wd->disk[g]);
+        (void)gw_dead(wd, g);
+        sim_trace(&wd->log, "gw%d power lost after the delete", g);
+        wd->log.res->crashes++;
+        gw_down(wd, g);
+        gw_power_loss(wd, g);
+        if (done)
+            wd->ds_held = g;
+    }
+}
+
+static int ds_put(world_t *wd, int g, int64_t starts, int64_t ends, char *why, size_t cap);
+
+/* Every gateway dropped the deleted lottery (ds_reset): noted as each one is seen inert. */
+static bool ds_all_reset(world_t *wd)
+{
+    bool all = true;
+    for (int g = 0; g < NGW; g++) {
+        gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair__slot_find(wd->gw[g].srv.fair, DS) : NULL;
+        if (fs && !wd->ds_reset[g]) {
+            pthread_mutex_lock(&fs->mu);
+            wd->ds_reset[g] = fs->n == 0 && !gw_fair__past_close(fs) &&
+                              atomic_load(&fs->sale.cfg.fair_window_ms) == 0;
+            pthread_mutex_unlock(&fs->mu);
+        }
+        all = all && wd->ds_reset[g];
+    }
+    return all;
+}
+
+static void ds_act(world_t *wd, int g, bool heal)
+{
+    if (wd->ds_phase == 1 && now_ms(wd) < wd->ds_ends)
+        ds_enter(wd, g);
+    else if (wd->ds_phase == 1)
+        ds_delete(wd, g);
+    else if (wd->ds_phase == 2 && ds_all_reset(wd)) {
+        char why[256] = "";
+        int64_t starts = now_ms(wd) + 60;
+        int rc = ds_put(wd, g, starts, starts + 3600000, why, sizeof(why));
+        sim_trace(&wd->log, "gw%d %s created again -> %d %s", g, DS, rc, why);
+        if (rc == 0) {
+            wd->ds_phase = 3;
+            wd->ds_held = -1;
+        }
+    } else if (!heal) {
+        ds_enter(wd, g);
+    }
+}
+
+/* No entry of DS's first lottery in a gateway's lottery of DS, or in the fleet's draw of it,
+ * once it was deleted. */
+static void ds_check(world_t *wd)
+{
+    if (wd->ds_phase < 2 || wd->wiped || wd->failed_over) /* the tombstone may be lost */
+        return;
+    for (int g = 0; g < NGW; g++) {
+        gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair__slot_find(wd->gw[g].srv.fair, DS) : NULL;
+        if (!fs)
+            continue;
+        pthread_mutex_lock(&fs->mu);
+        const char *cv = sim_redis_hget(wd->rs, "{flashgate:fair}:conf", DS);
+        sim_trace(&wd->log, "gw%d's lottery of %s: window %lld, %zu entries, closed %d; conf %s", g,
+                  DS, (long long)atomic_load(&fs->sale.cfg.fair_window_ms), fs->n,
+                  gw_fair__past_close(fs), cv ? cv : "none");
+        for (size_t i = 0; i < fs->n; i++)
+            if (strtoull(fs->v[i].order_id + 1, NULL, 10) <= wd->ds_old)
+                sim_fail(&wd->log,
+                         "gw%d's lottery of %s holds %s's entry %s of its deleted lottery", g, DS,
+                         fs->v[i].person, fs->v[i].order_id);
+        pthread_mutex_unlock(&fs->mu);
+    }
+    for (int p = 0; p < NP; p++) {
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        const char *keys[] = {"{flashgate:fair:" DS "}:e", "{flashgate:fair:" DS "}:drawn"};
+        for (int k = 0; k < 2; k++) {
+            const char *v = sim_redis_hget(wd->rs, keys[k], person);
+            if (v && v[0] == 'd' && strtoull(v + 1, NULL, 10) <= wd->ds_old && wd->ds_phase == 3)
+                sim_fail(&wd->log, "the fleet's lottery of %s created again holds %s's entry %s",
+                         DS, person, v);
+        }
+    }
+}
+
 /* The draw done: who it made a winner (no promotion yet, or in the same turn as :done). */
 static void note_done(world_t *wd)
 {
@@ -1186,7 +1354,7 @@ static void step(world_t *wd, bool heal)
         faults(wd);
     note_left(wd);
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)))
+        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)) && (g != wd->ds_held || heal))
             gw_up(wd, g);
     int g = any_up(wd);
     if (g < 0)
@@ -1200,6 +1368,10 @@ static void step(world_t *wd, bool heal)
 /* The step's one action, on gateway g (the fake clock at g's). */
 static void act(world_t *wd, int g, bool heal)
 {
+    if (wd->ds_phase && sim_chance(&wd->prng, 0.15)) {
+        ds_act(wd, g, heal);
+        return;
+    }
     if (wd->wiped && wd->put_back >= 0) {
         put_back(wd, g);
         return;
@@ -1605,6 +1777,22 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return remove(path);
 }
 
+/* Sale DS from starts to ends with its lottery, on gateway g (the admin's PUTs). */
+static int ds_put(world_t *wd, int g, int64_t starts, int64_t ends, char *why, size_t cap)
+{
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), DS);
+    def.stock = 1;
+    def.per_user_limit = 1;
+    def.starts_at_ms = starts;
+    def.ends_at_ms = ends;
+    inv_sale_info_t info;
+    gw_server_t *s = &wd->gw[g].srv;
+    int rc = inv_sale_put(s->stores.inv, &def, &info, why, cap);
+    return rc ? rc : gw_fair_configure(s, DS, WINDOW_MS, 0, 0, why, cap);
+}
+
 static bool setup(world_t *wd)
 {
     for (int g = 0; g < NGW; g++)
@@ -1625,6 +1813,7 @@ static bool setup(world_t *wd)
         wd->starts_at +
         (sim_chance(&wd->rng, 0.5) ? 3600000 : WINDOW_MS + 200 + sim_below(&wd->rng, 2500));
     def.ends_at_ms = wd->ends_at;
+    wd->ds_ends = wd->starts_at + WINDOW_MS + 100;
     char why[256] = "";
     inv_sale_info_t info;
     gw_server_t *s0 = &wd->gw[0].srv;
@@ -1638,7 +1827,8 @@ static bool setup(world_t *wd)
         inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
-        gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
+        gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0 ||
+        (wd->dels && ds_put(wd, 0, wd->starts_at, wd->ds_ends, why, sizeof(why)) != 0)) {
         clock_at(wd, -1);
         sim_fail(&wd->log, "the sale could not be set: %s", why);
         return false;
@@ -1675,7 +1865,12 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&wd->frng, opts->seed ^ 0x70f1ee7ull);
     wd->spool_kills = sim_chance(&wd->frng, 0.25);
     wd->power = sim_chance(&wd->frng, 0.2);
-    wd->fsync = wd->power; /* the durability whose answers survive a power loss */
+    /* the deleted sale's seeds (their own generator) cut a gateway's power after a delete */
+    cm_rand_seed(&wd->prng, opts->seed ^ 0x9f1ee7ull);
+    wd->dels = sim_chance(&wd->prng, 0.3);
+    wd->ds_phase = wd->dels ? 1 : 0;
+    wd->ds_held = -1;
+    wd->fsync = wd->power || wd->dels; /* the durability whose answers survive a power loss */
     /* one seed in eight without the wipe: a failover that loses 1-20 acknowledged writes */
     if (!wd->wipe_step && sim_chance(&wd->frng, 0.125)) {
         wd->failover_step = 50 + sim_below(&wd->frng, FAULT_STEPS - 100);
@@ -1685,7 +1880,6 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     }
     for (int g = 0; g < NGW; g++)
         wd->disk[g] = sim_disk_new(&wd->frng);
-    cm_rand_seed(&wd->prng, opts->seed ^ 0x9f1ee7ull);
     for (int g = 0; g < NGW; g++) {
         wd->fdisk[g] = sim_disk_new(&wd->prng);
         wd->ddisk[g] = sim_disk_new(&wd->prng);
@@ -1732,6 +1926,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
             step(wd, true);
         if (out->ok)
             check_end(wd);
+        if (out->ok)
+            ds_check(wd);
     }
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
