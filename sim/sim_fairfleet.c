@@ -20,8 +20,7 @@
  * the journal's table, here fair_fs over two more disks, one per directory);
  * the releaser's turns are the driver's (gw_releaser_open_stepped); the rest
  * of the data directories are real files on /dev/shm (else /tmp), no HTTP,
- * no relay, no
- * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
+ * no relay, no heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
  * less than its member TTL, through gw_fleet__members_sim), and the clock is
  * the fake one (cm_time_set_fake), 1-3 ms a step.
  *
@@ -434,19 +433,31 @@ static sim_disk_t *disk_k(int k)
     return k == 1 ? g_world->fdisk[g_world->disk_g] : g_world->ddisk[g_world->disk_g];
 }
 
-/* Runs on disk k (the spool's disk selected again after): -1 with EIO once the process died. */
-#define ON_DISK(k, call)                                                                           \
-    do {                                                                                           \
-        if (gw_dead(g_world, g_world->disk_g))                                                     \
-            return errno = EIO, -1;                                                                \
-        sim_disk_use(disk_k(k));                                                                   \
-        __typeof__(call) r_ = (call);                                                              \
-        int e_ = errno;                                                                            \
-        sim_disk_use(g_world->disk[g_world->disk_g]);                                              \
-        (void)gw_dead(g_world, g_world->disk_g);                                                   \
-        errno = e_;                                                                                \
-        return r_;                                                                                 \
-    } while (0)
+/* A call on disk k begins: false (errno EIO) once the process died, in any of its disks. */
+static bool ff_enter(int k)
+{
+    if (gw_dead(g_world, g_world->disk_g)) {
+        errno = EIO;
+        return false;
+    }
+    sim_disk_use(disk_k(k));
+    return true;
+}
+
+/* ... and ends with r: the spool's disk selected again, a death in this one made the
+ * process's (errno kept). */
+static ssize_t ff_leave(ssize_t r)
+{
+    int e = errno;
+    sim_disk_use(g_world->disk[g_world->disk_g]);
+    (void)gw_dead(g_world, g_world->disk_g);
+    errno = e;
+    return r;
+}
+
+/* A table entry's body: call on disk k, as the POSIX call answers (-1 with errno). */
+#define ON_DISK(k, call) return ff_enter(k) ? ff_leave(call) : -1
+#define ON_DISK_INT(k, call) return ff_enter(k) ? (int)ff_leave(call) : -1
 
 static int fd_k(int fd)
 {
@@ -467,12 +478,12 @@ static int ff_open_k(int k, const char *path, int flags, mode_t mode)
 static int ff_open(const char *path, int flags, mode_t mode)
 {
     int k = dir_of(path, (flags & O_DIRECTORY) != 0);
-    ON_DISK(k, ff_open_k(k, path, flags, mode));
+    ON_DISK_INT(k, ff_open_k(k, path, flags, mode));
 }
 
 static int ff_close(int fd)
 {
-    ON_DISK(fd_k(fd), sim_journal_fs()->close(fd_of(fd)));
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->close(fd_of(fd)));
 }
 
 static int ff_dup_k(int k, int fd)
@@ -483,7 +494,7 @@ static int ff_dup_k(int k, int fd)
 
 static int ff_dup(int fd)
 {
-    ON_DISK(fd_k(fd), ff_dup_k(fd_k(fd), fd_of(fd)));
+    ON_DISK_INT(fd_k(fd), ff_dup_k(fd_k(fd), fd_of(fd)));
 }
 
 static ssize_t ff_pread(int fd, void *buf, size_t n, off_t off)
@@ -498,38 +509,38 @@ static ssize_t ff_write(int fd, const void *buf, size_t n)
 
 static int ff_ftruncate(int fd, off_t len)
 {
-    ON_DISK(fd_k(fd), sim_journal_fs()->ftruncate(fd_of(fd), len));
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->ftruncate(fd_of(fd), len));
 }
 
 static int ff_fstat(int fd, struct stat *st)
 {
-    ON_DISK(fd_k(fd), sim_journal_fs()->fstat(fd_of(fd), st));
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fstat(fd_of(fd), st));
 }
 
 static int ff_fdatasync(int fd)
 {
-    ON_DISK(fd_k(fd), sim_journal_fs()->fdatasync(fd_of(fd)));
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fdatasync(fd_of(fd)));
 }
 
 static int ff_fsync(int fd)
 {
-    ON_DISK(fd_k(fd), sim_journal_fs()->fsync(fd_of(fd)));
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fsync(fd_of(fd)));
 }
 
 /* A rename within one directory (the journal's and replace_file's are). */
 static int ff_rename(const char *from, const char *to)
 {
-    ON_DISK(dir_of(to, false), sim_journal_fs()->rename(from, to));
+    ON_DISK_INT(dir_of(to, false), sim_journal_fs()->rename(from, to));
 }
 
 static int ff_unlink(const char *path)
 {
-    ON_DISK(dir_of(path, false), sim_journal_fs()->unlink(path));
+    ON_DISK_INT(dir_of(path, false), sim_journal_fs()->unlink(path));
 }
 
 static int ff_mkdir(const char *path, mode_t mode)
 {
-    ON_DISK(dir_of(path, true), sim_journal_fs()->mkdir(path, mode));
+    ON_DISK_INT(dir_of(path, true), sim_journal_fs()->mkdir(path, mode));
 }
 
 static const cm_journal_fs_t fair_fs = {
