@@ -217,8 +217,8 @@ typedef struct world {
      * in the data directory (ddisk), the entry logs and owner.id in its fair/ (fdisk), each
      * directory on a disk of its own, as each directory's names are synced on its own. */
     sim_disk_t *fdisk[NGW], *ddisk[NGW];
-    cm_rand_t
-        prng; /* their faults (torn tails) and the dels: the other generators draw as before */
+    /* their faults (torn tails) and the dels: the other generators draw as before them */
+    cm_rand_t prng;
     /* The seeds with dels (prng): sale DS's lottery takes entries ("d<n>"), ends, is deleted
      * (gw_fair_sale_deleted: every gateway unlinks its entry log and saves fair.json) and is
      * created again, a new lottery: none of the first one's entries may come back into it,
