@@ -137,11 +137,10 @@ typedef struct lottery {
     gw_server_t srv;
     gw_fair_t *f;
     gw_fair_sale_t *fs;
-    /* one step of the draw's thread: the accepts it may still make (then
-     * the inventory answers unreachable and the draw resumes at the next
-     * step), the entrants' outcomes before it, those it tried */
+    /* one step of the draw's thread: the entrants it may still draw (then
+     * it pauses: sim_draw_step), the entrants' outcomes before it, those it
+     * tried to accept */
     uint32_t budget;
-    bool stepping;
     uint8_t pre[NU_MAX];
     bool tried[NU_MAX];
     /* the oracle */
@@ -1841,11 +1840,8 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
  * The accept sequence (gw_accept.h) the product's draw runs for each
  * winner, the simulator's over the real inventory and spool, as a buy: its
  * reserve, the record appended (the preparer stepped at once), the units
- * given back if the spool refused it. A step's budget spent, it answers as
- * an unreachable inventory would (the draw resumes at the next step): a
- * draw takes a few entrants a step, so that a crash cuts it anywhere. The
- * process dead (its disk), nothing runs: the callers' gw_died after the
- * draw cleans it up.
+ * given back if the spool refused it. The process dead (its disk), nothing
+ * runs: the caller's gw_died after the draw cleans it up.
  */
 static int sim_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
 {
@@ -1855,9 +1851,6 @@ static int sim_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
     inv_reserve_req_t *rq = req->rq;
     if (sim_disk_dead(g->disk))
         return CM_EIO;
-    if (L->budget == 0)
-        return CM_EBACKEND;
-    L->budget--;
     lot_check_order(wd, g);
     uint32_t n = ord_of(rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
     if (u < NU_MAX)
@@ -1951,6 +1944,26 @@ static const gw_accept_ops_t sim_accept_ops = {
     .find = sim_find,
 };
 
+/* One gateway's store (gw_fair__lot_local) with its draw's steps
+ * (gw_fair__draw_local) but one: the draw's thread pauses after a few
+ * entrants (a TICK past the step's budget draws nobody, and the draw
+ * resumes at the next step as a tick resumes it), so that a crash cuts a
+ * draw anywhere. */
+static gw_fair_lot_ops_t sim_lot_ops;
+static gw_fair_draw_ops_t sim_draw_ops;
+
+static void sim_draw_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    gw_t *g = d->f->accept.ctx;
+    gw_fair__draw_local.step(d, ev, out);
+    if (ev->kind != GW_FAIR_EV_TICK || !(out->actions & GW_FAIR_DO_DRAW))
+        return;
+    if (g->lot.budget == 0)
+        out->actions &= ~(unsigned)GW_FAIR_DO_DRAW;
+    else
+        g->lot.budget--;
+}
+
 /*
  * The fairness module of g's process, as gw_fair_open makes it for one
  * gateway after the spool's replay (gw_server.c's order): the local store
@@ -1978,7 +1991,11 @@ static bool lot_open(world_t *wd, gw_t *g)
     gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
     f->srv = &L->srv;
     f->accept = (gw_acceptor_t){.ops = &sim_accept_ops, .ctx = g};
-    f->lot = &gw_fair__lot_local;
+    sim_draw_ops = gw_fair__draw_local;
+    sim_draw_ops.step = sim_draw_step;
+    sim_lot_ops = gw_fair__lot_local;
+    sim_lot_ops.draw = &sim_draw_ops;
+    f->lot = &sim_lot_ops;
     f->inv = g->w; /* the lottery thread's inventory handle */
     pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
@@ -2072,8 +2089,8 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
  * machine says it is due, the product's draw (gw_fair__run_draw over
  * gw_fair__draw_local: the seed logged and synced, the real order, each
  * entrant in that order accepted while the stock lasts, the stock's end
- * recorded, the outcomes' and the end's records), a few accepts a step
- * (sim_take's budget), then the oracle's checks.
+ * recorded, the outcomes' and the end's records), a few entrants a step
+ * (sim_draw_step), then the oracle's checks.
  */
 static void lottery_step(world_t *wd, gw_t *g)
 {
