@@ -2122,7 +2122,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                   fs->ndraw, fs->seed);
     }
     lot_check_order(wd, g);
-    for (size_t pos = from; pos < fs->next && pos < fs->ndraw && fs->perm; pos++) {
+    for (size_t pos = from; pos < fs->next && pos < fs->ndraw && fs->ndraw <= NU_MAX; pos++) {
         const entry_t *e = &fs->v[fs->perm[pos]];
         uint32_t u = ent_user(e);
         if (L->pre[fs->perm[pos]] != GW_ENTRY_ENTERED || e->state == GW_ENTRY_ENTERED)
