@@ -126,7 +126,7 @@ typedef struct rep {
  * as gw_fair_open makes it for one gateway, its entry log <sale>.log a
  * journal (common/cm_journal.h) on the gateway's disk beside its spool
  * through the journal's file table (sim_journal_fs.h); its accept sequence
- * is the simulator's (sim_accept: the real inventory and spool, as a buy). */
+ * is the simulator's (sim_take: the real inventory and spool, as a buy). */
 typedef struct lottery {
     bool on;
     int64_t closes_ms; /* the entry window closes (fair.json) */
