@@ -41,6 +41,10 @@ struct gw_reg_set {
     size_t tcap;
     cm_journal_t log; /* <sale>.reg, from the first record this process writes */
     bool log_open;
+    /* fsync durability: the load could not write the log again, so what it
+     * found is not known durable: the journal opens as dropped (rewritten by
+     * the first sync), and no person found is answered before that */
+    bool load_undurable;
     /* local_sync writes the log again (log_rewrite) */
     bool rewriting;
     unsigned users; /* calls of local_sync inside: the set is not freed under them */
@@ -155,6 +159,7 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
             if ((rc = cm_journal_replace(path, img.p, img.len, NULL)) == 0)
                 rc = cm_journal_dir_sync(path);
         cm_journal_buf_free(&img);
+        s->load_undurable = rc != 0;
         if (rc != 0)
             cm_log_error("fair", "registration log not made durable at start", "sale=%s",
                          fs->sale_id);
@@ -166,30 +171,39 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
         cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
 }
 
-/* Appends p's record (one write(2)), the journal opened at the first
- * (its magic line synced by the first sync, not under reg_mu); a journal
- * whose short write could not be cut back is opened again (its recovery
- * cuts it). fs->reg_mu held. 0 or CM_EIO. */
+/* The journal opened (its magic line synced by the first sync, not under
+ * reg_mu), as dropped when what it holds may not be durable: REWRITE_FOUND
+ * asked, or the load could not write it again. fs->reg_mu held. 0 or CM_EIO. */
+static int log_open(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, unsigned flags)
+{
+    char path[700], why[256];
+    reg_path(f, fs->sale_id, path, sizeof(path));
+    flags |= CM_JOURNAL_DEFER_SYNC | (s->load_undurable ? CM_JOURNAL_REWRITE_FOUND : 0);
+    if (cm_journal_open(&s->log, path, flags, NULL, NULL, why, sizeof(why)) != 0) {
+        cm_log_error("fair", "registration log", "sale=%s err=%s", fs->sale_id, why);
+        return CM_EIO;
+    }
+    s->log_open = true;
+    s->load_undurable = false; /* the journal's dropped state holds it now */
+    return 0;
+}
+
+/* Appends p's record (one write(2)), the journal opened at the first; a
+ * journal whose short write could not be cut back is opened again (its
+ * recovery cuts it). fs->reg_mu held. 0 or CM_EIO. */
 static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
 {
-    unsigned flags = CM_JOURNAL_DEFER_SYNC;
+    unsigned flags = 0;
     if (s->log_open && cm_journal_broken(&s->log)) {
         /* what a failed fdatasync of the journal closed may have dropped: rewritten */
-        flags |= CM_JOURNAL_REWRITE_FOUND;
+        flags = CM_JOURNAL_REWRITE_FOUND;
         if (s->users) /* a sync reads it: the next append reopens it */
             return CM_EIO;
         (void)cm_journal_close(&s->log);
         s->log_open = false;
     }
-    if (!s->log_open) {
-        char path[700], why[256];
-        reg_path(f, fs->sale_id, path, sizeof(path));
-        if (cm_journal_open(&s->log, path, flags, NULL, NULL, why, sizeof(why)) != 0) {
-            cm_log_error("fair", "registration log", "sale=%s err=%s", fs->sale_id, why);
-            return CM_EIO;
-        }
-        s->log_open = true;
-    }
+    if (!s->log_open && log_open(f, fs, s, flags) != 0)
+        return CM_EIO;
     return cm_journal_put(&s->log, p, strlen(p), NULL);
 }
 
@@ -210,7 +224,8 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
     off_t end = 0;
     if (s && s->log_open)
         cm_journal_lens(&s->log, &end, NULL, NULL);
-    ev.reg.covered = !s || !s->log_open || cm_journal_durable(&s->log, end);
+    ev.reg.covered = !s || (!s->log_open && !s->load_undurable) ||
+                     (s->log_open && cm_journal_durable(&s->log, end));
     gw_sale_step(&fs->sale, &ev, now, &so);
     if (so.reg.actions & GW_REG_DO_APPEND) {
         s = set_get(fs);
@@ -254,9 +269,14 @@ static int local_sync(gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->reg_mu);
     struct gw_reg_set *s = fs->reg;
-    if (!s || !s->log_open) { /* nothing written by this process: the load synced the file */
+    if (!s || (!s->log_open && !s->load_undurable)) {
+        /* nothing written by this process: the load wrote the file again */
         pthread_mutex_unlock(&fs->reg_mu);
         return 0;
+    }
+    if (!s->log_open && log_open(fs->f, fs, s, 0) != 0) { /* dropped: rewritten below */
+        pthread_mutex_unlock(&fs->reg_mu);
+        return CM_EIO;
     }
     off_t want;
     cm_journal_lens(&s->log, &want, NULL, NULL);

@@ -470,6 +470,38 @@ static void test_fsync_load_rewrites(void **state)
     mini_close(&m);
 }
 
+/* spool.durability fsync: a start whose every try to write the log again
+ * fails (the disk still failing) knows nothing it read to be durable: a
+ * person found in it is not answered 200 until a sync wrote the log again (a
+ * new file), though no new record was appended since. */
+static void test_fsync_load_rewrite_fails(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "", list[256];
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    datasync_fails = 1000; /* every try of the start's rewrite */
+    cm_journal__datasync = failing_once;
+    mini_restart(&m);
+    datasync_fails = 0;
+    cm_journal__datasync = fdatasync;
+    ino_t loaded = reg_ino(&m);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_true(sync); /* not answered from what the failed start read */
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
+    assert_true(reg_ino(&m) != loaded); /* written again, not only fdatasync'd */
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_false(sync);
+    mini_restart(&m);
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a");
+    mini_close(&m);
+}
+
 /* A failed fdatasync, then one that succeeds (another person's): the second
  * does not write what the first dropped (Linux marks a failed writeback's
  * pages clean), so the person whose record it was is answered 200 only once
@@ -568,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_failed_sync_then_another),
         cmocka_unit_test(test_failed_sync),
         cmocka_unit_test(test_fsync_load_rewrites),
+        cmocka_unit_test(test_fsync_load_rewrite_fails),
         cmocka_unit_test(test_delete_removes_durably),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
