@@ -129,9 +129,12 @@ def refused(cmd, env):
     return p.returncode, out.decode(errors="replace")
 
 
-def run(g, tok, what, freed_wiped=False):
+def run(g, tok, what, freed_wiped=False, first=None):
+    """Starts g, calls first(g) if given, then checks the token's handling."""
     try:
         g.start()
+        if first:
+            first(g)
         r = g.admin("PUT", "/admin/v1/sales/canary-sale-" + tok[:6], token=tok,
                     body={"stock": 10, "per_user_limit": 1})
         eq(r.status, 201, "%s: the admin API works with the token" % what)
@@ -167,15 +170,15 @@ run(g, tok, "token file", freed_wiped=True)
 # precedence, unused) is wiped too
 tok = secrets.token_hex(24)
 other = secrets.token_hex(24)
-g = Gateway(token=tok, extra_env={"FLASHGATE_SERVER_ADMIN_TOKEN": other})
-try:
-    g.start()
+
+
+def env_wiped(g):
     env = proc_bytes(g.proc.pid, "environ")
     check(other.encode() not in env, "flag: the unused environment token is wiped too")
-finally:
-    g.cleanup()
-g = Gateway(token=tok)
-run(g, tok, "flag")
+
+
+run(Gateway(token=tok, extra_env={"FLASHGATE_SERVER_ADMIN_TOKEN": other}), tok, "flag",
+    first=env_wiped)
 
 # 3. FLASHGATE_ADMIN_TOKEN
 tok = secrets.token_hex(24)

@@ -96,10 +96,29 @@ static int spawn_server(ts_redis_t *r)
     char port[16], logf[PATH_MAX + 16];
     snprintf(port, sizeof(port), "%d", r->port);
     snprintf(logf, sizeof(logf), "%s/redis.log", r->dir);
-    char *argv[] = {r->bin,    "--port", port, "--bind",       "127.0.0.1",
-                    "--save",  "",       "--appendonly", r->is_aof ? "yes" : "no",
-                    "--dir",   r->dir,   "--daemonize",  "no",
-                    "--logfile", logf,   NULL};
+    /*
+     * A replica's sync starts at once: Redis 7 waits repl-diskless-sync-delay
+     * (5 s) for more replicas to share the transfer, which was most of each
+     * replica_start of test_inv_redis.c.
+     */
+    char *argv[] = {r->bin,
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    r->is_aof ? "yes" : "no",
+                    "--dir",
+                    r->dir,
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    logf,
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    NULL};
     /*
      * The server dies with the test: a test that crashes (an ASan report
      * aborts it) must not leave a server holding ctest's output pipe, which

@@ -58,296 +58,294 @@ FILE_CYCLES='
 gateway/edge: gw_conn.c gw_h1.c | one connection state machine in two files: the guard asks the HTTP/1.1 layer for the socket and to kill it, the layer tells the guard each state change
 '
 
-# " from:to ..." for every use LAYERS allows, read once (no process per include)
-ALLOWED_PAIRS=" $(printf '%s\n' "$LAYERS" | awk -F': *' '
-    /:/ { n = split($2, a, " "); for (i = 1; i <= n; i++) printf "%s:%s ", $1, a[i] }') "
-
-allowed() { # allowed <from> <to>: 0 if folder <from> may use folder <to>
-    [ "$1" = "$2" ] && return 0
-    [ "$1" = main ] && return 0
-    case $ALLOWED_PAIRS in
-    *" $1:$2 "*) return 0 ;;
-    esac
-    return 1
-}
-
-layers_cycle() { # prints the folders of LAYERS that reach themselves, if any
-    printf '%s\n' "$LAYERS" | awk -F': *' '
-        /:/ { v[++n] = $1; m = split($2, a, " "); for (i = 1; i <= m; i++) r[$1, a[i]] = 1 }
-        END {
-            for (k = 1; k <= n; k++) for (i = 1; i <= n; i++) if (r[v[i], v[k]])
-                for (j = 1; j <= n; j++) if (r[v[k], v[j]]) r[v[i], v[j]] = 1
-            for (i = 1; i <= n; i++) if (r[v[i], v[i]]) out = out " " v[i]
-            if (out != "") print substr(out, 2)
-        }'
-}
-
-file_edges() { # file_edges <source dir> [<library>...]: "folder from to why" within one folder
-    fe_src=$1
-    shift
-    # one awk over every file (a process per file is slow on a loaded machine)
-    (cd "$fe_src" && for d in $FOLDERS; do [ -d "$d" ] && ls -d "$d"/*.[ch] 2>/dev/null; done) |
-        (cd "$fe_src" && xargs awk '
-            /^[[:space:]]*#[[:space:]]*include[[:space:]]*"/ {
-                inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
-                d = FILENAME; sub(/\/[^\/]*$/, "", d)
-                f = FILENAME; sub(/.*\//, "", f)
-                id = inc; sub(/\/[^\/]*$/, "", id)
-                if (id == d) { sub(/.*\//, "", inc); print d, f, inc, "includes" }
-            }')
-    [ $# -gt 0 ] || return 0
-    fe_tab=$(mktemp)
-    for d in $FOLDERS; do
-        [ -d "$fe_src/$d" ] || continue
-        (cd "$fe_src/$d" && ls -- *.c 2>/dev/null) | awk -v d="$d" '{ print $1 ".o", d }'
-    done >"$fe_tab"
-    for l in "$@"; do
-        nm -A "$l" 2>/dev/null
-    done | sed -E 's/^[^:]*:([^:]*):[[:space:]]*[0-9a-f]*[[:space:]]+/\1 /' |
-        awk 'FNR == NR { folder[$1] = $2; next }
-            !($1 in folder) { next }
-            $2 == "U" { use[++n] = $1 " " $3; next }
-            $2 ~ /^[TDBRCVW]$/ { def[$3] = $1 }
-            END {
-                for (i = 1; i <= n; i++) {
-                    split(use[i], x, " ")
-                    if (!(x[2] in def) || def[x[2]] == x[1]) continue
-                    if (folder[def[x[2]]] != folder[x[1]]) continue
-                    a = x[1]; b = def[x[2]]; sub(/\.o$/, "", a); sub(/\.o$/, "", b)
-                    if (!((a, b) in seen)) { seen[a, b] = 1; print folder[x[1]], a, b, x[2] }
-                }
-            }' "$fe_tab" -
-    rm -f "$fe_tab"
-}
-
-file_cycles() { # file_cycles <source dir> [<library>...]: 0 if every cycle is in FILE_CYCLES
-    fc_libs=$#
-    file_edges "$@" | awk -v allow="$FILE_CYCLES" -v libs="$fc_libs" '
-        { f = $1; e[f, $2, $3] = $4; r[f, $2, $3] = 1
-          for (k = 2; k <= 3; k++) if (!((f, $k) in isn)) { isn[f, $k] = 1; nodes[f] = nodes[f] " " $k } }
-        END {
-            na = split(allow, al, "\n")
-            for (i = 1; i <= na; i++) if (al[i] ~ /:/) {
-                split(al[i], kv, " [|] "); sub(/^[^:]*: */, "", kv[1])
-                af[i] = substr(al[i], 1, index(al[i], ":") - 1)
-                m = split(kv[1], fl, " "); for (j = 1; j <= m; j++) inall[i, fl[j]] = 1
-            }
-            for (f in nodes) {
-                n = split(nodes[f], v, " ")
-                for (k = 1; k <= n; k++) for (i = 1; i <= n; i++) if (r[f, v[i], v[k]])
-                    for (j = 1; j <= n; j++) if (r[f, v[k], v[j]]) r[f, v[i], v[j]] = 1
-                for (i = 1; i <= n; i++) {
-                    if (!r[f, v[i], v[i]] || done[f, v[i]]) continue
-                    comp = ""; m = 0
-                    for (j = 1; j <= n; j++) if (r[f, v[i], v[j]] && r[f, v[j], v[i]]) {
-                        comp = comp " " v[j]; c[++m] = v[j]; done[f, v[j]] = 1
-                    }
-                    ok = 0
-                    for (a = 1; a <= na && !ok; a++) if ((a in af) && af[a] == f) {
-                        ok = a
-                        for (j = 1; j <= m; j++) if (!inall[a, c[j]]) ok = 0
-                    }
-                    if (ok) { used[ok] = 1; printf "allowed cycle in %s:%s\n", f, comp; continue }
-                    printf "%s: a cycle between its files:%s\n", f, comp > "/dev/stderr"
-                    for (j = 1; j <= m; j++) for (k = 1; k <= m; k++) if ((f, c[j], c[k]) in e)
-                        printf "    %s -> %s (%s)\n", c[j], c[k], e[f, c[j], c[k]] > "/dev/stderr"
-                    bad = 1
-                }
-            }
-            if (libs > 1) for (a = 1; a <= na; a++) if ((a in af) && !(a in used)) {
-                printf "FILE_CYCLES names a cycle no longer there, remove it: %s\n", al[a] > "/dev/stderr"
-                bad = 1
-            }
-            exit bad
-        }'
-}
-
 # The folders whose closure check 7 walks, and the folders it may not reach.
 CLOSED='gateway/edge gateway/overload'
 UPPER='buy proxy http ctl'
 
-include_closure() { # include_closure <source dir>: 0 if no file of CLOSED reaches UPPER
-    (cd "$1" && find gateway -name '*.[ch]' | sort | xargs awk -v closed="$CLOSED" -v upper="$UPPER" '
-        /^[[:space:]]*#[[:space:]]*include[[:space:]]*"gateway\// {
-            inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
-            if (!((FILENAME, inc) in e)) { e[FILENAME, inc] = 1; out[FILENAME] = out[FILENAME] " " inc }
+# check <source dir> [<library> [<other library>...]]: checks 1-7 in one awk, which
+# reads the file list (one find), every source, gw_upcall.h, docs/design.md and the
+# symbols of every library (one nm). A process per file, folder or include was most
+# of the check's time on a loaded machine: the self-test runs it ten times.
+check() {
+    src=$1
+    shift
+    libs=
+    for l in "$@"; do
+        if [ ! -f "$l" ]; then
+            echo "no library at $l" >&2
+            return 1
+        fi
+        case $l in
+        /*) ;;
+        *) l=$PWD/$l ;;
+        esac
+        libs="$libs$l
+"
+    done
+    (cd "$src" || exit 1
+    roots=gateway
+    for d in $FOLDERS; do
+        r=${d%%/*}
+        case " $roots " in
+        *" $r "*) ;;
+        *) [ -d "$r" ] && roots="$roots $r" ;;
+        esac
+    done
+    # shellcheck disable=SC2086 # the roots, one word each
+    find $roots -name '*.[ch]' | sort | awk -v layers="$LAYERS" -v folders="$FOLDERS" \
+        -v allow="$FILE_CYCLES" -v closed="$CLOSED" -v upper="$UPPER" -v libs="$libs" \
+        -v srcdir="$src" -v self="$0" '
+    function err(msg) { print msg > "/dev/stderr"; bad = 1 }
+    function words(s,    a, n, i, j, t, out) { # the words of s sorted, once each, each then a space
+        n = split(s, a, " ")
+        for (i = 2; i <= n; i++) {
+            t = a[i]
+            for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]
+            a[j + 1] = t
         }
-        FNR == 1 { files[++n] = FILENAME }
-        END {
-            nc = split(closed, cl, " "); nu = split(upper, up, " ")
-            for (i = 1; i <= n; i++) {
-                f = files[i]; keep = 0
-                for (k = 1; k <= nc; k++) if (index(f, cl[k] "/") == 1) keep = 1
-                if (!keep) continue
-                # breadth first from f: via[x] = the file that included x
-                delete via; delete q; qh = 1; qt = 1; q[1] = f; via[f] = ""
-                while (qh <= qt) {
-                    x = q[qh++]; m = split(out[x], ia, " ")
-                    for (j = 1; j <= m; j++) {
-                        y = ia[j]
-                        if (y in via) continue
-                        via[y] = x; q[++qt] = y
-                        split(y, p, "/")
-                        for (k = 1; k <= nu; k++) if (p[2] == up[k]) {
-                            chain = y; z = x
-                            while (z != "") { chain = z " -> " chain; z = via[z] }
-                            printf "%s reaches %s: %s\n", f, y, chain
-                        }
+        out = ""
+        for (i = 1; i <= n; i++) if (i == 1 || a[i] != a[i - 1]) out = out a[i] " "
+        return out
+    }
+    function edge(f, a, b, why) { # an edge a -> b between two files of folder f (check 5)
+        e[f, a, b] = why; r[f, a, b] = 1
+        if (!((f, a) in isn)) { isn[f, a] = 1; nodes[f] = nodes[f] " " a }
+        if (!((f, b) in isn)) { isn[f, b] = 1; nodes[f] = nodes[f] " " b }
+    }
+    { path[++np] = $0 }
+    END {
+        INC = "^[[:space:]]*#[[:space:]]*include[[:space:]]*"
+        # LAYERS: ok[from, to] for each use it allows; 4. it is acyclic
+        nl = split(layers, ll, "\n")
+        for (i = 1; i <= nl; i++) if (ll[i] ~ /:/) {
+            f = ll[i]; sub(/:.*/, "", f); rest = ll[i]; sub(/^[^:]*: */, "", rest)
+            lv[++nlv] = f; layer[f] = 1; may[f] = rest
+            m = split(rest, a, " ")
+            for (j = 1; j <= m; j++) { ok[f, a[j]] = 1; lr[f, a[j]] = 1 }
+        }
+        for (k = 1; k <= nlv; k++) for (i = 1; i <= nlv; i++) if (lr[lv[i], lv[k]])
+            for (j = 1; j <= nlv; j++) if (lr[lv[k], lv[j]]) lr[lv[i], lv[j]] = 1
+        out = ""
+        for (i = 1; i <= nlv; i++) if (lr[lv[i], lv[i]]) out = out " " lv[i]
+        if (out != "")
+            err("LAYERS is not acyclic: " substr(out, 2) " may use themselves through the folders they may use")
+
+        nf = split(folders, fa, " ")
+        for (i = 1; i <= nf; i++) infolders[fa[i]] = 1
+        # every source: its includes (1, 2, 5 and 7), and which folder each object is of (3, 5)
+        hiredis = priv = layerout = ""
+        for (i = 1; i <= np; i++) {
+            p = path[i]; n = split(p, pc, "/")
+            d = p; sub(/\/[^\/]*$/, "", d)
+            base = p; sub(/.*\//, "", base)
+            ingw = pc[1] == "gateway"
+            cf = d in infolders
+            if (cf && base ~ /\.c$/) cobj[d] = cobj[d] " " base ".o"
+            skip = 0
+            if (ingw) {
+                gfiles[++ng] = p
+                if (n >= 3 && base ~ /\.c$/) gwobj[base ".o"] = pc[2]
+                if (n == 3 && base ~ /\.h$/) hdrs[pc[2]] = hdrs[pc[2]] " " base
+                from = n >= 3 ? pc[2] : "main"
+                if (from != "main" && !(from in layer)) {
+                    layerout = layerout sprintf("%s: folder %s is not in the layers of %s\n", p, from, self)
+                    skip = 1
+                }
+            }
+            ln = 0
+            while ((getline line < p) > 0) {
+                ln++
+                if (line !~ INC) continue
+                if (ingw && line ~ (INC "<hiredis/"))
+                    hiredis = hiredis srcdir "/" p ":" ln ":" line "\n"
+                if (line !~ (INC "\"")) continue
+                if (ingw && line !~ /"(gateway(\/[a-z]+)?|common)\/[a-z_]+\.h"|"inventory\/inv(_fleet)?\.h"|"identity\/id\.h"|"queue\/oq_(order|relay|spool)\.h"/)
+                    priv = priv srcdir "/" p ":" ln ":" line "\n"
+                inc = line; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
+                if (cf) {
+                    id = inc; sub(/\/[^\/]*$/, "", id)
+                    if (id == d) { b = inc; sub(/.*\//, "", b); edge(d, base, b, "includes") }
+                }
+                if (!ingw || inc !~ /^gateway\//) continue
+                if (!((p, inc) in seeninc)) { seeninc[p, inc] = 1; incs[p] = incs[p] " " inc }
+                if (skip) continue
+                to = substr(inc, 9)
+                to = index(to, "/") ? substr(to, 1, index(to, "/") - 1) : "top"
+                if (to != from && from != "main" && !ok[from, to])
+                    layerout = layerout sprintf("%s includes %s: %s may not use %s\n", p, inc, from, to)
+            }
+            close(p)
+        }
+        # 1. the other modules through their public interfaces only
+        if (hiredis != "") {
+            printf "%s", hiredis
+            err("gateway includes hiredis: speak Redis through inventory/inv_fleet.h")
+        }
+        if (priv != "") {
+            printf "%s", priv
+            err("gateway includes another module\047s private header")
+        }
+        # 2. includes between folders
+        if (layerout != "") err(substr(layerout, 1, length(layerout) - 1))
+
+        # the symbols of every library: 3 on the first (the gateway), 5 on all
+        nlib = split(libs, lb, "\n")
+        for (i = 1; i <= nf; i++) {
+            m = split(cobj[fa[i]], a, " ")
+            for (j = 1; j <= m; j++) objfolder[a[j]] = fa[i]
+        }
+        if (nlib > 0) {
+            cmd = "nm -A"
+            for (k = 1; k <= nlib; k++) cmd = cmd " \047" lb[k] "\047"
+            cmd = cmd " 2>/dev/null"
+            while ((cmd | getline line) > 0) {
+                for (k = 1; k <= nlib; k++) if (index(line, lb[k] ":") == 1) break
+                if (k > nlib) continue
+                rest = substr(line, length(lb[k]) + 2)
+                mem = rest; sub(/:.*/, "", mem); sub(/^[^:]*:/, "", rest)
+                sub(/^[[:space:]]*[0-9a-f]*[[:space:]]+/, "", rest)
+                split(rest, x, " ")
+                if (k == 1) {
+                    nsym++
+                    f = (mem in gwobj) ? gwobj[mem] : "gen"
+                    if (x[1] == "U") { if (x[2] ~ /^gw_/) use3[++n3] = f " " x[2] " " mem }
+                    else if (x[1] ~ /^[TDBRCVW]$/) def3[x[2]] = f
+                }
+                if (!(mem in objfolder)) continue
+                if (x[1] == "U") use5[++n5] = mem " " x[2]
+                else if (x[1] ~ /^[TDBRCVW]$/) def5[x[2]] = mem
+            }
+            close(cmd)
+
+            # 3. symbols between folders; the edge goes up only through gw_upcall.h
+            nup = 0
+            while ((getline line < "gateway/edge/gw_upcall.h") > 0) {
+                if (line !~ /^[a-z]/) continue
+                last = ""
+                while (match(line, /[ *]gw_[a-z0-9_]+\(/)) {
+                    last = substr(line, RSTART + 1, RLENGTH - 2); line = substr(line, RSTART + 1)
+                }
+                if (last != "") { up[last] = 1; nup++ }
+            }
+            close("gateway/edge/gw_upcall.h")
+            if (!nup) err("no upcalls read from gateway/edge/gw_upcall.h")
+            if (!nsym) err("nm read no symbols from " lb[1])
+            for (i = 1; i <= n3; i++) {
+                split(use3[i], x, " ")
+                if (!(x[2] in def3)) continue # outside the library
+                to = def3[x[2]]
+                if (to == x[1] || ok[x[1], to]) continue
+                if (x[1] == "edge" && (x[2] in up)) continue
+                err(sprintf("%s (%s) uses %s of %s: %s may not use %s%s", x[3], x[1], x[2], to, x[1], to,
+                    x[1] == "edge" ? " (edge reaches up only through gateway/edge/gw_upcall.h)" : ""))
+            }
+            for (i = 1; i <= n5; i++) {
+                split(use5[i], x, " ")
+                if (!(x[2] in def5) || def5[x[2]] == x[1]) continue
+                if (objfolder[def5[x[2]]] != objfolder[x[1]]) continue
+                a1 = x[1]; b1 = def5[x[2]]; sub(/\.o$/, "", a1); sub(/\.o$/, "", b1)
+                if (!((a1, b1) in seencall)) { seencall[a1, b1] = 1; edge(objfolder[x[1]], a1, b1, x[2]) }
+            }
+        }
+
+        # 7. no file of edge or overload reaches a header of UPPER through its includes
+        nc = split(closed, cl, " "); nu = split(upper, upp, " ")
+        out = ""
+        for (i = 1; i <= ng; i++) {
+            f = gfiles[i]; keep = 0
+            for (k = 1; k <= nc; k++) if (index(f, cl[k] "/") == 1) keep = 1
+            if (!keep) continue
+            # breadth first from f: via[x] = the file that included x
+            delete via; delete q; qh = 1; qt = 1; q[1] = f; via[f] = ""
+            while (qh <= qt) {
+                x0 = q[qh++]; m = split(incs[x0], ia, " ")
+                for (j = 1; j <= m; j++) {
+                    y = ia[j]
+                    if (y in via) continue
+                    via[y] = x0; q[++qt] = y
+                    split(y, pp, "/")
+                    for (k = 1; k <= nu; k++) if (pp[2] == upp[k]) {
+                        chain = y; z = x0
+                        while (z != "") { chain = z " -> " chain; z = via[z] }
+                        out = out sprintf("%s reaches %s: %s\n", f, y, chain)
                     }
                 }
             }
-        }')
-}
+        }
+        if (out != "") {
+            printf "%s", out > "/dev/stderr"
+            err("edge and overload compile without the types of " upper ": hold that state behind a pointer (gateway/base/gw_types.h)")
+        }
 
-design_table() { # design_table <source dir>: docs/design.md's folder table against LAYERS
-    dt_doc=$1/docs/design.md
-    [ -f "$dt_doc" ] || return 0
-    dt_bad=0
-    for f in $(printf '%s\n' "$LAYERS" | sed -n 's/^\([a-z]*\):.*/\1/p'); do
-        row=$(grep -E "^\| \`$f/\` \|" "$dt_doc")
-        if [ -z "$row" ] || [ "$(printf '%s\n' "$row" | wc -l)" -ne 1 ]; then
-            echo "docs/design.md: no one row for $f/ in the table of the gateway's folders" >&2
-            dt_bad=1
-            continue
-        fi
-        want=$(printf '%s\n' "$LAYERS" | sed -n "s/^$f: *//p" | sed 's/ /, /g')
-        [ -n "$want" ] || want=nothing
-        have=$(printf '%s\n' "$row" | awk -F' [|] ' '{ x = $4; sub(/ *[|]$/, "", x); print x }')
-        if [ "$have" != "$want" ]; then
-            echo "docs/design.md: $f/ may use \"$have\", LAYERS says \"$want\"" >&2
-            dt_bad=1
-        fi
-        hdr_doc=$(printf '%s\n' "$row" | awk -F' [|] ' '{ print $3 }' | grep -oE '[a-z_0-9]+\.h' | sort -u | tr '\n' ' ')
-        hdr_src=$(cd "$1/gateway/$f" 2>/dev/null && ls -- *.h 2>/dev/null | sort -u | tr '\n' ' ')
-        if [ "$hdr_doc" != "$hdr_src" ]; then
-            echo "docs/design.md: $f/'s headers are \"$hdr_doc\", the folder has \"$hdr_src\"" >&2
-            dt_bad=1
-        fi
-    done
-    # every cycle FILE_CYCLES leaves is named in the design's table of them
-    printf '%s\n' "$FILE_CYCLES" | sed -n 's/^\([^:]*\): *\([^|]*\) |.*/\1 \2/p' |
-        while read -r dir files; do
-            row=$(grep -E "^\| \`$dir/\` \|" "$dt_doc")
-            for x in $files; do
-                case $row in
-                *"\`$x\`"*) ;;
-                *) echo "docs/design.md: the cycle in $dir/ through $x is not named in its table of cycles" >&2
-                   echo bad ;;
-                esac
-            done
-        done | grep -q bad && dt_bad=1
-    return $dt_bad
-}
-
-check() { # check <source dir> [<library> [<other library>...]]
-    src=$1
-    lib=$2
-    bad=0
-    cyc=$(layers_cycle)
-    if [ -n "$cyc" ]; then
-        echo "LAYERS is not acyclic: $cyc may use themselves through the folders they may use" >&2
-        bad=1
-    fi
-    if grep -rnE --include='*.[ch]' '^[[:space:]]*#[[:space:]]*include[[:space:]]*<hiredis/' "$src"/gateway; then
-        echo "gateway includes hiredis: speak Redis through inventory/inv_fleet.h" >&2
-        bad=1
-    fi
-    if grep -rnE --include='*.[ch]' '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$src"/gateway |
-        grep -vE '"(gateway(/[a-z]+)?|common)/[a-z_]+\.h"|"inventory/inv(_fleet)?\.h"|"identity/id\.h"|"queue/oq_(order|relay|spool)\.h"'; then
-        echo "gateway includes another module's private header" >&2
-        bad=1
-    fi
-
-    # 2. includes between folders (one awk over every file: no process per file)
-    folders=" $(printf '%s\n' "$LAYERS" | sed -n 's/^\([a-z]*\):.*/\1/p' | tr '\n' ' ') "
-    out=$(cd "$src" && find gateway -name '*.[ch]' | sort | xargs awk -v folders="$folders" \
-        -v pairs="$ALLOWED_PAIRS" -v self="$0" '
-        FNR == 1 {
-            n = split(FILENAME, p, "/"); from = n >= 3 ? p[2] : "main"
-            skip = 0
-            if (from != "main" && index(folders, " " from " ") == 0) {
-                printf "%s: folder %s is not in the layers of %s\n", FILENAME, from, self
-                skip = 1
+        # 5. cycles between the files of a folder: each within an entry of FILE_CYCLES
+        na = split(allow, al, "\n")
+        for (i = 1; i <= na; i++) if (al[i] ~ /:/) {
+            split(al[i], kv, " [|] "); sub(/^[^:]*: */, "", kv[1])
+            af[i] = substr(al[i], 1, index(al[i], ":") - 1)
+            m = split(kv[1], fl, " "); for (j = 1; j <= m; j++) inall[i, fl[j]] = 1
+        }
+        for (f in nodes) {
+            n = split(nodes[f], v, " ")
+            for (k = 1; k <= n; k++) for (i = 1; i <= n; i++) if (r[f, v[i], v[k]])
+                for (j = 1; j <= n; j++) if (r[f, v[k], v[j]]) r[f, v[i], v[j]] = 1
+            for (i = 1; i <= n; i++) {
+                if (!r[f, v[i], v[i]] || done[f, v[i]]) continue
+                comp = ""; m = 0
+                for (j = 1; j <= n; j++) if (r[f, v[i], v[j]] && r[f, v[j], v[i]]) {
+                    comp = comp " " v[j]; c[++m] = v[j]; done[f, v[j]] = 1
+                }
+                okc = 0
+                for (ai = 1; ai <= na && !okc; ai++) if ((ai in af) && af[ai] == f) {
+                    okc = ai
+                    for (j = 1; j <= m; j++) if (!inall[ai, c[j]]) okc = 0
+                }
+                if (okc) { used[okc] = 1; printf "allowed cycle in %s:%s\n", f, comp; continue }
+                printf "%s: a cycle between its files:%s\n", f, comp > "/dev/stderr"
+                for (j = 1; j <= m; j++) for (k = 1; k <= m; k++) if ((f, c[j], c[k]) in e)
+                    printf "    %s -> %s (%s)\n", c[j], c[k], e[f, c[j], c[k]] > "/dev/stderr"
+                bad = 1
             }
         }
-        !skip && /^[[:space:]]*#[[:space:]]*include[[:space:]]*"gateway\// {
-            inc = $0; sub(/^[^"]*"gateway\//, "", inc); sub(/".*/, "", inc)
-            to = index(inc, "/") ? substr(inc, 1, index(inc, "/") - 1) : "top"
-            if (to != from && from != "main" && index(pairs, " " from ":" to " ") == 0)
-                printf "%s includes gateway/%s: %s may not use %s\n", FILENAME, inc, from, to
-        }')
-    if [ -n "$out" ]; then
-        printf '%s\n' "$out" >&2
-        bad=1
-    fi
+        if (nlib > 0) for (ai = 1; ai <= na; ai++) if ((ai in af) && !(ai in used))
+            err("FILE_CYCLES names a cycle no longer there, remove it: " al[ai])
 
-    # 3. symbols between folders
-    if [ -n "$lib" ]; then
-        if [ ! -f "$lib" ]; then
-            echo "no library at $lib" >&2
-            return 1
-        fi
-        upcalls=$(sed -nE 's/^[a-z].*[ *](gw_[a-z0-9_]+)\(.*/\1/p' "$src"/gateway/edge/gw_upcall.h | sort -u)
-        if [ -z "$upcalls" ]; then
-            echo "no upcalls read from gateway/edge/gw_upcall.h" >&2
-            return 1
-        fi
-        # member -> folder, from where its source is
-        tab=$(mktemp)
-        (cd "$src" && find gateway -mindepth 2 -name '*.c') |
-            awk -F/ '{ print $NF ".o", $2 }' >"$tab"
-        # "member kind symbol" for every defined (T D B R ...) and undefined symbol
-        syms=$(mktemp)
-        nm -A "$lib" 2>/dev/null | sed -E 's/^[^:]*:([^:]*):[[:space:]]*[0-9a-f]*[[:space:]]+/\1 /' >"$syms"
-        if [ ! -s "$syms" ]; then
-            echo "nm read no symbols from $lib" >&2
-            rm -f "$tab" "$syms"
-            return 1
-        fi
-        out=$(awk -v upcalls="$upcalls" -v layers="$LAYERS" '
-            FNR == NR { folder[$1] = $2; next }
-            {
-                f = ($1 in folder) ? folder[$1] : "gen"
-                if ($2 == "U") { if ($3 ~ /^gw_/) { use[++n] = f " " $3 " " $1 } }
-                else if ($2 ~ /^[TDBRCVW]$/) def[$3] = f
+        # 6. docs/design.md: its table of the folders says what LAYERS says, and its
+        # table of cycles names every file of FILE_CYCLES
+        doc = "docs/design.md"
+        while ((rc = (getline line < doc)) > 0) if (line ~ /^\| `[^`]*` \|/) {
+            key = line; sub(/^\| `/, "", key); sub(/`.*/, "", key)
+            rows[key] = (key in rows) ? rows[key] "\n" line : line
+            nrows[key]++
+        }
+        close(doc)
+        if (rc < 0) exit bad
+        for (i = 1; i <= nlv; i++) {
+            f = lv[i]
+            if (nrows[f "/"] != 1) {
+                err("docs/design.md: no one row for " f "/ in the table of the gateway\047s folders")
+                continue
             }
-            END {
-                split(layers, l, "\n")
-                for (i in l) if (l[i] ~ /:/) {
-                    split(l[i], kv, ": *"); m = split(kv[2], a, " ")
-                    for (j = 1; j <= m; j++) ok[kv[1] " " a[j]] = 1
-                }
-                m = split(upcalls, u, "\n"); for (j = 1; j <= m; j++) up[u[j]] = 1
-                for (i = 1; i <= n; i++) {
-                    split(use[i], x, " ")
-                    if (!(x[2] in def)) continue # outside the library
-                    to = def[x[2]]
-                    if (to == x[1] || ok[x[1] " " to]) continue
-                    if (x[1] == "edge" && (x[2] in up)) continue
-                    printf "%s (%s) uses %s of %s: %s may not use %s%s\n", x[3], x[1], x[2], to, x[1], to,
-                        x[1] == "edge" ? " (edge reaches up only through gateway/edge/gw_upcall.h)" : ""
-                }
-            }' "$tab" "$syms")
-        rm -f "$tab" "$syms"
-        if [ -n "$out" ]; then
-            printf '%s\n' "$out" >&2
-            bad=1
-        fi
-    fi
-
-    # 7. the include closure of edge and overload
-    out=$(include_closure "$src")
-    if [ -n "$out" ]; then
-        printf '%s\n' "$out" >&2
-        echo "edge and overload compile without the types of $UPPER: hold that state behind a pointer (gateway/base/gw_types.h)" >&2
-        bad=1
-    fi
-
-    # 5. cycles between the files of a folder; 6. the design's table
-    shift
-    file_cycles "$src" "$@" || bad=1
-    design_table "$src" || bad=1
-    return $bad
+            want = may[f]; gsub(/ /, ", ", want)
+            if (want == "") want = "nothing"
+            split(rows[f "/"], col, / [|] /)
+            have = col[4]; sub(/ *[|]$/, "", have)
+            if (have != want)
+                err("docs/design.md: " f "/ may use \"" have "\", LAYERS says \"" want "\"")
+            hd = ""; s = col[3]
+            while (match(s, /[a-z_0-9]+\.h/)) { hd = hd " " substr(s, RSTART, RLENGTH); s = substr(s, RSTART + RLENGTH) }
+            hd = words(hd); hs = words(hdrs[f])
+            if (hd != hs)
+                err("docs/design.md: " f "/\047s headers are \"" hd "\", the folder has \"" hs "\"")
+        }
+        for (i = 1; i <= na; i++) if (al[i] ~ /^[^:]*: *[^|]* [|]/) {
+            dir = al[i]; sub(/:.*/, "", dir)
+            files = al[i]; sub(/^[^:]*: */, "", files); sub(/ [|].*/, "", files)
+            m = split(files, fl, " ")
+            for (j = 1; j <= m; j++) if (index(rows[dir "/"], "`" fl[j] "`") == 0)
+                err("docs/design.md: the cycle in " dir "/ through " fl[j] " is not named in its table of cycles")
+        }
+        exit bad
+    }')
 }
 
 selftest() { # selftest <source dir> <library> (sh has no local variables: check sets src, lib)
@@ -361,11 +359,21 @@ selftest() { # selftest <source dir> <library> (sh has no local variables: check
         cat "$tmp/err" >&2
         return 1
     fi
-    plant() { # plant <name>: a fresh copy of the sources and the library in $tmp/<name>
+    case $st_lib in
+    /*) ;;
+    *) st_lib=$PWD/$st_lib ;;
+    esac
+    plant() { # plant <name> [add]: a fresh copy of the sources in $tmp/<name>, and its lib.a:
+        # a copy of the library for a plant that adds objects to it (add), else a link to it
+        # (the debug library is 13 MB: copied for every plant, most of the self-test's I/O)
         mkdir -p "$tmp/$1/docs"
         cp -r "$st_src/gateway" "$tmp/$1/gateway"
         cp "$st_src/docs/design.md" "$tmp/$1/docs/design.md"
-        cp "$st_lib" "$tmp/$1/lib.a"
+        if [ "$2" = add ]; then
+            cp "$st_lib" "$tmp/$1/lib.a"
+        else
+            ln -s "$st_lib" "$tmp/$1/lib.a"
+        fi
     }
     expect_fail() { # expect_fail <name> <what> <message>: the check must fail on $tmp/<name>, saying <message>
         if check "$tmp/$1" "$tmp/$1/lib.a" >/dev/null 2>"$tmp/$1.err"; then
@@ -384,14 +392,14 @@ selftest() { # selftest <source dir> <library> (sh has no local variables: check
     echo '#include "gateway/http/gw_http.h"' >>"$tmp/inc/gateway/base/gw_reply.c"
     expect_fail inc "an include from base of http" "base may not use http"
     # an object of base calls a function of http (no include needed to call it)
-    plant sym
+    plant sym add
     printf 'void gw_workers_stop(void *srv);\nvoid gw_zz_plant(void *srv);\nvoid gw_zz_plant(void *srv) { gw_workers_stop(srv); }\n' \
         >"$tmp/sym/gateway/base/gw_zz_plant.c"
     ${CC:-cc} -c -o "$tmp/sym/gw_zz_plant.c.o" "$tmp/sym/gateway/base/gw_zz_plant.c" &&
         ar rc "$tmp/sym/lib.a" "$tmp/sym/gw_zz_plant.c.o" || return 1
     expect_fail sym "a call from base into http" "base may not use http"
     # the edge calls a function of http that is not an upcall
-    plant up
+    plant up add
     printf 'void gw_workers_stop(void *srv);\nvoid gw_zz_edge(void *srv);\nvoid gw_zz_edge(void *srv) { gw_workers_stop(srv); }\n' \
         >"$tmp/up/gateway/edge/gw_zz_edge.c"
     ${CC:-cc} -c -o "$tmp/up/gw_zz_edge.c.o" "$tmp/up/gateway/edge/gw_zz_edge.c" &&
@@ -407,7 +415,7 @@ selftest() { # selftest <source dir> <library> (sh has no local variables: check
     printf '#include "gateway/base/gw_zz_a.h"\n' >"$tmp/hcyc/gateway/base/gw_zz_b.h"
     expect_fail hcyc "two headers of base that include each other" "a cycle between its files: gw_zz_a.h gw_zz_b.h"
     # two objects of a folder call each other
-    plant ccyc
+    plant ccyc add
     printf 'void gw_zz_a(int n);\nvoid gw_zz_b(int n);\nvoid gw_zz_a(int n) { if (n) gw_zz_b(n - 1); }\n' \
         >"$tmp/ccyc/gateway/base/gw_zz_a.c"
     printf 'void gw_zz_a(int n);\nvoid gw_zz_b(int n);\nvoid gw_zz_b(int n) { if (n) gw_zz_a(n - 1); }\n' \
