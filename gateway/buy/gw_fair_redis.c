@@ -84,6 +84,8 @@ static int word(char *out, size_t room, const char *p, size_t len, const char *s
         k = snprintf(out, room, "{flashgate:fair:%s}:%s", sale, va_arg(*ap, const char *));
     else if (*p == ':')
         k = snprintf(out, room, "{flashgate:fair:%s}%.*s", sale, (int)len, p);
+    else if (*p == '%') /* a conversion this does not know: refused, never sent as text */
+        k = -1;
     else
         k = snprintf(out, room, "%.*s", (int)len, p);
 #undef IS
@@ -125,9 +127,10 @@ static inv_fleet_reply_t *call(inv_fleet_conn_t *c, const script_t *sc, const ch
         }
     }
     va_end(ap);
-    if (sc && k >= 0)
-        k = snprintf(text + used, sizeof(text) - used, "%zu", nkeys);
-    if (*p || k < 0 || (size_t)k >= sizeof(text) - used || n < 2) {
+    if (sc && k >= 0 && (k = snprintf(text + used, sizeof(text) - used, "%zu", nkeys)) >= 0 &&
+        (size_t)k >= sizeof(text) - used)
+        k = -1;
+    if (*p || k < 0 || n < 2) {
         cm_errbuf_set(errbuf, errlen, "command too long");
         return NULL;
     }
