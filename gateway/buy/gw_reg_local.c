@@ -108,6 +108,15 @@ static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
     return fs->reg;
 }
 
+/* The log's image from the set: a record per person in registration order. */
+static cm_journal_buf_t set_image(const struct gw_reg_set *s)
+{
+    cm_journal_buf_t img = {0};
+    for (size_t i = 0; i < s->n; i++)
+        (void)cm_journal_buf_add(&img, s->v[i], strlen(s->v[i])); /* an id: far below the max */
+    return img;
+}
+
 static void reg_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%s.reg", f->dir, sale_id);
@@ -151,9 +160,7 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
      * bring the old name back; through cm_journal_fs, the simulator's disk
      * too) is tried again on failure: its pages are new ones. planted: skipped */
     if (f->srv->cfg->durability == GW_DURABILITY_FSYNC && s->n && !CM_PLANT(REG_LOAD_UNSYNCED)) {
-        cm_journal_buf_t img = {0};
-        for (size_t i = 0; i < s->n; i++)
-            (void)cm_journal_buf_add(&img, s->v[i], strlen(s->v[i])); /* an id: far below the max */
+        cm_journal_buf_t img = set_image(s);
         int rc = CM_EIO;
         for (int i = 0; i < REG_REWRITE_TRIES && rc != 0; i++)
             if ((rc = cm_journal_replace(path, img.p, img.len, NULL)) == 0)
@@ -251,9 +258,7 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
  * (s->users held by the caller). 0 or CM_EIO. */
 static int log_rewrite(gw_fair_sale_t *fs, struct gw_reg_set *s)
 {
-    cm_journal_buf_t img = {0};
-    for (size_t i = 0; i < s->n; i++)
-        (void)cm_journal_buf_add(&img, s->v[i], strlen(s->v[i])); /* an id: far below the limit */
+    cm_journal_buf_t img = set_image(s);
     off_t mark; /* no record is appended without reg_mu: the set is the state through mark */
     cm_journal_lens(&s->log, &mark, NULL, NULL);
     s->rewriting = true;
