@@ -44,6 +44,7 @@ static const cm_journal_fs_t posix_fs = {
     .fsync = fsync,
     .rename = rename,
     .unlink = unlink,
+    .mkdir = mkdir,
 };
 
 /* The table in force: one pointer read per call (the real path's only cost). */
@@ -360,6 +361,44 @@ int cm_journal_dir_sync(const char *path)
     if (dfd >= 0)
         jfs->close(dfd);
     return rc;
+}
+
+int cm_journal_read_file(const char *path, char **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = jfs->open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ENOENT ? CM_ENOTFOUND : CM_EIO;
+    struct stat sb;
+    if (jfs->fstat(fd, &sb) != 0 || sb.st_size < 0) {
+        jfs->close(fd);
+        return CM_EIO;
+    }
+    size_t n = (size_t)sb.st_size;
+    char *p = cm_xmalloc(n + 1);
+    if (pread_all(fd, p, n, 0) != 0) {
+        jfs->close(fd);
+        free(p);
+        return CM_EIO;
+    }
+    jfs->close(fd);
+    p[n] = '\0';
+    *buf = p;
+    *len = n;
+    return 0;
+}
+
+int cm_journal_remove(const char *path)
+{
+    if (jfs->unlink(path) != 0 && errno != ENOENT)
+        return CM_EIO;
+    return cm_journal_dir_sync(path);
+}
+
+int cm_journal_mkdir(const char *path, mode_t mode)
+{
+    return jfs->mkdir(path, mode) == 0 || errno == EEXIST ? 0 : CM_EIO;
 }
 
 /* The one atomic rewrite: head (hn bytes) then body (n bytes) to "<path>.tmp"

@@ -135,6 +135,18 @@ int cm_journal_replace_file(const char *path, const void *buf, size_t n, mode_t 
  * in it survives a power cut. 0 or CM_EIO. Thread-safe. */
 int cm_journal_dir_sync(const char *path);
 
+/* The small files beside the journals (a JSON state file, an id) read and
+ * removed on the same disk (the table's), so that a power cut reaches them as
+ * it does the journals. cm_journal_read_file: the whole file at path in *buf
+ * (malloc'd, *len bytes and a NUL after them; the caller frees it). 0,
+ * CM_ENOTFOUND (no file) or CM_EIO. cm_journal_remove: path unlinked and its
+ * directory fsync'd, so that the removal survives a power cut (a file that is
+ * not there is removed too). 0 or CM_EIO. cm_journal_mkdir: the directory at
+ * path made (one that exists is made). 0 or CM_EIO. Thread-safe. */
+int cm_journal_read_file(const char *path, char **buf, size_t *len);
+int cm_journal_remove(const char *path);
+int cm_journal_mkdir(const char *path, mode_t mode);
+
 /* A growable run of frames: a batch of appends, or a compaction's image. */
 typedef struct cm_journal_buf {
     char *p;
@@ -213,6 +225,7 @@ typedef struct cm_journal_fs {
     int (*fsync)(int fd); /* a directory's */
     int (*rename)(const char *from, const char *to);
     int (*unlink)(const char *path);
+    int (*mkdir)(const char *path, mode_t mode);
 } cm_journal_fs_t;
 
 /* Every journal's calls go through fs from now on (NULL: the real calls, the

@@ -75,6 +75,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_ROOM_FLEET_SEED_REOFFERED] = "room_fleet_seed_reoffered",
     [CM_PLANT_ACCEPT_UNSYNCED] = "accept_unsynced",
     [CM_PLANT_REG_LOAD_UNSYNCED] = "reg_load_unsynced",
+    [CM_PLANT_FAIR_RESET_UNSYNCED] = "fair_reset_unsynced",
 };
 
 void cm_plant_set(cm_plant_t p)

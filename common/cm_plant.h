@@ -144,6 +144,9 @@ typedef enum {
     CM_PLANT_REG_LOAD_UNSYNCED,         /* gw_reg_local.c: a start's load does not fdatasync what a
                                            crash left in the page cache: a 200 from it, then lost
                                            with a power cut */
+    CM_PLANT_FAIR_RESET_UNSYNCED,       /* gw_fair_slot.c: a deleted sale's entry log unlinked
+                                           without its directory's fsync: a power cut brings it
+                                           back into the sale created again */
     CM_PLANT_COUNT
 } cm_plant_t;
 

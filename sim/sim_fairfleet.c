@@ -15,12 +15,12 @@
  * lock, the draw, the winners' accept sequence, the read of the draw).
  * What is not real: each gateway's spool is on its own simulated disk
  * (sim_disk.h: a kill keeps the page cache, a power cut keeps what was synced
- * and a torn prefix of the rest), and the releaser's turns are the driver's
- * (gw_releaser_open_stepped); the rest of the data directories are real files
- * on /dev/shm (else /tmp; the fleet's fairness keeps fair.json, owner.id and
- * the entry log there: a restart reads them back, a power cut does not reach
- * them: they keep what was written), no HTTP, no relay, no
- * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
+ * and a torn prefix of the rest), and so are its fairness files (fair.json,
+ * the entry logs, owner.id: every file call of the fairness slot goes through
+ * the journal's table, here fair_fs over two more disks, one per directory);
+ * the releaser's turns are the driver's (gw_releaser_open_stepped); the rest
+ * of the data directories are real files on /dev/shm (else /tmp), no HTTP,
+ * no relay, no heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
  * less than its member TTL, through gw_fleet__members_sim), and the clock is
  * the fake one (cm_time_set_fake), 1-3 ms a step.
  *
@@ -43,13 +43,16 @@
  * gateway's power cut (those seeds run spool.durability fsync: the
  * durability whose answers survive it), and a Redis failover to a replica
  * that missed the last 1-20 acknowledged writes (in half of those seeds right
- * after a reserve or a release: the lost writes hold it).
+ * after a reserve or a release: the lost writes hold it). In some seeds (a
+ * fourth generator, prng): a third sale's lottery deleted and created again,
+ * the deleting gateway killed in its fairness files or its power cut (dels).
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
  *     "entered" with two orders, and the draw's entrants hold each person
  *     once, with an order some gateway answered "entered" for its account;
- *   - every entry answered "entered" is in the draw;
+ *   - every entry answered "entered" is in the draw (unless its gateway left the members,
+ *     or lost power before it pushed the entry: an entry is one write(2) to the log);
  *   - every gateway computes the same winners from the seed and the frozen
  *     entrants (its own SipHash key, gw_fair_order): the winners recorded are
  *     the first `stock` of that order, less the ones the spool refused;
@@ -64,7 +67,8 @@
  *     no spooled order of an entry the draw did not record won;
  *   - every gateway answers each entry it holds as the draw recorded it;
  *   - a registration answered 201 is in Redis (no restart loses Redis' data
- *     here: with persistence on, appendfsync always).
+ *     here: with persistence on, appendfsync always);
+ *   - no entry of a deleted lottery comes back into the sale created again (ds_check).
  * After Redis lost data (a restart without persistence, a failover that lost
  * writes) the oracle checks what docs/fleet.md promises then (check_lost).
  */
@@ -73,12 +77,14 @@
 #include "sim/sim_fairfleet.h"
 
 #include "sim/sim_disk.h"
+#include "sim/sim_journal_fs.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_util.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -96,6 +102,8 @@
 #include "inventory/inv_redis.h"
 #include "queue/oq_spool.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -110,6 +118,7 @@
 #define WON "{flashgate:fair:" SALE "}:won"
 #define ORDERS "{sale:" SALE "}:orders"
 #define ROOM "s2"          /* a sale with a waiting room */
+#define DS "s3"            /* a sale deleted after its draw and created again (dels) */
 #define NR 12              /* the room's persons */
 #define NBUY 64            /* buys in progress at most */
 #define NPOS 256           /* places tracked */
@@ -129,6 +138,9 @@ typedef struct person {
     bool registered;   /* answered 201 or 200: the route lets it enter */
     char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
+    /* its gateway lost power before the entry was pushed: an entry is one write(2) to the
+     * entry log (docs/design.md "Fair start"), kept by a kill, not by a power cut */
+    bool power_lost[2];
     int cancel;      /* its won order cancelled or failed: 0 no, 1 sent (in doubt), 2 done */
     char cancelled[40]; /* that order */
     bool before_end; /* won, or its order held, when the sale ended */
@@ -201,6 +213,28 @@ typedef struct world {
     /* The faults added after those draw from a third generator (frng), for the same reason. */
     cm_rand_t frng;
     sim_disk_t *disk[NGW];  /* each gateway's spool, on a simulated disk (sim_disk.h) */
+    /* Its data directory's fairness files, through the journal's table (fair_fs): fair.json
+     * in the data directory (ddisk), the entry logs and owner.id in its fair/ (fdisk), each
+     * directory on a disk of its own, as each directory's names are synced on its own. */
+    sim_disk_t *fdisk[NGW], *ddisk[NGW];
+    /* their faults (torn tails) and the dels: the other generators draw as before them */
+    cm_rand_t prng;
+    /* The seeds with dels (prng): sale DS's lottery takes entries ("d<n>"), ends, is deleted
+     * (gw_fair_sale_deleted: every gateway unlinks its entry log and saves fair.json) and is
+     * created again, a new lottery: none of the first one's entries may come back into it,
+     * whatever a power cut or a kill in the fairness files kept. */
+    bool dels;
+    int ds_phase;     /* 1 the first lottery, 2 deleted, 3 created again */
+    int64_t ds_ends;  /* the first sale's end */
+    uint64_t ds_next; /* the entries' ids so far */
+    uint64_t ds_old;  /* the ids of the first lottery: d1 .. d<ds_old> */
+    /* each gateway dropped the deleted lottery (its slot inert: the delete, or its poll of the
+     * tombstone): the sale is created again only then. A gateway down over both the delete
+     * and the new sale would keep its entries: what a power cut brings back is asked of it. */
+    bool ds_reset[NGW];
+    bool ds_gone; /* the inventory deleted it (a later try finds none) */
+    int ds_held;  /* a gateway whose power a delete cut stays down until the sale is created
+                     again (-1: none): it comes back to the new lottery */
     int disk_g;             /* the gateway whose disk is in use (clock_at) */
     bool fsync;             /* spool.durability fsync: the seeds whose gateways lose power */
     bool spool_kills;       /* gateways killed in the spool after a reserve's reply */
@@ -266,7 +300,10 @@ static void gw_down(world_t *wd, int g)
     gw_orders_free(G->srv.stores.orders);
     oq_spool_close(G->srv.stores.spool);
     inv_close(G->srv.stores.inv);
-    sim_disk_crash(wd->disk[g]); /* the process is gone: its descriptors, not the page cache */
+    /* the process is gone: its descriptors, not the page cache */
+    sim_disk_crash(wd->disk[g]);
+    sim_disk_crash(wd->fdisk[g]);
+    sim_disk_crash(wd->ddisk[g]);
     memset(&G->srv, 0, sizeof(G->srv));
     G->up = false;
     G->down_ms = at;
@@ -358,14 +395,170 @@ static bool in_spool(world_t *wd, int g, const char *order)
     return found;
 }
 
+/* Gateway g's process died in one of its disks: it is dead in all of them. */
+static bool gw_dead(const world_t *wd, int g)
+{
+    if (!sim_disk_dead(wd->disk[g]) && !sim_disk_dead(wd->fdisk[g]) && !sim_disk_dead(wd->ddisk[g]))
+        return false;
+    sim_disk_kill(wd->disk[g]);
+    sim_disk_kill(wd->fdisk[g]);
+    sim_disk_kill(wd->ddisk[g]);
+    return true;
+}
+
 /* The caller's process died in its disk (sim_redis_dies_with): its Redis calls are refused. */
 static bool disk_dead(void *ctx)
 {
     const world_t *wd = ctx;
-    return sim_disk_dead(wd->disk[wd->disk_g]);
+    return gw_dead(wd, wd->disk_g);
 }
 
+/*---- the fairness files: the journal's table (cm_journal_fs_t) on the gateway's disks ----*/
+
 static world_t *g_world;
+
+/* A directory's disk: 1 the fair/ directory (fdisk), 2 the data directory (ddisk); a
+ * descriptor of disk k is sim_journal_fs's plus k * FD_STRIDE. */
+#define FD_STRIDE 10000
+
+static int dir_of(const char *path, bool is_dir)
+{
+    size_t n = strlen(path);
+    const char *slash = strrchr(path, '/');
+    size_t dn = is_dir || !slash ? n : (size_t)(slash - path);
+    return dn >= 5 && memcmp(path + dn - 5, "/fair", 5) == 0 ? 1 : 2;
+}
+
+static sim_disk_t *disk_k(int k)
+{
+    return k == 1 ? g_world->fdisk[g_world->disk_g] : g_world->ddisk[g_world->disk_g];
+}
+
+/* A call on disk k begins: false (errno EIO) once the process died, in any of its disks. */
+static bool ff_enter(int k)
+{
+    if (gw_dead(g_world, g_world->disk_g)) {
+        errno = EIO;
+        return false;
+    }
+    sim_disk_use(disk_k(k));
+    return true;
+}
+
+/* ... and ends with r: the spool's disk selected again, a death in this one made the
+ * process's (errno kept). */
+static ssize_t ff_leave(ssize_t r)
+{
+    int e = errno;
+    sim_disk_use(g_world->disk[g_world->disk_g]);
+    (void)gw_dead(g_world, g_world->disk_g);
+    errno = e;
+    return r;
+}
+
+/* A table entry's body: call on disk k, as the POSIX call answers (-1 with errno). */
+#define ON_DISK(k, call) return ff_enter(k) ? ff_leave(call) : -1
+#define ON_DISK_INT(k, call) return ff_enter(k) ? (int)ff_leave(call) : -1
+
+static int fd_k(int fd)
+{
+    return fd / FD_STRIDE;
+}
+
+static int fd_of(int fd)
+{
+    return fd % FD_STRIDE;
+}
+
+static int ff_open_k(int k, const char *path, int flags, mode_t mode)
+{
+    int fd = sim_journal_fs()->open(path, flags, mode);
+    return fd < 0 ? fd : fd + k * FD_STRIDE;
+}
+
+static int ff_open(const char *path, int flags, mode_t mode)
+{
+    int k = dir_of(path, (flags & O_DIRECTORY) != 0);
+    ON_DISK_INT(k, ff_open_k(k, path, flags, mode));
+}
+
+static int ff_close(int fd)
+{
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->close(fd_of(fd)));
+}
+
+static int ff_dup_k(int k, int fd)
+{
+    int nfd = sim_journal_fs()->dup(fd);
+    return nfd < 0 ? nfd : nfd + k * FD_STRIDE;
+}
+
+static int ff_dup(int fd)
+{
+    ON_DISK_INT(fd_k(fd), ff_dup_k(fd_k(fd), fd_of(fd)));
+}
+
+static ssize_t ff_pread(int fd, void *buf, size_t n, off_t off)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->pread(fd_of(fd), buf, n, off));
+}
+
+static ssize_t ff_write(int fd, const void *buf, size_t n)
+{
+    ON_DISK(fd_k(fd), sim_journal_fs()->write(fd_of(fd), buf, n));
+}
+
+static int ff_ftruncate(int fd, off_t len)
+{
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->ftruncate(fd_of(fd), len));
+}
+
+static int ff_fstat(int fd, struct stat *st)
+{
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fstat(fd_of(fd), st));
+}
+
+static int ff_fdatasync(int fd)
+{
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fdatasync(fd_of(fd)));
+}
+
+static int ff_fsync(int fd)
+{
+    ON_DISK_INT(fd_k(fd), sim_journal_fs()->fsync(fd_of(fd)));
+}
+
+/* A rename within one directory (the journal's and replace_file's are). */
+static int ff_rename(const char *from, const char *to)
+{
+    ON_DISK_INT(dir_of(to, false), sim_journal_fs()->rename(from, to));
+}
+
+static int ff_unlink(const char *path)
+{
+    ON_DISK_INT(dir_of(path, false), sim_journal_fs()->unlink(path));
+}
+
+static int ff_mkdir(const char *path, mode_t mode)
+{
+    ON_DISK_INT(dir_of(path, true), sim_journal_fs()->mkdir(path, mode));
+}
+
+static const cm_journal_fs_t fair_fs = {
+    .open = ff_open,
+    .close = ff_close,
+    .dup = ff_dup,
+    .pread = ff_pread,
+    .write = ff_write,
+    .ftruncate = ff_ftruncate,
+    .fstat = ff_fstat,
+    .fdatasync = ff_fdatasync,
+    .fsync = ff_fsync,
+    .rename = ff_rename,
+    .unlink = ff_unlink,
+    .mkdir = ff_mkdir,
+};
+
 /* The product's random keys (secrets, draw and room seeds) drawn from the seed. */
 static uint64_t seed_word(void *arg)
 {
@@ -448,15 +641,16 @@ static void do_enter(world_t *wd, int g)
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
     } else if (rc == 0) {
-        if (P->order[a][0])
+        if (P->order[a][0] && !P->power_lost[a])
             sim_fail(&wd->log, "account %s entered twice: %s then %s", t.user_id, P->order[a],
                      t.order_id);
         snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
         P->order_gw[a] = g;
-        if (P->order[!a][0])
+        P->power_lost[a] = false;
+        if (P->order[!a][0] && !P->power_lost[!a])
             sim_fail(&wd->log, "person p%d entered with two accounts: %s (gw%d) and %s (gw%d)", p,
                      P->order[0], P->order_gw[0], P->order[1], P->order_gw[1]);
-    } else if (rc == 1 && !wd->failed_over && P->order[a][0] &&
+    } else if (rc == 1 && !wd->failed_over && P->order[a][0] && !P->power_lost[a] &&
                strcmp(t.order_id, P->order[a]) != 0) {
         sim_fail(&wd->log, "account %s's entry %s answered as %s", t.user_id, P->order[a],
                  t.order_id);
@@ -777,6 +971,31 @@ static void failover(world_t *wd)
     wd->nbuy = 0;
 }
 
+/* Gateway g's disks (a gateway down) lose what was not synced: its entries not pushed yet
+ * with them, unless their lines were synced (the draw's oracle then does not ask for them). */
+static void gw_power_loss(world_t *wd, int g)
+{
+    for (int p = 0; p < NP; p++)
+        for (int a = 0; a < 2; a++) {
+            person_t *P = &wd->p[p];
+            char person[16];
+            snprintf(person, sizeof(person), "p%d", p);
+            const char *e = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:e", person);
+            const char *dr = sim_redis_hget(wd->rs, "{flashgate:fair:" SALE "}:drawn", person);
+            size_t n = strlen(P->order[a]);
+            bool pushed = (e && strncmp(e, P->order[a], n) == 0 && e[n] == ' ') ||
+                          (dr && strncmp(dr, P->order[a], n) == 0 && dr[n] == ' ');
+            if (P->order[a][0] && P->order_gw[a] == g && !pushed && !P->power_lost[a]) {
+                P->power_lost[a] = true;
+                sim_trace(&wd->log, "entry %s of p%d not pushed when gw%d lost power", P->order[a],
+                          p, g);
+            }
+        }
+    sim_disk_power_loss(wd->disk[g]);
+    sim_disk_power_loss(wd->fdisk[g]);
+    sim_disk_power_loss(wd->ddisk[g]);
+}
+
 /* Gateway g loses power: the process dies where it stands (nothing more reaches its disk or
  * Redis), then its disk keeps what was synced and a torn prefix of the rest (sim_disk.h). */
 static void power_cut(world_t *wd, int g)
@@ -785,7 +1004,7 @@ static void power_cut(world_t *wd, int g)
     wd->log.res->crashes++;
     sim_disk_kill(wd->disk[g]);
     gw_down(wd, g);
-    sim_disk_power_loss(wd->disk[g]);
+    gw_power_loss(wd, g);
 }
 
 /*---- faults ----*/
@@ -946,7 +1165,7 @@ static void tick(world_t *wd, int g, bool heal)
         f->dead = false;
         gw_down(wd, g);
         if (power)
-            sim_disk_power_loss(wd->disk[g]);
+            gw_power_loss(wd, g);
         return;
     }
     if (armed)
@@ -966,6 +1185,152 @@ static void tick(world_t *wd, int g, bool heal)
 }
 
 static void act(world_t *wd, int g, bool heal);
+
+/*---- the deleted sale (dels) ----*/
+
+/* An entry to DS's lottery on gateway g, if its window is open there. */
+static void ds_enter(world_t *wd, int g)
+{
+    gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, DS);
+    int64_t starts = fs ? atomic_load(&fs->sale.cfg.starts_at_ms) : 0;
+    if (!fs || gw_fair_phase(fs, starts, cm_wall_ms()) != GW_FAIR_ENTER)
+        return;
+    int p = (int)sim_below(&wd->prng, NP);
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.order_id, sizeof(t.order_id), "d%" PRIu64, wd->ds_next + 1);
+    snprintf(t.sale_id, sizeof(t.sale_id), DS);
+    snprintf(t.user_id, sizeof(t.user_id), "p%d", p);
+    snprintf(t.person, sizeof(t.person), "p%d", p);
+    t.qty = 1;
+    t.entered_at_ms = cm_wall_ms();
+    t.draw_at_ms = gw_fair_closes_at(fs, starts);
+    int rc = gw_fair_enter(fs, &t, "");
+    if (rc == 0)
+        wd->ds_next++;
+    sim_trace(&wd->log, "gw%d enter %s in %s -> %d %s", g, t.user_id, DS, rc, t.order_id);
+}
+
+/* The admin's DELETE of DS once it ended (the inventory's, then its lottery's, again until
+ * answered), on gateway g: in some of them g is killed in its fairness files (their next
+ * operations: the log's unlink, the new log, fair.json's rewrite), and loses power after, or
+ * right after the answer. */
+static void ds_delete(world_t *wd, int g)
+{
+    if (now_ms(wd) < wd->ds_ends + SKEW_MS)
+        return;
+    gw_server_t *srv = &wd->gw[g].srv;
+    bool armed = sim_chance(&wd->prng, 0.3);
+    if (armed)
+        sim_disk_die_after(sim_chance(&wd->prng, 0.5) ? wd->fdisk[g] : wd->ddisk[g],
+                           1 + sim_below(&wd->prng, 8));
+    char why[256] = "", fwhy[256] = "";
+    int rc = inv_sale_delete(srv->stores.inv, DS, cm_wall_ms(), why, sizeof(why));
+    int frc = rc == 0 || rc == CM_ENOTFOUND
+                  ? gw_fair_sale_deleted(srv, DS, rc == CM_ENOTFOUND, fwhy, sizeof(fwhy))
+                  : rc;
+    bool dead = gw_dead(wd, g);
+    sim_trace(&wd->log, "gw%d delete %s -> %d %d %s%s%s", g, DS, rc, frc, why, fwhy,
+              dead ? " (killed in its fairness files)" : "");
+    if (!dead) {
+        sim_disk_die_after(wd->fdisk[g], 0);
+        sim_disk_die_after(wd->ddisk[g], 0);
+    }
+    /* done: the lottery's delete answered, or nothing left to delete after an earlier try
+     * deleted the sale (its tombstone tells the gateways; the route's 404) */
+    wd->ds_gone = wd->ds_gone || rc == 0;
+    bool done = !dead && (frc == 0 || (frc == CM_ENOTFOUND && wd->ds_gone));
+    if (done) {
+        wd->ds_phase = 2;
+        wd->ds_old = wd->ds_next;
+        wd->ds_reset[g] = frc == 0; /* else its slot goes at its poll of the tombstone */
+    }
+    if (dead || (done && sim_chance(&wd->prng, 0.5))) {
+        if (!dead)
+            sim_disk_kill(wd->disk[g]);
+        (void)gw_dead(wd, g);
+        sim_trace(&wd->log, "gw%d power lost after the delete", g);
+        wd->log.res->crashes++;
+        gw_down(wd, g);
+        gw_power_loss(wd, g);
+        if (done)
+            wd->ds_held = g;
+    }
+}
+
+static int ds_put(world_t *wd, int g, int64_t starts, int64_t ends, char *why, size_t cap);
+
+/* Every gateway dropped the deleted lottery (ds_reset): noted as each one is seen inert. */
+static bool ds_all_reset(world_t *wd)
+{
+    bool all = true;
+    for (int g = 0; g < NGW; g++) {
+        gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair__slot_find(wd->gw[g].srv.fair, DS) : NULL;
+        if (fs && !wd->ds_reset[g]) {
+            pthread_mutex_lock(&fs->mu);
+            wd->ds_reset[g] = fs->n == 0 && !gw_fair__past_close(fs) &&
+                              atomic_load(&fs->sale.cfg.fair_window_ms) == 0;
+            pthread_mutex_unlock(&fs->mu);
+        }
+        all = all && wd->ds_reset[g];
+    }
+    return all;
+}
+
+static void ds_act(world_t *wd, int g, bool heal)
+{
+    if (wd->ds_phase == 1 && now_ms(wd) < wd->ds_ends)
+        ds_enter(wd, g);
+    else if (wd->ds_phase == 1)
+        ds_delete(wd, g);
+    else if (wd->ds_phase == 2 && ds_all_reset(wd)) {
+        char why[256] = "";
+        int64_t starts = now_ms(wd) + 60;
+        int rc = ds_put(wd, g, starts, starts + 3600000, why, sizeof(why));
+        sim_trace(&wd->log, "gw%d %s created again -> %d %s", g, DS, rc, why);
+        if (rc == 0) {
+            wd->ds_phase = 3;
+            wd->ds_held = -1;
+        }
+    } else if (!heal) {
+        ds_enter(wd, g);
+    }
+}
+
+/* No entry of DS's first lottery in a gateway's lottery of DS, or in the fleet's draw of it,
+ * once it was deleted. */
+static void ds_check(world_t *wd)
+{
+    if (wd->ds_phase < 2 || wd->wiped || wd->failed_over) /* the tombstone may be lost */
+        return;
+    for (int g = 0; g < NGW; g++) {
+        gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair__slot_find(wd->gw[g].srv.fair, DS) : NULL;
+        if (!fs)
+            continue;
+        pthread_mutex_lock(&fs->mu);
+        const char *cv = sim_redis_hget(wd->rs, "{flashgate:fair}:conf", DS);
+        sim_trace(&wd->log, "gw%d's lottery of %s: window %lld, %zu entries, closed %d; conf %s", g,
+                  DS, (long long)atomic_load(&fs->sale.cfg.fair_window_ms), fs->n,
+                  gw_fair__past_close(fs), cv ? cv : "none");
+        for (size_t i = 0; i < fs->n; i++)
+            if (strtoull(fs->v[i].order_id + 1, NULL, 10) <= wd->ds_old)
+                sim_fail(&wd->log,
+                         "gw%d's lottery of %s holds %s's entry %s of its deleted lottery", g, DS,
+                         fs->v[i].person, fs->v[i].order_id);
+        pthread_mutex_unlock(&fs->mu);
+    }
+    for (int p = 0; p < NP; p++) {
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        const char *keys[] = {"{flashgate:fair:" DS "}:e", "{flashgate:fair:" DS "}:drawn"};
+        for (int k = 0; k < 2; k++) {
+            const char *v = sim_redis_hget(wd->rs, keys[k], person);
+            if (v && v[0] == 'd' && strtoull(v + 1, NULL, 10) <= wd->ds_old && wd->ds_phase == 3)
+                sim_fail(&wd->log, "the fleet's lottery of %s created again holds %s's entry %s",
+                         DS, person, v);
+        }
+    }
+}
 
 /* The draw done: who it made a winner (no promotion yet, or in the same turn as :done). */
 static void note_done(world_t *wd)
@@ -1001,7 +1366,7 @@ static void step(world_t *wd, bool heal)
         faults(wd);
     note_left(wd);
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)))
+        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)) && (g != wd->ds_held || heal))
             gw_up(wd, g);
     int g = any_up(wd);
     if (g < 0)
@@ -1015,6 +1380,10 @@ static void step(world_t *wd, bool heal)
 /* The step's one action, on gateway g (the fake clock at g's). */
 static void act(world_t *wd, int g, bool heal)
 {
+    if (wd->ds_phase && sim_chance(&wd->prng, 0.15)) {
+        ds_act(wd, g, heal);
+        return;
+    }
     if (wd->wiped && wd->put_back >= 0) {
         put_back(wd, g);
         return;
@@ -1278,7 +1647,8 @@ static void check_end(world_t *wd)
     /* every entry answered "entered" is in the draw */
     for (int p = 0; p < NP; p++)
         for (int a = 0; a < 2; a++)
-            if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left)
+            if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left &&
+                !wd->p[p].power_lost[a])
                 sim_fail(&wd->log, "entry %s of p%d (gw%d) answered \"entered\" is not in the draw",
                          wd->p[p].order[a], p, wd->p[p].order_gw[a]);
     /* winners <= stock, each one order; no other order */
@@ -1358,6 +1728,8 @@ static void check_end(world_t *wd)
             for (int a = 0; a < 2; a++) {
                 if (!wd->p[p].order[a][0] || wd->p[p].order_gw[a] != g)
                     continue;
+                if (wd->p[p].power_lost[a] && !in_draw[p][a])
+                    continue; /* lost with the entry log's unsynced tail */
                 gw_fair_ticket_t t;
                 int rc = gw_fair_lookup(wd->gw[g].srv.fair, wd->p[p].order[a], &t);
                 bool won = strcmp(d->won[p], wd->p[p].order[a]) == 0;
@@ -1417,6 +1789,22 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return remove(path);
 }
 
+/* Sale DS from starts to ends with its lottery, on gateway g (the admin's PUTs). */
+static int ds_put(world_t *wd, int g, int64_t starts, int64_t ends, char *why, size_t cap)
+{
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), DS);
+    def.stock = 1;
+    def.per_user_limit = 1;
+    def.starts_at_ms = starts;
+    def.ends_at_ms = ends;
+    inv_sale_info_t info;
+    gw_server_t *s = &wd->gw[g].srv;
+    int rc = inv_sale_put(s->stores.inv, &def, &info, why, cap);
+    return rc ? rc : gw_fair_configure(s, DS, WINDOW_MS, 0, 0, why, cap);
+}
+
 static bool setup(world_t *wd)
 {
     for (int g = 0; g < NGW; g++)
@@ -1437,6 +1825,7 @@ static bool setup(world_t *wd)
         wd->starts_at +
         (sim_chance(&wd->rng, 0.5) ? 3600000 : WINDOW_MS + 200 + sim_below(&wd->rng, 2500));
     def.ends_at_ms = wd->ends_at;
+    wd->ds_ends = wd->starts_at + WINDOW_MS + 100;
     char why[256] = "";
     inv_sale_info_t info;
     gw_server_t *s0 = &wd->gw[0].srv;
@@ -1450,7 +1839,8 @@ static bool setup(world_t *wd)
         inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
-        gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
+        gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0 ||
+        (wd->dels && ds_put(wd, 0, wd->starts_at, wd->ds_ends, why, sizeof(why)) != 0)) {
         clock_at(wd, -1);
         sim_fail(&wd->log, "the sale could not be set: %s", why);
         return false;
@@ -1487,7 +1877,12 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&wd->frng, opts->seed ^ 0x70f1ee7ull);
     wd->spool_kills = sim_chance(&wd->frng, 0.25);
     wd->power = sim_chance(&wd->frng, 0.2);
-    wd->fsync = wd->power; /* the durability whose answers survive a power loss */
+    /* the deleted sale's seeds (their own generator) cut a gateway's power after a delete */
+    cm_rand_seed(&wd->prng, opts->seed ^ 0x9f1ee7ull);
+    wd->dels = sim_chance(&wd->prng, 0.3);
+    wd->ds_phase = wd->dels ? 1 : 0;
+    wd->ds_held = -1;
+    wd->fsync = wd->power || wd->dels; /* the durability whose answers survive a power loss */
     /* one seed in eight without the wipe: a failover that loses 1-20 acknowledged writes */
     if (!wd->wipe_step && sim_chance(&wd->frng, 0.125)) {
         wd->failover_step = 50 + sim_below(&wd->frng, FAULT_STEPS - 100);
@@ -1497,6 +1892,10 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     }
     for (int g = 0; g < NGW; g++)
         wd->disk[g] = sim_disk_new(&wd->frng);
+    for (int g = 0; g < NGW; g++) {
+        wd->fdisk[g] = sim_disk_new(&wd->prng);
+        wd->ddisk[g] = sim_disk_new(&wd->prng);
+    }
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir))
@@ -1510,6 +1909,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     sim_redis_dies_with(wd->rs, disk_dead, wd);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     g_world = wd;
+    cm_journal_set_fs(&fair_fs);
     gw_fleet__members_sim = members_sim;
     /* the tables' process-wide key (cm_hash_mem) is drawn at its first use: drawn here, it
      * takes no word of the seed's keys, so a seed draws the same keys alone or in a batch */
@@ -1538,10 +1938,13 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
             step(wd, true);
         if (out->ok)
             check_end(wd);
+        if (out->ok)
+            ds_check(wd);
     }
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
     gw_fleet__members_sim = NULL;
+    cm_journal_set_fs(NULL);
     cm_hash_seed_set_fake(NULL, NULL);
     g_world = NULL;
     cm_time_set_fake(false, 0, 0);
@@ -1553,6 +1956,12 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
         out->power_losses += ds.power_losses;
         out->torn_writes += ds.torn_writes;
         sim_disk_free(wd->disk[g]);
+        for (int k = 0; k < 2; k++) {
+            sim_disk_t *d = k ? wd->ddisk[g] : wd->fdisk[g];
+            sim_disk_stats(d, &ds); /* a power cut is counted once, on the spool's disk */
+            out->torn_writes += ds.torn_writes;
+            sim_disk_free(d);
+        }
     }
     (void)nftw(wd->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(wd);

@@ -102,6 +102,12 @@ static int sj_unlink(const char *path)
     return rc;
 }
 
+/* The disk's one directory is there already (EEXIST). */
+static int sj_mkdir(const char *path, mode_t mode)
+{
+    return sim_disk_ops()->mkdir(path, mode);
+}
+
 static const cm_journal_fs_t sj_fs = {
     .open = sj_open,
     .close = sj_close,
@@ -114,6 +120,7 @@ static const cm_journal_fs_t sj_fs = {
     .fsync = sj_fsync,
     .rename = sj_rename,
     .unlink = sj_unlink,
+    .mkdir = sj_mkdir,
 };
 
 const cm_journal_fs_t *sim_journal_fs(void)

@@ -309,6 +309,11 @@ static int obs_unlink(const char *path)
     return r;
 }
 
+static int obs_mkdir(const char *path, mode_t mode)
+{
+    return sim_journal_fs()->mkdir(path, mode);
+}
+
 static const cm_journal_fs_t obs_fs = {
     .open = obs_open,
     .close = obs_close,
@@ -321,6 +326,7 @@ static const cm_journal_fs_t obs_fs = {
     .fsync = obs_fsync,
     .rename = obs_rename,
     .unlink = obs_unlink,
+    .mkdir = obs_mkdir,
 };
 
 /* Bytes [0, end) durable: synced, not in what a failed fdatasync dropped, the

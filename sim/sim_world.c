@@ -16,12 +16,15 @@
  * between any two), the start-up replay, the outcomes' decision and
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
- * gw_book_t), the start-window lottery's core (gw_fair_core.h: entries,
- * the seed, the draw in its order, its resume after a crash; lot_buy,
- * lot_load, lot_cut_winner and lottery_step are its shell here, as
- * gw_lottery.c is in the gateway, with the entry log a journal on the
- * gateway's sim_disk beside its spool: kills, deaths in a write, power
- * losses, failed fdatasyncs, a full disk), the buy's decision
+ * gw_book_t), the start-window lottery, the product's own (gw_lottery.c:
+ * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners and
+ * gw_fair__run_draw over gw_fair__draw_local, in the fairness module's state
+ * as gw_fair_open makes it for one gateway; lot_open, lot_buy and
+ * lottery_step call them), its entry log a journal on the gateway's sim_disk
+ * beside its spool through the journal's file table (sim_journal_fs.h:
+ * kills, deaths in a write, power losses, failed fdatasyncs, a full disk),
+ * its winners accepted by the simulator's accept sequence (sim_take: the
+ * real inventory and spool, as a buy), the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
@@ -51,10 +54,14 @@
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_yield.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_config.h"
 #include "gateway/base/gw_drain.h"
+#include "gateway/buy/gw_accept.h"
 #include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
+#include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_replay.h"
 #include "gateway/buy/gw_sale_core.h"
 #include "gateway/buy/gw_sale_edit.h"
@@ -69,6 +76,7 @@
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
 #include "sim/sim_fair.h"
+#include "sim/sim_journal_fs.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_room.h"
 #include "sim/sim_util.h"
@@ -112,38 +120,29 @@ typedef struct rep {
     int64_t offset;
 } rep_t;
 
-/* The start-window lottery on one gateway's sale: the real core
- * (gw_fair_core.h) and its shell here, as gw_lottery.c is the product's: the
- * entries and the draw order in process memory, the entry log <sale>.log on
- * the gateway's disk (a journal, common/cm_journal.h: gw_lottery.c's records
- * E D W X O F, written by sim_fair_journal_append, read back by the journal's
- * recovery), the accept (reserve, spool, commit). */
-
-typedef struct lot_ent {
-    uint32_t ord;  /* the entry id: the order id it becomes if it wins */
-    uint32_t key;  /* the buy's idempotency key number, 0 = none */
-    uint64_t hkey; /* siphash(secret, user id): the draw's sort key */
-    uint8_t user, qty, state; /* state: gw_entry_state_t */
-    bool wlogged;
-    bool held_lost; /* lost after its reservation (the commit failed): units stay held */
-} lot_ent_t;
-
+/* The start-window lottery on one gateway's sale: the product's own
+ * (gw_lottery.c: gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners,
+ * gw_fair__run_draw over gw_fair__draw_local) in the fairness module's state
+ * as gw_fair_open makes it for one gateway, its entry log <sale>.log a
+ * journal (common/cm_journal.h) on the gateway's disk beside its spool
+ * through the journal's file table (sim_journal_fs.h); its accept sequence
+ * is the simulator's (sim_take: the real inventory and spool, as a buy). */
 typedef struct lottery {
     bool on;
     int64_t closes_ms; /* the entry window closes (fair.json) */
     cm_hash_key_t secret;
-    /* process memory: the entry log's descriptor (-1: none), the core, the
-     * entries, the draw order's buffer */
-    int fd;
-    gw_fair_core_t core;
-    gw_sale_core_t sale; /* the sale's machine over the core: the window's answers */
-    lot_ent_t v[NU_MAX];
-    size_t n;
-    uint32_t perm[NU_MAX];
-    bool drawn;           /* the core published the draw done: first-come */
-    uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
-    oq_pos_t won_end[NU_MAX]; /* where each one's record ends: its commit waits for it */
-    size_t nwon;
+    /* process memory: the server's parts the fairness module reads, the
+     * module (NULL: down) and the sale's slot */
+    gw_config_t cfg;
+    gw_server_t srv;
+    gw_fair_t *f;
+    gw_fair_sale_t *fs;
+    /* one step of the draw's thread: the entrants it may still draw (then
+     * it pauses: sim_draw_step), the entrants' outcomes before it, those it
+     * tried to accept */
+    uint32_t budget;
+    uint8_t pre[NU_MAX];
+    bool tried[NU_MAX];
     /* the oracle */
     bool o_seeded, o_done;
     uint64_t o_seed, o_units_back;
@@ -157,6 +156,7 @@ typedef struct lottery {
     uint8_t o_told[NU_MAX];   /* fsync durability: the outcome a status poll answered (WON or
                                  LOST; 0: none yet; UINT8_MAX: its commit failed), which no
                                  power loss may change */
+    bool o_held_lost[NU_MAX]; /* its winner's commit failed: lost, its units stay held */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
     bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
                        loss under write durability cut the draw: its counts are not exact */
@@ -300,12 +300,14 @@ typedef struct world {
     gw_t *in_reserve;     /* the gateway whose inv_reserve runs (its yield points may act) */
     uint64_t yield_edits; /* stock edits run at a yield point */
     uint32_t rseq;        /* reservations so far */
+    cm_rand_t keys;       /* the product's random keys (the draw's seeds, cm_hash_seed_set_fake) */
 } world_t;
 
-static void lot_forget(lottery_t *L);
 static void lot_configure(gw_t *g);
-static void lot_load(world_t *wd, gw_t *g);
-static void lot_cut_winner(gw_t *g, const oq_order_t *o);
+static void lot_check_log(world_t *wd, gw_t *g);
+static bool lot_open(world_t *wd, gw_t *g);
+static void lot_close(gw_t *g);
+static bool lot_drawn(const gw_t *g);
 static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key);
 static void giveback(world_t *wd, gw_t *g, uint32_t n);
 static void lot_check_done(world_t *wd, gw_t *g);
@@ -822,7 +824,7 @@ static void gw_gone(gw_t *g)
     g->leaving = g->draining = false;
     g->keepalive = 0;
     g->gen++;
-    lot_forget(&g->lot);
+    lot_close(g);
 }
 
 /* After a call into g's process: if its disk says it died meanwhile, it did. */
@@ -1052,7 +1054,6 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
             sim_fail(&wd->log, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
             return 1;
         }
-        lot_cut_winner(g, o);
     } else {
         oq_order_t o;
         char why[160];
@@ -1069,6 +1070,7 @@ static void sim_on_outcome(const oq_order_t *oc, void *ud);
 static void gw_start(world_t *wd, gw_t *g)
 {
     char err[256];
+    lot_check_log(wd, g);
     sim_disk_use(g->disk);
     if (wd->faults && sim_chance(&wd->rng, 0.15)) /* it will die in the middle of its recovery */
         sim_disk_die_after(g->disk, 1 + sim_below(&wd->rng, 40));
@@ -1113,9 +1115,6 @@ static void gw_start(world_t *wd, gw_t *g)
         gw_crash(wd, g, false, "could not open its spool");
         return;
     }
-    lot_load(wd, g); /* the lottery opens before the replay, which finds a cut draw's winners */
-    if (gw_died(wd, g))
-        return;
     replay_ctx_t *c = cm_xcalloc(1, sizeof(*c));
     c->wd = wd;
     c->g = g;
@@ -1152,10 +1151,19 @@ static void gw_start(world_t *wd, gw_t *g)
             sim_fail(&wd->log, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
     }
     free(c);
-    if (g->lot.core.seeded && !g->lot.drawn)
+    /* the lottery opens after the replay (gw_server.c); a cut draw's winners: the spool's */
+    bool lot_ok = lot_open(wd, g);
+    if (gw_died(wd, g))
+        return;
+    if (!lot_ok) {
+        sim_trace(&wd->log, "gw%d: cannot open its lottery's log, stays down", g->idx);
+        gw_crash(wd, g, false, "could not open its lottery's log");
+        return;
+    }
+    if (g->lot.fs && g->lot.fs->seeded && !lot_drawn(g))
         sim_trace(&wd->log, "gw%d: lottery: a draw cut by a crash resumes (seed %016" PRIx64 ")",
-                  g->idx, g->lot.core.seed);
-    else if (g->lot.drawn && !g->lot.o_done && !wd->log.failed) /* its "F" reached the log */
+                  g->idx, g->lot.fs->seed);
+    else if (lot_drawn(g) && !g->lot.o_done && !wd->log.failed) /* its "F" reached the log */
         lot_check_done(wd, g);
     oq_relay_opts_t ro = {.spool = g->sp,
                           .node_id = (uint32_t)g->idx,
@@ -1294,7 +1302,7 @@ static void buy_act(world_t *wd, gw_t *g, buy_t *b, const gw_buy_out_t *out)
 {
     if (out->actions & GW_BUY_DO_GIVE_BACK) {
         giveback(wd, g, b->n); /* gw_release_unaccepted */
-        if (!g->up)
+        if (gw_died(wd, g))
             return;
     }
     if (out->actions & GW_BUY_DO_KNOWN)
@@ -1548,42 +1556,41 @@ static void do_cancel(world_t *wd)
     sim_trace(&wd->log, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
 }
 
-/*---- the lottery: the real core (gw_fair_core.h), its shell as gw_lottery.c's
- * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners, gw_fair__run_draw ----*/
+/*---- the lottery: the product's (gw_lottery.c) in the fairness module's state,
+ * its accept sequence the simulator's (sim_take, sim_commit, sim_publish) ----*/
 
 /* The sale's terms as the sale's machine holds them (fair.json): entries
- * from the first moment to closes_ms, its losers lost (no leftovers here). */
-static void lot_configure_core(lottery_t *L)
+ * from the first moment to closes_ms, at most one per user, its losers lost
+ * (no leftovers here). */
+static void lot_configure_core(gw_fair_sale_t *fs, int64_t closes_ms)
 {
-    gw_sale_core_init(&L->sale, &L->core, NULL, NULL);
     gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
-                       .cfg = {.starts_at_ms = L->closes_ms - 1,
-                               .fair_early_ms = L->closes_ms - 1,
-                               .fair_window_ms = 1}};
+                       .cfg = {.starts_at_ms = closes_ms - 1,
+                               .fair_early_ms = closes_ms - 1,
+                               .fair_window_ms = 1,
+                               .max_entries = NU_MAX}};
     gw_sale_out_t out;
-    gw_sale_step(&L->sale, &ev, 0, &out);
+    gw_sale_step(&fs->sale, &ev, 0, &out);
 }
 
-/* One event of the lottery through the sale's machine (gw_sale_step). */
-static void lot_step(lottery_t *L, const gw_fair_ev_t *ev, int64_t now, gw_fair_out_t *out)
+/* An entry's user and entry id ("uN", "oN": the simulator's ids). */
+static uint32_t ent_user(const entry_t *e)
 {
-    gw_sale_out_t so;
-    gw_sale_step(&L->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now, &so);
-    *out = so.fair;
+    return (uint32_t)strtoul(e->user_id + 1, NULL, 10);
 }
 
-/* The process's lottery state goes with the process; the log and fair.json stay. */
-static void lot_forget(lottery_t *L)
+static uint32_t ent_ord(const entry_t *e)
 {
-    memset(L->v, 0, sizeof(L->v));
-    L->n = L->nwon = 0;
-    L->drawn = false;
-    L->fd = -1; /* the process's descriptor: gone with it (sim_disk_crash) */
-    L->core.perm = L->perm;
-    gw_fair_core_init(&L->core);
-    lot_configure_core(L);
+    return ord_of(e->order_id);
 }
 
+/* The draw published (its "F" durable): buys are first-come again. */
+static bool lot_drawn(const gw_t *g)
+{
+    return g->lot.fs && atomic_load(&g->lot.fs->drawn);
+}
+
+/* The oracle's sort key of a user: siphash(secret, user id), as fair.json's secret gives it. */
 static uint64_t lot_hash(const lottery_t *L, uint32_t user)
 {
     char id[16];
@@ -1591,42 +1598,40 @@ static uint64_t lot_hash(const lottery_t *L, uint32_t user)
     return cm_hash_sip24(&L->secret, id, (size_t)len);
 }
 
-static lot_ent_t *lot_user(lottery_t *L, uint32_t user)
+/* The draw's entrant with entry id ord (NULL: not among the frozen entrants). */
+static entry_t *lot_id(lottery_t *L, uint32_t ord)
 {
-    for (size_t i = 0; i < L->n; i++)
-        if (L->v[i].user == user)
-            return &L->v[i];
-    return NULL;
+    char id[16];
+    snprintf(id, sizeof(id), "o%u", ord);
+    entry_t *e = gw_fair__find_id(L->fs, id);
+    return e && e < L->fs->v + L->fs->ndraw ? e : NULL;
 }
 
-static lot_ent_t *lot_id(lottery_t *L, uint32_t ord, size_t within)
-{
-    for (size_t i = 0; i < within; i++)
-        if (L->v[i].ord == ord)
-            return &L->v[i];
-    return NULL;
-}
-
-/* The entry log's name on the gateway's disk (one directory, shared with the
- * spool, whose recovery takes only its spool-*.log names). */
-static void lot_name(const gw_t *g, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s.log", g->sale_id);
-}
-
-/* The entry log opened (created) on the gateway's disk: -1 if not. */
-static int lot_open(gw_t *g, int flags)
+/* The whole file name holds on the disk as the page cache holds it
+ * (malloc'd; *n its length), or NULL if there is none or it cannot be read. */
+static char *disk_read(const char *name, size_t *n)
 {
     const oq_fs_ops_t *fs = sim_disk_ops();
-    char name[32];
-    lot_name(g, name, sizeof(name));
-    sim_disk_use(g->disk);
     int dfd = fs->open_dir("fair");
     if (dfd < 0)
-        return -1;
-    int fd = fs->openat(dfd, name, flags, 0644);
+        return NULL;
+    int fd = fs->openat(dfd, name, O_RDONLY, 0);
     fs->close(dfd);
-    return fd;
+    struct stat st;
+    if (fd < 0 || fs->fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            fs->close(fd);
+        return NULL;
+    }
+    char *buf = cm_xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t r;
+    while (got < (size_t)st.st_size &&
+           (r = fs->pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got)) > 0)
+        got += (size_t)r;
+    fs->close(fd);
+    *n = got;
+    return buf;
 }
 
 /* The sale's configure (gw_fair.c): its log made, the name synced with
@@ -1635,317 +1640,123 @@ static int lot_open(gw_t *g, int flags)
 static void lot_configure(gw_t *g)
 {
     const oq_fs_ops_t *fs = sim_disk_ops();
-    int fd = lot_open(g, O_RDWR | O_CREAT | O_APPEND);
+    char name[32];
+    snprintf(name, sizeof(name), "%s.log", g->sale_id);
+    sim_disk_use(g->disk);
+    int dfd = fs->open_dir("fair");
+    int fd = fs->openat(dfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
     if (fd >= 0)
         fs->close(fd);
-    int dfd = fs->open_dir("fair");
     while (fs->fsync(dfd) != 0)
         ;
     fs->close(dfd);
 }
 
-/* The whole file open at fd as the page cache holds it (malloc'd; *n its
- * length), or NULL if it cannot be read. */
-static char *lot_read(int fd, size_t *n)
+/* The oracle's read of the entry log before a start, as the page cache
+ * holds it: a journal (gw_lottery.c's records framed), never a line log. */
+static void lot_check_log(world_t *wd, gw_t *g)
 {
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    struct stat st;
-    if (fs->fstat(fd, &st) != 0)
-        return NULL;
-    char *buf = cm_xmalloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    ssize_t r;
-    while (got < (size_t)st.st_size &&
-           (r = fs->pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got)) > 0)
-        got += (size_t)r;
-    if (got < (size_t)st.st_size) {
-        free(buf);
-        return NULL;
-    }
-    *n = got;
-    return buf;
-}
-
-/* A record appended with one write(2) (gw_fair__log_line); with sync,
- * fdatasync'd (log_line_synced). The caller checks whether the process died
- * in it (gw_died). True if written (and synced). */
-static bool lot_log(gw_t *g, bool sync, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool lot_log(gw_t *g, bool sync, const char *fmt, ...)
-{
-    char rec[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(rec, sizeof(rec), fmt, ap);
-    va_end(ap);
+    char name[32];
+    size_t n = 0;
+    snprintf(name, sizeof(name), "%s.log", g->sale_id);
     sim_disk_use(g->disk);
-    return sim_fair_journal_append(sim_disk_ops(), g->lot.fd, rec, (size_t)len, sync) == 0;
-}
-
-/* The log written again over itself and fdatasync'd (cm_journal_rewrite): the
- * pages a failed fdatasync dropped reach the disk only once written again.
- * One pwrite of the whole file (sim_disk takes a dropped range back only when
- * one write covers it). 0 or CM_EIO. */
-static int lot_make_durable(gw_t *g)
-{
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    int fd = lot_open(g, O_RDWR); /* not O_APPEND: a pwrite there appends */
-    if (fd < 0)
-        return CM_EIO;
-    size_t n = 0;
-    char *buf = lot_read(fd, &n);
-    int rc = buf && (n == 0 || fs->pwrite(fd, buf, n, 0) == (ssize_t)n) && fs->fdatasync(fd) == 0
-                 ? 0
-                 : CM_EIO;
-    free(buf);
-    fs->close(fd);
-    return rc;
-}
-
-/* The core's DO_ORDER over the frozen entrants' keys (compute_order). */
-static void lot_order(lottery_t *L)
-{
-    uint64_t keys[NU_MAX];
-    for (size_t i = 0; i < L->core.ndraw; i++)
-        keys[i] = L->v[i].hkey;
-    gw_fair_core_order(&L->core, keys);
-}
-
-/* A whole record of the entry log read back (cm_journal_record_fn): through
- * the core, as gw_fair__log_load's lines; one it cannot parse is skipped. */
-static void lot_record(void *arg, char *rec, size_t len)
-{
-    lottery_t *L = arg;
-    unsigned ord = 0, user = 0, qty = 0, key = 0;
-    uint64_t seed = 0;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = (gw_fair_rec_kind_t)rec[0]};
-    lot_ent_t *e = NULL;
-    if (strlen(rec) != len)
+    char *buf = g->lot.on ? disk_read(name, &n) : NULL;
+    if (!buf)
         return;
-    if (rec[0] == 'E' && sscanf(rec, "E o%u u%u %u k%u", &ord, &user, &qty, &key) == 4 &&
-        user < NU_MAX && ord < ORD_MAX) {
-        ev.found = lot_user(L, user) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
-    } else if (rec[0] == 'D' && sscanf(rec, "D %" SCNx64, &seed) == 1) {
-        ev.seed = seed;
-        ev.entrants = L->n;
-    } else if (rec[0] == 'W' && L->core.seeded && sscanf(rec, "W o%u", &ord) == 1) {
-        e = lot_id(L, ord, L->core.ndraw);
-        ev.within = e != NULL;
-    } else if (rec[0] == 'X') { /* lost for cause: a resumed draw does not try it again */
-        if (L->core.seeded && sscanf(rec, "X o%u", &ord) == 1 &&
-            (e = lot_id(L, ord, L->core.ndraw)) != NULL && e->state == GW_ENTRY_ENTERED)
-            e->state = GW_ENTRY_LOST;
-        return;
-    } else if (rec[0] == 'F') {
-        ev.waitlist = strcmp(rec, "F w") == 0;
-    } else if (rec[0] != 'O') {
-        return;
-    }
-    gw_fair_out_t out;
-    lot_step(L, &ev, 0, &out);
-    if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
-        L->v[L->n++] = (lot_ent_t){.ord = ord,
-                                   .key = key,
-                                   .hkey = lot_hash(L, user),
-                                   .user = (uint8_t)user,
-                                   .qty = (uint8_t)qty};
-    if ((out.actions & GW_FAIR_DO_SET_STATE) && e) {
-        e->state = out.state;
-        e->wlogged = true;
-    }
-}
-
-/* At a start, before the spool's replay (gw_fair__log_load, then
- * gw_fair__log_open): the log's records through the core (the entries, the
- * seed, the winners logged, the end), its torn tail cut off, then LOADED with
- * the log made durable or not. The caller checks whether the process died in
- * it (gw_died). */
-static void lot_load(world_t *wd, gw_t *g)
-{
-    lottery_t *L = &g->lot;
-    lot_forget(L);
-    if (!L->on)
-        return;
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    int fd = lot_open(g, O_RDWR | O_CREAT | O_APPEND);
-    size_t n = 0;
-    char *buf = fd >= 0 ? lot_read(fd, &n) : NULL;
-    if (!buf) { /* unreadable: the sale is not configured (a start that died here) */
-        if (fd >= 0)
-            fs->close(fd);
-        return;
-    }
     cm_journal_scan_t sc;
-    cm_journal_scan_mem(buf, n, lot_record, L, &sc);
+    cm_journal_scan_mem(buf, n, NULL, NULL, &sc);
     free(buf);
     if (sc.is_legacy)
         sim_fail(&wd->log, "gw%d: lottery: the entry log is not a journal (%zu bytes)", g->idx, n);
     if (sc.holes)
         sim_trace(&wd->log, "gw%d: lottery: %zu holes (%lld bytes) in the entry log skipped",
                   g->idx, sc.holes, (long long)sc.hole_bytes);
-    if ((size_t)sc.end < n && fs->ftruncate(fd, sc.end) == 0) /* cm_journal_recover */
-        sim_trace(&wd->log, "gw%d: lottery: a torn tail of %zu bytes cut off the entry log", g->idx,
-                  n - (size_t)sc.end);
-    L->fd = fd;
-    gw_fair_out_t out;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = L->core.seeded ? lot_make_durable(g) : 0};
-    lot_step(L, &ev, 0, &out);
-    if (out.actions & GW_FAIR_DO_ORDER)
-        lot_order(L);
-    if (out.actions & GW_FAIR_DO_LEFTOVERS)
-        for (size_t i = 0; i < L->core.ndraw; i++)
-            if (L->v[i].state != GW_ENTRY_WON)
-                L->v[i].state = (uint8_t)gw_fair_core_loser(&L->core, false);
-    if (out.actions & GW_FAIR_DO_PUBLISH)
-        L->drawn = true;
+    if ((size_t)sc.end < n)
+        sim_trace(&wd->log, "gw%d: lottery: a torn tail of %zu bytes to cut off the entry log",
+                  g->idx, n - (size_t)sc.end);
 }
 
-/* A replayed order: the entry won if the core takes the spool's word for a
- * cut draw's winners (gw_fair__cut_winners). */
-static void lot_cut_winner(gw_t *g, const oq_order_t *o)
-{
-    lottery_t *L = &g->lot;
-    if (!L->on || !gw_fair_core_takes_spooled(&L->core))
-        return;
-    lot_ent_t *e = lot_id(L, ord_of(o->order_id), L->core.ndraw);
-    char user[16];
-    if (e) {
-        snprintf(user, sizeof(user), "u%u", e->user);
-        if (strcmp(user, o->user_id) == 0)
-            e->state = GW_ENTRY_WON;
-    }
-}
-
-/*
- * A buy on a sale whose lottery has not drawn (gw_buy.c fair_enter): the
- * core's answer, an entry's record written first. False: first-come as usual.
- */
-static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key)
-{
-    lottery_t *L = &g->lot;
-    if (!L->on || L->drawn)
-        return false;
-    lot_ent_t *e = L->core.closed ? NULL : lot_user(L, u);
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                       .found = e ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE};
-    gw_fair_out_t out;
-    int64_t now = cm_wall_ms();
-    lot_step(L, &ev, now, &out);
-    if (out.answer == GW_FAIR_A_ALREADY && e) {
-        if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
-            sim_fail(&wd->log, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)",
-                     g->idx, u, L->o_entry[u], e->ord);
-        sim_trace(&wd->log, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
-        return true;
-    }
-    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) {
-        sim_trace(&wd->log, "gw%d: buy u%u -> %s", g->idx, u, gw_fair_answer_name(out.answer));
-        return true;
-    }
-    if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX) { /* no room in the simulation: not written */
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = CM_EIO};
-        lot_step(L, &ev, now, &out);
-        return true;
-    }
-    uint32_t n = wd->nords++;
-    wd->ords[n] = (ord_t){.gw = (uint8_t)g->idx,
-                          .user = (uint8_t)u,
-                          .qty = (uint8_t)qty,
-                          .key = key,
-                          .limit_at = (uint8_t)g->limit};
-    bool logged = lot_log(g, false, "E o%u u%u %u k%u", n, u, qty, key);
-    if (gw_died(wd, g))
-        return true; /* its client hears nothing */
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = logged ? 0 : CM_EIO};
-    lot_step(L, &ev, now, &out);
-    if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
-        sim_trace(&wd->log, "gw%d: buy u%u -> 503 (the entry's record not written)", g->idx, u);
-        return true;
-    }
-    L->v[L->n++] = (lot_ent_t){
-        .ord = n, .key = key, .hkey = lot_hash(L, u), .user = (uint8_t)u, .qty = (uint8_t)qty};
-    if (!L->o_entry[u])
-        L->o_entry[u] = n;
-    sim_trace(&wd->log, "gw%d: buy u%u qty %u -> 202 entered e%u", g->idx, u, qty, n);
-    return true;
-}
-
-/* The oracle at every step of a draw: the same seed and order as when first drawn. */
+/* The oracle at every step of a draw: the same seed and order as when first
+ * drawn (first: at its first accept, before any winner took units). */
 static void lot_check_order(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
+    gw_fair_sale_t *fs = L->fs;
+    if (!fs || !fs->seeded || fs->seed_unsynced || !fs->perm || fs->ndraw > NU_MAX)
+        return;
     uint8_t order[NU_MAX];
-    size_t n = L->core.ndraw;
+    size_t n = fs->ndraw;
     for (size_t i = 0; i < n; i++)
-        order[i] = L->v[L->core.perm[i]].user;
+        order[i] = (uint8_t)ent_user(&fs->v[fs->perm[i]]);
     if (!L->o_seeded) {
         /* the order is the seed's: gw_fair_order over the entrants' keys, computed here
-         * from their user ids (not the model's perm), so a draw that took its entrants
+         * from their user ids (not the product's perm), so a draw that took its entrants
          * in another order (arrival order) fails here even when every step agrees */
-        uint64_t keys[NU_MAX];
+        uint64_t keys[NU_MAX] = {0};
         uint32_t want[NU_MAX];
         for (size_t i = 0; i < n; i++)
-            keys[i] = lot_hash(L, L->v[i].user);
-        gw_fair_order(keys, n, L->core.seed, want);
+            keys[i] = lot_hash(L, ent_user(&fs->v[i]));
+        gw_fair_order(keys, n, fs->seed, want);
         for (size_t i = 0; i < n; i++)
-            if (order[i] != L->v[want[i]].user)
+            if (order[i] != ent_user(&fs->v[want[i]]))
                 sim_fail(&wd->log,
                          "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64
                          " and the entrants' keys put u%u there",
-                         g->idx, order[i], i + 1, L->core.seed, L->v[want[i]].user);
+                         g->idx, order[i], i + 1, fs->seed, ent_user(&fs->v[want[i]]));
         /* one entry per user; every entry answered is in the draw (no power loss) */
-        for (size_t i = 0; i < L->core.ndraw; i++)
+        for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < i; j++)
-                if (L->v[i].user == L->v[j].user)
+                if (ent_user(&fs->v[i]) == ent_user(&fs->v[j]))
                     sim_fail(&wd->log, "gw%d: lottery: u%u has two entries in the draw", g->idx,
-                             L->v[i].user);
+                             ent_user(&fs->v[i]));
         for (int u = 0; u < wd->nu && !L->o_power; u++)
-            if (L->o_entry[u] && !lot_id(L, L->o_entry[u], L->core.ndraw))
+            if (L->o_entry[u] && !lot_id(L, L->o_entry[u]))
                 sim_fail(&wd->log,
                          "gw%d: lottery: u%d was answered entered (e%u) and is not in the draw",
                          g->idx, u, L->o_entry[u]);
         inv_sale_info_t si;
         inv_sale_get(g->inv, g->sale_id, &si);
         L->o_seeded = true;
-        L->o_seed = L->core.seed;
-        L->o_ndraw = L->core.ndraw;
-        memcpy(L->o_order, order, L->core.ndraw);
+        L->o_seed = fs->seed;
+        L->o_ndraw = n;
+        memcpy(L->o_order, order, n);
         L->o_stock = si.stock_left;
         L->o_limit = g->limit;
         L->o_units_back = g->units_back;
         return;
     }
-    if (L->core.seed != L->o_seed || L->core.ndraw != L->o_ndraw ||
-        memcmp(order, L->o_order, L->core.ndraw) != 0)
+    if (fs->seed != L->o_seed || n != L->o_ndraw || memcmp(order, L->o_order, n) != 0)
         sim_fail(&wd->log,
                  "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
                  "first drawn with seed %016" PRIx64 " and %zu: another order",
-                 g->idx, L->core.seed, L->core.ndraw, L->o_seed, L->o_ndraw);
+                 g->idx, fs->seed, n, L->o_seed, L->o_ndraw);
 }
 
 /* The oracle after each step of the draw's thread, under fsync durability:
  * what a status poll answers of each drawn entrant (the real ticket's rule,
  * gw_fair_core_answered), and an outcome once answered is kept across
- * crashes and power losses (a LOST one never wins: lot_accept checks it). */
+ * crashes and power losses (a LOST one never wins: sim_take checks it). */
 static void lot_check_told(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
-    if (!wd->fsync_mode || !g->up || !L->on || !L->core.seeded)
+    gw_fair_sale_t *fs = L->fs;
+    if (!wd->fsync_mode || !g->up || !L->on || !fs || !fs->seeded || !fs->perm)
         return;
-    for (size_t i = 0; i < L->core.ndraw && !wd->log.failed; i++) {
-        lot_ent_t *e = &L->v[L->core.perm[i]];
-        if (e->held_lost) /* its commit failed: the record may come back (undersell) */
-            L->o_told[e->user] = UINT8_MAX;
-        if (L->o_told[e->user] == UINT8_MAX ||
-            (e->state != GW_ENTRY_WON && e->state != GW_ENTRY_LOST))
+    for (size_t i = 0; i < fs->ndraw && !wd->log.failed; i++) {
+        const entry_t *e = &fs->v[fs->perm[i]];
+        uint32_t u = ent_user(e);
+        if (L->o_held_lost[u]) /* its commit failed: the record may come back (undersell) */
+            L->o_told[u] = UINT8_MAX;
+        if (L->o_told[u] == UINT8_MAX || (e->state != GW_ENTRY_WON && e->state != GW_ENTRY_LOST))
             continue;
-        if (!gw_fair_core_answered(&L->core, (uint32_t)(i + 1)))
+        if (!gw_fair_core_answered(&fs->core, (uint32_t)(i + 1)))
             continue;
-        if (!L->o_told[e->user]) {
-            L->o_told[e->user] = e->state;
-            L->o_told_lost[e->user] |= e->state == GW_ENTRY_LOST;
-        } else if (L->o_told[e->user] != e->state) {
-            sim_fail(&wd->log, "gw%d: lottery: u%u was answered %s, now %s", g->idx, e->user,
-                     gw_entry_state_name((gw_entry_state_t)L->o_told[e->user]),
+        if (!L->o_told[u]) {
+            L->o_told[u] = e->state;
+            L->o_told_lost[u] |= e->state == GW_ENTRY_LOST;
+        } else if (L->o_told[u] != e->state) {
+            sim_fail(&wd->log, "gw%d: lottery: u%u was answered %s, now %s", g->idx, u,
+                     gw_entry_state_name((gw_entry_state_t)L->o_told[u]),
                      gw_entry_state_name((gw_entry_state_t)e->state));
         }
     }
@@ -1957,28 +1768,28 @@ static void lot_check_told(world_t *wd, gw_t *g)
 static void lot_check_done(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
+    gw_fair_sale_t *fs = L->fs;
     if (L->o_done)
         return;
     L->o_done = true;
     bool exact = g->units_back == L->o_units_back && !L->o_inexact;
     int64_t units = 0, left = L->o_stock;
     bool exhausted = false;
-    for (size_t i = 0; i < L->core.ndraw && !wd->log.failed; i++) {
-        lot_ent_t *e = &L->v[L->core.perm[i]];
+    for (size_t i = 0; i < fs->ndraw && !wd->log.failed; i++) {
+        const entry_t *e = &fs->v[fs->perm[i]];
+        uint32_t u = ent_user(e);
         if (e->state == GW_ENTRY_WON)
             units += e->qty;
-        L->o_won[e->user] = e->state;
-        exact = exact && !e->held_lost;
-        char user[16];
-        snprintf(user, sizeof(user), "u%u", e->user);
+        L->o_won[u] = e->state;
+        exact = exact && !L->o_held_lost[u];
         uint32_t held = 0;
-        inv_user_units(g->inv, g->sale_id, user, &held);
+        inv_user_units(g->inv, g->sale_id, e->user_id, &held);
         /* never more than its entry; exactly it or nothing unless units came back */
         uint32_t want = e->state == GW_ENTRY_WON ? e->qty : 0;
-        if (held > e->qty || (exact && !e->held_lost && held != want))
+        if (held > e->qty || (exact && held != want))
             sim_fail(&wd->log,
                      "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
-                     user, e->state == GW_ENTRY_WON ? "won" : "lost", e->qty, held);
+                     e->user_id, e->state == GW_ENTRY_WON ? "won" : "lost", e->qty, held);
         bool wins = !exhausted && e->qty <= L->o_limit && left >= e->qty;
         if (wins)
             left -= e->qty;
@@ -1988,8 +1799,8 @@ static void lot_check_done(world_t *wd, gw_t *g)
             sim_fail(&wd->log,
                      "gw%d: lottery: %s at draw position %zu %s; its seed's order and a stock of "
                      "%" PRId64 " say it %s",
-                     g->idx, user, i + 1, e->state == GW_ENTRY_WON ? "won" : "lost", L->o_stock,
-                     wins ? "wins" : "loses");
+                     g->idx, e->user_id, i + 1, e->state == GW_ENTRY_WON ? "won" : "lost",
+                     L->o_stock, wins ? "wins" : "loses");
     }
     int64_t back = (int64_t)(g->units_back - L->o_units_back);
     if (units > L->o_stock + back)
@@ -1997,12 +1808,14 @@ static void lot_check_done(world_t *wd, gw_t *g)
                  "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64 " (%" PRId64
                  " units came back during the draw)",
                  g->idx, units, L->o_stock, back);
-    sim_trace(
-        &wd->log, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s",
-        g->idx, L->core.ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
+    sim_trace(&wd->log,
+              "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s",
+              g->idx, fs->ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
 }
 
-/* Gives back the units of an order whose record could not be written (gw_release_unaccepted). */
+/* Gives back the units of an order whose record could not be written
+ * (gw_release_unaccepted). The caller checks whether the process died in it
+ * (gw_died). */
 static void giveback(world_t *wd, gw_t *g, uint32_t n)
 {
     oq_order_t gb;
@@ -2013,7 +1826,7 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
     gb.accepted_at_ms = 0;
     gb.idem_key[0] = '\0';
     int ev = spool_event(g, &gb);
-    if (gw_died(wd, g))
+    if (sim_disk_dead(g->disk))
         return;
     wd->ords[n].gb_durable |= ev == 0 && wd->fsync_mode;
     int rc = inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id);
@@ -2024,230 +1837,316 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
 }
 
 /*
- * The accept of a draw's winner (the accept sequence: gw_lottery.c's, buy's):
- * the real inventory and the spool, as a buy. Returns the core's ACCEPTED
- * facts; false if the process died in it (nothing more to tell the core).
+ * The accept sequence (gw_accept.h) the product's draw runs for each
+ * winner, the simulator's over the real inventory and spool, as a buy: its
+ * reserve, the record appended (the preparer stepped at once), the units
+ * given back if the spool refused it. The process dead (its disk), nothing
+ * runs: the caller's gw_died after the draw cleans it up.
  */
-static bool lot_accept(world_t *wd, gw_t *g, lot_ent_t *e, gw_fair_ev_t *ev)
+static int sim_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
+{
+    gw_t *g = ctx;
+    world_t *wd = g->wd;
+    lottery_t *L = &g->lot;
+    inv_reserve_req_t *rq = req->rq;
+    if (sim_disk_dead(g->disk))
+        return CM_EIO;
+    lot_check_order(wd, g);
+    uint32_t n = ord_of(rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
+    if (u < NU_MAX)
+        L->tried[u] = true;
+    int rc = inv_reserve(req->inv, rq);
+    if (rc < 0)
+        return rc;
+    if (rc != INV_RESERVED)
+        return rc == INV_SOLD_OUT ? GW_ACCEPT_SOLD_OUT : GW_ACCEPT_REFUSED;
+    check_inv(wd, g, rq->user_id);
+    ord_t *r = &wd->ords[n];
+    r->state = O_APPENDED;
+    r->limit_at = (uint8_t)g->limit;
+    r->rseq = ++wd->rseq;
+    if ((L->o_done && L->o_won[u] != GW_ENTRY_WON) || L->o_told_lost[u])
+        sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
+                 u);
+    fill_order(wd, n, &a->o);
+    a->fresh = true;
+    a->durable = false;
+    const oq_order_t *one = &a->o;
+    int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &a->end);
+    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+        ;
+    if (sim_disk_dead(g->disk))
+        return CM_EIO;
+    if (arc != 0) {
+        giveback(wd, g, n);
+        if (sim_disk_dead(g->disk))
+            return CM_EIO;
+        r->state = O_REFUSED;
+        return GW_ACCEPT_SPOOL_REFUSED;
+    }
+    return GW_ACCEPT_SPOOLED;
+}
+
+/* The winners' records durable: the real sequence's wait (gw_accept.c's
+ * commit on the spool), then the oracle's note of each one it cut (lost,
+ * its units held: undersell). */
+static void sim_commit(void *ctx, gw_accept_t *a, size_t n)
+{
+    gw_t *g = ctx;
+    world_t *wd = g->wd;
+    lottery_t *L = &g->lot;
+    gw_acceptor_t real = gw_acceptor(&L->srv);
+    gw_accept_commit(&real, a, n);
+    if (sim_disk_dead(g->disk)) /* died in it: what it decided dies with it */
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].durable)
+            continue;
+        uint32_t o = ord_of(a[i].o.order_id), u = wd->ords[o].user;
+        L->o_inexact = true;
+        L->o_held_lost[u] = true;
+        wd->ords[o].state = O_REFUSED;
+        sim_trace(&wd->log, "gw%d: lottery: o%u's fdatasync failed: lost", g->idx, o);
+    }
+}
+
+/* A winner's order known: in the status table, and to the oracle a 202
+ * (GET /v1/orders/{id} answers as for one). */
+static void lot_known(world_t *wd, gw_t *g, uint32_t n)
+{
+    ord_t *r = &wd->ords[n];
+    if (r->state != O_ACKED) {
+        r->state = O_ACKED;
+        r->exempt = false;
+    }
+    set_status(g, n, ST_QUEUED);
+}
+
+static void sim_publish(void *ctx, const gw_accept_t *a, size_t n)
+{
+    gw_t *g = ctx;
+    for (size_t i = 0; i < n && !sim_disk_dead(g->disk); i++)
+        lot_known(g->wd, g, ord_of(a[i].o.order_id));
+}
+
+/* The spool's record of an order: the real sequence's scan (gw_accept.c). */
+static int sim_find(void *ctx, const char *order_id, gw_accept_t *a)
+{
+    gw_t *g = ctx;
+    gw_acceptor_t real = gw_acceptor(&g->lot.srv);
+    return gw_accept_find(&real, order_id, a);
+}
+
+static const gw_accept_ops_t sim_accept_ops = {
+    .take = sim_take,
+    .commit = sim_commit,
+    .publish = sim_publish,
+    .find = sim_find,
+};
+
+/* One gateway's store (gw_fair__lot_local) with its draw's steps
+ * (gw_fair__draw_local) but one: the draw's thread pauses after a few
+ * entrants (a TICK past the step's budget draws nobody, and the draw
+ * resumes at the next step as a tick resumes it), so that a crash cuts a
+ * draw anywhere. */
+static gw_fair_lot_ops_t sim_lot_ops;
+static gw_fair_draw_ops_t sim_draw_ops;
+
+static void sim_draw_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    gw_t *g = d->f->accept.ctx;
+    gw_fair__draw_local.step(d, ev, out);
+    if (ev->kind != GW_FAIR_EV_TICK || !(out->actions & GW_FAIR_DO_DRAW))
+        return;
+    if (g->lot.budget == 0)
+        out->actions &= ~(unsigned)GW_FAIR_DO_DRAW;
+    else
+        g->lot.budget--;
+}
+
+/*
+ * The fairness module of g's process, as gw_fair_open makes it for one
+ * gateway after the spool's replay (gw_server.c's order): the local store
+ * (gw_fair__lot_local), the sale's slot (gw_fair__sale_new) with fair.json's
+ * terms and secret, its entry log read back (gw_fair__log_load: the
+ * journal's recovery, each record through the core, a found seed made
+ * durable) and opened for appends, the winners of a cut draw read from the
+ * spool (gw_fair__cut_winners). No status table: the simulator's is
+ * g->status, and the product indexes no "oN" id (gw_orders_get says no).
+ * False if the log cannot be opened (the gateway does not start). The
+ * caller checks whether the process died in it (gw_died).
+ */
+static bool lot_open(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
-    *ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED};
-    inv_reserve_req_t rq = {.sale = g->sale, .qty = e->qty};
-    snprintf(rq.user_id, sizeof(rq.user_id), "u%u", e->user);
-    if (e->key)
-        snprintf(rq.idem_key, sizeof(rq.idem_key), "k%u", e->key);
-    snprintf(rq.order_id, sizeof(rq.order_id), "o%u", e->ord);
-    int rc = inv_reserve(g->w, &rq);
-    if (rc < 0) {
-        ev->acc = GW_FAIR_ACC_FAILED; /* resumed at the next tick */
+    if (!L->on)
         return true;
-    }
-    if (rc == INV_RESERVED) {
-        check_inv(wd, g, rq.user_id);
-        ord_t *r = &wd->ords[e->ord];
-        r->state = O_APPENDED;
-        r->limit_at = (uint8_t)g->limit;
-        r->rseq = ++wd->rseq;
-        if ((L->o_done && L->o_won[e->user] != GW_ENTRY_WON) || L->o_told_lost[e->user])
-            sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won",
-                     g->idx, e->user);
-        oq_order_t o;
-        fill_order(wd, e->ord, &o);
-        const oq_order_t *one = &o;
-        oq_pos_t end;
-        int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &end);
-        while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
-            ;
-        if (gw_died(wd, g))
-            return false;
-        if (arc != 0) {
-            giveback(wd, g, e->ord);
-            if (!g->up) /* it died in the give-back */
-                return false;
-            r->state = O_REFUSED;
-            ev->acc = GW_FAIR_ACC_REFUSED;
-        } else {
-            L->won_end[L->nwon] = end;
-            L->won[L->nwon++] = e->ord;
-            ev->acc = GW_FAIR_ACC_WON;
-        }
-    } else {
-        ev->acc = rc == INV_SOLD_OUT ? GW_FAIR_ACC_SOLD_OUT : GW_FAIR_ACC_DENIED;
-    }
-    ev->sold_out = rq.stock_left == 0 || inv_sale_sold_out(g->sale);
+    sim_disk_use(g->disk);
+    memset(&L->cfg, 0, sizeof(L->cfg));
+    memset(&L->srv, 0, sizeof(L->srv));
+    L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
+    L->srv.cfg = &L->cfg;
+    L->srv.stores.inv = g->inv;
+    L->srv.stores.spool = g->sp;
+    gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
+    f->srv = &L->srv;
+    f->accept = (gw_acceptor_t){.ops = &sim_accept_ops, .ctx = g};
+    sim_draw_ops = gw_fair__draw_local;
+    sim_draw_ops.step = sim_draw_step;
+    sim_lot_ops = gw_fair__lot_local;
+    sim_lot_ops.draw = &sim_draw_ops;
+    f->lot = &sim_lot_ops;
+    f->inv = g->w; /* the lottery thread's inventory handle */
+    pthread_mutex_init(&f->tick_mu, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->unclaim_mu, NULL);
+    snprintf(f->dir, sizeof(f->dir), "fair");
+    L->srv.fair = L->f = f;
+    gw_fair_sale_t *fs = gw_fair__sale_new(f, g->sale_id);
+    lot_configure_core(fs, L->closes_ms);
+    fs->secret = L->secret;
+    L->fs = f->sales[0] = fs;
+    atomic_store(&f->n, 1);
+    uint64_t max_id = 0;
+    gw_fair__log_load(f, fs, &max_id);
+    if (sim_disk_dead(g->disk))
+        return true;
+    if (gw_fair__log_open(f, fs) != 0)
+        return false;
+    gw_fair__cut_winners(f);
     return true;
 }
 
-/* The winners accepted so far made durable (commit_winners): false if the
- * process died in it. */
-static bool lot_commit(world_t *wd, gw_t *g)
+/* The process's fairness module goes with the process (gw_fair_close without
+ * the thread it does not run: the slot, its tables and its log's descriptor,
+ * dead after a crash); the log and fair.json stay. */
+static void lot_close(gw_t *g)
 {
     lottery_t *L = &g->lot;
-    gw_fair_core_t *c = &L->core;
-    if (!L->nwon)
-        return true;
-    /* as gw_lottery.c: the last winner's end, then each one's own after a
-     * failure (a record an earlier round made durable won) */
-    int crc = oq_spool_commit_to(g->sp, L->won_end[L->nwon - 1]);
-    if (gw_died(wd, g))
+    if (!L->f)
+        return;
+    gw_fair__sale_free(L->fs);
+    pthread_mutex_destroy(&L->f->tick_mu);
+    pthread_mutex_destroy(&L->f->mu);
+    pthread_mutex_destroy(&L->f->unclaim_mu);
+    free(L->f);
+    L->f = NULL;
+    L->fs = NULL;
+    L->srv.fair = NULL;
+}
+
+/*
+ * A buy on a sale whose lottery has not drawn (gw_buy.c fair_enter): the
+ * product's gw_fair_enter (the machine's answer, the entry's "E" record
+ * written first), the entry id the order id it becomes if it wins. False:
+ * first-come as usual.
+ */
+static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key)
+{
+    lottery_t *L = &g->lot;
+    if (!L->on || !L->fs || lot_drawn(g))
         return false;
-    for (size_t i = 0; i < L->nwon && crc != 0; i++) {
-        if (oq_spool_commit_to(g->sp, L->won_end[i]) == 0)
-            continue;
-        lot_ent_t *e = lot_id(L, L->won[i], c->ndraw);
-        if (e && e->state == GW_ENTRY_WON) { /* not accepted; the units stay held (undersell) */
-            L->o_inexact = true;
-            e->state = GW_ENTRY_LOST;
-            e->held_lost = true;
-            wd->ords[e->ord].state = O_REFUSED;
-            sim_trace(&wd->log, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
-                      cm_errname(crc));
-        }
+    sim_disk_use(g->disk);
+    uint32_t n = wd->nords;
+    wd->ords[n] = (ord_t){.gw = (uint8_t)g->idx,
+                          .user = (uint8_t)u,
+                          .qty = (uint8_t)qty,
+                          .key = key,
+                          .limit_at = (uint8_t)g->limit};
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.order_id, sizeof(t.order_id), "o%u", n);
+    snprintf(t.sale_id, sizeof(t.sale_id), "%s", g->sale_id);
+    snprintf(t.user_id, sizeof(t.user_id), "u%u", u);
+    t.qty = qty;
+    t.entered_at_ms = cm_wall_ms();
+    char idem[16];
+    snprintf(idem, sizeof(idem), "k%u", key);
+    int rc = gw_fair_enter(L->fs, &t, key ? idem : NULL);
+    if (rc == 0 || rc == CM_EIO || sim_disk_dead(g->disk))
+        wd->nords++; /* its record may be in the log: an entry the draw may take */
+    if (gw_died(wd, g))
+        return true; /* its client hears nothing */
+    uint32_t was = ord_of(t.order_id);
+    if (rc == 1) {
+        if (L->o_entry[u] && was != L->o_entry[u] && !L->o_power)
+            sim_fail(&wd->log, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)",
+                     g->idx, u, L->o_entry[u], was);
+        sim_trace(&wd->log, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, was);
+    } else if (rc == 0) {
+        if (!L->o_entry[u])
+            L->o_entry[u] = n;
+        sim_trace(&wd->log, "gw%d: buy u%u qty %u -> 202 entered e%u", g->idx, u, qty, n);
+    } else {
+        sim_trace(&wd->log, "gw%d: buy u%u -> %s", g->idx, u,
+                  rc == CM_EIO ? "503 (the entry's record not written)" : cm_errname(rc));
     }
-    L->nwon = 0;
     return true;
 }
 
 /*
- * The draw's thread, a few entrants a step (so that a crash can cut it
- * anywhere), the core deciding each: once the window closed, the seed
- * logged and synced, the real order, then each entrant in that order
- * accepted while the stock lasts; at the end one commit for the winners,
- * their records and the end's.
+ * The draw's thread (gw_fair_tick's part for this sale): once the sale's
+ * machine says it is due, the product's draw (gw_fair__run_draw over
+ * gw_fair__draw_local: the seed logged and synced, the real order, each
+ * entrant in that order accepted while the stock lasts, the stock's end
+ * recorded, the outcomes' and the end's records), a few entrants a step
+ * (sim_draw_step), then the oracle's checks.
  */
 static void lottery_step(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
-    gw_fair_core_t *c = &L->core;
-    int64_t now = cm_wall_ms();
-    if (!g->up || !L->on)
+    gw_fair_sale_t *fs = L->fs;
+    if (!g->up || !L->on || !fs)
         return;
-    /* the draw's thread: the sale's machine says when the draw is due (the close) */
     gw_sale_out_t so;
-    gw_sale_step(&L->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, now, &so);
+    gw_sale_step(&fs->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, cm_wall_ms(), &so);
     if (!(so.actions & GW_SALE_DO_DRAW))
         return;
     sim_disk_use(g->disk);
-    gw_fair_out_t out;
-    gw_fair_ev_t ev;
-    if (!c->seeded || c->seed_unsynced) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                            .entrants = L->n,
-                            .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
-        lot_step(L, &ev, now, &out);
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
-        if (out.actions & GW_FAIR_DO_SEED) /* gw_lottery.c local_seed: written again, as "F" */
-            ev.rc = lot_log(g, false, "D %016" PRIx64 " %zu", c->seed, c->ndraw)
-                        ? lot_make_durable(g)
-                        : CM_EIO;
-        else if (out.actions & GW_FAIR_DO_MAKE_DURABLE)
-            ev.rc = lot_make_durable(g);
-        if (gw_died(wd, g))
+    bool was_seeded = fs->seeded && !fs->seed_unsynced, was_out = fs->exhausted;
+    size_t from = fs->next;
+    for (size_t i = 0; i < fs->n && i < NU_MAX; i++)
+        L->pre[i] = fs->v[i].state;
+    memset(L->tried, 0, sizeof(L->tried));
+    L->budget = 1 + sim_below(&wd->rng, 6);
+    gw_fair__run_draw(L->f, fs, L->closes_ms);
+    if (gw_died(wd, g))
+        return; /* the process died: its draw with it */
+    if (!fs->seeded || fs->seed_unsynced) {
+        sim_trace(&wd->log, "gw%d: lottery: the log not durable (seed %s), tried again later",
+                  g->idx, fs->seeded ? "drawn" : "not drawn");
+        if (!fs->seeded)
             return;
-        lot_step(L, &ev, now, &out);
-        if (out.actions & GW_FAIR_DO_ORDER) {
-            lot_order(L);
-            sim_trace(&wd->log, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64,
-                      g->idx, c->ndraw, c->seed);
-        }
-        if (!c->seeded || c->seed_unsynced) {
-            sim_trace(&wd->log, "gw%d: lottery: the seed's fdatasync failed, tried again later",
-                      g->idx);
-            return;
-        }
+    } else if (!was_seeded) {
+        sim_trace(&wd->log, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx,
+                  fs->ndraw, fs->seed);
     }
     lot_check_order(wd, g);
-    for (uint32_t k = 1 + sim_below(&wd->rng, 6); k > 0 && c->next < c->ndraw && !wd->log.failed;
-         k--) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
-        lot_step(L, &ev, now, &out);
-        if (!(out.actions & GW_FAIR_DO_DRAW))
-            return;
-        size_t pos = c->next;
-        lot_ent_t *e = &L->v[out.entry];
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
-        lot_step(L, &ev, now, &out);
-        if (out.actions & GW_FAIR_DO_ACCEPT) {
-            if (!lot_accept(wd, g, e, &ev))
-                return; /* the process died: its core with it */
-            lot_step(L, &ev, now, &out);
-            if (ev.acc == GW_FAIR_ACC_FAILED)
-                return;
-            sim_trace(&wd->log, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user,
-                      e->qty, gw_entry_state_name((gw_entry_state_t)out.state));
-        }
-        if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED) {
-            e->state = out.state;
-            /* lost for cause: its "X", unsynced (gw_lottery.c apply_state) */
-            if (ev.kind == GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST &&
-                (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED)) {
-                bool x = lot_log(g, false, "X o%u", e->ord);
-                if (gw_died(wd, g))
-                    return;
-                sim_trace(&wd->log, "gw%d: lottery: u%u lost for cause%s", g->idx, e->user,
-                          x ? "" : " (its X not written)");
-            }
-            /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
-            if (ev.kind != GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST && c->exhausted &&
-                wd->fsync_mode) /* write durability: a power loss may lose what was said */
-                L->o_told_lost[e->user] = true;
-        }
-        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
-            if (!lot_commit(wd, g))
-                return;
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = CM_EIO};
-            if (lot_log(g, wd->fsync_mode, "O"))
-                ev.rc = 0;
-            if (gw_died(wd, g))
-                return;
-            lot_step(L, &ev, now, &out);
-            sim_trace(&wd->log, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
-                      ev.rc ? " (its record's fdatasync failed)" : "");
-            if (c->seed_unsynced)
-                return; /* the log made durable at the next step, before the next entrant */
-        }
-    }
-    if (c->next < c->ndraw || wd->log.failed)
-        return;
-    if (!lot_commit(wd, g))
-        return;
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
-    lot_step(L, &ev, now, &out);
-    if (!(out.actions & GW_FAIR_DO_LOG_OUTCOMES))
-        return;
-    bool logged = true;
-    for (size_t i = 0; i < c->ndraw; i++) {
-        lot_ent_t *e = &L->v[i];
-        if (e->state != GW_ENTRY_WON)
+    for (size_t pos = from; pos < fs->next && pos < fs->ndraw && fs->ndraw <= NU_MAX; pos++) {
+        const entry_t *e = &fs->v[fs->perm[pos]];
+        uint32_t u = ent_user(e);
+        if (L->pre[fs->perm[pos]] != GW_ENTRY_ENTERED || e->state == GW_ENTRY_ENTERED)
             continue;
-        ord_t *r = &wd->ords[e->ord];
-        if (r->state != O_ACKED) { /* "won": GET /v1/orders/{id} answers as a 202 did */
-            r->state = O_ACKED;
-            r->exempt = false;
-        }
-        set_status(g, e->ord, ST_QUEUED);
-        if (!e->wlogged) {
-            if (lot_log(g, false, "W o%u", e->ord))
-                e->wlogged = true;
-            else
-                logged = false;
-            if (gw_died(wd, g))
-                return;
-        }
+        sim_trace(&wd->log, "gw%d: lottery: #%zu u%u qty %u -> %s%s", g->idx, pos + 1, u, e->qty,
+                  gw_entry_state_name((gw_entry_state_t)e->state),
+                  L->tried[u] ? "" : " (not tried)");
+        /* not tried: the stock ran out before it (GET /v1/orders says lost now;
+         * write durability: a power loss may lose what was said) */
+        if (e->state == GW_ENTRY_LOST && !L->tried[u] && fs->exhausted && wd->fsync_mode)
+            L->o_told_lost[u] = true;
     }
-    /* "F" written, then the whole log made durable (not a plain fdatasync:
-     * the pages of an earlier one that failed would stay dropped) */
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EIO};
-    if (logged && lot_log(g, false, "%s", out.waitlist ? "F w" : "F"))
-        ev.rc = lot_make_durable(g);
-    if (gw_died(wd, g))
-        return;
-    lot_step(L, &ev, now, &out);
-    if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
-        sim_trace(&wd->log, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
+    if (fs->exhausted && !was_out)
+        sim_trace(&wd->log, "gw%d: lottery: the stock ran out%s", g->idx,
+                  fs->seed_unsynced ? " (its record's fdatasync failed)" : "");
+    if (!lot_drawn(g)) {
+        if (fs->next >= fs->ndraw && !wd->log.failed)
+            sim_trace(&wd->log, "gw%d: lottery: the end of the draw not recorded, tried again",
+                      g->idx);
         return;
     }
-    L->drawn = true;
+    for (size_t i = 0; i < fs->ndraw; i++) /* "won": answered as a 202 was */
+        if (fs->v[i].state == GW_ENTRY_WON)
+            lot_known(wd, g, ent_ord(&fs->v[i]));
     lot_check_done(wd, g);
 }
 
@@ -2780,7 +2679,7 @@ static bool quiescent(world_t *wd)
         oq_spool_stats_t ss;
         oq_spool_stats(g->sp, &ss);
         if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait || g->nreps || g->nrel ||
-            (g->lot.on && !g->lot.drawn))
+            (g->lot.on && !lot_drawn(g)))
             return false;
     }
     for (int p = 0; p < NPART; p++)
@@ -2863,7 +2762,7 @@ static void one_step(world_t *wd)
     } else if (r < 520) {
         sync_step(wd, g);
     } else if (r < 600) {
-        if (r >= 560 && g->lot.on && !g->lot.drawn && g->up) { /* the draw's thread, when due */
+        if (r >= 560 && g->lot.on && g->up && !lot_drawn(g)) { /* the draw's thread, when due */
             lottery_step(wd, g);
             lot_check_told(wd, g);
         } else
@@ -2978,6 +2877,12 @@ static void final_checks(world_t *wd)
     }
 }
 
+/* The product's random keys (cm_hash_seed_random) from the world's generator. */
+static uint64_t seed_word(void *arg)
+{
+    return cm_rand_next(arg);
+}
+
 void sim_run(const sim_opts_t *opts, sim_result_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -2987,6 +2892,11 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     yield_world = wd;
     cm_yield_set(sim_yield);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
+    /* the lottery's entry log on each gateway's simulated disk (its journal's
+     * file calls), its draw seeds from the seed */
+    cm_journal_set_fs(sim_journal_fs());
+    cm_rand_seed(&wd->keys, opts->seed ^ 0x107e5eed107e5eedull);
+    cm_hash_seed_set_fake(seed_word, &wd->keys);
     int redis_mode = opts->redis ? opts->redis : opts->seed % 32 == 28 ? 1 : -1;
     wd->ng = 1 + (int)sim_below(&wd->rng, NG_MAX);
     wd->nu = 4 + (int)sim_below(&wd->rng, NU_MAX - 4);
@@ -3027,7 +2937,6 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
             g->lot.closes_ms = cm_wall_ms() + 100 + sim_below(&wd->rng, 900);
             g->lot.secret.k0 = cm_rand_next(&wd->rng);
             g->lot.secret.k1 = cm_rand_next(&wd->rng);
-            lot_configure_core(&g->lot);
         }
         /* the inventory: Redis on every gateway (--redis), or on three in four
          * in the seeds 28 mod 32 (their draws only: the others walk as before) */
@@ -3100,6 +3009,12 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     out->steps = wd->step;
     for (uint32_t i = 1; i < wd->nords; i++)
         out->accepted += wd->ords[i].state == O_ACKED;
+    for (int i = 0; i < wd->ng; i++) {
+        sim_disk_use(wd->gw[i].disk);
+        lot_close(&wd->gw[i]);
+    }
+    cm_hash_seed_set_fake(NULL, NULL);
+    cm_journal_set_fs(NULL);
     if (out->ok) /* the waiting room's world, the same seed (sim_room.h) */
         sim_room_run(opts, out);
     for (int i = 0; i < wd->ng; i++) {

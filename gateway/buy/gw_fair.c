@@ -40,11 +40,6 @@
 
 /*---- open / close ----*/
 
-static int mkdir_one(const char *p)
-{
-    return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : CM_EIO;
-}
-
 int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
@@ -64,20 +59,30 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     int orc = f->lot->open ? f->lot->open(f, errbuf, errlen) : 0;
     if (orc)
         return orc;
-    if (mkdir_one(f->dir) != 0) {
+    /* every file of the fairness through the journal's table (cm_journal.h): the disk a
+     * simulator's power cut reaches */
+    if (cm_journal_mkdir(f->dir, 0755) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot create %s: %s", f->dir, strerror(errno));
         return CM_EIO;
     }
     char path[700];
     snprintf(path, sizeof(path), "%s/fair.json", srv->cfg->data_dir);
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) {
-        if (access(path, F_OK) == 0) {
-            cm_errbuf_set(errbuf, errlen, "%s: %s", path, jerr.text);
-            return CM_EINVAL;
-        }
+    char *text = NULL;
+    size_t tlen = 0;
+    int rrc = cm_journal_read_file(path, &text, &tlen);
+    if (rrc == CM_ENOTFOUND)
         return 0;
+    if (rrc != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(text, tlen, 0, &jerr);
+    explicit_bzero(text, tlen); /* the per-sale secrets */
+    free(text);
+    if (!root) {
+        cm_errbuf_set(errbuf, errlen, "%s: %s", path, jerr.text);
+        return CM_EINVAL;
     }
     uint64_t max_id = 0;
     json_t *arr = json_object_get(root, "sales"), *it;
@@ -159,7 +164,7 @@ static bool fair_tick(gw_fair_t *f)
                      &(gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waiting}}, now,
                      &so);
         if (i >= n) {
-            here[i] = inv_sale_find(f->srv->stores.inv, fs->sale_id) != NULL;
+            here[i] = gw_fair__sale_terms(fs);
             so.actions &= GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT;
         }
         /* a sale gone from inventory is neither drawn nor admitted */

@@ -70,6 +70,12 @@ int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
 /* The sale's state machine (gw_sale_core.h): its configuration (relaxed
  * atomics) and phase, for the routes to read. Thread-safe. */
 const struct gw_sale_core *gw_fair_machine(const gw_fair_sale_t *fs);
+/* The sale's start and end, read from its inventory record into the machine.
+ * The lottery thread copies them at each tick; a route that decides by them
+ * (a join: pre-queue or seal) reads them first, as a fleet's configuration
+ * (the room's rate) may reach this gateway before its tick read the sale's new
+ * terms. Stores only what moved. Thread-safe. */
+void gw_fair_terms(gw_fair_sale_t *fs, const inv_sale_t *sale);
 
 /*
  * An entry's state: in the draw, won (its order is reserved), lost, or

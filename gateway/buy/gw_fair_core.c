@@ -3,7 +3,7 @@
  * sale's lottery from its first entry to its last winner, in one file, with
  * no I/O. The shell around it is gw_lottery.c (gw_fair_enter,
  * gw_fair__log_load, gw_fair__cut_winners, gw_fair__run_draw); the simulator
- * runs it too (sim/sim_world.c, the lottery's shell there).
+ * runs both (sim/sim_world.c).
  *
  * The rules:
  *   - one entry per person: a person's second entry gets the first back (the

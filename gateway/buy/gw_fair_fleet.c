@@ -13,29 +13,19 @@
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
-#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_elig_backend.h"
-#include "gateway/edge/gw_edge.h"
-#include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
 #define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
@@ -702,10 +692,10 @@ static void fleet_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out_t 
     gw_fair_core_step(&r->core, &e, out);
 }
 
-/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
- * before did), the seed offered (the first drawer's stays), the losers' mode
- * decided once (not waitlisted when the sale is over), then the entrants, the
- * seed and the recorded winners read back: SEED_TAKEN. */
+/* The core's DO_SEED in a fleet: the entrants frozen, the seed offered and the
+ * losers' mode decided (not waitlisted when the sale is over) in one script
+ * (gw_fair_redis_lottery_seed), then the entrants, the seed and the recorded
+ * winners read back: SEED_TAKEN. */
 static bool fleet_seed(gw_fair_draw_t *d, uint64_t rnd)
 {
     fleet_run_t *r = d->run;
@@ -717,13 +707,9 @@ static bool fleet_seed(gw_fair_draw_t *d, uint64_t rnd)
         return false;
     char why[256] = "", hex[24];
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->core.seed);
-    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND};
-    if (c && gw_fair_redis_lottery_freeze(c, sale) < 0)
-        fleet_broke(f, "freeze", inv_fleet_errstr(c));
-    else if (c && FLEET_CALL(f, why, gw_fair_redis_lottery_seed_offer, sale, hex) &&
-             FLEET_CALL(f, why, gw_fair_redis_wl_mode_set, sale, r->over ? 'l' : 'w') &&
-             fleet_read(f, d->fs, &r->d) && r->d.seeded)
+    if (FLEET_CALL(f, why, gw_fair_redis_lottery_seed, sale, hex, r->over ? 'l' : 'w') &&
+        fleet_read(f, d->fs, &r->d) && r->d.seeded)
         ev.rc = 0;
     ev.seed = r->d.seed;
     ev.entrants = r->d.n;
@@ -864,40 +850,34 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
     if (window_ms == 0 && wr_rate == 0 && !fs)
         return 0; /* no lottery, none to remove: the fleet need not hear of it */
-    char why[256] = "";
-    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
-    if (!c)
-        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
-    int rc = CM_EBACKEND;
-    char cur[256];
+    char why[256] = "", cur[256], val[160];
     bool found = false;
     unsigned long long k0, k1;
     long long w0, e0;
-    if (gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
-        goto out;
+    inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
+    if (!c)
+        return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
+    bool ok =
+        gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) == 0;
     /* A sale deleted with its lottery and created again: whatever its deletion could not
      * clear goes before the new lottery is announced (a new secret, too). */
-    if (found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0 &&
-        gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
-        goto out;
-    if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
-        secret->k0 = k0;
-        secret->k1 = k1;
-    } else if (cm_hash_seed_random(secret) != 0) {
-        goto out;
+    if (ok && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0)
+        ok = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) == 0;
+    if (ok && found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4)
+        *secret = (cm_hash_key_t){k0, k1};
+    else if (ok)
+        ok = cm_hash_seed_random(secret) == 0;
+    if (ok) {
+        snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+                 (long long)early_ms, (unsigned long long)secret->k0,
+                 (unsigned long long)secret->k1, (long long)wr_rate);
+        /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
+        ok = gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0;
     }
-    char val[160];
-    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
-             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
-             (long long)wr_rate);
-    /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
-    if (gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0)
-        rc = 1;
-out:
-    if (rc < 0)
-        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
     inv_fleet_close(c);
-    return rc;
+    if (!ok)
+        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
+    return ok ? 1 : CM_EBACKEND;
 }
 
 /*

@@ -25,24 +25,12 @@
 #define relems inv_fleet_reply_elements
 #define el inv_fleet_reply_element
 
-/*---- the lottery ----*/
-
 #define K_CONF "{flashgate:fair}:conf"
 
-/* A key of the sale: {flashgate:fair:<sale>}:<what>. */
-typedef struct fkey {
-    char s[160];
-} fkey_t;
-
-static fkey_t fkey(const char *sale, const char *what)
-{
-    fkey_t k;
-    snprintf(k.s, sizeof(k.s), "{flashgate:fair:%s}:%s", sale, what);
-    return k;
-}
+/*---- the one call path of every command and script ----*/
 
 /* A script of the store: its text, and its SHA1 in hex (scripts_init, once per process).
- * Each goes as EVALSHA, with its text only after NOSCRIPT (inv_fleet_vscript): a room
+ * Each goes as EVALSHA, with its text only after NOSCRIPT (inv_fleet_script_argv): a room
  * join's text is 1.6 kB that every join sent otherwise (bench/README.md, "The fairness
  * store's scripts by SHA1"). */
 typedef struct script {
@@ -52,63 +40,127 @@ typedef struct script {
 
 static void scripts_init(void);
 
-/* r, or NULL with the reason in errbuf on a transport error (r NULL) or an error reply. */
-static inv_fleet_reply_t *checked(inv_fleet_conn_t *c, inv_fleet_reply_t *r, char *errbuf,
-                                  size_t errlen)
-{
-    if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
-        return NULL;
-    }
-    if (rtype(r) == INV_FLEET_REPLY_ERROR) {
-        cm_errbuf_set(errbuf, errlen, "%s", rstr(r));
-        inv_fleet_reply_free(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* One command (sc NULL: fmt is the command) or script sc (fmt: numkeys, the keys and the
- * arguments) on key's node; NULL with the reason in errbuf on a transport error or an
- * error reply. */
-static inv_fleet_reply_t *call(inv_fleet_conn_t *c, const char *key, const script_t *sc,
-                               char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    inv_fleet_reply_t *r;
-    if (sc) {
-        scripts_init();
-        r = inv_fleet_vscript(c, key, sc->sha1, sc->text, fmt, ap);
-    } else {
-        r = inv_fleet_vcmd(c, key, fmt, ap);
-    }
-    va_end(ap);
-    return checked(c, r, errbuf, errlen);
-}
-
-/* call for argc strings (sc NULL: the command's words; else numkeys, the keys and the
- * arguments), routed by argv[1]. */
-static inv_fleet_reply_t *call_argv(inv_fleet_conn_t *c, const script_t *sc, int argc,
-                                    const char **argv, char *errbuf, size_t errlen)
-{
-    size_t *argl = cm_xmalloc((size_t)argc * sizeof(*argl));
-    for (int i = 0; i < argc; i++)
-        argl[i] = strlen(argv[i]);
-    if (sc)
-        scripts_init();
-    inv_fleet_reply_t *r =
-        sc ? inv_fleet_script_argv(c, argv[1], sc->sha1, sc->text, argc, argv, argl)
-           : inv_fleet_cmd_argv(c, argv[1], argc, argv, argl);
-    free(argl);
-    return checked(c, r, errbuf, errlen);
-}
+/* A call's words at most (a %v's aside), and their text's bytes. */
+#define CALL_WORDS 24
+#define CALL_TEXT 4096
 
 /* "unexpected reply" in errbuf: CM_EBACKEND. */
 static int unexpected(char *errbuf, size_t errlen)
 {
     cm_errbuf_set(errbuf, errlen, "unexpected reply");
     return CM_EBACKEND;
+}
+
+/* Whether r has shape: "" any, "i" an integer, "*" then one letter per element of an
+ * array of exactly as many (s a string, i an integer, . any). */
+static bool shaped(const inv_fleet_reply_t *r, const char *shape)
+{
+    if (shape[0] != '*')
+        return shape[0] != 'i' || rtype(r) == INV_FLEET_REPLY_INTEGER;
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != strlen(shape + 1))
+        return false;
+    for (size_t i = 0; i < relems(r); i++)
+        if ((shape[i + 1] == 's' && rtype(el(r, i)) != INV_FLEET_REPLY_STRING) ||
+            (shape[i + 1] == 'i' && rtype(el(r, i)) != INV_FLEET_REPLY_INTEGER))
+            return false;
+    return true;
+}
+
+/* One word of fmt (p, len) that is not a string given (%s, %v) into out[0..room): its
+ * length, or -1 when it does not fit. */
+static int word(char *out, size_t room, const char *p, size_t len, const char *sale, va_list *ap)
+{
+    int k;
+#define IS(s) (len == sizeof(s) - 1 && memcmp(p, s, len) == 0)
+    if (IS("%d"))
+        k = snprintf(out, room, "%d", va_arg(*ap, int));
+    else if (IS("%u"))
+        k = snprintf(out, room, "%u", va_arg(*ap, unsigned));
+    else if (IS("%lld"))
+        k = snprintf(out, room, "%lld", va_arg(*ap, long long));
+    else if (IS("%llu"))
+        k = snprintf(out, room, "%llu", va_arg(*ap, unsigned long long));
+    else if (IS("%k"))
+        k = snprintf(out, room, "{flashgate:fair:%s}:%s", sale, va_arg(*ap, const char *));
+    else if (*p == ':')
+        k = snprintf(out, room, "{flashgate:fair:%s}%.*s", sale, (int)len, p);
+    else
+        k = snprintf(out, room, "%.*s", (int)len, p);
+#undef IS
+    return k >= 0 && (size_t)k < room ? k : -1;
+}
+
+/*
+ * A command (sc NULL) or the script sc on the sale's node, and its reply of the given
+ * shape (shaped). fmt's words, split at single spaces: ":name" the sale's key
+ * {flashgate:fair:<sale>}:name, "%k" the same of a name given, "%s" a string (an empty
+ * one too), "%d", "%u", "%lld", "%llu" a number, "%v" n strings (a size_t, then a
+ * const char *const *; last); any other word is itself. A script's KEYS are its leading
+ * key words (:name, %k, {...}). Routed by the word after the command (a script's first
+ * key). The reply, or NULL with the reason in errbuf: a transport error (c broken), an
+ * error reply or an unexpected one.
+ */
+static inv_fleet_reply_t *call(inv_fleet_conn_t *c, const script_t *sc, const char *sale,
+                               const char *shape, char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    char text[CALL_TEXT];
+    const char *w[CALL_WORDS], *const *more = NULL, *p = fmt;
+    size_t n = sc ? 1 : 0, nmore = 0, used = 0, nkeys = 0, al[CALL_WORDS];
+    int k = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    for (size_t len; *p && n < CALL_WORDS && k >= 0; p += len + (p[len] == ' ')) {
+        len = strcspn(p, " ");
+        if (sc && n == 1 + nkeys &&
+            (*p == ':' || *p == '{' || (len == 2 && memcmp(p, "%k", 2) == 0)))
+            nkeys++;
+        if (len == 2 && memcmp(p, "%s", 2) == 0) {
+            w[n++] = va_arg(ap, const char *);
+        } else if (len == 2 && memcmp(p, "%v", 2) == 0) {
+            nmore = va_arg(ap, size_t);
+            more = va_arg(ap, const char *const *);
+        } else if ((k = word(text + used, sizeof(text) - used, p, len, sale, &ap)) >= 0) {
+            w[n++] = text + used;
+            used += (size_t)k + 1;
+        }
+    }
+    va_end(ap);
+    if (sc && k >= 0)
+        k = snprintf(text + used, sizeof(text) - used, "%zu", nkeys);
+    if (*p || k < 0 || (size_t)k >= sizeof(text) - used || n < 2) {
+        cm_errbuf_set(errbuf, errlen, "command too long");
+        return NULL;
+    }
+    if (sc)
+        w[0] = text + used;
+    size_t argc = n + nmore;
+    const char **argv = nmore ? cm_xmalloc(argc * sizeof(*argv)) : w;
+    size_t *argl = nmore ? cm_xmalloc(argc * sizeof(*argl)) : al;
+    if (nmore) {
+        memcpy(argv, w, n * sizeof(*w));
+        memcpy(argv + n, more, nmore * sizeof(*more));
+    }
+    for (size_t i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    if (sc)
+        scripts_init();
+    inv_fleet_reply_t *r =
+        sc ? inv_fleet_script_argv(c, argv[1], sc->sha1, sc->text, (int)argc, argv, argl)
+           : inv_fleet_cmd_argv(c, argv[1], (int)argc, argv, argl);
+    if (nmore) {
+        free(argv);
+        free(argl);
+    }
+    if (!r)
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+    else if (rtype(r) == INV_FLEET_REPLY_ERROR)
+        cm_errbuf_set(errbuf, errlen, "%s", rstr(r));
+    else if (!shaped(r, shape))
+        unexpected(errbuf, errlen);
+    else
+        return r;
+    inv_fleet_reply_free(r);
+    return NULL;
 }
 
 /* A call's reply for its effect: frees r; 0, or CM_EBACKEND when r is NULL. */
@@ -118,26 +170,27 @@ static int ran(inv_fleet_reply_t *r)
     return r ? 0 : CM_EBACKEND;
 }
 
-/* A call's integer reply into *out (when not NULL), else CM_EBACKEND with the reason.
- * Frees r. */
-static int num(inv_fleet_reply_t *r, long long *out, char *errbuf, size_t errlen)
+/* A call's integer reply into *out; 0, or CM_EBACKEND when r is NULL. Frees r. */
+static int num(inv_fleet_reply_t *r, long long *out)
 {
-    if (!r)
-        return CM_EBACKEND;
-    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : unexpected(errbuf, errlen);
-    if (rc == 0 && out)
+    if (r)
         *out = rnum(r);
-    inv_fleet_reply_free(r);
-    return rc;
+    return ran(r);
 }
 
-/* A call's integer reply 1 as 1, any other integer as 0, else CM_EBACKEND with the
- * reason. Frees r. */
-static int yes(inv_fleet_reply_t *r, char *errbuf, size_t errlen)
+/* A call's integer reply 1 as 1, any other as 0, or CM_EBACKEND when r is NULL. */
+static int yes(inv_fleet_reply_t *r)
 {
     long long n = 0;
-    int rc = num(r, &n, errbuf, errlen);
-    return rc ? rc : n == 1;
+    return num(r, &n) ? CM_EBACKEND : n == 1;
+}
+
+/* yes into *out: 0 or CM_EBACKEND. */
+static int flag(inv_fleet_reply_t *r, bool *out)
+{
+    int rc = yes(r);
+    *out = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 /* A call's reply into out[0..cap) when a string (*found; a nil: not found), else left
@@ -149,57 +202,37 @@ static int str(inv_fleet_reply_t *r, char *out, size_t cap, bool *found)
     *found = rtype(r) == INV_FLEET_REPLY_STRING;
     if (*found && cap)
         snprintf(out, cap, "%s", rstr(r));
-    inv_fleet_reply_free(r);
-    return 0;
+    return ran(r);
 }
 
-/* HGETALL of key: fn for each field and value; 0 or CM_EBACKEND (errbuf). */
-static int fpairs(inv_fleet_conn_t *c, const char *key, inv_fleet_pair_fn fn, void *ctx,
-                  char *errbuf, size_t errlen)
+/* A call's HGETALL reply: fn for each field and value; 0 or CM_EBACKEND. Frees r. */
+static int pairs(inv_fleet_reply_t *r, inv_fleet_pair_fn fn, void *ctx)
 {
-    inv_fleet_reply_t *r = call(c, key, NULL, errbuf, errlen, "HGETALL %s", key);
-    if (!r)
-        return CM_EBACKEND;
-    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i + 1 < relems(r); i += 2)
+    for (size_t i = 0; r && i + 1 < relems(r); i += 2)
         if (rstr(el(r, i)) && rstr(el(r, i + 1)))
             fn(ctx, rstr(el(r, i)), rstr(el(r, i + 1)));
-    inv_fleet_reply_free(r);
-    return 0;
+    return ran(r);
 }
 
-/* ZRANGE of key, ranks start..stop: fn for each member; 0 or CM_EBACKEND (errbuf). */
-static int fmembers(inv_fleet_conn_t *c, const char *key, long long start, long long stop,
-                    void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
-                    size_t errlen)
-{
-    inv_fleet_reply_t *r =
-        call(c, key, NULL, errbuf, errlen, "ZRANGE %s %lld %lld", key, start, stop);
-    if (!r)
-        return CM_EBACKEND;
-    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
-        if (rstr(el(r, i)))
-            fn(ctx, rstr(el(r, i)));
-    inv_fleet_reply_free(r);
-    return 0;
-}
+/*---- the lottery ----*/
 
 int gw_fair_redis_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx,
                                    char *errbuf, size_t errlen)
 {
-    return fpairs(c, K_CONF, fn, ctx, errbuf, errlen);
+    return pairs(call(c, NULL, NULL, "", errbuf, errlen, "HGETALL " K_CONF), fn, ctx);
 }
 
 int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
                                    bool *found, char *errbuf, size_t errlen)
 {
-    return str(call(c, K_CONF, NULL, errbuf, errlen, "HGET %s %s", K_CONF, sale), out, cap, found);
+    return str(call(c, NULL, sale, "", errbuf, errlen, "HGET " K_CONF " %s", sale), out, cap,
+               found);
 }
 
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
                                    char *errbuf, size_t errlen)
 {
-    return num(call(c, K_CONF, NULL, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value), NULL,
-               errbuf, errlen);
+    return ran(call(c, NULL, sale, "i", errbuf, errlen, "HSET " K_CONF " %s %s", sale, value));
 }
 
 /* KEYS conf; ARGV sale, "lot" or "reg", text. The lottery's part is the value's head, the
@@ -222,9 +255,8 @@ static script_t SC_CONF_PART = {.text = LUA_CONF_PART};
 int gw_fair_redis_conf_part(inv_fleet_conn_t *c, const char *sale, bool reg, const char *text,
                             char *errbuf, size_t errlen)
 {
-    return num(call(c, K_CONF, &SC_CONF_PART, errbuf, errlen, "1 %s %s %s %s", K_CONF, sale,
-                    reg ? "reg" : "lot", text),
-               NULL, errbuf, errlen);
+    return ran(call(c, &SC_CONF_PART, sale, "i", errbuf, errlen, K_CONF " %s %s %s", sale,
+                    reg ? "reg" : "lot", text));
 }
 
 int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
@@ -233,54 +265,39 @@ int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *va
     char field[200];
     snprintf(field, sizeof(field), GW_FAIR_REDIS_ELIG_PREFIX "%s", sale);
     if (!value)
-        return ran(call(c, K_CONF, NULL, errbuf, errlen, "HDEL %s %s", K_CONF, field));
-    return num(call(c, K_CONF, NULL, errbuf, errlen, "HSET %s %s %s", K_CONF, field, value), NULL,
-               errbuf, errlen);
+        return ran(call(c, NULL, sale, "", errbuf, errlen, "HDEL " K_CONF " %s", field));
+    return ran(call(c, NULL, sale, "i", errbuf, errlen, "HSET " K_CONF " %s %s", field, value));
 }
 
 int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
-    static const char *const names[] = {"e",    "drawn",   "pushed", "lock", "seed",  "won",
-                                        "done", "entered", "reg",    "wr",   "wrpre", "wrpl",
-                                        "wl",   "wlock",   "wp",     "ep",   "ei"};
-    enum { N = sizeof(names) / sizeof(names[0]) };
-    fkey_t keys[N];
-    const char *argv[N + 1] = {"DEL"};
-    for (size_t i = 0; i < N; i++) {
-        keys[i] = fkey(sale, names[i]);
-        argv[i + 1] = keys[i].s;
-    }
-    return num(call_argv(c, NULL, N + 1, argv, errbuf, errlen), NULL, errbuf, errlen);
+    return ran(call(c, NULL, sale, "i", errbuf, errlen,
+                    "DEL :e :drawn :pushed :lock :seed :won :done :entered :reg :wr :wrpre :wrpl "
+                    ":wl :wlock :wp :ep :ei"));
 }
 
 int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
                                    const char *value)
 {
-    fkey_t ke = fkey(sale, "e");
+    char k[160];
+    snprintf(k, sizeof(k), "{flashgate:fair:%s}:e", sale);
     /* the first command picks the pipeline's node: the sale's */
-    return inv_fleet_pipe_append(c, ke.s, "HSETNX %s %s %s", ke.s, user, value) == 0 ? 0
-                                                                                     : CM_EBACKEND;
+    return inv_fleet_pipe_append(c, k, "HSETNX %s %s %s", k, user, value) == 0 ? 0 : CM_EBACKEND;
 }
 
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                       bool all_added, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "pushed");
-    bool ok = false;
-    if (all_added) {
-        int rc = inv_fleet_pipe_append(c, kp.s, "SADD %s %u", kp.s, node_id);
-        if (rc == CM_EBACKEND) { /* no connection to the node */
-            cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
-            return CM_EBACKEND;
-        }
-        ok = rc == 0;
-    }
+    char k[160];
+    snprintf(k, sizeof(k), "{flashgate:fair:%s}:pushed", sale);
+    int rc = all_added ? inv_fleet_pipe_append(c, k, "SADD %s %u", k, node_id) : 1;
     size_t errors = 0;
-    if (inv_fleet_pipe_read(c, &errors) != 0) {
+    /* CM_EBACKEND: no connection to the node */
+    if (rc == CM_EBACKEND || inv_fleet_pipe_read(c, &errors) != 0) {
         cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
         return CM_EBACKEND;
     }
-    return ok && errors == 0 ? 1 : 0;
+    return rc == 0 && errors == 0 ? 1 : 0;
 }
 
 /* KEYS pushed, entered. {gateways that pushed, gateways that hold entries and have not}. */
@@ -293,53 +310,37 @@ static script_t SC_PUSHED = {.text = LUA_PUSHED};
 int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
                                        long long *missing, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "pushed"), ke = fkey(sale, "entered");
-    inv_fleet_reply_t *r = call(c, kp.s, &SC_PUSHED, errbuf, errlen, "2 %s %s", kp.s, ke.s);
-    if (!r)
-        return CM_EBACKEND;
-    bool two = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2;
+    inv_fleet_reply_t *r = call(c, &SC_PUSHED, sale, "", errbuf, errlen, ":pushed :entered");
+    bool two = r && shaped(r, "*..");
     *n = two ? rnum(el(r, 0)) : -1;
     *missing = two ? rnum(el(r, 1)) : -1;
-    inv_fleet_reply_free(r);
-    return 0;
-}
-
-/* Whether the sale's lottery key `name` exists. */
-static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char *name, bool *out,
-                              char *errbuf, size_t errlen)
-{
-    fkey_t k = fkey(sale, name);
-    int rc = yes(call(c, k.s, NULL, errbuf, errlen, "EXISTS %s", k.s), errbuf, errlen);
-    *out = rc == 1;
-    return rc < 0 ? rc : 0;
+    return ran(r);
 }
 
 int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
                                size_t errlen)
 {
-    return lottery_key_exists(c, sale, "done", done, errbuf, errlen);
+    return flag(call(c, NULL, sale, "i", errbuf, errlen, "EXISTS :done"), done);
 }
 
 int gw_fair_redis_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
                                    size_t errlen)
 {
-    fkey_t k = fkey(sale, "done");
-    return ran(call(c, k.s, NULL, errbuf, errlen, "SET %s %llu", k.s, (unsigned long long)n));
+    return ran(call(c, NULL, sale, "", errbuf, errlen, "SET :done %llu", (unsigned long long)n));
 }
 
 int gw_fair_redis_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                        char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "entered");
-    return ran(call(c, k.s, NULL, errbuf, errlen, "SADD %s %u", k.s, node_id));
+    return ran(call(c, NULL, sale, "", errbuf, errlen, "SADD :entered %u", node_id));
 }
 
 int gw_fair_redis_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
                                   size_t errlen)
 {
     bool entered = false, drawn = false;
-    if (lottery_key_exists(c, sale, "entered", &entered, errbuf, errlen) != 0 ||
-        (entered && lottery_key_exists(c, sale, "done", &drawn, errbuf, errlen) != 0))
+    if (flag(call(c, NULL, sale, "i", errbuf, errlen, "EXISTS :entered"), &entered) != 0 ||
+        (entered && gw_fair_redis_lottery_done(c, sale, &drawn, errbuf, errlen) != 0))
         return CM_EBACKEND;
     *busy = entered && !drawn;
     return 0;
@@ -357,45 +358,45 @@ static script_t SC_LOTTERY_LOCK = {.text = LUA_LOTTERY_LOCK};
 int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                                bool *mine, char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "lock");
-    int rc = yes(call(c, k.s, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k.s, node_id, ttl_ms),
-                 errbuf, errlen);
-    *mine = rc == 1;
-    return rc < 0 ? rc : 0;
+    return flag(
+        call(c, &SC_LOTTERY_LOCK, sale, "i", errbuf, errlen, ":lock %u %d", node_id, ttl_ms), mine);
 }
 
 int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms,
                                      char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "lock");
-    return ran(call(c, k.s, NULL, errbuf, errlen, "PEXPIRE %s %d", k.s, ttl_ms));
+    return ran(call(c, NULL, sale, "", errbuf, errlen, "PEXPIRE :lock %d", ttl_ms));
 }
 
-int gw_fair_redis_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
+/* KEYS e, drawn, seed, wl; ARGV seed, mode. The entries frozen as the draw's entrants
+ * (RENAMENX: its error, nobody entered, is ignored; a no-op when a drawer before did),
+ * the seed offered (SET NX: the first drawer's stays), the losers' mode decided once
+ * (HSETNX: a resumed draw keeps the first drawer's). */
+static const char LUA_LOTTERY_SEED[] = "redis.pcall('RENAMENX', KEYS[1], KEYS[2])\n"
+                                       "redis.call('SET', KEYS[3], ARGV[1], 'NX')\n"
+                                       "redis.call('HSETNX', KEYS[4], 'mode', ARGV[2])\n"
+                                       "return 1\n";
+static script_t SC_LOTTERY_SEED = {.text = LUA_LOTTERY_SEED};
+
+int gw_fair_redis_lottery_seed(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                               char mode, char *errbuf, size_t errlen)
 {
-    fkey_t ke = fkey(sale, "e"), kd = fkey(sale, "drawn");
-    return ran(inv_fleet_cmd(c, ke.s, "RENAMENX %s %s", ke.s, kd.s));
+    char m[2] = {mode, '\0'};
+    return ran(call(c, &SC_LOTTERY_SEED, sale, "", errbuf, errlen, ":e :drawn :seed :wl %s %s",
+                    seed_hex, m));
 }
 
 int gw_fair_redis_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                    void *ctx, char *errbuf, size_t errlen)
 {
-    return fpairs(c, fkey(sale, "drawn").s, fn, ctx, errbuf, errlen);
-}
-
-int gw_fair_redis_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
-                                     char *errbuf, size_t errlen)
-{
-    fkey_t k = fkey(sale, "seed");
-    return ran(call(c, k.s, NULL, errbuf, errlen, "SET %s %s NX", k.s, seed_hex));
+    return pairs(call(c, NULL, sale, "", errbuf, errlen, "HGETALL :drawn"), fn, ctx);
 }
 
 int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed,
                                    bool *seeded, char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "seed");
     char hex[64];
-    int rc = str(call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s), hex, sizeof(hex), seeded);
+    int rc = str(call(c, NULL, sale, "", errbuf, errlen, "GET :seed"), hex, sizeof(hex), seeded);
     if (rc == 0 && *seeded)
         *seed = strtoull(hex, NULL, 16);
     return rc;
@@ -404,14 +405,13 @@ int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64
 int gw_fair_redis_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                   void *ctx, char *errbuf, size_t errlen)
 {
-    return fpairs(c, fkey(sale, "won").s, fn, ctx, errbuf, errlen);
+    return pairs(call(c, NULL, sale, "", errbuf, errlen, "HGETALL :won"), fn, ctx);
 }
 
 int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                                      const char *order_id, char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "won");
-    return ran(call(c, k.s, NULL, errbuf, errlen, "HSET %s %s %s", k.s, user, order_id));
+    return ran(call(c, NULL, sale, "", errbuf, errlen, "HSET :won %s %s", user, order_id));
 }
 
 /* KEYS ep, ei, entered; ARGV person, order id, value ("order node ..."), ... Each mark
@@ -419,17 +419,16 @@ int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, cons
  * every one taken). A mark's node joins :entered with it: an entry answered before the
  * lottery thread's own :entered mark (Redis away after it, across the close) still makes
  * the draw wait for that node's push (sim/seeds.txt, --fairfleet). */
-static const char LUA_ENTRY_MARK[] =
-    "local held = {}\n"
-    "for i = 1, #ARGV - 2, 3 do\n"
-    "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
-    "  if v then held[#held + 1] = v else\n"
-    "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
-    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i])\n"
-    "    local n = string.match(ARGV[i + 2], '^%S+ (%S+)')\n"
-    "    if n then redis.call('SADD', KEYS[3], n) end end\n"
-    "end\n"
-    "return held\n";
+static const char LUA_ENTRY_MARK[] = "local held = {}\n"
+                                     "for i = 1, #ARGV - 2, 3 do\n"
+                                     "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+                                     "  if v then held[#held + 1] = v else\n"
+                                     "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])\n"
+                                     "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i])\n"
+                                     "    local n = string.match(ARGV[i + 2], '^%S+ (%S+)')\n"
+                                     "    if n then redis.call('SADD', KEYS[3], n) end end\n"
+                                     "end\n"
+                                     "return held\n";
 static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
 /* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
@@ -452,65 +451,45 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
                                      const char *order_id, const char *value, bool *taken,
                                      char *held, size_t cap, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei"), ke = fkey(sale, "entered");
-    inv_fleet_reply_t *r = call(c, kp.s, &SC_ENTRY_MARK, errbuf, errlen, "3 %s %s %s %s %s %s",
-                                kp.s, ki.s, ke.s, person, order_id, value);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = 0;
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) > 1 ||
-        (relems(r) == 1 && rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)) {
+    inv_fleet_reply_t *r = call(c, &SC_ENTRY_MARK, sale, "", errbuf, errlen,
+                                ":ep :ei :entered %s %s %s", person, order_id, value);
+    if (r && !shaped(r, "*") && !shaped(r, "*s")) {
         cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
-        rc = CM_EBACKEND;
-    } else {
+        inv_fleet_reply_free(r);
+        return CM_EBACKEND;
+    }
+    if (r) {
         *taken = relems(r) == 0 || CM_PLANT(FAIR_REDIS_MARK_HELD);
         snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 0)));
     }
-    inv_fleet_reply_free(r);
-    return rc;
+    return ran(r);
 }
 
 int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
                                           size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei"), ke = fkey(sale, "entered");
-    const char **argv = cm_xmalloc((4 + 3 * n) * sizeof(*argv));
-    argv[0] = "3";
-    argv[1] = kp.s;
-    argv[2] = ki.s;
-    argv[3] = ke.s;
-    memcpy(argv + 4, args, 3 * n * sizeof(*args));
-    inv_fleet_reply_t *r = call_argv(c, &SC_ENTRY_MARK, (int)(4 + 3 * n), argv, errbuf, errlen);
-    free(argv);
-    return ran(r);
+    return ran(
+        call(c, &SC_ENTRY_MARK, sale, "", errbuf, errlen, ":ep :ei :entered %v", 3 * n, args));
 }
 
 int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
                                      const char *order_id, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
-    return ran(call(c, kp.s, &SC_ENTRY_DROP, errbuf, errlen, "2 %s %s %s %s", kp.s, ki.s, person,
-                    order_id));
+    return ran(
+        call(c, &SC_ENTRY_DROP, sale, "", errbuf, errlen, ":ep :ei %s %s", person, order_id));
 }
 
 int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
                                     bool *found, char *person, size_t pcap, char *value,
                                     size_t vcap, char *errbuf, size_t errlen)
 {
-    fkey_t kp = fkey(sale, "ep"), ki = fkey(sale, "ei");
-    inv_fleet_reply_t *r =
-        call(c, kp.s, &SC_ENTRY_GET, errbuf, errlen, "2 %s %s %s", kp.s, ki.s, order_id);
-    if (!r)
-        return CM_EBACKEND;
-    *found = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2 &&
-             rtype(el(r, 0)) == INV_FLEET_REPLY_STRING && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING;
-    if (*found) {
+    inv_fleet_reply_t *r = call(c, &SC_ENTRY_GET, sale, "", errbuf, errlen, ":ep :ei %s", order_id);
+    if (r && (*found = shaped(r, "*ss"))) {
         snprintf(person, pcap, "%s", rstr(el(r, 0)));
         snprintf(value, vcap, "%s", rstr(el(r, 1)));
     }
-    inv_fleet_reply_free(r);
-    return 0;
+    return ran(r);
 }
 
 /*---- the fleet's waitlist ----*/
@@ -583,29 +562,12 @@ static const char LUA_WL_END[] = "if redis.call('EXISTS', KEYS[2]) == 1 then ret
                                  "return 1\n";
 static script_t SC_WL_END = {.text = LUA_WL_END};
 
-/* The waitlist's keys of a sale. */
-typedef struct wl_keys {
-    fkey_t wl, wlock, wp, won;
-} wl_keys_t;
-
-static wl_keys_t wl_keys(const char *sale)
-{
-    return (wl_keys_t){fkey(sale, "wl"), fkey(sale, "wlock"), fkey(sale, "wp"), fkey(sale, "won")};
-}
-
 int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_wl_state_t *st,
                            char *errbuf, size_t errlen)
 {
-    fkey_t kl = fkey(sale, "wl"), kp = fkey(sale, "wp");
     memset(st, 0, sizeof(*st));
-    inv_fleet_reply_t *r = call(c, kl.s, &SC_WL_STATE, errbuf, errlen, "2 %s %s", kl.s, kp.s);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = 0;
-    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 6 ||
-        rtype(el(r, 0)) != INV_FLEET_REPLY_STRING || rtype(el(r, 5)) != INV_FLEET_REPLY_STRING) {
-        rc = unexpected(errbuf, errlen);
-    } else {
+    inv_fleet_reply_t *r = call(c, &SC_WL_STATE, sale, "*s....s", errbuf, errlen, ":wl :wp");
+    if (r) {
         st->mode = rlen(el(r, 0)) == 1 ? rstr(el(r, 0))[0] : 0;
         st->ended = rnum(el(r, 1)) != 0;
         st->gen = rnum(el(r, 2));
@@ -613,37 +575,22 @@ int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_
         st->promoted = rnum(el(r, 4));
         snprintf(st->owner, sizeof(st->owner), "%s", rstr(el(r, 5)));
     }
-    inv_fleet_reply_free(r);
-    return rc;
-}
-
-int gw_fair_redis_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
-                              size_t errlen)
-{
-    fkey_t k = fkey(sale, "wl");
-    char m[2] = {mode, '\0'};
-    return num(call(c, k.s, NULL, errbuf, errlen, "HSETNX %s mode %s", k.s, m), NULL, errbuf,
-               errlen);
+    return ran(r);
 }
 
 int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms,
                           bool *mine, char *errbuf, size_t errlen)
 {
-    fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
-    int rc =
-        yes(call(c, kl.s, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, ttl_ms),
-            errbuf, errlen);
-    *mine = rc == 1;
-    return rc < 0 ? rc : 0;
+    return flag(call(c, &SC_WL_LOCK, sale, "i", errbuf, errlen, ":wlock :wp %s %d", owner, ttl_ms),
+                mine);
 }
 
 int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
                              size_t person_cap, char *order, size_t order_cap, char *errbuf,
                              size_t errlen)
 {
-    fkey_t k = fkey(sale, "wp");
     char v[512], p[128], o[64], w[64];
-    int rc = str(call(c, k.s, NULL, errbuf, errlen, "GET %s", k.s), v, sizeof(v), found);
+    int rc = str(call(c, NULL, sale, "", errbuf, errlen, "GET :wp"), v, sizeof(v), found);
     /* "person order owner at_ms": the owner is read (a :wp without one is not a promotion) */
     *found = rc == 0 && *found && sscanf(v, "%127s %63s %63s", p, o, w) == 3;
     if (*found) {
@@ -656,32 +603,26 @@ int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found,
 int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner,
                            const char *person, const char *order, char *errbuf, size_t errlen)
 {
-    wl_keys_t k = wl_keys(sale);
-    return yes(call(c, k.wlock.s, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s", k.wlock.s,
-                    k.wp.s, k.won.s, k.wl.s, owner, person, order),
-               errbuf, errlen);
+    return yes(call(c, &SC_WL_BEGIN, sale, "i", errbuf, errlen, ":wlock :wp :won :wl %s %s %s",
+                    owner, person, order));
 }
 
 int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
                            char *errbuf, size_t errlen)
 {
-    fkey_t kl = fkey(sale, "wlock"), kp = fkey(sale, "wp");
     return yes(
-        call(c, kl.s, &SC_WL_ADOPT, errbuf, errlen, "2 %s %s %s %d", kl.s, kp.s, owner, grace_ms),
-        errbuf, errlen);
+        call(c, &SC_WL_ADOPT, sale, "i", errbuf, errlen, ":wlock :wp %s %d", owner, grace_ms));
 }
 
 int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner,
                             const char *person, const char *result, long long head, long long *gen,
                             char *errbuf, size_t errlen)
 {
-    wl_keys_t k = wl_keys(sale);
     long long n = 0;
-    /* %b: the result may be empty, which a plain %s would drop as an argument */
-    int rc = num(call(c, k.wlock.s, &SC_WL_FINISH, errbuf, errlen, "4 %s %s %s %s %s %s %b %lld %s",
-                      k.wlock.s, k.wp.s, k.won.s, k.wl.s, owner, person, result, strlen(result),
-                      head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
-                 &n, errbuf, errlen);
+    int rc = num(call(c, &SC_WL_FINISH, sale, "i", errbuf, errlen,
+                      ":wlock :wp :won :wl %s %s %s %lld %s", owner, person, result, head,
+                      GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
+                 &n);
     if (rc || n < 0)
         return rc;
     *gen = n;
@@ -690,9 +631,7 @@ int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *o
 
 int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
-    wl_keys_t k = wl_keys(sale);
-    return yes(call(c, k.wl.s, &SC_WL_END, errbuf, errlen, "2 %s %s", k.wl.s, k.wp.s), errbuf,
-               errlen);
+    return yes(call(c, &SC_WL_END, sale, "i", errbuf, errlen, ":wl :wp"));
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/
@@ -707,12 +646,10 @@ static script_t SC_REG_ADD = {.text = LUA_REG_ADD};
 int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
                           int *added, char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "reg");
     /* The score is the registration's rank (ZCARD + 1: nothing is ever
      * removed but the whole key), so ZRANGE by rank pages exactly. */
     long long n = 0;
-    int rc = num(call(c, k.s, &SC_REG_ADD, errbuf, errlen, "1 %s %s %lld", k.s, person, cap), &n,
-                 errbuf, errlen);
+    int rc = num(call(c, &SC_REG_ADD, sale, "i", errbuf, errlen, ":reg %s %lld", person, cap), &n);
     if (rc == 0)
         *added = (int)n;
     return rc;
@@ -721,22 +658,34 @@ int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *per
 int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
                           char *errbuf, size_t errlen)
 {
-    fkey_t k = fkey(sale, "reg");
-    return str(call(c, k.s, NULL, errbuf, errlen, "ZSCORE %s %s", k.s, person), NULL, 0, has);
+    return str(call(c, NULL, sale, "", errbuf, errlen, "ZSCORE :reg %s", person), NULL, 0, has);
 }
 
 int gw_fair_redis_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
                             size_t errlen)
 {
-    fkey_t k = fkey(sale, "reg");
-    return num(call(c, k.s, NULL, errbuf, errlen, "ZCARD %s", k.s), n, errbuf, errlen);
+    return num(call(c, NULL, sale, "i", errbuf, errlen, "ZCARD :reg"), n);
+}
+
+/* ZRANGE of the sale's key `name`, ranks start..stop: fn for each member; 0 or
+ * CM_EBACKEND (errbuf). */
+static int members(inv_fleet_conn_t *c, const char *sale, const char *name, long long start,
+                   long long stop, void (*fn)(void *ctx, const char *member), void *ctx,
+                   char *errbuf, size_t errlen)
+{
+    inv_fleet_reply_t *r =
+        call(c, NULL, sale, "", errbuf, errlen, "ZRANGE %k %lld %lld", name, start, stop);
+    for (size_t i = 0; r && i < relems(r); i++)
+        if (rstr(el(r, i)))
+            fn(ctx, rstr(el(r, i)));
+    return ran(r);
 }
 
 int gw_fair_redis_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
                             void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
                             size_t errlen)
 {
-    return fmembers(c, fkey(sale, "reg").s, start, stop, fn, ctx, errbuf, errlen);
+    return members(c, sale, "reg", start, stop, fn, ctx, errbuf, errlen);
 }
 
 /*---- the waiting room (gateway/buy/gw_room_fleet.c) ----*/
@@ -855,9 +804,7 @@ static uint64_t reply_u64(const inv_fleet_reply_t *e)
 {
     if (rtype(e) == INV_FLEET_REPLY_INTEGER)
         return rnum(e) > 0 ? (uint64_t)rnum(e) : 0;
-    if (rtype(e) == INV_FLEET_REPLY_STRING)
-        return strtoull(rstr(e), NULL, 10);
-    return 0;
+    return rtype(e) == INV_FLEET_REPLY_STRING ? strtoull(rstr(e), NULL, 10) : 0;
 }
 
 /* The answer to a script that found the room without a seed and was offered none. */
@@ -871,20 +818,15 @@ int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *s
                             bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
                             gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen)
 {
-    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre");
     inv_fleet_reply_t *r =
-        call(c, wr.s, &SC_ROOM_TICK, errbuf, errlen, "2 %s %s %s %d %lld %llu %llu", wr.s, pre.s,
+        call(c, &SC_ROOM_TICK, sale, "", errbuf, errlen, ":wr :wrpre %s %d %lld %llu %llu",
              seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
              (unsigned long long)ahead);
-    if (!r)
-        return CM_EBACKEND;
-    int rc = 0;
-    if (rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 1)
-        rc = no_seed(errbuf, errlen);
-    else if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5 ||
-             rtype(el(r, 0)) != INV_FLEET_REPLY_STRING)
-        rc = unexpected(errbuf, errlen);
-    else {
+    int rc = !r                     ? CM_EBACKEND
+             : relems(r) == 1       ? no_seed(errbuf, errlen)
+             : !shaped(r, "*s....") ? unexpected(errbuf, errlen)
+                                    : 0;
+    if (rc == 0) {
         memset(st, 0, sizeof(*st));
         snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
         st->sealed_ms = (int64_t)reply_u64(el(r, 1));
@@ -901,21 +843,18 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
                             int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
                             char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf, size_t errlen)
 {
-    fkey_t wr = fkey(sale, "wr"), pre = fkey(sale, "wrpre"), pl = fkey(sale, "wrpl");
     memset(out, 0, sizeof(*out));
     seed[0] = '\0';
     inv_fleet_reply_t *r =
-        call(c, wr.s, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr.s,
-             pre.s, pl.s, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
-             (long long)now_ms, ttl_s, (unsigned long long)cap);
+        call(c, &SC_ROOM_JOIN, sale, "", errbuf, errlen,
+             ":wr :wrpre :wrpl %s %s %s %d %d %lld %d %llu", seed_hex, member, person,
+             before_start ? 1 : 0, take ? 1 : 0, (long long)now_ms, ttl_s, (unsigned long long)cap);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
-    long long kind = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) >= 1 &&
-                             rtype(el(r, 0)) == INV_FLEET_REPLY_INTEGER
-                         ? rnum(el(r, 0))
-                         : -9;
-    if (kind == -2 && relems(r) == 2 && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING) {
+    long long kind =
+        relems(r) >= 1 && rtype(el(r, 0)) == INV_FLEET_REPLY_INTEGER ? rnum(el(r, 0)) : -9;
+    if (kind == -2 && shaped(r, "*is")) {
         snprintf(seed, GW_FAIR_REDIS_ROOM_SEED_HEX + 1, "%s", rstr(el(r, 1)));
         rc = CM_ECONFLICT;
     } else if (kind == -3) {
@@ -933,33 +872,21 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
     return rc;
 }
 
-/* The claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone. */
-typedef struct claim_keys {
-    char k[200], vk[240], val[48], fps[24], ns[24];
-} claim_keys_t;
-
-static void claim_keys(claim_keys_t *ck, const char *sale, uint64_t jti, uint64_t fp,
-                       uint64_t nonce)
-{
-    snprintf(ck->k, sizeof(ck->k), "{flashgate:fair:%s}:wrjti:%016llx", sale,
-             (unsigned long long)jti);
-    snprintf(ck->vk, sizeof(ck->vk), "%s:void:%016llx", ck->k, (unsigned long long)nonce);
-    snprintf(ck->fps, sizeof(ck->fps), "%llu", (unsigned long long)fp);
-    snprintf(ck->ns, sizeof(ck->ns), "%016llx", (unsigned long long)nonce);
-    snprintf(ck->val, sizeof(ck->val), "%s:%s", ck->fps, ck->ns);
-}
-
 int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                              uint64_t nonce, int64_t ttl_ms, bool give_back, char *errbuf,
                              size_t errlen)
 {
-    claim_keys_t ck;
-    claim_keys(&ck, sale, jti, fp, nonce);
+    /* the claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone */
+    char k[48], vk[80], val[48], fps[24], ns[24];
+    snprintf(k, sizeof(k), "wrjti:%016llx", (unsigned long long)jti);
+    snprintf(vk, sizeof(vk), "%s:void:%016llx", k, (unsigned long long)nonce);
+    snprintf(fps, sizeof(fps), "%llu", (unsigned long long)fp);
+    snprintf(ns, sizeof(ns), "%016llx", (unsigned long long)nonce);
+    snprintf(val, sizeof(val), "%s:%s", fps, ns);
     long long n = -1;
-    int rc =
-        num(call(c, ck.k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s %d", ck.k, ck.vk,
-                 ck.val, (long long)(ttl_ms > 0 ? ttl_ms : 1), ck.fps, ck.ns, give_back),
-            &n, errbuf, errlen);
+    int rc = num(call(c, &SC_ROOM_CLAIM, sale, "i", errbuf, errlen, "%k %k %s %lld %s %s %d", k, vk,
+                      val, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns, give_back),
+                 &n);
     if (rc == 0 && n == 3 && !give_back) {
         cm_errbuf_set(errbuf, errlen, "the claim was given back before it ran");
         rc = CM_EBACKEND;
@@ -973,15 +900,15 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
                              void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
                              size_t errlen)
 {
-    return fmembers(c, fkey(sale, "wrpre").s, start, stop, fn, ctx, errbuf, errlen);
+    return members(c, sale, "wrpre", start, stop, fn, ctx, errbuf, errlen);
 }
 
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_CONF_PART, &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET, &SC_WL_STATE,
-    &SC_WL_LOCK,   &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,  &SC_WL_END,    &SC_REG_ADD,
-    &SC_ROOM_TICK, &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_PUSHED,
+    &SC_CONF_PART, &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET,    &SC_WL_STATE,
+    &SC_WL_LOCK,   &SC_WL_BEGIN,     &SC_WL_ADOPT,   &SC_WL_FINISH,  &SC_WL_END,       &SC_REG_ADD,
+    &SC_ROOM_TICK, &SC_ROOM_JOIN,    &SC_ROOM_CLAIM, &SC_PUSHED,     &SC_LOTTERY_SEED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;

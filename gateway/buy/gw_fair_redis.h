@@ -33,11 +33,11 @@
  * |                       |        |                                   | entry_drop               |
  * | :ei                   | HASH   | order id -> person: an entry      | the same scripts as :ep  |
  * |                       |        | found by its id on any gateway    |                          |
- * | :drawn                | HASH   | :e frozen as the draw's entrants  | the drawer (freeze)      |
+ * | :drawn                | HASH   | :e frozen as the draw's entrants  | the drawer (seed)        |
  * |                       |        | (RENAMENX)                        |                          |
  * | :lock                 | STRING | the drawer's node id (SET NX PX)  | the drawer (lock,        |
  * |                       |        |                                   | lock_renew)              |
- * | :seed                 | STRING | the draw's seed, hex (SET NX: the | the drawer (seed_offer)  |
+ * | :seed                 | STRING | the draw's seed, hex (SET NX: the | the drawer (seed)        |
  * |                       |        | first drawer's stays)             |                          |
  * | :won                  | HASH   | person -> winning order id, or    | the drawer (winner_put); |
  * |                       |        | "-": drawn and reserved, refused  | the waitlist's promoter  |
@@ -46,7 +46,7 @@
  * | :done                 | STRING | the number drawn, once the draw   | the drawer (done_set)    |
  * |                       |        | is complete                       |                          |
  * | :wl                   | HASH   | mode ("w" losers wait, "l" lost;  | the drawer               |
- * |                       |        | unset: lost), ended, gen (bumped  | (wl_mode_set), the       |
+ * |                       |        | unset: lost), ended, gen (bumped  | (lottery_seed), the      |
  * |                       |        | by every change), head (the draw  | promoter (wl_finish), a  |
  * |                       |        | index before which nobody waits), | gateway that sees the    |
  * |                       |        | promoted                          | sale end (wl_end)        |
@@ -178,19 +178,17 @@ int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int 
                                      char *errbuf, size_t errlen);
 
 /*
- * Freezes the pushed entries as the draw's entrants (a no-op when a drawer
- * before did, or nobody entered: that error reply is ignored). Returns
- * CM_EBACKEND only on a transport failure.
+ * The draw's seed step, one script: freezes the pushed entries as the draw's entrants (a
+ * no-op when a drawer before did, or nobody entered), offers seed_hex as the draw's seed
+ * (SET NX: the first drawer's stays) and decides the waitlist's mode once (HSETNX: a
+ * resumed draw keeps the first drawer's).
  */
-int gw_fair_redis_lottery_freeze(inv_fleet_conn_t *c, const char *sale);
+int gw_fair_redis_lottery_seed(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                               char mode, char *errbuf, size_t errlen);
 
 /* The frozen entrants: fn(ctx, user, "order qty idem node"). */
 int gw_fair_redis_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                    void *ctx, char *errbuf, size_t errlen);
-
-/* Offers seed_hex as the draw's seed (SET NX: the first drawer's stays). */
-int gw_fair_redis_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
-                                     char *errbuf, size_t errlen);
 
 /* The draw's seed (*seeded false when none yet). */
 int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed,
@@ -252,9 +250,6 @@ typedef struct gw_fair_redis_wl_state {
 } gw_fair_redis_wl_state_t;
 int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_wl_state_t *st,
                            char *errbuf, size_t errlen);
-/* Decides the mode once (HSETNX: a resumed draw keeps the first drawer's). */
-int gw_fair_redis_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
-                              size_t errlen);
 /*
  * Takes or renews the promoter's lock for owner (ttl_ms); *mine when held
  * now. The owner of the pending promotion takes it over from whoever holds

@@ -97,6 +97,7 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
         return;
     }
+    gw_fair_terms(fs, sale);
     gw_sale_cfg_t cfg;
     gw_sale_cfg_get(gw_fair_machine(fs), &cfg);
     int64_t starts = cfg.starts_at_ms;
@@ -123,6 +124,13 @@ void gw_room_handle(gw_req_t *r)
             r->id, (unsigned long long)v.admitted_through, (unsigned long long)v.queued,
             (unsigned long long)v.prequeued, v.rate_per_s);
         gw_resp_header(p, "Cache-Control", "public, max-age=1");
+        return;
+    }
+    /* After the end a place buys nothing. And a room is sealed by the terms'
+     * start only before their end: a fleet's gateway still holding a deleted
+     * sale's terms (ended) must not seal the room of the sale created again. */
+    if (cfg.ends_at_ms && now_ms >= cfg.ends_at_ms) {
+        gw_resp_error(p, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
         return;
     }
     /* A join takes a place, which every later buyer waits behind: it goes

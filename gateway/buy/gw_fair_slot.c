@@ -15,6 +15,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "gateway/base/gw_base.h"
 
 #include <errno.h>
@@ -99,11 +100,20 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs)
     inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
     if (!s)
         return false;
+    gw_fair_terms(fs, s);
+    return true;
+}
+
+void gw_fair_terms(gw_fair_sale_t *fs, const inv_sale_t *s)
+{
+    gw_sale_conf_t *g = &fs->sale.cfg;
     inv_sale_terms_t t;
     inv_sale_terms(s, &t);
-    atomic_store_explicit(&g->starts_at_ms, t.starts_at_ms, memory_order_relaxed);
-    atomic_store_explicit(&g->ends_at_ms, t.ends_at_ms, memory_order_relaxed);
-    return true;
+    /* stored only when they moved: a route calls this on every join */
+    if (atomic_load_explicit(&g->starts_at_ms, memory_order_relaxed) != t.starts_at_ms)
+        atomic_store_explicit(&g->starts_at_ms, t.starts_at_ms, memory_order_relaxed);
+    if (atomic_load_explicit(&g->ends_at_ms, memory_order_relaxed) != t.ends_at_ms)
+        atomic_store_explicit(&g->ends_at_ms, t.ends_at_ms, memory_order_relaxed);
 }
 
 /*
@@ -144,7 +154,19 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->log_open = false;
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
+    /* removed durably (its directory fsync'd) before the new log is made: fair.json, saved
+     * after this in another directory, says the lottery is gone or new, and a power cut that
+     * kept that but brought the old file's name back would load its lines into the new
+     * lottery (seed 123 --fairfleet, docs/simulation.md). A failed fsync still makes the new
+     * log (the slot takes entries again) and fails the delete: it is sent again. A file that
+     * could not be unlinked is not opened again. */
+    int rc = cm_journal_fs()->unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    if (rc == 0) {
+        if (!CM_PLANT(FAIR_RESET_UNSYNCED) && cm_journal_dir_sync(path) != 0)
+            rc = CM_EIO;
+        int orc = gw_fair__log_open(f, fs);
+        rc = rc ? rc : orc;
+    }
     pthread_mutex_unlock(&fs->mu);
     /* registration: its window cleared before reg_mu, its set and log dropped under it
      * (a registration that passed the route's check before is refused GONE, no log again) */

@@ -340,7 +340,9 @@ static int local_drop(gw_fair_t *f, gw_fair_sale_t *fs)
         fs->reg->log_open = false;
     }
     local_free(fs);
-    return unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    /* on the journal's disk, and durably: a power cut would bring the persons back into a
+     * sale created again under the id (gw_fair__sale_reset's entry log alike) */
+    return cm_journal_remove(path);
 }
 
 const gw_reg_ops_t gw_reg__local_ops = {

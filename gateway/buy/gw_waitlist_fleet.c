@@ -62,13 +62,13 @@ static const char *owner_id(gw_fair_t *f)
 {
     if (f->owner[0])
         return f->owner;
-    char path[700], buf[40] = "";
+    char path[700], buf[40] = "", *text = NULL;
+    size_t len = 0;
     snprintf(path, sizeof(path), "%s/owner.id", f->dir);
-    FILE *fp = fopen(path, "r");
-    if (fp) {
-        bool ok = fscanf(fp, "%39s", buf) == 1 && strlen(buf) == 32 &&
+    if (cm_journal_read_file(path, &text, &len) == 0) { /* the journal's disk */
+        bool ok = sscanf(text, "%39s", buf) == 1 && strlen(buf) == 32 &&
                   strspn(buf, "0123456789abcdef") == 32;
-        fclose(fp);
+        free(text);
         if (ok) {
             memcpy(f->owner, buf, sizeof(buf));
             return f->owner;

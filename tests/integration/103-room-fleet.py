@@ -296,6 +296,7 @@ try:
     ok, _ = wait_for(lambda: room(A, "dr").get("sealed") and "seed" in room(A, "dr"), 3)
     old_seed = room(A, "dr")["seed"]
     wait_until(ends + 1.2)
+    eq(join(A, "dr", "late1", "late1").status, 410, "a join after the end: 410, no place")
     eq(C.admin("DELETE", "/admin/v1/sales/dr").status, 200, "the ended sale is deleted through C")
     eq(redis.cmd("EXISTS", "{flashgate:fair:dr}:wr", "{flashgate:fair:dr}:wrpre",
                  "{flashgate:fair:dr}:wrpl"), 0, "its room's keys are gone from Redis")

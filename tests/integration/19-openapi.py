@@ -251,6 +251,7 @@ try:
     gone_ticket = call("GET", Q, "/v1/sales/gone/queue?user_id=u1", 200, token=None).json["ticket"]
     call("PUT", S, "/admin/v1/sales/gone", 200, {"stock": 1, "waiting_room_rate": 100,
                                                  "ends_at": "2020-01-02T00:00:00Z"})
+    call("GET", Q, "/v1/sales/gone/queue?user_id=u1", 410, token=None)  # ended: no place
     call("DELETE", S, "/admin/v1/sales/gone", 200)
     call("PUT", S, "/admin/v1/sales/gone", 201, {"stock": 1, "waiting_room_rate": 100})
     call("GET", Q, "/v1/sales/gone/queue?user_id=u1&ticket=" + gone_ticket, 409, token=None)

@@ -5,7 +5,9 @@
  * the unsynced tail (a torn one is cut); a failed fdatasync's frames are a
  * hole of zeros after a power loss, skipped to the synced frames after it;
  * a compaction's file replaces the journal on the same disk; a line log is
- * upgraded through the table. Over many disk seeds (the torn tail's cut).
+ * upgraded through the table; a state file is read and removed through it
+ * (the removal synced: a power loss does not bring the file back). Over many
+ * disk seeds (the torn tail's cut).
  */
 #include "common/cm_journal.h"
 
@@ -16,6 +18,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <setjmp.h>
@@ -178,6 +181,46 @@ static void test_upgrade_through_the_table(void **state)
     sim_disk_free(d);
 }
 
+static void test_state_file_read_and_removed(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 50; seed++) {
+        cm_rand_t rng;
+        cm_rand_seed(&rng, seed);
+        sim_disk_t *d = sim_disk_new(&rng);
+        sim_disk_use(d);
+        char *buf = NULL;
+        size_t n = 1;
+        assert_int_equal(cm_journal_mkdir("sim", 0755), 0); /* the disk's one directory */
+        assert_int_equal(cm_journal_read_file("sim/fair.json", &buf, &n), CM_ENOTFOUND);
+        assert_null(buf);
+        assert_int_equal(n, 0);
+        assert_int_equal(cm_journal_replace_file("sim/fair.json", "{\"a\":1}", 7, 0600), 0);
+        assert_int_equal(cm_journal_replace_file("sim/b.log", "b", 1, 0644), 0);
+        sim_disk_power_loss(d); /* both synced, the file and its name */
+        assert_int_equal(cm_journal_read_file("sim/fair.json", &buf, &n), 0);
+        assert_int_equal(n, 7);
+        assert_string_equal(buf, "{\"a\":1}");
+        free(buf);
+        /* removed with cm_journal_remove: gone after a power loss too; a plain unlink's name
+         * comes back */
+        assert_int_equal(cm_journal_remove("sim/fair.json"), 0);
+        assert_int_equal(sim_journal_fs()->unlink("sim/b.log"), 0);
+        assert_int_equal(cm_journal_read_file("sim/b.log", &buf, &n), CM_ENOTFOUND);
+        sim_disk_power_loss(d);
+        assert_int_equal(cm_journal_read_file("sim/fair.json", &buf, &n), CM_ENOTFOUND);
+        assert_int_equal(cm_journal_read_file("sim/b.log", &buf, &n), 0);
+        assert_int_equal(n, 1);
+        free(buf);
+        assert_int_equal(cm_journal_remove("sim/fair.json"), 0); /* none: removed */
+        /* a dead process reads nothing */
+        sim_disk_kill(d);
+        assert_int_equal(cm_journal_read_file("sim/b.log", &buf, &n), CM_EIO);
+        assert_int_equal(cm_journal_remove("sim/b.log"), CM_EIO);
+        sim_disk_free(d);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +228,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_is_a_hole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_on_the_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_through_the_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_file_read_and_removed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

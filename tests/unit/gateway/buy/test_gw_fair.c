@@ -1545,6 +1545,26 @@ static off_t log_line_end(const mini_t *m, char tag, const char *id)
     return end;
 }
 
+/* A sale under fsync durability, its draw of 3 for 1 unit done, whose
+ * position 2's account holds its one unit outside the lottery: its promotion
+ * is refused for cause. x_id: position 2's order id. */
+static mini_t *wl_cause_setup(char x_id[INV_ORDER_ID_MAX + 1])
+{
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    m->cfg.durability = GW_DURABILITY_FSYNC;
+    inv_sale_def_t def;
+    wl_setup(m, &def, 1, 3);
+    char user2[INV_USER_ID_MAX + 1];
+    order_at(m, 2, x_id);
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
+    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
+    json_decref(d);
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
+    return m;
+}
+
 /*
  * Under fsync durability a waitlisted entry whose promotion is refused for
  * cause (its person holds units already) is answered lost at once, so its
@@ -1556,20 +1576,9 @@ static off_t log_line_end(const mini_t *m, char tag, const char *id)
 static void test_waitlist_lost_durable(void **st)
 {
     (void)st;
-    mini_t *m = calloc(1, sizeof(*m));
-    mini_open(m);
-    m->cfg.durability = GW_DURABILITY_FSYNC;
-    inv_sale_def_t def;
-    wl_setup(m, &def, 1, 3);
-    char x_id[INV_ORDER_ID_MAX + 1], p_id[INV_ORDER_ID_MAX + 1], user2[INV_USER_ID_MAX + 1];
-    order_at(m, 2, x_id);
+    char x_id[INV_ORDER_ID_MAX + 1], p_id[INV_ORDER_ID_MAX + 1];
+    mini_t *m = wl_cause_setup(x_id);
     order_at(m, 3, p_id);
-    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
-    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
-    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
-    json_decref(d);
-    /* position 2's account holds its one unit outside the lottery: refused for cause */
-    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
     atomic_store(&log_sync_n, 0);
     atomic_store(&record_log_syncs, true);
     inv_sale_info_t info;
@@ -1601,18 +1610,8 @@ static void test_waitlist_lost_durable(void **st)
 static void test_waitlist_sync_failed_then_rewritten(void **st)
 {
     (void)st;
-    mini_t *m = calloc(1, sizeof(*m));
-    mini_open(m);
-    m->cfg.durability = GW_DURABILITY_FSYNC;
-    inv_sale_def_t def;
-    wl_setup(m, &def, 1, 3);
-    char x_id[INV_ORDER_ID_MAX + 1], user2[INV_USER_ID_MAX + 1], path[160];
-    order_at(m, 2, x_id);
-    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
-    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
-    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
-    json_decref(d);
-    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
+    char x_id[INV_ORDER_ID_MAX + 1], path[160];
+    mini_t *m = wl_cause_setup(x_id);
     snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
     struct stat before, after;
     assert_int_equal(stat(path, &before), 0);

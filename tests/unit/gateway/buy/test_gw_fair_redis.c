@@ -245,23 +245,34 @@ static void test_lottery_records(void **state)
     assert_int_equal(n, 3);
     assert_int_equal(missing, 0);
 
-    assert_int_equal(gw_fair_redis_lottery_freeze(c, "lr"), 0);
-    assert_int_equal(gw_fair_redis_lottery_freeze(c, "lr"), 0); /* a second drawer's: a no-op */
+    uint64_t seed = 0;
+    bool seeded = true;
+    assert_int_equal(gw_fair_redis_lottery_seed_get(c, "lr", &seed, &seeded, why, sizeof(why)), 0);
+    assert_false(seeded);
+    /* the seed step: the entries frozen, the seed and the mode the first drawer's; a second
+     * drawer's changes nothing */
+    assert_int_equal(gw_fair_redis_lottery_seed(c, "lr", "00ff", 'w', why, sizeof(why)), 0);
+    CMD(buf, "HSET {flashgate:fair:lr}:e u9 late");
+    assert_int_equal(gw_fair_redis_lottery_seed(c, "lr", "0abc", 'l', why, sizeof(why)), 0);
     buf[0] = '\0';
     assert_int_equal(gw_fair_redis_lottery_entrants(c, "lr", pairs_cat, buf, why, sizeof(why)), 0);
     assert_non_null(strstr(buf, "u1=O1 1 - 3;"));
     assert_non_null(strstr(buf, "u2=O2 1 - 3;"));
     assert_int_equal(strlen(buf), strlen("u1=O1 1 - 3;u2=O2 1 - 3;"));
-
-    uint64_t seed = 0;
-    bool seeded = true;
-    assert_int_equal(gw_fair_redis_lottery_seed_get(c, "lr", &seed, &seeded, why, sizeof(why)), 0);
-    assert_false(seeded);
-    assert_int_equal(gw_fair_redis_lottery_seed_offer(c, "lr", "00ff", why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_lottery_seed_offer(c, "lr", "0abc", why, sizeof(why)), 0);
     assert_int_equal(gw_fair_redis_lottery_seed_get(c, "lr", &seed, &seeded, why, sizeof(why)), 0);
     assert_true(seeded);
     assert_int_equal(seed, 0xff);
+    gw_fair_redis_wl_state_t ws;
+    assert_int_equal(gw_fair_redis_wl_state(c, "lr", &ws, why, sizeof(why)), 0);
+    assert_int_equal(ws.mode, 'w');
+    /* nobody entered: nothing to freeze, the seed and mode still written */
+    assert_int_equal(gw_fair_redis_lottery_seed(c, "l0", "0abc", 'l', why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_lottery_seed_get(c, "l0", &seed, &seeded, why, sizeof(why)), 0);
+    assert_true(seeded);
+    assert_int_equal(seed, 0xabc);
+    assert_int_equal(gw_fair_redis_wl_state(c, "l0", &ws, why, sizeof(why)), 0);
+    assert_int_equal(ws.mode, 'l');
+    assert_int_equal(gw_fair_redis_lottery_clear(c, "l0", why, sizeof(why)), 0);
 
     bool mine = false;
     assert_int_equal(gw_fair_redis_lottery_lock(c, "lr", 3, 10000, &mine, why, sizeof(why)), 0);
@@ -327,8 +338,8 @@ static void test_waitlist_records(void **state)
     assert_int_equal(st.mode, 0);
     assert_false(st.ended);
     assert_string_equal(st.owner, "");
-    assert_int_equal(gw_fair_redis_wl_mode_set(c, "wlr", 'w', why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_redis_wl_mode_set(c, "wlr", 'l', why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_lottery_seed(c, "wlr", "01", 'w', why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_lottery_seed(c, "wlr", "02", 'l', why, sizeof(why)), 0);
     bool mine = false, found = true;
     assert_int_equal(gw_fair_redis_wl_lock(c, "wlr", "own1", 10000, &mine, why, sizeof(why)), 0);
     assert_true(mine);

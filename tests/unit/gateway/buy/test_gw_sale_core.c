@@ -349,8 +349,29 @@ static void test_room_prequeue(void **state)
     assert_int_equal(o.room.recs.rec[0].kind, GW_ROOM_REC_F);
     assert_int_equal(phase(&x, 99999), GW_SALE_PH_ADMISSION);
     assert_int_equal(phase(&x, 100000), GW_SALE_PH_ENDED);
+    /* from the end the room admits nothing: its store's upkeep only */
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 100000);
+    assert_int_equal(o.actions, GW_SALE_DO_ROOM);
     /* the room takes no entry */
     assert_int_equal(enter(&x, 1, 1000), GW_FAIR_A_CLOSED);
+    sale_deinit(&x);
+}
+
+/* The terms of a sale that ended (with no start: started at once) and a room's
+ * rate: what a fleet's gateway holds for a moment when a sale, deleted, is
+ * created again under its id with a room and the room's rate reaches it before
+ * the new terms (integration.103-room-fleet). Its tick must not seal the new
+ * room: only the terms' start may, and only before their end. */
+static void test_room_ended_terms(void **state)
+{
+    (void)state;
+    sale_t x;
+    sale_init(&x, (gw_sale_cfg_t){.room_rate = 100, .ends_at_ms = 5000}, 5);
+    gw_sale_out_t o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 4999);
+    assert_int_equal(o.actions, GW_SALE_DO_ROOM | GW_SALE_DO_ADMIT);
+    o = step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK}, 6200);
+    assert_int_equal(o.actions, GW_SALE_DO_ROOM);
+    assert_int_equal(o.phase, GW_SALE_PH_ENDED);
     sale_deinit(&x);
 }
 
@@ -660,7 +681,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_sale),         cmocka_unit_test(test_registration_lottery),
         cmocka_unit_test(test_room_prequeue),      cmocka_unit_test(test_room_lottery),
-        cmocka_unit_test(test_lottery_waitlist),
+        cmocka_unit_test(test_room_ended_terms),   cmocka_unit_test(test_lottery_waitlist),
         cmocka_unit_test(test_restart_same_phase), cmocka_unit_test(test_out_of_phase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
