@@ -884,26 +884,3 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     out->torn_writes = st.torn_writes;
     sim_disk_free(w->disk);
 }
-
-/*---- a sale's journal on the simulated disk (sim_fair.h) ----*/
-
-int sim_fair_journal_append(const oq_fs_ops_t *fs, int fd, const char *rec, size_t len, bool sync)
-{
-    struct stat st;
-    if (fd < 0 || fs->fstat(fd, &st) != 0)
-        return CM_EIO;
-    char buf[CM_JOURNAL_MAGIC_LEN + 256];
-    size_t at = 0;
-    if (st.st_size == 0)
-        at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
-    size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, rec, len);
-    if (n == 0)
-        return CM_EIO;
-    ssize_t w = fs->write(fd, buf, at + n);
-    if (w != (ssize_t)(at + n)) {
-        if (w > 0) /* a full disk's short write: cut back off (gw_fair__log_line) */
-            fs->ftruncate(fd, st.st_size);
-        return CM_EIO;
-    }
-    return sync && fs->fdatasync(fd) != 0 ? CM_EIO : 0;
-}
