@@ -50,6 +50,7 @@ struct sim_disk {
     sd_fd_t fds[SD_MAXFD];
     uint32_t gen;
     bool dead;
+    bool dying;         /* the operation that killed it runs: a write then lands a prefix */
     uint64_t ops_left;  /* 0: no death planned */
     uint64_t pwrite_at; /* sd_pwrite's offset for sd_write, UINT64_MAX: none */
     double p_fsync_fail;
@@ -99,6 +100,7 @@ void sim_disk_die_after(sim_disk_t *d, uint64_t ops)
 void sim_disk_kill(sim_disk_t *d)
 {
     d->dead = true;
+    d->dying = false;
     d->ops_left = 0;
 }
 
@@ -117,10 +119,11 @@ static bool op(void)
 {
     sim_disk_t *d = cur;
     d->st.ops++;
+    d->dying = false;
     if (d->dead)
         return false;
     if (d->ops_left && --d->ops_left == 0) {
-        d->dead = true;
+        d->dead = d->dying = true;
         return false;
     }
     return true;
@@ -320,7 +323,7 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
     sd_inode_t *in = &d->ino[f->ino];
     size_t want = n;
     if (!alive) {
-        if (!d->dead || d->ops_left != 0 || n == 0)
+        if (!d->dying || n == 0) /* only the write it died in: none runs after it */
             return errno = EIO, -1;
         /* killed in the middle of this write: a random prefix reached the file */
         want = (size_t)cm_rand_below(d->rng, n + 1);

@@ -1,32 +1,30 @@
 /*
  * Registration and the leftovers in simulation (sim_fair.h): one gateway's
  * sale, first its registration window, then the start-window lottery over
- * the registered persons, then the waitlist of its losers while winners
- * cancel and units come back, until the sale ends.
+ * the registered persons, then the waitlist of its losers while units come
+ * back, until the sale ends.
  *
- * The decisions are the product's cores: gw_reg_core.c (one registration
- * per person, the cap, under fsync durability an answer only after the
- * fdatasync), gw_fair_core.c (the draw) and gw_waitlist_core.c (who is
- * next), each stepped through the sale's machine (gw_sale_core.c) in the
- * sale's slot (gw_fair_sale_t, made as gw_fair__sale_new makes it).
- * Registration is the product's whole: gw_reg.c's entry points (gw_reg_add,
+ * What runs is the product's: registration's entry points (gw_reg_add,
  * gw_reg_sync) over the real local store (gw_reg_local.c,
- * gw_reg__local_ops: the set, the .reg journal with its group commit),
- * reloaded after each crash or power loss through its real load, the
- * journal's file calls on the simulated disk (sim_journal_fs.h). The
- * leftovers' shell is here, as gw_waitlist.c is the product's: its records
- * of the sale's log (P synced before the reserve, W after, L at the end;
- * gw_waitlist.c writes them through gw_lottery.c's log functions, which
- * make POSIX calls the simulated disk cannot see), read back through the
- * journal's recovery (cm_journal_scan_mem, a torn tail cut), and a
- * simulated inventory that reserves an order id once (reserve_once). The
- * draw's own records and their crashes are sim_world.c's: here the draw's
- * outcome is durable once made.
+ * gw_reg__local_ops: the set, the .reg journal with its group commit); the
+ * entries (gw_fair_enter); the lottery thread's turns (gw_fair_tick: the
+ * draw, gw_fair__run_draw over gw_fair__draw_local, and the leftovers' walk,
+ * gw_fair__wl_tick over gw_fair__wl_local: the entry log's P, W, X and L
+ * records); a start's loads (the .reg's, gw_fair__log_load,
+ * gw_fair__cut_winners), each in the sale's slot as gw_fair__sale_new makes
+ * it, a new one at each start. The journals' file calls run on the
+ * simulated disk (sim_journal_fs.h), and so does the spool. What a process
+ * holds besides is made as the gateway makes it: a memory inventory filled
+ * again at each start by the spool's replay (gw_replay_one), the status
+ * table, a stepped releaser, and buy's accept sequence (gw_acceptor) that
+ * the draw and the promotions reserve and spool through. The sale's
+ * definition (sales.json: its stock, restocked while the leftovers run)
+ * survives.
  *
- * Faults: a kill -9 (the page cache stays), a death in the middle of a write
- * (a torn frame), a power loss (the synced part and any prefix of the rest;
- * in write durability the .reg, never synced, may lose its records or its
- * name), failed fdatasyncs.
+ * Faults: a kill -9 (the page cache stays), a death in the middle of a disk
+ * call (a torn frame), a power loss (the synced part and any prefix of the
+ * rest; in write durability the .reg, never synced, may lose its records or
+ * its name, and the spool its unsynced orders), failed fdatasyncs.
  *
  * The oracle, after every step:
  *   - the .reg log holds each person once, only persons that registered,
@@ -35,12 +33,15 @@
  *     restart, and under fsync durability after a power loss too (the
  *     store's rule: a 200 is as durable as a 201)
  *   - the draw takes registered persons only, one entry each
- *   - a promotion goes to the first waiting loser in draw order, and only
- *     while the sale is on
- *   - promotions never take more units than the draw left and the
- *     cancels freed
- *   - a restart restores every entry's outcome: an entry promoted stays
- *     won, none waits while holding an order
+ *   - a promotion (its reserve, watched through the accept sequence) goes to
+ *     the first waiting loser in draw order whose units the stock left
+ *     holds, only while the sale is on, and never to an entry given its
+ *     place before (its order known)
+ *   - promotions never hold more units than the draw left and the restocks
+ *     added
+ *   - a restart restores every entry's outcome as told: an entry promoted
+ *     stays won (in write durability a power loss may lose its order, by
+ *     design: then it waits again), none waits while holding an order
  *   - at the end: every winner holds exactly one order, every order is a
  *     winner's, and the units held fit the stock
  */
@@ -49,18 +50,23 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_id.h"
 #include "common/cm_journal.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_config.h"
+#include "gateway/buy/gw_accept.h"
+#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
-#include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_reg_backend.h"
+#include "gateway/buy/gw_replay.h"
 #include "gateway/buy/gw_sale_core.h"
-#include "gateway/buy/gw_waitlist_core.h"
+#include "inventory/inv.h"
 #include "queue/oq_fs.h"
+#include "queue/oq_spool.h"
 #include "sim/sim_disk.h"
 #include "sim/sim_journal_fs.h"
 #include "sim/sim_util.h"
@@ -76,11 +82,11 @@
 #define ID_LEN 40  /* a person's id, as read back */
 #define FILE_MAX 8192
 #define REG_STEPS 120 /* the registration window, in steps (1 ms each) */
+#define WINDOW_MS 10  /* the lottery's entry window, right after the registration's */
 #define WL_STEPS 260  /* the leftovers' steps after the draw */
 #define HEAL_STEPS 40 /* no faults: every promise kept by the end */
 #define SALE "s1"
 #define REG_LOG SALE ".reg" /* the store's path: <dir>/<sale>.reg */
-#define WL_LOG SALE ".log"
 
 typedef struct fw {
     cm_rand_t rng;
@@ -92,48 +98,37 @@ typedef struct fw {
     /* the sale's terms (fair.json, sales.json: they survive) */
     uint64_t cap;
     int64_t reg_opens, reg_closes, ends_at;
-    int64_t stock;
+    int64_t stock; /* the definition's, restocks included */
     cm_hash_key_t secret;
-    /* the process: the server's parts the store reads (its configuration, the
-     * fairness module's directory), the sale's slot (its machine over the
-     * draw's core, registration's core and the leftovers', registration's
-     * local store), the leftovers' descriptors, the entries' states */
+    /* the process: the server's parts the fairness module reads (its
+     * configuration, stores, the accept sequence), the module, the sale's
+     * slot */
     bool fsync; /* spool.durability fsync */
     bool up;
     gw_config_t cfg;
     gw_server_t srv;
     gw_fair_t *f;
     gw_fair_sale_t *slot;
-    int dirfd, wlfd;
     char set[SET_MAX][ID_LEN]; /* the store's set, as its page op reads it (set_read) */
     size_t nset;
     int writer; /* the person whose registration the store runs (-1: none) */
-    uint8_t state[NP]; /* by entry index: gw_entry_state_t */
-    /* the draw's outcome (the lottery's log, durable once made) */
-    bool drawn;
-    size_t ndraw;
-    uint32_t perm[NP];
-    uint64_t keys[NP]; /* entry index -> its draw key */
-    uint64_t seed;
-    uint8_t who[NP];        /* entry index -> person */
-    uint8_t draw_state[NP]; /* WON or WAITLISTED, as drawn */
-    uint8_t qty[NP];        /* entry index -> the units it wants (1 or 2) */
-    /* the inventory (durable on its own): the stock left, each order id's reservation */
-    int64_t left;
-    bool reserved[NP], cancelled[NP];
+    bool entered; /* the registered persons entered the lottery */
     /* the oracle */
     bool o_tried[NP];    /* the store wrote to the .reg for the person, in part at least */
     bool o_added[NP];    /* answered 201 or 200 */
     int o_code[NP];      /* ... the last such answer's status */
     bool o_durable[NP];  /* answered so under fsync durability: no power loss excuses its loss */
     bool o_power;        /* a power loss: write durability's .reg may have lost 201s, by design */
+    bool o_power_last;   /* the last restart was after a power loss */
     bool o_dropped;      /* an fdatasync of the .reg failed since the last power loss: pages
                             dropped that a later fdatasync does not bring back */
     bool o_renamed, o_rewritten; /* the load wrote the .reg again: renamed, and synced */
+    bool drawn;                  /* the draw was published */
+    size_t ndraw;
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
-    uint64_t o_freed, o_promoted; /* units */
+    uint8_t o_drawn[NP]; /* ... as drawn */
+    bool o_took[NP];     /* its promotion reserved, its outcome not told yet */
 } fw_t;
-
 static void person_id(unsigned p, char *out, size_t cap)
 {
     snprintf(out, cap, "p-%u", p);
@@ -169,17 +164,6 @@ static size_t file_read(fw_t *w, const char *name, char *buf, size_t cap)
         w->fs->close(fd);
     w->fs->close(dfd);
     return n;
-}
-
-/* Appends one line (its newline dropped) to the sale's log, opened at the
- * first append, as one frame (sim_fair_journal_append). 0 or CM_EIO. */
-static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool sync)
-{
-    if (*fd < 0)
-        *fd = w->fs->openat(w->dirfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
-    size_t len = strlen(line);
-    return sim_fair_journal_append(w->fs, *fd, line, len && line[len - 1] == '\n' ? len - 1 : len,
-                                   sync);
 }
 
 /* The journal's file calls (sim_journal_fs.h), its writes watched: the
@@ -260,157 +244,89 @@ static void set_read(fw_t *w)
                  total, NP);
 }
 
-/*---- the sale's machine (gw_sale_core.h): every core's event through gw_sale_step ----*/
+/*---- the process ----*/
 
-static gw_sale_out_t sale_step(fw_t *w, gw_sale_ev_t ev, int64_t now)
+/* The sale's definition (sales.json: it survives), put in the process's inventory. */
+static void sale_put(fw_t *w)
 {
-    gw_sale_out_t out;
-    gw_sale_step(&w->slot->sale, &ev, now, &out);
-    return out;
+    inv_sale_def_t def = {.stock = w->stock,
+                          .per_user_limit = 2,
+                          .starts_at_ms = w->reg_closes,
+                          .ends_at_ms = w->ends_at};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", SALE);
+    char why[256] = "";
+    if (inv_sale_put(w->srv.stores.inv, &def, NULL, why, sizeof(why)) != 0)
+        sim_fail(&w->log, "inventory: the sale's definition refused: %s", why);
 }
 
-static void lot_step(fw_t *w, const gw_fair_ev_t *ev, int64_t now, gw_fair_out_t *out)
+/* What the gateway opens before the fairness module (gw_server.c): the
+ * inventory (memory: empty at each start), the spool on the simulated disk and
+ * its replay (the orders held again, the status table), the releaser. false:
+ * the spool could not open (a failed fdatasync of its recovery), or the
+ * process died in it. */
+static bool stores_open(fw_t *w)
 {
-    *out = sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now).fair;
-}
-
-static void wl_step(fw_t *w, const gw_wl_ev_t *ev, gw_wl_out_t *out)
-{
-    *out = sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_WL, .wl = *ev}, w->now).wl;
-}
-
-/* A process's slot, as gw_fair__sale_new makes it (registration's store:
- * gw_fair_open's choice for one gateway), and its machine: the sale's terms
- * (fair.json, sales.json), its lottery window right after the
- * registration's, its losers waiting for leftovers; a draw made before comes
- * back as the store's DRAW_KNOWN would bring it (this world's draw is
- * durable once made). */
-static void sale_start(fw_t *w)
-{
-    gw_fair_sale_t *fs = w->slot;
-    memset(fs, 0, sizeof(*fs));
-    fs->f = w->f;
-    snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", SALE);
-    pthread_mutex_init(&fs->mu, NULL);
-    pthread_mutex_init(&fs->wr_mu, NULL);
-    pthread_mutex_init(&fs->reg_mu, NULL);
-    fs->reg_ops = &gw_reg__local_ops;
-    fs->perm = w->perm;
-    gw_fair_core_init(&fs->core);
-    gw_sale_core_init(&fs->sale, &fs->core, NULL, &fs->reg_core);
-    sale_step(w,
-              (gw_sale_ev_t){.kind = GW_SALE_EV_CONFIGURE,
-                             .cfg = {.reg_opens_ms = w->reg_opens,
-                                     .reg_closes_ms = w->reg_closes,
-                                     .reg_cap = w->cap,
-                                     .starts_at_ms = w->reg_closes,
-                                     .fair_window_ms = 10,
-                                     .ends_at_ms = w->ends_at,
-                                     .waitlist = true}},
-              w->now);
-    if (!w->drawn)
-        return;
-    gw_fair_out_t out;
-    lot_step(
-        w,
-        &(gw_fair_ev_t){
-            .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = w->seed, .entrants = w->ndraw, .waitlist = true},
-        w->now, &out);
-    if (out.actions & GW_FAIR_DO_ORDER)
-        gw_fair_core_order(&w->slot->core, w->keys);
-}
-
-/* Cuts name at end (a torn tail the recovery found), as cm_journal_recover does. */
-static void cut_tail(fw_t *w, const char *name, off_t end, size_t n)
-{
-    if ((size_t)end >= n)
-        return;
-    int fd = w->fs->openat(w->dirfd, name, O_RDWR, 0);
-    if (fd >= 0) {
-        w->fs->ftruncate(fd, end);
-        w->fs->close(fd);
+    char why[256] = "";
+    if (inv_open(&w->srv.stores.inv, "memory", NULL, 8, why, sizeof(why)) != 0) {
+        sim_fail(&w->log, "inventory: %s", why);
+        return false;
     }
-    sim_trace(&w->log, "%s: a torn tail of %zu bytes cut off", name, n - (size_t)end);
+    sale_put(w);
+    oq_spool_opts_t so = {.dir = "/sim/spool",
+                          .durability = w->fsync ? OQ_DURABILITY_FSYNC : OQ_DURABILITY_WRITE,
+                          .segment_bytes = 1 << 16,
+                          .fs = sim_disk_ops(),
+                          .stepped = true};
+    int rc = oq_spool_open(&w->srv.stores.spool, &so, why, sizeof(why));
+    if (rc != 0) {
+        if (!sim_disk_dead(w->disk) && (rc != CM_EIO || !w->faults))
+            sim_fail(&w->log, "spool: %s", why);
+        w->srv.stores.spool = NULL;
+        inv_close(w->srv.stores.inv);
+        w->srv.stores.inv = NULL;
+        return false;
+    }
+    w->srv.stores.orders = gw_orders_new(1000);
+    gw_releaser_open_stepped(&w->srv);
+    gw_replay_ctx_t rctx;
+    gw_book_t book;
+    gw_replay_init(&w->srv, &rctx, &book, false);
+    if (oq_spool_scan(w->srv.stores.spool, (oq_pos_t){0, 0}, gw_replay_one, &rctx) < 0 &&
+        !sim_disk_dead(w->disk))
+        sim_fail(&w->log, "spool: the replay failed");
+    if (inv_worker_open(w->srv.stores.inv, NULL, &w->f->inv) != 0)
+        sim_fail(&w->log, "inventory: no worker handle");
+    return true;
 }
 
-/* The leftovers' records read back (gw_fair__log_load's P, W, L): the draw's
- * outcome, each W won, each P whose order the inventory holds won (the
- * spool's word), and after L every loser lost. */
-typedef struct wl_read {
-    fw_t *w;
-    bool ended;
-} wl_read_t;
-
-/* A whole record of the sale's log (cm_journal_record_fn). */
-static void wl_record(void *arg, char *rec, size_t len)
+static void stores_close(fw_t *w)
 {
-    wl_read_t *rd = arg;
-    fw_t *w = rd->w;
-    unsigned e;
-    char tag;
-    if (strlen(rec) == len && sscanf(rec, "%c %u", &tag, &e) == 2 && e < w->ndraw &&
-        w->state[e] == GW_ENTRY_WAITLISTED && (tag == 'W' || (tag == 'P' && w->reserved[e])))
-        w->state[e] = GW_ENTRY_WON;
-    else if (strcmp(rec, "L") == 0)
-        rd->ended = true;
-}
-
-static void wl_load(fw_t *w)
-{
-    if (!w->drawn)
+    if (!w->srv.stores.inv)
         return;
-    memcpy(w->state, w->draw_state, sizeof(w->state));
-    static char buf[FILE_MAX];
-    size_t n = file_read(w, WL_LOG, buf, sizeof(buf));
-    sim_trace(&w->log, "leftovers: %zu bytes of records read back", n);
-    /* the product's recovery (cm_journal_scan): a failed fdatasync's pages
-     * read back as NULs after a power loss, a hole skipped up to the synced
-     * frames after it; a torn tail cut off the file */
-    wl_read_t rd = {.w = w};
-    cm_journal_scan_t sc;
-    cm_journal_scan_mem(buf, n, wl_record, &rd, &sc);
-    if (sc.is_legacy)
-        sim_fail(&w->log, "leftovers: the sale's log is not a journal (%zu bytes: \"%.*s\")", n,
-                 (int)(n < 24 ? n : 24), buf);
-    if (sc.holes)
-        sim_trace(&w->log, "leftovers: %zu holes (%lld bytes) skipped", sc.holes,
-                  (long long)sc.hole_bytes);
-    cut_tail(w, WL_LOG, sc.end, n);
-    for (size_t e = 0; e < w->ndraw && rd.ended; e++)
-        if (w->state[e] == GW_ENTRY_WAITLISTED)
-            w->state[e] = GW_ENTRY_LOST;
+    if (w->f->inv)
+        inv_worker_close(w->f->inv);
+    w->f->inv = NULL;
+    gw_releaser_stop(&w->srv);
+    gw_orders_free(w->srv.stores.orders);
+    oq_spool_close(w->srv.stores.spool);
+    inv_close(w->srv.stores.inv);
+    w->srv.stores.orders = NULL;
+    w->srv.stores.spool = NULL;
+    w->srv.stores.inv = NULL;
 }
 
-/* A start: the slot made, the registration store's load (the journal's
- * recovery, each record through the core; in fsync durability the file and
- * its name made durable), the leftovers' records read back. */
-static void proc_start(fw_t *w)
-{
-    sim_disk_use(w->disk);
-    w->dirfd = w->fs->open_dir("fair");
-    w->wlfd = -1;
-    sale_start(w);
-    w->o_renamed = w->o_rewritten = false;
-    w->slot->reg_ops->load(w->f, w->slot);
-    if (w->o_rewritten) /* the pages a failed fdatasync dropped are not the file's any more */
-        w->o_dropped = false;
-    set_read(w);
-    wl_load(w);
-    w->up = true;
-    sim_trace(&w->log, "start: %zu persons registered", w->nset);
-}
-
-/* The process is gone: what its slot held (the store's set, its journal
- * open) freed while the disk refuses every call (sim_disk_kill), so
+/* The process is gone: what it held (the slot, its journals open, the
+ * stores) freed while the disk refuses every call (sim_disk_kill), so
  * nothing a close would do reaches the disk: its descriptors died with it. */
 static void slot_gone(fw_t *w)
 {
     sim_disk_kill(w->disk);
-    gw_fair_sale_t *fs = w->slot;
-    fs->reg_ops->free(fs);
-    pthread_mutex_destroy(&fs->mu);
-    pthread_mutex_destroy(&fs->wr_mu);
-    pthread_mutex_destroy(&fs->reg_mu);
+    if (w->slot)
+        gw_fair__sale_free(w->slot);
+    w->slot = NULL;
+    w->f->sales[0] = NULL;
+    atomic_store(&w->f->n, 0);
+    stores_close(w);
 }
 
 static void proc_crash(fw_t *w, bool power)
@@ -425,8 +341,62 @@ static void proc_crash(fw_t *w, bool power)
         sim_disk_crash(w->disk);
         w->log.res->crashes++;
     }
+    w->o_power_last = power;
     w->up = false;
     sim_trace(&w->log, "%s", power ? "power loss" : "kill -9");
+}
+
+/* A start as gw_server.c and gw_fair_open make it: the stores and the
+ * spool's replay, then the sale's slot (gw_fair__sale_new) with its terms
+ * (fair.json, sales.json: a lottery window right after the registration's),
+ * registration's load (the journal's recovery, each record through the
+ * core; in fsync durability the file and its name made durable), the entry
+ * log's (gw_fair__log_load: the entries, the draw, the leftovers' records)
+ * and the cut promotions read from the spool (gw_fair__cut_winners). */
+static void proc_start(fw_t *w)
+{
+    sim_disk_use(w->disk);
+    if (!stores_open(w)) {
+        if (sim_disk_dead(w->disk))
+            proc_crash(w, false);
+        else
+            sim_trace(&w->log, "start: the spool did not open; tried again");
+        return;
+    }
+    gw_fair_sale_t *fs = gw_fair__sale_new(w->f, SALE);
+    w->slot = fs;
+    fs->secret = w->secret;
+    gw_sale_out_t so;
+    gw_sale_step(&fs->sale,
+                 &(gw_sale_ev_t){.kind = GW_SALE_EV_CONFIGURE,
+                                 .cfg = {.reg_opens_ms = w->reg_opens,
+                                         .reg_closes_ms = w->reg_closes,
+                                         .reg_cap = w->cap,
+                                         .starts_at_ms = w->reg_closes,
+                                         .fair_window_ms = WINDOW_MS,
+                                         .ends_at_ms = w->ends_at,
+                                         .waitlist = true}},
+                 w->now, &so);
+    w->o_renamed = w->o_rewritten = false;
+    fs->reg_ops->load(w->f, fs);
+    if (w->o_rewritten) /* the pages a failed fdatasync dropped are not the file's any more */
+        w->o_dropped = false;
+    uint64_t max_id = 0;
+    gw_fair__log_load(w->f, fs, &max_id);
+    bool opened = gw_fair__log_open(w->f, fs) == 0;
+    w->f->sales[0] = fs;
+    atomic_store(&w->f->n, 1);
+    if (opened)
+        gw_fair__cut_winners(w->f);
+    if (sim_disk_dead(w->disk) || !opened) { /* gw_fair_open fails: the process exits */
+        sim_trace(&w->log, "start: the entry log did not open");
+        proc_crash(w, false);
+        return;
+    }
+    set_read(w);
+    w->up = true;
+    sim_trace(&w->log, "start: %zu persons registered, %zu entries, %s", w->nset, fs->n,
+              atomic_load(&fs->drawn) ? "drawn" : "not drawn");
 }
 
 /* The process died in the middle of a disk call: it is gone. */
@@ -544,193 +514,198 @@ static void reg_check(fw_t *w)
     }
 }
 
-/*---- the draw: the real lottery core over the registered persons ----*/
+/*---- the lottery: the registered persons enter, the lottery thread draws ----*/
 
-/* The inventory's reserve of entry e's order (once per order id): 1 reserved
- * now, 0 reserved before (the order is held or was), -1 sold out. */
-static int reserve_once(fw_t *w, size_t e)
+/* The entrants of the draw (fs->v's first fs->ndraw): registered persons
+ * only, one entry each. */
+static void draw_check(fw_t *w)
 {
-    if (w->reserved[e])
-        return 0;
-    if (w->left < w->qty[e])
-        return -1;
-    w->reserved[e] = true;
-    w->left -= w->qty[e];
-    return 1;
+    gw_fair_sale_t *fs = w->slot;
+    bool seen[NP] = {false};
+    for (size_t i = 0; i < fs->ndraw && !w->log.failed; i++) {
+        int p = person_of(fs->v[i].person);
+        if (p < 0 || !w->o_tried[p])
+            sim_fail(&w->log, "draw: \"%s\" drawn and never registered", fs->v[i].person);
+        else if (seen[p])
+            sim_fail(&w->log, "draw: p-%d entered twice", p);
+        else
+            seen[p] = true;
+    }
 }
 
-static void do_draw(fw_t *w)
+/* The window opens: each registered person enters (gw_fair_enter, as the
+ * entry route makes it), wanting 1 or 2 units; the stock is set below the
+ * entrants' so that some wait. */
+static void do_enter(fw_t *w)
 {
-    uint64_t *keys = w->keys;
-    size_t n = 0;
-    gw_fair_out_t out;
-    int64_t closes = w->reg_closes + 10; /* the window's close (sale_start's terms) */
-    for (size_t i = 0; i < w->nset && n < NP; i++) {
+    w->entered = true;
+    for (size_t i = 0; i < w->nset; i++) {
         int p = person_of(w->set[i]);
         if (p < 0)
-            continue;       /* not a person: never a buyer */
-        bool found = false; /* the person's entry (gw_fair_enter's lookup) */
-        for (size_t j = 0; j < n; j++)
-            found = found || w->who[j] == p;
-        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                           .found = found ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE};
-        lot_step(w, &ev, w->now, &out);
-        if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY))
-            continue;
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = 0};
-        lot_step(w, &ev, w->now, &out);
-        if (found)
-            sim_fail(&w->log, "draw: p-%d entered twice", p);
-        w->who[n] = (uint8_t)p;
-        w->qty[n] = (uint8_t)(1 + sim_below(&w->rng, 2));
-        keys[n++] = cm_hash_sip24(&w->secret, w->set[i], strlen(w->set[i]));
+            continue; /* not a person: never a buyer */
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        cm_id_format(((uint64_t)p + 1) << 16 | 1, t.order_id); /* an order id (cm_id.h) */
+        snprintf(t.sale_id, sizeof(t.sale_id), "%s", SALE);
+        snprintf(t.user_id, sizeof(t.user_id), "%s", w->set[i]);
+        snprintf(t.person, sizeof(t.person), "%s", w->set[i]);
+        t.qty = 1 + sim_below(&w->rng, 2);
+        t.entered_at_ms = cm_wall_ms();
+        int rc = gw_fair_enter(w->slot, &t, NULL);
+        if (rc != 0)
+            sim_trace(&w->log, "enter %s -> %d", w->set[i], rc);
     }
-    w->ndraw = n;
+    size_t n = w->slot->n;
     w->stock = n > 1 ? 1 + sim_below(&w->rng, (uint32_t)n - 1) : 1;
-    w->left = w->stock;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .entrants = n, .rnd = cm_rand_next(&w->rng)};
-    lot_step(w, &ev, closes, &out);
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0};
-    lot_step(w, &ev, closes, &out);
-    if (out.actions & GW_FAIR_DO_ORDER)
-        gw_fair_core_order(&w->slot->core, keys);
-    for (int guard = 0; guard < 4 * NP + 4; guard++) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
-        lot_step(w, &ev, closes, &out);
-        if (out.actions & GW_FAIR_DO_LOG_OUTCOMES)
-            break;
-        if (!(out.actions & GW_FAIR_DO_DRAW))
-            break;
-        size_t e = out.entry;
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = w->state[e]};
-        lot_step(w, &ev, closes, &out);
-        if (out.actions & GW_FAIR_DO_ACCEPT) {
-            int r = reserve_once(w, e);
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED,
-                                .acc = r < 0 ? GW_FAIR_ACC_SOLD_OUT : GW_FAIR_ACC_WON,
-                                .sold_out = w->left <= 0};
-            lot_step(w, &ev, closes, &out);
-        }
-        if (out.actions & GW_FAIR_DO_SET_STATE)
-            w->state[out.entry] = out.state;
-        /* the stock ran out: its record (this world's draw is not cut by a
-         * crash; sim_world.c's lottery runs that record's faults) */
-        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
-            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = 0};
-            lot_step(w, &ev, closes, &out);
-        }
-    }
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = 0};
-    lot_step(w, &ev, closes, &out);
-    if (!(out.actions & GW_FAIR_DO_PUBLISH) || !out.waitlist) {
-        sim_fail(&w->log, "draw: not done with its waitlist");
-        return;
-    }
-    memcpy(w->draw_state, w->state, sizeof(w->state));
-    memcpy(w->o_state, w->state, sizeof(w->state));
-    w->o_freed = (uint64_t)w->left; /* the units no winner's qty fitted */
-    w->drawn = true;
-    w->seed = w->slot->core.seed;
-    sim_trace(&w->log, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock,
-              w->seed);
+    sale_put(w);
+    sim_trace(&w->log, "enter: %zu entries, stock %" PRId64, n, w->stock);
 }
 
-/*---- the leftovers (gw_fair__wl_tick's shell) ----*/
-
-/* The first waiting loser in draw order whose units the stock left holds, as
- * the oracle knows the outcomes (one that wants more keeps its place). */
-static size_t o_first_waiting(const fw_t *w)
+/* The draw published: its outcomes are the oracle's. */
+static void drawn(fw_t *w)
 {
+    gw_fair_sale_t *fs = w->slot;
+    w->drawn = true;
+    w->ndraw = fs->ndraw;
+    for (size_t e = 0; e < fs->ndraw; e++)
+        w->o_state[e] = w->o_drawn[e] = fs->v[e].state;
+    draw_check(w);
+    sim_trace(&w->log, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, fs->ndraw,
+              w->stock, fs->seed);
+}
+
+/*---- the leftovers: the lottery thread's walk, its promotions watched ----*/
+
+/* The accept sequence's calls (gw_accept.h), the real ones (gw_acceptor)
+ * watched: a promotion is decided at its reserve, and the oracle checks it
+ * there. */
+static gw_acceptor_t real_accept;
+
+static size_t entry_of(const fw_t *w, const char *order_id)
+{
+    for (size_t e = 0; e < w->ndraw; e++)
+        if (strcmp(w->slot->v[e].order_id, order_id) == 0)
+            return e;
+    return w->ndraw;
+}
+
+/* The first waiting loser in draw order whose units left holds (one that
+ * wants more keeps its place). */
+static size_t o_first_waiting(const fw_t *w, int64_t left)
+{
+    const gw_fair_sale_t *fs = w->slot;
     for (size_t i = 0; i < w->ndraw; i++)
-        if (w->o_state[w->perm[i]] == GW_ENTRY_WAITLISTED && w->qty[w->perm[i]] <= w->left)
+        if (fs->v[fs->perm[i]].state == GW_ENTRY_WAITLISTED && fs->v[fs->perm[i]].qty <= left)
             return i;
     return w->ndraw;
 }
 
-static gw_wl_result_t promote(fw_t *w, size_t pos)
+/* The units the orders of the draw's entries hold: won in the draw
+ * (winners), or promoted. */
+static int64_t o_held(const fw_t *w, uint8_t drawn_as)
 {
-    size_t e = w->perm[pos];
-    char line[32];
-    snprintf(line, sizeof(line), "P %zu\n", e);
-    if (log_append(w, &w->wlfd, WL_LOG, line, true) != 0)
-        return GW_WL_FAILED;
-    size_t first = o_first_waiting(w);
-    int r = reserve_once(w, e);
-    if (r < 0)
-        return GW_WL_NO_STOCK;
-    if (r > 0) {
-        if (first != pos)
-            sim_fail(&w->log,
-                     "leftovers: p-%u at draw position %zu promoted while p-%u at %zu waits",
-                     w->who[e], pos + 1, first < w->ndraw ? w->who[w->perm[first]] : 0, first + 1);
-        if (w->now >= w->ends_at)
-            sim_fail(&w->log, "leftovers: p-%u promoted after the sale's end", w->who[e]);
-        w->o_promoted += w->qty[e];
-        if (w->o_promoted > w->o_freed)
-            sim_fail(&w->log, "leftovers: %" PRIu64 " units promoted, %" PRIu64 " left or freed",
-                     w->o_promoted, w->o_freed);
-        w->o_state[e] = GW_ENTRY_WON;
-        sim_trace(&w->log, "leftovers: p-%u at draw position %zu promoted", w->who[e], pos + 1);
+    int64_t units = 0;
+    for (size_t e = 0; e < w->ndraw; e++)
+        if (w->o_drawn[e] == drawn_as &&
+            gw_orders_get(w->srv.stores.orders, w->slot->v[e].order_id, NULL))
+            units += w->slot->v[e].qty;
+    return units;
+}
+
+static int obs_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
+{
+    fw_t *w = ctx;
+    size_t e = w->drawn ? entry_of(w, req->rq->order_id) : w->ndraw;
+    if (e == w->ndraw) /* a winner of the draw (sim_world.c checks the draw) */
+        return gw_accept_take(&real_accept, req, a);
+    const entry_t *en = &w->slot->v[e];
+    unsigned p = (unsigned)person_of(en->person);
+    inv_sale_info_t info;
+    inv_sale_snapshot(inv_sale_find(w->srv.stores.inv, SALE), &info);
+    size_t first = o_first_waiting(w, info.stock_left), pos = en->pos - 1;
+    if (w->now >= w->ends_at)
+        sim_fail(&w->log, "leftovers: p-%u promoted after the sale's end", p);
+    if (gw_orders_get(w->srv.stores.orders, en->order_id, NULL))
+        sim_fail(&w->log, "leftovers: p-%u promoted again, its order known", p);
+    w->o_took[e] = true; /* a process that dies in it may have spooled the order */
+    int rc = gw_accept_take(&real_accept, req, a);
+    if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED)
+        return rc;
+    if (first != pos)
+        sim_fail(&w->log, "leftovers: p-%u at draw position %zu promoted while p-%u at %zu waits",
+                 p, pos + 1,
+                 first < w->ndraw ? (unsigned)person_of(w->slot->v[w->slot->perm[first]].person)
+                                  : 0,
+                 first + 1);
+    sim_trace(&w->log, "leftovers: p-%u at draw position %zu promoted (%u units)", p, pos + 1,
+              en->qty);
+    return rc;
+}
+
+static void obs_commit(void *ctx, gw_accept_t *a, size_t n)
+{
+    (void)ctx;
+    gw_accept_commit(&real_accept, a, n);
+}
+
+static void obs_publish(void *ctx, const gw_accept_t *a, size_t n)
+{
+    (void)ctx;
+    gw_accept_publish(&real_accept, a, n);
+}
+
+static int obs_find(void *ctx, const char *order_id, gw_accept_t *a)
+{
+    (void)ctx;
+    return gw_accept_find(&real_accept, order_id, a);
+}
+
+static const gw_accept_ops_t obs_accept_ops = {
+    .take = obs_take, .commit = obs_commit, .publish = obs_publish, .find = obs_find};
+
+/* After a turn: each entry's outcome as the product tells it now, and the
+ * units promoted within those the draw's winners left and those given back. */
+static void wl_told(fw_t *w)
+{
+    for (size_t e = 0; e < w->ndraw; e++) {
+        w->o_state[e] = w->slot->v[e].state;
+        w->o_took[e] = false;
     }
-    snprintf(line, sizeof(line), "W %zu\n", e);
-    log_append(w, &w->wlfd, WL_LOG, line, false);
-    if (!sim_disk_dead(w->disk))
-        w->state[e] = GW_ENTRY_WON;
-    return GW_WL_WON;
+    int64_t units = o_held(w, GW_ENTRY_WAITLISTED), free = w->stock - o_held(w, GW_ENTRY_WON);
+    if (units > free)
+        sim_fail(&w->log, "leftovers: %" PRId64 " units promoted, %" PRId64 " left or freed", units,
+                 free);
 }
 
-static void wl_end(fw_t *w)
+/* One turn of the lottery thread (gw_fair_tick: the draw, the leftovers'
+ * walk), the releaser's and the spool's preparer's. */
+static void fair_turn(fw_t *w)
 {
-    if (log_append(w, &w->wlfd, WL_LOG, "L\n", true) != 0)
-        sim_trace(&w->log, "leftovers: the end's record failed; a restart ends it again");
-    if (sim_disk_dead(w->disk))
-        return;
-    for (size_t e = 0; e < w->ndraw; e++)
-        if (w->state[e] == GW_ENTRY_WAITLISTED) {
-            w->state[e] = GW_ENTRY_LOST;
-            w->o_state[e] = GW_ENTRY_LOST;
-        }
-    sim_trace(&w->log, "leftovers: the sale ended, its waiters lost");
-}
-
-static void wl_tick(fw_t *w)
-{
-    bool waits = false;
-    for (size_t e = 0; e < w->ndraw; e++)
-        waits = waits || w->state[e] == GW_ENTRY_WAITLISTED;
-    if (!w->up || !w->drawn)
-        return;
-    gw_sale_out_t so =
-        sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.waiting = waits}}, w->now);
-    if (!(so.actions & GW_SALE_DO_WL))
-        return;
-    gw_wl_out_t out;
-    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK, .left = w->left};
-    wl_step(w, &ev, &out);
-    if (!out.actions)
-        return;
+    clock_set(w);
     arm(w, 0.1);
-    if (out.actions & GW_WL_DO_END)
-        wl_end(w);
-    if (out.actions & GW_WL_DO_WALK) {
-        ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = w->left, .ndraw = w->ndraw};
-        wl_step(w, &ev, &out);
-    }
-    while ((out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) && !sim_disk_dead(w->disk)) {
-        size_t e = w->perm[out.pos];
-        if (out.actions & GW_WL_DO_LOOK) {
-            ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
-                              .waitlisted = w->state[e] == GW_ENTRY_WAITLISTED,
-                              .qty = w->qty[e]};
-        } else {
-            gw_wl_result_t r = promote(w, out.pos);
-            ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = r, .left = w->left};
-        }
-        wl_step(w, &ev, &out);
+    gw_fair_tick(&w->srv);
+    if (!sim_disk_dead(w->disk)) {
+        gw_releaser_step(&w->srv);
+        while (!sim_disk_dead(w->disk) && oq_spool_step(w->srv.stores.spool))
+            ;
     }
     if (died(w))
         return;
     disarm(w);
+    if (!w->drawn && atomic_load(&w->slot->drawn))
+        drawn(w);
+    else if (w->drawn)
+        wl_told(w);
+}
+
+/* Units come back for the leftovers (a winner's order cancelled and given
+ * back, or a restock: the stock left grows by its units). */
+static void units_back(fw_t *w)
+{
+    unsigned q = 1 + sim_below(&w->rng, 2);
+    w->stock += q;
+    sale_put(w);
+    sim_trace(&w->log, "%u units back", q);
 }
 
 /* After a start: every entry's outcome as told, none waiting with an order. */
@@ -738,17 +713,38 @@ static void wl_check(fw_t *w)
 {
     if (!w->up || !w->drawn)
         return;
+    gw_fair_sale_t *fs = w->slot;
+    /* (not published yet if the load could not make its end durable: the
+     * next turn of the draw does) */
+    if (fs->ndraw != w->ndraw || !fs->core.lot_finished) {
+        sim_fail(&w->log, "leftovers: the draw of %zu entrants reads %zu%s after a restart",
+                 w->ndraw, fs->ndraw, fs->core.lot_finished ? "" : ", not finished");
+        return;
+    }
     for (size_t e = 0; e < w->ndraw && !w->log.failed; e++) {
-        uint8_t s = w->state[e], o = w->o_state[e];
-        if (s == GW_ENTRY_WAITLISTED && w->reserved[e])
-            sim_fail(&w->log, "leftovers: p-%u waits while its order is held", w->who[e]);
-        else if (s != o && w->now >= w->ends_at &&
-                 (s == GW_ENTRY_LOST || s == GW_ENTRY_WAITLISTED) &&
+        uint8_t s = fs->v[e].state, o = w->o_state[e];
+        unsigned p = (unsigned)person_of(fs->v[e].person);
+        bool held = gw_orders_get(w->srv.stores.orders, fs->v[e].order_id, NULL);
+        if (s == GW_ENTRY_WAITLISTED && held)
+            sim_fail(&w->log, "leftovers: p-%u waits while its order is held", p);
+        else if (s == o)
+            continue;
+        else if (w->now >= w->ends_at && (s == GW_ENTRY_LOST || s == GW_ENTRY_WAITLISTED) &&
                  (o == GW_ENTRY_LOST || o == GW_ENTRY_WAITLISTED))
-            w->o_state[e] = GW_ENTRY_LOST; /* the end's record, read back or not: the next
-                                              tick ends the waitlist again */
-        else if (s != o)
-            sim_fail(&w->log, "leftovers: p-%u is %s after a restart, told %s", w->who[e],
+            w->o_state[e] = s; /* the end's record, read back or not: the next
+                                  tick ends the waitlist again */
+        else if (o == GW_ENTRY_WAITLISTED && s == GW_ENTRY_WON && held && w->o_took[e])
+            w->o_state[e] = s; /* its promotion cut by the death: the spool's word */
+        else if (o == GW_ENTRY_LOST && s == GW_ENTRY_WAITLISTED && !held && w->o_power_last) {
+            /* lost for cause at a refused promotion, its "X" unsynced (a failed
+             * fdatasync: gw_waitlist.c local_record logs it) and lost with the power */
+            sim_trace(&w->log, "leftovers: p-%u waits again, its loss unrecorded", p);
+            w->o_state[e] = s;
+        } else if (o == GW_ENTRY_WON && !held && !w->fsync && w->o_power_last) {
+            sim_trace(&w->log, "leftovers: p-%u's order lost with the power (write durability)", p);
+            w->o_state[e] = s;
+        } else
+            sim_fail(&w->log, "leftovers: p-%u is %s after a restart, told %s", p,
                      gw_entry_state_name((gw_entry_state_t)s),
                      gw_entry_state_name((gw_entry_state_t)o));
     }
@@ -756,19 +752,32 @@ static void wl_check(fw_t *w)
 
 static void end_check(fw_t *w)
 {
-    int64_t held = 0;
+    if (!w->drawn)
+        return;
     for (size_t e = 0; e < w->ndraw && !w->log.failed; e++) {
-        bool won = w->state[e] == GW_ENTRY_WON;
-        if (won != w->reserved[e])
-            sim_fail(&w->log, "end: p-%u %s and %s an order", w->who[e],
-                     won ? "won" : "did not win", w->reserved[e] ? "holds" : "has no");
-        held += w->reserved[e] && !w->cancelled[e] ? w->qty[e] : 0;
+        const entry_t *en = &w->slot->v[e];
+        bool won = en->state == GW_ENTRY_WON;
+        bool held = gw_orders_get(w->srv.stores.orders, en->order_id, NULL);
+        if (won && !held && !w->fsync && w->o_power)
+            continue; /* write durability: a power loss may lose an accepted order, by design */
+        if (won != held)
+            sim_fail(&w->log, "end: p-%d %s and %s an order", person_of(en->person),
+                     won ? "won" : "did not win", held ? "holds" : "has no");
     }
-    if (held > w->stock)
-        sim_fail(&w->log, "end: %" PRId64 " units held, the stock is %" PRId64, held, w->stock);
+    inv_sale_info_t info;
+    inv_sale_snapshot(inv_sale_find(w->srv.stores.inv, SALE), &info);
+    if (info.accepted_units > w->stock)
+        sim_fail(&w->log, "end: %" PRId64 " units held, the stock is %" PRId64, info.accepted_units,
+                 w->stock);
 }
 
 /*---- the run ----*/
+
+/* The product's random keys (the draw's seed, the room's keys) drawn from the seed. */
+static uint64_t seed_word(void *arg)
+{
+    return cm_rand_next(arg);
+}
 
 void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
 {
@@ -780,6 +789,9 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     w->log = (sim_log_t){
         .trace = opts->trace, .res = out, .name = "fair t=", .clock = (const uint64_t *)&w->now};
     cm_rand_seed(&w->rng, opts->seed ^ 0xfa12fa12fa12fa12ull);
+    cm_rand_t keys;
+    cm_rand_seed(&keys, opts->seed ^ 0x5eed5eed5eed5eedull);
+    cm_hash_seed_set_fake(seed_word, &keys);
     w->disk = sim_disk_new(&w->rng);
     w->fs = sim_disk_ops();
     sim_disk_use(w->disk);
@@ -797,45 +809,47 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     w->reg_opens = 5;
     w->reg_closes = REG_STEPS;
     w->ends_at = REG_STEPS + 40 + sim_below(&w->rng, WL_STEPS);
+    w->stock = 1;
     w->secret.k0 = cm_rand_next(&w->rng);
     w->secret.k1 = cm_rand_next(&w->rng);
     w->fsync = sim_chance(&w->rng, 0.5) || opts->fsync_only;
     sim_trace(&w->log, "durability %s", w->fsync ? "fsync" : "write");
-    /* the server as registration's store reads it: its durability, the
-     * fairness module's directory, the sale's slot found by its id */
+    /* the server as the fairness module reads it: its configuration, stores
+     * (made at each start), accept sequence; the module with the local store
+     * (gw_fair_open's choice for one gateway) and its directory */
     w->cfg.durability = w->fsync ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
+    w->cfg.max_lottery_entries = 1000;
+    w->cfg.max_registrations = w->cap;
     w->srv.cfg = &w->cfg;
+    atomic_store(&w->srv.node.id, 1u);
+    w->srv.pool.nworkers = 1;
     w->f = cm_xcalloc(1, sizeof(*w->f));
     w->f->srv = &w->srv;
+    pthread_mutex_init(&w->f->tick_mu, NULL);
+    pthread_mutex_init(&w->f->mu, NULL);
+    w->f->lot = &gw_fair__lot_local;
     snprintf(w->f->dir, sizeof(w->f->dir), "fair");
+    real_accept = gw_acceptor(&w->srv);
+    w->f->accept = (gw_acceptor_t){.ops = &obs_accept_ops, .ctx = w};
     w->srv.fair = w->f;
-    w->slot = cm_xcalloc(1, sizeof(*w->slot));
-    w->f->sales[0] = w->slot;
-    atomic_store(&w->f->n, 1);
     clock_set(w);
     proc_start(w);
-    /* the lottery's configure: the sale's log made, its name synced with
-     * fair.json's rename (gw_fair.c conf_save's directory fsync) */
-    w->wlfd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR | O_CREAT | O_APPEND, 0644);
-    while (w->fs->fsync(w->dirfd) != 0)
-        ;
-    unsigned nactive = 3 + sim_below(&w->rng, NP - 2); /* persons who want to register */
     uint64_t total = REG_STEPS + WL_STEPS + HEAL_STEPS;
+    unsigned nactive = 3 + sim_below(&w->rng, NP - 2); /* persons who want to register */
     for (w->now = 0; (uint64_t)w->now < total && !w->log.failed; w->now++) {
         out->steps++;
+        clock_set(w);
         if ((uint64_t)w->now == REG_STEPS + WL_STEPS) { /* the heal: no more faults */
             w->faults = false;
             sim_disk_set_faults(w->disk, 0, 0);
         }
         if (!w->up) {
             proc_start(w);
-            if (w->now >= w->reg_closes)
-                wl_check(w);
+            if (w->up && !w->drawn && atomic_load(&w->slot->drawn))
+                drawn(w); /* published by a turn the process died in */
+            wl_check(w);
             reg_check(w);
-            continue;
-        }
-        if (!w->drawn && w->now >= w->reg_closes) {
-            do_draw(w);
+            w->o_power_last = w->o_power_last && !w->up;
             continue;
         }
         if (w->faults && sim_chance(&w->rng, 0.03)) {
@@ -847,53 +861,26 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
             reg_check(w);
             continue;
         }
-        /* a winner cancels: its unit comes back for the leftovers */
-        if (sim_chance(&w->rng, 0.15) && w->ndraw) {
-            size_t e = sim_below(&w->rng, (uint32_t)w->ndraw);
-            if (w->reserved[e] && !w->cancelled[e]) {
-                w->cancelled[e] = true;
-                w->left += w->qty[e];
-                w->o_freed += w->qty[e];
-                sim_trace(&w->log, "p-%u cancels its order: %u units back", w->who[e], w->qty[e]);
-            }
-        }
-        wl_tick(w);
+        if (!w->entered && w->now < w->reg_closes + WINDOW_MS)
+            do_enter(w);
+        if (w->drawn && sim_chance(&w->rng, 0.15))
+            units_back(w);
+        fair_turn(w);
     }
     if (!w->log.failed && w->up)
         end_check(w);
     if (w->up)
         slot_gone(w);
     cm_journal_set_fs(NULL);
+    cm_hash_seed_set_fake(NULL, NULL);
     cm_time_set_fake(false, 0, 0);
     obs_w = NULL;
-    free(w->slot);
+    pthread_mutex_destroy(&w->f->tick_mu);
+    pthread_mutex_destroy(&w->f->mu);
     free(w->f);
     sim_disk_stats_t st;
     sim_disk_stats(w->disk, &st);
     out->fsync_fails = st.fsync_fails;
     out->torn_writes = st.torn_writes;
     sim_disk_free(w->disk);
-}
-
-/*---- a sale's journal on the simulated disk (sim_fair.h) ----*/
-
-int sim_fair_journal_append(const oq_fs_ops_t *fs, int fd, const char *rec, size_t len, bool sync)
-{
-    struct stat st;
-    if (fd < 0 || fs->fstat(fd, &st) != 0)
-        return CM_EIO;
-    char buf[CM_JOURNAL_MAGIC_LEN + 256];
-    size_t at = 0;
-    if (st.st_size == 0)
-        at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
-    size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, rec, len);
-    if (n == 0)
-        return CM_EIO;
-    ssize_t w = fs->write(fd, buf, at + n);
-    if (w != (ssize_t)(at + n)) {
-        if (w > 0) /* a full disk's short write: cut back off (gw_fair__log_line) */
-            fs->ftruncate(fd, st.st_size);
-        return CM_EIO;
-    }
-    return sync && fs->fdatasync(fd) != 0 ? CM_EIO : 0;
 }
