@@ -67,9 +67,19 @@ void *cm_xmap_huge(size_t n, size_t *len)
 
 void *cm_map_huge(size_t n, size_t *len)
 {
+    if (n <= HUGE_PAGE / 4) {
+        /* a small table gains nothing from a huge page, which its prefault would
+         * zero and touch whole (2 MiB: a status table of a few thousand orders,
+         * made again at each of the simulator's restarts) */
+        size_t page = (size_t)sysconf(_SC_PAGESIZE), want = (n + page - 1) / page * page;
+        void *p = mmap(NULL, want ? want : page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        *len = want ? want : page;
+        return p;
+    }
     size_t want = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    if (want == 0)
-        want = HUGE_PAGE;
     /* one huge page more, so that an aligned start fits; the ends are given back */
     char *p = mmap(NULL, want + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                    -1, 0);

@@ -22,7 +22,8 @@ char *cm_xstrndup(const char *s, size_t n);
  * in a VM each miss walks two page tables. Under a CPU quota the caches are cold at every
  * slice and the walks showed as the largest user-space cost of an accepted order
  * (PROFILE_CAP=1000/20000 python3 bench/profile.py build acc perf 4 64). Where THP is
- * "never" the advice is ignored and the table is plain 4 KiB pages. Aborts on
+ * "never" the advice is ignored and the table is plain 4 KiB pages, as is a table of
+ * 512 KiB or less (a few TLB entries; a huge page would be 2 MiB to zero). Aborts on
  * out-of-memory like cm_xmalloc; *len gets the mapped length for cm_unmap.
  */
 void *cm_xmap_huge(size_t n, size_t *len);
