@@ -196,6 +196,9 @@ typedef struct cm_journal {
     unsigned gen;      /* a new file (a compaction's): a sync of the old one covers none of it */
     unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
     bool dropped;      /* awaits a rewrite (cm_journal_dropped) */
+    /* open skipped holes before this logical end (0: none), hole_bytes of them:
+     * a compaction copies those as they are and checks the rest frame by frame */
+    off_t holes_to, hole_bytes;
     bool syncing;      /* an fdatasync runs (without mu); cv: its end */
     /* the directory entry is fsync'd by the next sync: a new file's name, a
      * compaction's rename, or a file a crash left unsynced survives a power cut */
