@@ -311,27 +311,36 @@ int cm_journal_scan_mem(char *buf, size_t n, cm_journal_record_fn fn, void *arg,
     return scan_window(&w, fn, arg, out);
 }
 
+/* cm_journal_recover, its scan in *sc. */
+static int recover_scan(int fd, const char *path, cm_journal_record_fn fn, void *arg,
+                        cm_journal_scan_t *sc)
+{
+    int rc = cm_journal_scan(fd, fn, arg, sc);
+    if (rc != 0)
+        return rc;
+    if (sc->is_legacy)
+        return CM_ECORRUPT;
+    if (sc->holes)
+        cm_log_warn("journal", "corrupt frames between whole ones: skipped",
+                    "path=%s at=%lld holes=%zu bytes=%lld records=%zu", path,
+                    (long long)sc->first_hole, sc->holes, (long long)sc->hole_bytes, sc->records);
+    if (sc->end < sc->size) {
+        cm_log_warn("journal", "torn or corrupt frame: the file is cut there",
+                    "path=%s at=%lld cut_bytes=%lld records=%zu", path, (long long)sc->end,
+                    (long long)(sc->size - sc->end), sc->records);
+        if (jfs->ftruncate(fd, sc->end) != 0)
+            return CM_EIO;
+    }
+    return 0;
+}
+
 int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg, off_t *len)
 {
     cm_journal_scan_t sc;
-    int rc = cm_journal_scan(fd, fn, arg, &sc);
-    if (rc != 0)
-        return rc;
-    if (sc.is_legacy)
-        return CM_ECORRUPT;
-    if (sc.holes)
-        cm_log_warn("journal", "corrupt frames between whole ones: skipped",
-                    "path=%s at=%lld holes=%zu bytes=%lld records=%zu", path,
-                    (long long)sc.first_hole, sc.holes, (long long)sc.hole_bytes, sc.records);
-    if (sc.end < sc.size) {
-        cm_log_warn("journal", "torn or corrupt frame: the file is cut there",
-                    "path=%s at=%lld cut_bytes=%lld records=%zu", path, (long long)sc.end,
-                    (long long)(sc.size - sc.end), sc.records);
-        if (jfs->ftruncate(fd, sc.end) != 0)
-            return CM_EIO;
-    }
-    *len = sc.end;
-    return 0;
+    int rc = recover_scan(fd, path, fn, arg, &sc);
+    if (rc == 0)
+        *len = sc.end;
+    return rc;
 }
 
 int cm_journal_attach(int fd, const char *path, off_t *len)
@@ -616,8 +625,9 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
         cm_errbuf_set(errbuf, errlen, "%s: %s", path, strerror(errno));
         return CM_EIO;
     }
-    off_t len = 0;
-    int rc = cm_journal_recover(fd, path, fn, arg, &len);
+    cm_journal_scan_t sc;
+    int rc = recover_scan(fd, path, fn, arg, &sc);
+    off_t len = sc.end;
     if (rc != 0) {
         cm_errbuf_set(errbuf, errlen, "%s: %s", path,
                       rc == CM_ECORRUPT ? "not a journal" : "cannot read or cut its tail");
@@ -646,6 +656,10 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
     j->synced_len = synced ? len : 0;
     j->dir_unsynced = !synced;
     j->dropped = (flags & CM_JOURNAL_REWRITE_FOUND) && len > CM_JOURNAL_MAGIC_LEN;
+    if (sc.holes) { /* a rewrite copies them as they are (compact_from checks the rest) */
+        j->holes_to = len;
+        j->hole_bytes = sc.hole_bytes;
+    }
     return 0;
 }
 
@@ -813,8 +827,54 @@ bool cm_journal_broken(cm_journal_t *j)
     return broken;
 }
 
-/* The file's bytes [from, to) of fd at the end of tfd. 0 or -1. */
-static int copy_range(int fd, int tfd, off_t from, off_t to)
+/* The check of frames streamed through it in pieces (a copy's reads): every
+ * byte is part of a whole frame with its checksum right, as frame_at checks
+ * one, with no resync: a bad byte fails the whole run. */
+typedef struct frame_check {
+    char hdr[HDR];
+    size_t have;   /* header bytes held: HDR while the record and its newline come */
+    uint32_t left; /* record bytes still to come, then the newline */
+    uint32_t crc, want;
+    bool bad;
+    bool failed; /* a copy_range's check failed (bad, or its range ended mid-frame) */
+} frame_check_t;
+
+static void check_feed(frame_check_t *c, const char *p, size_t n)
+{
+    while (n > 0 && !c->bad) {
+        if (c->have < HDR) {
+            size_t k = HDR - c->have < n ? HDR - c->have : n;
+            memcpy(c->hdr + c->have, p, k);
+            c->have += k;
+            p += k;
+            n -= k;
+            if (c->have == HDR) {
+                c->bad = !get_hex8(c->hdr, &c->left) || c->hdr[8] != ' ' ||
+                         !get_hex8(c->hdr + 9, &c->want) || c->hdr[17] != ' ' ||
+                         c->left > CM_JOURNAL_RECORD_MAX;
+                c->crc = cm_crc32c(0, c->hdr, 8);
+            }
+        } else if (c->left > 0) {
+            size_t k = c->left < n ? c->left : n;
+            c->crc = cm_crc32c(c->crc, p, k);
+            c->left -= (uint32_t)k;
+            p += k;
+            n -= k;
+        } else {
+            c->bad = *p != '\n' || c->crc != c->want;
+            c->have = 0;
+            p++;
+            n--;
+        }
+    }
+}
+
+/* The file's bytes [from, to) of fd at the end of tfd, the ones from strict on
+ * (a frame's start) checked by c as they pass: a failed writeback's pages the
+ * kernel marked clean and then evicted read back as the disk's stale bytes, and
+ * a copy must not call those durable. Each of a copy's ranges ends at a frame's
+ * end. 0 or -1 (a read, a write or the check failed; errno EIO for the check). */
+static int copy_range(int fd, int tfd, off_t from, off_t to, off_t strict, frame_check_t *c)
 {
     char buf[16384];
     while (from < to) {
@@ -822,9 +882,39 @@ static int copy_range(int fd, int tfd, off_t from, off_t to)
         ssize_t r = jfs->pread(fd, buf, n, from);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0 || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
+        if (r <= 0)
             return -1;
+        if (from + r > strict) {
+            off_t skip = strict > from ? strict - from : 0;
+            check_feed(c, buf + skip, (size_t)(r - skip));
+        }
+        if (c->bad || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
+            break;
         from += r;
+    }
+    if (from < to && !c->bad)
+        return -1;
+    if (c->bad || c->have != 0) {
+        c->failed = true;
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* The bytes [from, to) of fd, among which open found holes (j->holes_to): the
+ * same scan as open's, whole frames up to to and no more hole bytes than open
+ * skipped (a rewrite copies those as they are). 0 or -1 (errno EIO). */
+static int check_holes(int fd, off_t from, off_t to, off_t hole_bytes)
+{
+    window_t w = {.fd = fd, .size = to, .cap = READ_CHUNK};
+    w.buf = cm_xmalloc(w.cap);
+    cm_journal_scan_t sc = {0};
+    int rc = scan_frames(&w, from, NULL, NULL, &sc);
+    free(w.buf);
+    if (rc != 0 || sc.end != to || sc.hole_bytes > hole_bytes) {
+        errno = EIO;
+        return -1;
     }
     return 0;
 }
@@ -842,7 +932,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     snprintf(tmp, sizeof(tmp), "%s.tmp", j->path);
     pthread_mutex_lock(&j->mu);
     unsigned gen = j->gen;
-    off_t delta = j->delta, to = j->len;
+    off_t delta = j->delta, to = j->len, holes_to = j->holes_to, hole_bytes = j->hole_bytes;
     /* a dup to read the tail from: j->fd is j->mu's */
     int fd = j->fd >= 0 && mark - delta >= (off_t)CM_JOURNAL_MAGIC_LEN && mark <= j->len
                  ? jfs->dup(j->fd)
@@ -851,7 +941,14 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     const char *what = "no such mark";
     int tfd = -1;
     bool held = false;
+    /* the copy's frames from strict on are checked as they pass; the holes
+     * open skipped before it are scanned for as open did */
+    frame_check_t check = {0};
+    off_t strict = holes_to > mark ? holes_to - delta : mark - delta;
     if (fd < 0)
+        goto fail;
+    what = "frames read back are not whole";
+    if (holes_to > mark && check_holes(fd, mark - delta, strict, hole_bytes) != 0)
         goto fail;
     (void)jfs->unlink(tmp);
     what = "open";
@@ -862,7 +959,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     what = "write";
     if (cm_journal_write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
         cm_journal_write_all(tfd, image->p ? image->p : "", image->len) != 0 ||
-        copy_range(fd, tfd, mark - delta, to - delta) != 0)
+        copy_range(fd, tfd, mark - delta, to - delta, strict, &check) != 0)
         goto fail;
     what = "fdatasync";
     if (cm_journal__datasync(tfd) != 0)
@@ -878,7 +975,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     off_t held_to = j->len;
     pthread_mutex_unlock(&j->mu);
     what = "copy";
-    if (copy_range(fd, tfd, to - delta, held_to - delta) != 0)
+    if (copy_range(fd, tfd, to - delta, held_to - delta, strict, &check) != 0)
         goto fail;
     what = "fdatasync";
     if (cm_journal__datasync(tfd) != 0)
@@ -889,7 +986,7 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     if (j->gen != gen || j->fd < 0 || j->synced_len > held_to)
         goto fail_locked;
     what = "copy";
-    if (copy_range(fd, tfd, held_to - delta, j->len - delta) != 0)
+    if (copy_range(fd, tfd, held_to - delta, j->len - delta, strict, &check) != 0)
         goto fail_locked;
     what = "rename";
     if (jfs->rename(tmp, j->path) != 0)
@@ -902,6 +999,8 @@ int cm_journal_compact_from(cm_journal_t *j, const cm_journal_buf_t *image, off_
     /* the new file was written from state and the page cache, and synced */
     j->dropped = false;
     j->dir_unsynced = true;
+    if (mark >= holes_to) /* the holes open found were not copied */
+        j->holes_to = j->hole_bytes = 0;
     release_syncs(j);
     unsigned new_gen = j->gen;
     pthread_mutex_unlock(&j->mu);
@@ -924,6 +1023,8 @@ fail_locked:
     if (held)
         release_syncs(j);
     pthread_mutex_unlock(&j->mu);
+    if (check.failed)
+        what = "frames read back are not whole";
     cm_log_error("journal", "cannot compact", "path=%s what=%s err=%s", j->path, what,
                  strerror(errno));
     if (fd >= 0)

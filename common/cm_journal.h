@@ -174,7 +174,14 @@ void cm_journal_buf_free(cm_journal_buf_t *b);
  * dropped (cm_journal_dropped): no end that was not covered before it is
  * durable, and cm_journal_sync_to refuses such ends, until the file is
  * written again (cm_journal_compact_from from the writer's state, or
- * cm_journal_rewrite from its own frames).
+ * cm_journal_rewrite from its own frames). Those read the frames they copy
+ * back from the file; if the kernel evicted the clean-marked pages, what reads
+ * back is the disk's stale bytes (zeros, older ones), so every byte copied is
+ * checked as it passes, frame by frame (length, CRC-32C, newline: recovery's
+ * check, without its skipping), and a copy that is not whole frames fails the
+ * rewrite (CM_EIO: the journal stays dropped). Only the holes open skipped are
+ * copied as they are (holes_to): that part is scanned as open scanned it and
+ * may hold no more hole bytes than open found.
  *
  * Thread safety: cm_journal_put, cm_journal_put_frames, cm_journal_sync_to,
  * cm_journal_lens, cm_journal_broken, cm_journal_dropped, cm_journal_rewrite
@@ -196,6 +203,9 @@ typedef struct cm_journal {
     unsigned gen;      /* a new file (a compaction's): a sync of the old one covers none of it */
     unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
     bool dropped;      /* awaits a rewrite (cm_journal_dropped) */
+    /* open skipped holes before this logical end (0: none), hole_bytes of them:
+     * a compaction copies those as they are and checks the rest frame by frame */
+    off_t holes_to, hole_bytes;
     bool syncing;      /* an fdatasync runs (without mu); cv: its end */
     /* the directory entry is fsync'd by the next sync: a new file's name, a
      * compaction's rename, or a file a crash left unsynced survives a power cut */
@@ -306,7 +316,8 @@ bool cm_journal_dropped(cm_journal_t *j);
  * cache, where a failed fdatasync left them), by cm_journal_compact_from with
  * no image: the frames it held at the call are durable after it, the journal
  * is no longer dropped, and offsets stay. For a writer that keeps no state to
- * write the file from. 0 or CM_EIO. Thread-safe; one compaction at a time. */
+ * write the file from. 0 or CM_EIO (also for frames that read back stale:
+ * the journal stays dropped; see above). Thread-safe; one compaction at a time. */
 int cm_journal_rewrite(cm_journal_t *j);
 /* Replaces every record appended so far (written or in the batch, which is
  * dropped) by image's frames (cm_journal_compact_from at the end); the new
@@ -323,6 +334,8 @@ int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image);
  * j->mu the last frames copied (page cache only) and the file renamed over
  * the journal. The directory is fsync'd after (a sync before that fsyncs it
  * too).
+ * Every frame copied is checked as it is read (see above: one that reads back
+ * stale fails the compaction).
  * The frames after mark keep their logical offsets; the journal is no longer
  * dropped. 0 or CM_EIO (logged; the journal stays as it was). Thread-safe;
  * one compaction at a time. */

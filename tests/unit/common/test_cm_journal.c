@@ -60,6 +60,7 @@ static int setup(void **st)
 static int teardown(void **st)
 {
     fixture_t *f = *st;
+    cm_journal_set_fs(NULL); /* a test that failed with its own table in force */
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
     if (system(cmd) != 0)
@@ -709,6 +710,139 @@ static void test_rewrite_found(void **st)
     assert_int_equal(cm_journal_close(&j), 0);
 }
 
+/* A failed writeback's pages the kernel marked clean and then evicted: what
+ * the journal reads back of [stale_from, stale_to) is the disk's stale bytes
+ * instead (how: 0 zeros, 1 the record's last byte changed, 2 the newline gone). */
+static off_t stale_from, stale_to;
+static int stale_how;
+
+static ssize_t stale_pread(int fd, void *buf, size_t n, off_t off)
+{
+    ssize_t r = pread(fd, buf, n, off);
+    char *p = buf;
+    for (ssize_t i = 0; i < r; i++) {
+        off_t o = off + i;
+        if (o < stale_from || o >= stale_to)
+            continue;
+        if (stale_how == 0)
+            p[i] = '\0';
+        else if (stale_how == 1 && o == stale_to - 2)
+            p[i] ^= 0x01;
+        else if (stale_how == 2 && o == stale_to - 1)
+            p[i] = ' ';
+    }
+    return r;
+}
+
+static cm_journal_fs_t stale_fs;
+
+static void read_stale(off_t from, off_t to, int how)
+{
+    stale_fs = *cm_journal_fs();
+    stale_fs.pread = stale_pread;
+    stale_from = from;
+    stale_to = to;
+    stale_how = how;
+    cm_journal_set_fs(&stale_fs);
+}
+
+static void tmp_gone(const char *path)
+{
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    assert_int_equal(access(tmp, F_OK), -1);
+}
+
+/* A rewrite after a failed fdatasync reads the frames back: if they read back
+ * as the disk's stale bytes (a hole, a bad checksum, a frame cut short), it
+ * refuses (the journal stays dropped, no end it held is durable) rather than
+ * make them durable; one that reads them back whole succeeds. The same for the
+ * tail a compaction copies behind its image. */
+static void test_rewrite_checks_read_back(void **st)
+{
+    fixture_t *f = *st;
+    for (int how = 0; how < 3; how++) {
+        (void)unlink(f->path);
+        cm_journal_t j;
+        seen_t s;
+        assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_DEFER_SYNC, &s), 0);
+        off_t e0, ea, eb;
+        assert_int_equal(cm_journal_put(&j, "0", 1, &e0), 0);
+        assert_int_equal(cm_journal_sync_to(&j, e0), 0);
+        assert_int_equal(cm_journal_put(&j, "a", 1, &ea), 0);
+        assert_int_equal(cm_journal_put(&j, "b", 1, &eb), 0);
+        cm_journal__datasync = failing_datasync;
+        assert_int_equal(cm_journal_sync_to(&j, eb), CM_EIO);
+        cm_journal__datasync = fdatasync;
+        assert_true(cm_journal_dropped(&j));
+
+        read_stale(e0, ea, how);
+        assert_int_equal(cm_journal_rewrite(&j), CM_EIO);
+        assert_true(cm_journal_dropped(&j));
+        assert_int_equal(cm_journal_sync_to(&j, eb), CM_EIO);
+        tmp_gone(f->path);
+        cm_journal_buf_t img = {0};
+        assert_int_equal(cm_journal_buf_add(&img, "img", 3), 0);
+        read_stale(ea, eb, how); /* the last frame, copied behind the image */
+        assert_int_equal(cm_journal_compact_from(&j, &img, ea), CM_EIO);
+        assert_true(cm_journal_dropped(&j));
+        tmp_gone(f->path);
+        cm_journal_buf_free(&img);
+
+        cm_journal_set_fs(NULL);
+        assert_int_equal(cm_journal_rewrite(&j), 0);
+        assert_false(cm_journal_dropped(&j));
+        assert_int_equal(cm_journal_sync_to(&j, eb), 0);
+        assert_int_equal(cm_journal_close(&j), 0);
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_int_equal(s.n, 3);
+        assert_string_equal(s.recs[1], "a");
+        assert_string_equal(s.recs[2], "b");
+        assert_int_equal(cm_journal_close(&j), 0);
+    }
+}
+
+/* The holes open skipped (a power cut's zero-filled block) are copied as they
+ * are: a rewrite of such a journal succeeds and reads back the same records;
+ * a frame around them that reads back stale still fails it (past them, or
+ * more hole bytes among them than open skipped). */
+static void test_rewrite_keeps_open_holes(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 5);
+    char full[512];
+    size_t n = get_file(f->path, full, sizeof(full));
+    off_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2, second = CM_JOURNAL_MAGIC_LEN + fl;
+    memset(full + second, 0, (size_t)fl);
+    put_file(f->path, full, n);
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_true(cm_journal_dropped(&j));
+    off_t ex;
+    assert_int_equal(cm_journal_put(&j, "x", 1, &ex), 0);
+
+    read_stale(ex - CM_JOURNAL_FRAME_OVERHEAD - 1, ex, 0); /* past the holes */
+    assert_int_equal(cm_journal_rewrite(&j), CM_EIO);
+    assert_true(cm_journal_dropped(&j));
+    read_stale(second + 2 * fl, second + 3 * fl, 0); /* "r3": a second hole */
+    assert_int_equal(cm_journal_rewrite(&j), CM_EIO);
+    assert_true(cm_journal_dropped(&j));
+    cm_journal_set_fs(NULL);
+
+    assert_int_equal(cm_journal_rewrite(&j), 0);
+    assert_false(cm_journal_dropped(&j));
+    assert_int_equal(cm_journal_sync_to(&j, ex), 0);
+    assert_int_equal(cm_journal_rewrite(&j), 0); /* the hole copied again */
+    assert_int_equal(cm_journal_close(&j), 0);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 5);
+    assert_string_equal(s.recs[1], "r2");
+    assert_string_equal(s.recs[4], "x");
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
 typedef struct compactor {
     cm_journal_t *j;
     _Atomic int *writers_left;
@@ -835,6 +969,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewrite_checks_read_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewrite_keeps_open_holes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_beside_appends, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
