@@ -75,7 +75,6 @@
 #include "settle/st_settle.h"
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
-#include "sim/sim_fair.h"
 #include "sim/sim_journal_fs.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_room.h"
