@@ -42,6 +42,16 @@ g = Gateway("--admin-cgroup", CG)
 bad = Gateway("--admin-cgroup", "/proc")
 try:
     g.start()
+    # /readyz is the public listener's: the admin listener may still be starting
+    # (its boot thread in the cgroup, the listener's not yet made), so wait for it
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if request(g.admin_port, "GET", "/healthz", timeout=1).status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
     pid = g.proc.pid
     mine = {t for t in os.listdir("/proc/%d/task" % pid)}
     inside = tasks() & mine
