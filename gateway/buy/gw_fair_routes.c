@@ -129,7 +129,7 @@ void gw_room_handle(gw_req_t *r)
     /* After the end a place buys nothing. And a room is sealed by the terms'
      * start only before their end: a fleet's gateway still holding a deleted
      * sale's terms (ended) must not seal the room of the sale created again. */
-    if (cfg.ends_at_ms && now_ms >= cfg.ends_at_ms) {
+    if (gw_sale_phase(gw_fair_machine(fs), now_ms) == GW_SALE_PH_ENDED) {
         gw_resp_error(p, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
         return;
     }

@@ -185,12 +185,6 @@ static bool room_started(const gw_sale_core_t *c, int64_t now_ms)
     return !(starts && now_ms < starts);
 }
 
-static bool room_ended(const gw_sale_core_t *c, int64_t now_ms)
-{
-    int64_t ends = LD(c->cfg.ends_at_ms);
-    return ends && now_ms >= ends;
-}
-
 static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
 {
     if (!has_room(c)) {
@@ -269,15 +263,16 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
         ST(c->leftovers, false); /* nobody waits: first-come opens */
     if (LD(c->leftovers))
         out->actions |= GW_SALE_DO_WL;
+    out->phase = gw_sale_phase(c, now_ms);
     /* A room admits (and seals) between its start and its end. After the end
      * nothing is admitted, and a sale's ended terms must not seal a room: a
      * fleet's gateway whose copy of a deleted sale (ended: only those can be
      * deleted) still stands when the new room's rate arrives would seal the
      * room of the sale created again under the id, before its start. */
     if (has_room(c))
-        out->actions |= GW_SALE_DO_ROOM |
-                        (room_started(c, now_ms) && !room_ended(c, now_ms) ? GW_SALE_DO_ADMIT : 0);
-    out->phase = gw_sale_phase(c, now_ms);
+        out->actions |=
+            GW_SALE_DO_ROOM |
+            (room_started(c, now_ms) && out->phase != GW_SALE_PH_ENDED ? GW_SALE_DO_ADMIT : 0);
 }
 
 /* The events decided by the phase: a tick, a registration, an entry, the
