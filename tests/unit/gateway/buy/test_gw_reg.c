@@ -433,6 +433,15 @@ static ino_t reg_ino(const mini_t *m)
     return st.st_ino;
 }
 
+/* person registered (201) and its record synced. */
+static void reg_synced(mini_t *m, const char *person)
+{
+    char why[256] = "";
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m->srv, "s1", person, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m->srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+}
+
 /* spool.durability fsync: a start writes the log it read again (a new file,
  * fdatasync'd, renamed over it, the directory fsync'd), never an fdatasync in
  * place: a failed fdatasync of the process before may have dropped pages the
@@ -447,10 +456,8 @@ static void test_fsync_load_rewrites(void **state)
     m.cfg.durability = GW_DURABILITY_FSYNC;
     char why[256] = "", list[256];
     bool sync = false;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    reg_synced(&m, "P-a");
+    reg_synced(&m, "P-b");
     ino_t before = reg_ino(&m);
     mini_restart(&m);
     ino_t after = reg_ino(&m);
@@ -482,8 +489,7 @@ static void test_fsync_load_rewrite_fails(void **state)
     m.cfg.durability = GW_DURABILITY_FSYNC;
     char why[256] = "", list[256];
     bool sync = false;
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    reg_synced(&m, "P-a");
     datasync_fails = 1000; /* every try of the start's rewrite */
     cm_journal__datasync = failing_once;
     mini_restart(&m);
@@ -521,8 +527,7 @@ static void test_failed_sync_then_another(void **state)
     snprintf(path, sizeof(path), "%s/fair/s1.reg", m.dir);
     struct stat before, after;
     assert_int_equal(stat(path, &before), 0);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", &sync, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    reg_synced(&m, "P-b");
     assert_int_equal(stat(path, &after), 0);
     assert_true(after.st_ino != before.st_ino); /* written again, not only fdatasync'd */
     assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", &sync, why, sizeof(why)), GW_REG_ALREADY);
