@@ -303,15 +303,10 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
     char why[256] = "";
     bool sent;
     int rc = claim_call(&f->loop_pool, &u, false, now_s, &sent, why, sizeof(why));
-    /*
-     * Sent, no answer (a timeout, a lost connection): Redis may run the
-     * claim still, and the token would read spent with no order. Given
-     * back by the lottery thread (not on this worker's loop), which
-     * voids it if it has not run yet. With an Idempotency-Key too: a
-     * retry of the key that goes on past this claim (GW_WR_REPLAY)
-     * holds the token with its own nonce, so this give-back leaves it
-     * held under that retry's order.
-     */
+    /* Sent, no answer: Redis may run the claim still, and the token would read spent
+     * with no order. Given back by the lottery thread, which voids it if it has not run
+     * yet; a keyed retry past this claim (GW_WR_REPLAY) holds the token with its own
+     * nonce, so this give-back leaves it held under that retry's order. */
     if (rc < 0 && sent && !unclaim_later(f, &u))
         gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id,
                                     "too many give-backs pending");
