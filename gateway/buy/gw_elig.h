@@ -36,18 +36,14 @@ int gw_elig_open(struct gw_server *srv, char *errbuf, size_t errlen);
 /* Frees the table. After the workers and the admin API stopped. */
 void gw_elig_close(struct gw_server *srv);
 
-/*
- * Admin: checks a PUT's require_claims (a json_t * object of name -> true, or
- * NULL = none) and min_account_age_days into *out for sale_id: 0, or CM_EINVAL
- * with a sentence naming the field or claim. Changes nothing. Admin thread.
- */
+/* Admin: checks a PUT's require_claims (a json_t * object of name -> true, or NULL)
+ * and min_account_age_days into *out: 0, or CM_EINVAL with a sentence naming the
+ * field or claim. Changes nothing. Admin thread. */
 int gw_elig_parse(struct gw_server *srv, const char *sale_id, const void *require_claims,
                   int64_t min_age_days, gw_elig_rule_t *out, char *errbuf, size_t errlen);
-/*
- * Admin: makes *rule the sale's (a rule without claims and age removes it) and
- * rewrites eligibility.json; in a fleet, Redis first. 0, or CM_EIO, CM_EINVAL
- * (table full) or CM_EBACKEND (Redis: nothing changed) with a reason. Admin thread.
- */
+/* Admin: makes *rule the sale's (without claims and age: removes it), in a fleet in
+ * Redis first. 0, or CM_EIO, CM_EINVAL (table full) or CM_EBACKEND (nothing changed)
+ * with a reason. Admin thread. */
 int gw_elig_set(struct gw_server *srv, const gw_elig_rule_t *rule, char *errbuf, size_t errlen);
 /* The sale's rule into *out; false when it has none. Thread-safe. */
 bool gw_elig_get(struct gw_server *srv, const char *sale_id, gw_elig_rule_t *out);

@@ -45,9 +45,8 @@ struct gw_elig {
     _Atomic size_t live; /* rules set: 0 lets the buy path skip the scan */
     gw_elig_retired_t *retired;
     char path[600];
-    /* The slots published since gw_elig__seen_clear: a store's poll learns from
-     * them which rules it did not read (and an admin write made during the poll
-     * is one it read). */
+    /* The slots published since gw_elig_fleet_begin: the rules a poll did not read
+     * (an admin write during the poll counts as read). */
     bool seen[GW_ELIG_MAX_SALES];
 };
 

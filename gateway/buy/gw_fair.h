@@ -109,9 +109,8 @@ typedef struct gw_fair_ticket {
 #define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
-/* Whether first-come is held back for the waitlist now: leftovers by lot (docs/design.md),
- * while a drawn lottery has waitlisted entries, units freed after the draw go to them in
- * draw order and first-come buys are refused 410 sold_out. Thread-safe, lock-free. */
+/* Whether first-come is held back for the waitlist now (docs/design.md "Leftovers by
+ * lot": first-come buys are refused 410 sold_out). Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
@@ -121,12 +120,9 @@ bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
  */
 int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
-/*
- * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0
- * removes it (when nobody entered yet), and its waiting-room rate
- * (admissions per second, 0 = none). Persisted before it returns.
- * Returns 0 or CM_EINVAL with a reason. Admin thread.
- */
+/* Admin: sets (creates) a sale's lottery window and early acceptance, 0/0 removes it
+ * (when nobody entered yet), and its waiting-room rate (per second, 0 = none),
+ * persisted before it returns. 0 or CM_EINVAL with a reason. Admin thread. */
 int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window_ms,
                       int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
 /*
@@ -152,11 +148,8 @@ int gw_fair_sale_deleted(struct gw_server *srv, const char *sale_id, bool sale_g
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 
-/*
- * GET /admin/v1/sales/{id}/draw: the configuration, the seed, the entrants in
- * draw order with their outcomes (a json_t * object, new reference), or NULL
- * for a sale without a lottery. Thread-safe.
- */
+/* GET /admin/v1/sales/{id}/draw: the configuration, the seed, the entrants in draw
+ * order with their outcomes (a json_t *, new reference), or NULL without a lottery. */
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 
 /*

@@ -1,8 +1,8 @@
 /*
- * Fair start: the waiting room (see gw_fair.h for the rules). This file is the
- * part every room shares (the view, the audit, the keys, the spent-token table,
- * the rate each tick gives it); what a room's store decides goes through
- * fs->wr_ops: one gateway's (gw_room_store.c) or the fleet's (gw_room_fleet.c).
+ * The waiting room (docs/design.md "The waiting room, per person"): the part every
+ * room shares (the view, the audit, the keys, the rate each tick gives it); what a
+ * room's store decides goes through fs->wr_ops: one gateway's (gw_room_store.c) or
+ * the fleet's (gw_room_fleet.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"

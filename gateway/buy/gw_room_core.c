@@ -316,9 +316,7 @@ static void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bo
         if (ok)
             c->front_logged = rec->a;
         break;
-    case GW_ROOM_REC_P:
-    case GW_ROOM_REC_A:
-    case GW_ROOM_REC_T:
+    default: /* P, A, T: nothing to learn */
         break;
     }
 }

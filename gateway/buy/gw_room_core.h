@@ -136,10 +136,8 @@ void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_ha
  * must be written first (a restart reads P and A records only after it). */
 bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_room_rec_t *s);
 
-/*
- * The room's events, through its one step entry (gw_room_core_step), which the
- * sale's core (gw_sale_core.h) dispatches. Each kind reads only its own members.
- */
+/* The room's events (gw_room_core_step, dispatched by the sale's core): each kind
+ * reads only its own members. */
 typedef enum {
     GW_ROOM_EV_JOIN = 0,    /* join: ANSWERED (out: P, A), PREQUEUE (out: J) or CM_EBUSY (full) */
     GW_ROOM_EV_WRITTEN,     /* rec, ok: a J adds its person, a failed S is written again, an F
@@ -165,11 +163,8 @@ typedef struct gw_room_ev {
     int64_t now_s; /* REPLAY */
 } gw_room_ev_t;
 
-/*
- * One event: *answer (JOIN; zeroed otherwise) and out (the records to write)
- * filled, each NULL where the caller expects none. Returns JOIN's decision,
- * 0 for the other kinds.
- */
+/* One event: *answer (JOIN; zeroed otherwise) and out (the records to write) filled,
+ * each NULL where the caller expects none. Returns JOIN's decision, else 0. */
 int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
                       gw_room_out_t *out);
 

@@ -69,12 +69,10 @@ static int key_line(char *out, size_t cap, cm_hash_key_t key, cm_hash_key_t seed
                     (unsigned long long)seed.k1);
 }
 
-/* Opens the log for appends (again after a short write whose cut-off failed,
- * once no sync uses it); a new (empty) one starts with the room's keys,
- * synced: every place and replay id after them derives from them. A torn or
- * bad tail is cut (the load cut it already, unless a write since failed and
- * its cut-off too); a line log the load could not convert is left for the
- * next start's, and no line goes after it. st->mu held. 0 or CM_EIO. */
+/* Opens the log for appends (again after a short write whose cut-off failed, once
+ * no sync uses it); a new (empty) one starts with the room's keys, synced: every
+ * place and replay id derives from them. A line log the load could not convert is
+ * left for the next start's, and no line goes after it. st->mu held. 0 or CM_EIO. */
 static int store_open(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
