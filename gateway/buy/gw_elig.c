@@ -1,8 +1,5 @@
-/*
- * Per-sale eligibility rules (gw_elig.h): the table, its file and the buy
- * path's check. The store the admin writes through (one gateway's file alone,
- * or a fleet's Redis as well) is e->ops (gw_elig_backend.h).
- */
+/* Per-sale eligibility rules (gw_elig.h): the table, its file and the buy path's
+ * check, over the store e->ops (gw_elig_backend.h). */
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_elig_backend.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -14,7 +11,6 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_identity.h"
 
-#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -293,8 +289,7 @@ void gw_elig_sale_deleted(gw_server_t *srv, const char *sale_id)
     if (!e)
         return;
     if (e->ops->put && gw_elig__find(e, sale_id, NULL)) {
-        gw_elig_rule_t none;
-        memset(&none, 0, sizeof(none));
+        gw_elig_rule_t none = {.n_claims = 0};
         snprintf(none.sale_id, sizeof(none.sale_id), "%s", sale_id);
         char why[300];
         if (e->ops->put(srv, &none, why, sizeof(why)) != 0)

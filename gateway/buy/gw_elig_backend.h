@@ -1,13 +1,9 @@
 /*
  * Eligibility's store, private to gateway/buy/: one gateway's (no op:
  * eligibility.json is the whole store) or a fleet's (gw_elig__fleet_ops,
- * gw_elig_fleet.c: the field "elig:<sale>" of the fair configuration in Redis,
- * through gw_fair_redis.c, and the lottery thread's poll of it). The fairness
- * store's one choice picks it (gw_fair_lot_ops_t.elig, gw_fair_store.c) and
- * gw_elig_open takes it; gw_elig.c calls it and never asks which. Both keep
- * eligibility.json (gw_elig.c writes it on every change): a fleet's gateway
- * started while Redis is down enforces the rules it read last, never opening a
- * sale to everyone.
+ * gw_elig_fleet.c), picked by the fairness store's one choice
+ * (gw_fair_lot_ops_t.elig). Both keep eligibility.json: a fleet's gateway
+ * started while Redis is down enforces the rules it read last.
  */
 #ifndef GW_ELIG_BACKEND_H
 #define GW_ELIG_BACKEND_H
@@ -49,9 +45,8 @@ struct gw_elig {
     _Atomic size_t live; /* rules set: 0 lets the buy path skip the scan */
     gw_elig_retired_t *retired;
     char path[600];
-    /* The slots published since gw_elig__seen_clear: a store's poll learns from
-     * them which rules it did not read (and an admin write made during the poll
-     * is one it read). */
+    /* The slots published since gw_elig_fleet_begin: the rules a poll did not read
+     * (an admin write during the poll counts as read). */
     bool seen[GW_ELIG_MAX_SALES];
 };
 
@@ -68,14 +63,9 @@ void gw_elig__bind_bits(const struct gw_server *srv, gw_elig_rule_t *r);
  * ',', the separator of that list and of the fleet's text of a rule). */
 bool gw_elig__name_ok(const char *s);
 
-/*
- * A fleet's poll (gw_elig_fleet.c): the rules in Redis replace the table. The
- * lottery thread's poll of the fair configuration (gw_fair_fleet.c) calls
- * gw_elig_fleet_begin, gw_elig_fleet_apply for each GW_FAIR_REDIS_ELIG_PREFIX
- * field (field is the whole name, value its text), then gw_elig_fleet_end with
- * complete true when every field was read: rules not applied since begin go.
- * Lottery thread.
- */
+/* A fleet's poll: the rules in Redis replace the table. begin, apply for each
+ * GW_FAIR_REDIS_ELIG_PREFIX field (its whole name and text), then end with complete
+ * true when every field was read: rules not applied since begin go. Lottery thread. */
 void gw_elig_fleet_begin(struct gw_server *srv);
 void gw_elig_fleet_apply(struct gw_server *srv, const char *field, const char *value);
 void gw_elig_fleet_end(struct gw_server *srv, bool complete);

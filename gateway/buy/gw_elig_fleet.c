@@ -1,11 +1,8 @@
 /*
  * A fleet's eligibility store (gw_elig_backend.h): every rule is the field
- * GW_FAIR_REDIS_ELIG_PREFIX "<sale>" of the fair configuration in Redis
- * (gw_fair_redis.c, the one file that knows its key) -> "<days> <claim,claim|->".
- * The admin writes Redis first, through the fairness pool of the admin and
- * lottery threads (gw_fair_pool.c); every gateway's lottery thread, which polls
- * that hash every half second (gw_fair_fleet.c), makes its table the fleet's
- * (a rule absent from Redis goes), so every gateway enforces every rule.
+ * GW_FAIR_REDIS_ELIG_PREFIX "<sale>" of the fair configuration in Redis ->
+ * "<days> <claim,claim|->". The admin writes Redis first; every gateway's lottery
+ * thread polls it (gw_fair_fleet.c) and makes its table the fleet's.
  */
 #include "gateway/buy/gw_elig_backend.h"
 #include "gateway/buy/gw_fair_internal.h"

@@ -1,13 +1,9 @@
 /*
- * Fairness: a sale's start-window lottery, its leftovers and its waiting room,
- * as the rest of the gateway calls them (registration: gw_reg.h). The rules,
- * their reasons and each record's durability are told once, in docs/design.md
- * "Fair start" (the answers: docs/api.md "Start-window lottery", "Waiting
- * room"); the prototypes below state their contracts.
- *
- * Threads: the buy path (worker loops) reads the configuration and adds
- * entries under a per-sale mutex; the draw runs on the lottery's own thread
- * (it may block on the inventory); admin calls come from the admin thread.
+ * Fairness: a sale's start-window lottery, its leftovers and its waiting room, as
+ * the rest of the gateway calls them (registration: gw_reg.h). The rules, their
+ * reasons and each record's durability: docs/design.md "Fair start"; the answers:
+ * docs/api.md. The draw runs on the lottery's own thread (it may block on the
+ * inventory).
  */
 #ifndef GW_FAIR_H
 #define GW_FAIR_H
@@ -37,21 +33,18 @@ typedef enum {
 } gw_fair_phase_t;
 
 /*
- * The draw order: perm[0..n) becomes a uniformly random permutation of the
- * indexes 0..n-1 of `keys` (distinct keyed hashes of the entrants' user ids),
- * determined by the keys' sorted order and the seed alone (xoshiro256**
- * seeded by splitmix64, Fisher-Yates with unbiased bounded draws). Pure;
- * thread-safe.
+ * The draw order: perm[0..n) becomes a uniformly random permutation of the indexes
+ * of `keys` (distinct keyed hashes of the entrants' ids), determined by the keys'
+ * sorted order and the seed alone (xoshiro256** seeded by splitmix64, Fisher-Yates
+ * with unbiased bounded draws). Pure.
  */
 void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm);
 
 /*
- * Opens the lottery: loads <data_dir>/fair.json and every sale's entry log.
- * Call after the spool replay (winners are known from it) and before the
- * workers start; gw_fair_start_thread starts the drawing thread. accept
- * turns winners and promotions into orders (gw_accept.h, gw_acceptor):
- * fairness calls the sale path through it alone.
- * Returns 0 or a negative cm_err_t with a reason.
+ * Opens the lottery: loads <data_dir>/fair.json and every sale's entry log. After
+ * the spool replay, before the workers start. accept turns winners and promotions
+ * into orders: fairness calls the sale path through it alone. 0 or a negative
+ * cm_err_t with a reason.
  */
 int gw_fair_open(struct gw_server *srv, gw_acceptor_t accept, char *errbuf, size_t errlen);
 int gw_fair_start_thread(struct gw_server *srv, char *errbuf, size_t errlen);
@@ -70,19 +63,13 @@ int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
 /* The sale's state machine (gw_sale_core.h): its configuration (relaxed
  * atomics) and phase, for the routes to read. Thread-safe. */
 const struct gw_sale_core *gw_fair_machine(const gw_fair_sale_t *fs);
-/* The sale's start and end, read from its inventory record into the machine.
- * The lottery thread copies them at each tick; a route that decides by them
- * (a join: pre-queue or seal) reads them first, as a fleet's configuration
- * (the room's rate) may reach this gateway before its tick read the sale's new
- * terms. Stores only what moved. Thread-safe. */
+/* The sale's start and end, read from its inventory record into the machine (the
+ * lottery thread's tick; a route that decides by them first, as a fleet's room may
+ * reach this gateway before its tick read the sale's new terms). Thread-safe. */
 void gw_fair_terms(gw_fair_sale_t *fs, const inv_sale_t *sale);
 
-/*
- * An entry's state: in the draw, won (its order is reserved), lost, or
- * waitlisted: not drawn for want of stock, and next in line, in draw order,
- * for units freed after the draw (gw_fair_waitlist_open). It moves only
- * forward: entered -> won | lost | waitlisted, waitlisted -> won | lost.
- */
+/* An entry's state; it moves only forward: entered -> won | lost | waitlisted (not
+ * drawn for want of stock: next in line for units freed later), waitlisted -> won | lost. */
 #define GW_ENTRY_STATES(XX)                                                                    \
     XX(ENTERED, "entered") XX(WON, "won") XX(LOST, "lost") XX(WAITLISTED, "waitlisted")
 typedef enum {
@@ -111,67 +98,49 @@ typedef struct gw_fair_ticket {
 } gw_fair_ticket_t;
 
 /*
- * Adds the entry of account t->user_id of person t->person (t->order_id a
- * fresh order id, t->qty, idem_key "" or the Idempotency-Key) and its log
- * line. Returns 0 (entered; *t completed), 1 (the account has an entry
- * already: *t is that entry, nothing counted), GW_FAIR_OTHER_ACCOUNT
- * (another account of the person has the entry: *t unchanged, nothing
- * counted; never that entry's id), GW_FAIR_FULL (the sale holds
- * sales.max_lottery_entries entries: not entered), CM_EBUSY (the window closed meanwhile),
- * or CM_EIO (the log write failed: not entered). Thread-safe (worker loops);
- * one write(2).
+ * Adds the entry of account t->user_id of person t->person (t->order_id a fresh
+ * order id, t->qty, idem_key "" or the Idempotency-Key) and its log line. Returns 0
+ * (entered; *t completed), 1 (the account has an entry: *t is it), GW_FAIR_OTHER_ACCOUNT
+ * (another account of the person has it: *t unchanged, never its id), GW_FAIR_FULL
+ * (sales.max_lottery_entries), CM_EBUSY (the window closed meanwhile) or CM_EIO (not
+ * entered). Thread-safe (worker loops); one write(2).
  */
 #define GW_FAIR_OTHER_ACCOUNT 2
 #define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
-/* Whether first-come is held back for the waitlist now: leftovers by lot (docs/design.md),
- * while a drawn lottery has waitlisted entries, units freed after the draw go to them in
- * draw order and first-come buys are refused 410 sold_out. Thread-safe, lock-free. */
+/* Whether first-come is held back for the waitlist now (docs/design.md "Leftovers by
+ * lot": first-come buys are refused 410 sold_out). Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
- * An entry by its id, for GET /v1/orders/{id} when the orders table does not
- * know the id (entered and lost entries are not orders). Returns 1 (*out is
- * the entry), 0 (no entry has the id) or, in a fleet, CM_EBACKEND (this
- * gateway does not hold the id and Redis cannot say whether another does).
- * Thread-safe; in a fleet, blocks on the worker loops' pool when this gateway
- * does not hold the id (gw_fair_pool.c).
+ * An entry by its id, for GET /v1/orders/{id} when the orders table does not know it.
+ * Returns 1 (*out is the entry), 0 (none) or, in a fleet, CM_EBACKEND (not held here
+ * and Redis cannot say). Thread-safe; a fleet's blocks on the worker loops' pool.
  */
 int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
-/*
- * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0
- * removes it (when nobody entered yet), and its waiting-room rate
- * (admissions per second, 0 = none). Persisted before it returns.
- * Returns 0 or CM_EINVAL with a reason. Admin thread.
- */
+/* Admin: sets (creates) a sale's lottery window and early acceptance, 0/0 removes it
+ * (when nobody entered yet), and its waiting-room rate (per second, 0 = none),
+ * persisted before it returns. 0 or CM_EINVAL with a reason. Admin thread. */
 int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window_ms,
                       int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
 /*
- * Whether gw_fair_configure would refuse these settings as input (CM_EINVAL
- * with the reason; 0 if not), changing nothing: the admin API asks before it
- * changes the sale, so that a refused PUT leaves the sale as it was. In a
- * fleet a window change also asks Redis whether any gateway holds entries
- * (CM_EBACKEND when it cannot tell). A sale has one draw: once its lottery
- * has drawn, a change of the window or early acceptance, or a starts_at_ms
- * (the sale's start after the PUT) that would put the window's close in the
- * future, is CM_ECONFLICT with the reason (in a fleet Redis says whether
- * the draw is done). Admin thread.
+ * Whether gw_fair_configure would refuse these settings (CM_EINVAL with the reason;
+ * 0 if not), changing nothing, so that a refused PUT leaves the sale as it was. In a
+ * fleet a window change asks Redis whether any gateway holds entries (CM_EBACKEND
+ * when it cannot tell). Once drawn, a change of the window or early acceptance, or a
+ * starts_at_ms that would put the window's close in the future, is CM_ECONFLICT (one
+ * draw per sale). Admin thread.
  */
 int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t starts_at_ms,
                             int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
                             size_t errlen);
 /*
- * Admin: the sale was deleted (sale_gone false: just now, by this call's
- * inv_sale_delete; true: it was gone already, and whatever lottery it left
- * behind is what the DELETE is for). Its lottery and waiting room go: the
- * entries, the draw and its log here; in a fleet, first a tombstone in the
- * configuration (every gateway drops its own record within a poll, half a
- * second, or at once when asked to configure the id again), then every
- * per-sale key in one DEL. A sale created again under the id starts a new
- * lottery. Returns 0, CM_ENOTFOUND (sale_gone, and there was no lottery
- * either), CM_EBACKEND (Redis; the tombstone may be missing: call again) or
+ * Admin: the sale was deleted (sale_gone false: just now; true: it was gone already,
+ * and what it left behind is what the DELETE is for). Its lottery and waiting room go
+ * (docs/design.md, "Deleting a sale"). Returns 0, CM_ENOTFOUND (sale_gone, and no
+ * lottery either), CM_EBACKEND (Redis; the tombstone may be missing: call again) or
  * CM_EIO, with a reason. Admin thread.
  */
 int gw_fair_sale_deleted(struct gw_server *srv, const char *sale_id, bool sale_gone,
@@ -179,24 +148,15 @@ int gw_fair_sale_deleted(struct gw_server *srv, const char *sale_id, bool sale_g
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 
-/*
- * GET /admin/v1/sales/{id}/draw: the configuration, the seed, the entrants in
- * draw order with their outcomes (a json_t * object, new reference), or NULL
- * for a sale without a lottery. Thread-safe.
- */
+/* GET /admin/v1/sales/{id}/draw: the configuration, the seed, the entrants in draw
+ * order with their outcomes (a json_t *, new reference), or NULL without a lottery. */
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 
 /*
- * Waiting room (optional per sale, independent of the lottery; docs/design.md
- * "The waiting room, per person" and what follows it): places per person,
- * admitted in place order at the sale's waiting_room_rate scaled by the
- * overload controller; the pre-queue before the start ranked by SipHash(seed,
- * person) at the seal; an admission token "<expiry s>.<jti>.<mac>" spent by the
- * order it admits (claimed before the reserve, kept by a 202, else given
- * back). Durability of one gateway's room: the lines of
- * <data_dir>/fair/<sale>.room (gw_room_store.c; docs/design.md "One gateway's
- * room across a restart"). A fleet's room is Redis' (gw_room_fleet.c), its
- * calls CM_EBACKEND when Redis cannot answer.
+ * Waiting room (optional per sale, independent of the lottery): docs/design.md
+ * "The waiting room, per person" and what follows it. One gateway's room:
+ * gw_room_store.c; a fleet's is Redis' (gw_room_fleet.c), its calls
+ * CM_EBACKEND when Redis cannot answer.
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
@@ -227,23 +187,16 @@ typedef struct gw_wr_join {
 } gw_wr_join_t;
 
 /*
- * The place `person` holds in the room at now_ms (the sale starting at its
- * machine's starts_at, gw_fair_machine: starts_at_ms is not read), joining
- * (take) or only looking. Before the
- * start a join enters the pre-queue (out->prequeue). From the start (the first
- * call at or after it seals the pre-queue, as does the tick), a pre-queue
- * person holds their rank, anyone else a place at the back, kept while the
- * room's bounded table holds it (GW_ROOM_PLACES, gw_room_core.h). When the
- * place is at or before admitted_through, out->exp_s and out->jti are set.
- * Returns 0, CM_EBUSY (a join before the start, the pre-queue full), CM_EIO
- * (one gateway: the join's line was not written; not in the pre-queue),
- * CM_EAGAIN (one gateway: another thread sealed the pre-queue and its fdatasync
- * has not returned; nothing taken, ask again) or, in a fleet, CM_EBACKEND
- * (Redis did not answer; nothing is known to be taken).
- * Thread-safe. On one gateway the call that seals the pre-queue (the first at
- * or after the start, unless the lottery thread's tick sealed it first) waits
- * for the seal's fdatasync, once per room. In a fleet it blocks on Redis as
- * gw_fair_admission_claim does.
+ * The place `person` holds in the room at now_ms (the start is the machine's,
+ * gw_fair_machine), joining (take) or only looking: before the start the
+ * pre-queue (out->prequeue), from it a rank or a place at the back; out->exp_s
+ * and out->jti once the place is at or before admitted_through. Returns 0,
+ * CM_EBUSY (the pre-queue full), CM_EIO (one gateway: the join's line was not
+ * written; not in the pre-queue), CM_EAGAIN (one gateway: another thread's
+ * seal is in its fdatasync; nothing taken, ask again) or, in a fleet,
+ * CM_EBACKEND (nothing is known to be taken). Thread-safe; the call that
+ * seals waits for the seal's fdatasync (once per room); a fleet's blocks on
+ * Redis as gw_fair_admission_claim does.
  */
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       uint64_t admitted_through, gw_wr_join_t *out);
@@ -255,40 +208,30 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
 enum { GW_WR_CLAIMED = 0, GW_WR_SPENT = 1, GW_WR_REPLAY = 2 };
 
 /*
- * The buy path's side of the spent tokens of a sale's room (none: GW_WR_CLAIMED, nothing held);
- * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
- * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
- * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a
- * nonce of its own (*nonce, to pass to the settle; 0 if not held): GW_WR_REPLAY there
- * holds the token too, beside the key's first buy, and is settled alike. The claim may
- * also return CM_EBACKEND (the buy answers 503). Such a claim may still run in Redis: the
- * lottery thread gives it back (it voids it if it has not run). The settle gives back
- * only this claim's hold (the token is free once no buy holds it); a give-back Redis does
- * not take is retried by the lottery thread.
- * Blocks on Redis in a fleet, at most inventory.redis_timeout per step (the worker loops'
- * pool, gw_fair_pool.c: inside its fail-fast window the claim is CM_EBACKEND at once,
- * nothing sent, and a give-back is left to the lottery thread). Thread-safe.
+ * The buy path's side of the spent tokens of a sale's room (none: GW_WR_CLAIMED, nothing
+ * held); fp is the buy's Idempotency-Key fingerprint (0: none). The claim may also return
+ * CM_EIO (one gateway: its line was not written, not claimed) or CM_EBACKEND (a fleet:
+ * it may still run in Redis; the lottery thread gives it back). In a fleet each claim
+ * has a nonce of its own (*nonce, for the settle; 0 if not held), GW_WR_REPLAY holds the
+ * token too and is settled alike, and the settle gives back only this claim's hold.
+ * Thread-safe; a fleet's blocks on Redis, at most inventory.redis_timeout per step (the
+ * worker loops' pool, gw_fair_pool.c).
  */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
                             uint64_t fp, int64_t now_s, uint64_t *nonce);
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
                               uint64_t nonce, bool accepted);
-/* One gateway, spool.durability fsync: makes the sale's claims so far durable before the
- * 202s of the orders they admit: an fdatasync of the room's log through its length now
- * (every claim whose gw_fair_admission_claim returned before the call), unless one covered
- * it already. 0 (also: no room, a fleet's claims, which are Redis') or CM_EIO (logged by
- * the store, counted in the room's claim_sync_failures). Blocks on the disk: call it off
- * the loops. Thread-safe. */
+/* One gateway, spool.durability fsync: the sale's claims so far (every claim returned
+ * before the call) made durable before the 202s of the orders they admit. 0 (also: no
+ * room, a fleet) or CM_EIO (logged, counted in claim_sync_failures). Blocks on the disk:
+ * off the loops. Thread-safe. */
 int gw_fair_admission_sync(gw_fair_t *f, const char *sale_id);
 
 /*
- * The admin's export of a sealed pre-queue (GET /admin/v1/sales/{id}/room/persons):
- * {"sale_id","count","seed","hash","persons":[{"person","rank"}...],"next_cursor"},
- * the persons in rank order, at most limit from cursor (a rank - 1), so that an
- * auditor recomputes every rank from the published seed. Returns a json_t *
- * (new reference), or NULL with *rc CM_ENOTFOUND (no waiting room), CM_ECONFLICT
- * (not sealed yet: the ranks exist from the start) or CM_EBACKEND (a fleet's
- * Redis), and the reason in errbuf. Thread-safe; in a fleet blocks on Redis.
+ * GET /admin/v1/sales/{id}/room/persons: the sealed pre-queue's persons in rank order,
+ * at most limit from cursor (a rank - 1), with the seed (docs/api.md). A json_t * (new
+ * reference), or NULL with *rc CM_ENOTFOUND (no room), CM_ECONFLICT (not sealed yet)
+ * or CM_EBACKEND, and the reason in errbuf. Thread-safe; in a fleet blocks on Redis.
  */
 #define GW_WR_PAGE_MAX 1000
 void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor,

@@ -1,9 +1,6 @@
 /*
- * Registration: the window, what the public route takes (gw_fair_routes.c),
- * the lottery entry's check and the admin's count and export (see gw_reg.h),
- * over the sale's store (gw_reg_backend.h: one gateway's set and log,
- * gw_reg_local.c, or a fleet's ZSET, gw_reg_fleet.c), which steps the
- * registration's decisions (gw_reg_core.c) around its own I/O.
+ * Registration (gw_reg.h) over the sale's store (gw_reg_backend.h), which steps
+ * the registration's decisions (gw_reg_core.c) around its own I/O.
  */
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_fair.h"
@@ -63,16 +60,11 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
         return CM_ENOTFOUND;
     }
     /*
-     * A fleet's lottery thread polls the shared configuration and sets the
-     * window it read (conf_sync_one); the PUT wrote the lottery's value without
-     * this window just before (gw_fair_configure). So the window published is
-     * the one asked for, never one read back from fs: a poll that read the
-     * value before the publish could have set its old window in between, and
-     * that would be published to every gateway. tick_mu (the poll's) is held
-     * from the window's store to its publish, so that this gateway's own copy
-     * never goes back to the old window either (the next PUT's "absent:
-     * unchanged" reads it). The lottery thread waits for the publish's round
-     * trip, as for its own Redis calls.
+     * The window published is the one asked for, never one read back from fs: a
+     * fleet's poll (conf_sync_one) that read the shared configuration before the
+     * publish could have set its old window in between. tick_mu (the poll's) is
+     * held from the store to the publish, so that this gateway's own copy never
+     * goes back to the old window either.
      */
     pthread_mutex_lock(&f->tick_mu);
     if (atomic_load(&fs->sale.cfg.reg_opens_ms) == opens_ms &&
@@ -92,7 +84,7 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
     }
     char tok[64];
     reg_token_of(opens_ms, closes_ms, tok, sizeof(tok));
-    rc = fs->reg_ops->publish(f, fs, tok, errbuf, errlen);
+    rc = fs->reg_ops->publish ? fs->reg_ops->publish(f, fs, tok, errbuf, errlen) : 0;
     pthread_mutex_unlock(&f->tick_mu);
     return rc != 0 ? CM_EBACKEND : 0;
 }
@@ -138,9 +130,10 @@ int gw_reg_sync(gw_server_t *srv, const char *sale_id, int held)
     if (!fs)
         return held; /* slots are never freed while serving */
     /* SYNCED reads no state (each held answer brings its own): no reg_mu */
-    gw_sale_ev_t ev = {
-        .kind = GW_SALE_EV_REG,
-        .reg = {.kind = GW_REG_EV_SYNCED, .rc = fs->reg_ops->sync(fs), .held = held}};
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_REG,
+                       .reg = {.kind = GW_REG_EV_SYNCED,
+                               .rc = fs->reg_ops->sync ? fs->reg_ops->sync(fs) : 0,
+                               .held = held}};
     gw_sale_out_t out;
     gw_sale_step(&fs->sale, &ev, 0, &out);
     return out.reg.answer;
@@ -160,14 +153,14 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
         gw_resp_retry_after(&r->resp, 1);
         return false;
     }
-    if (!has)
-        atomic_fetch_add_explicit(&f->reg_refused, 1, memory_order_relaxed);
-    if (!has)
-        gw_resp_error(&r->resp, GW_R_NOT_REGISTERED, NULL,
-                      "sale %s takes lottery entries only from registered persons, and this "
-                      "buyer's person did not register",
-                      r->id);
-    return has;
+    if (has)
+        return true;
+    atomic_fetch_add_explicit(&f->reg_refused, 1, memory_order_relaxed);
+    gw_resp_error(&r->resp, GW_R_NOT_REGISTERED, NULL,
+                  "sale %s takes lottery entries only from registered persons, and this "
+                  "buyer's person did not register",
+                  r->id);
+    return false;
 }
 
 /*---- admin ----*/
@@ -240,12 +233,7 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
     *rc = 0;
     json_t *o =
         json_pack("{s:s,s:I,s:o}", "sale_id", sale_id, "count", (json_int_t)total, "persons", arr);
-    if (end < total) {
-        char nc[24];
-        snprintf(nc, sizeof(nc), "%llu", (unsigned long long)end);
-        json_object_set_new(o, "next_cursor", json_string(nc));
-    } else {
-        json_object_set_new(o, "next_cursor", json_null());
-    }
+    json_object_set_new(o, "next_cursor",
+                        end < total ? json_sprintf("%llu", (unsigned long long)end) : json_null());
     return o;
 }

@@ -1,11 +1,8 @@
 /*
  * Registration's store, private to gateway/buy/: one gateway's (gw_reg_local.c:
- * the set in memory and the <sale>.reg journal) or a fleet's (gw_reg_fleet.c:
- * a ZSET in Redis through gw_fair_redis.c). A sale's slot picks one when it is
- * made (gw_fair__sale_new, fs->reg_ops); gw_reg.c calls it and never asks
- * which. One op per thing the shell needs from its store. Each steps
- * registration's core (gw_reg_core.h) itself around its own I/O: a fleet's
- * Redis decides in one script what one gateway decides under its lock.
+ * the set in memory and the <sale>.reg journal) or a fleet's (gw_reg_fleet.c: a
+ * ZSET in Redis), picked when the sale's slot is made (fs->reg_ops). Each steps
+ * registration's core itself around its own I/O.
  */
 #ifndef GW_REG_BACKEND_H
 #define GW_REG_BACKEND_H
@@ -24,7 +21,8 @@ typedef struct gw_reg_ops {
     int (*add)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
                size_t whylen);
     /* The log made durable through its length now (a group commit across the
-     * worker loops): 0 or CM_EIO. Thread-safe; blocks on the disk (off the loops). */
+     * worker loops): 0 or CM_EIO. NULL: add never asks for it. Thread-safe; blocks
+     * on the disk (off the loops). */
     int (*sync)(gw_fair_sale_t *fs);
     /* Whether person is registered (*has): 0 or CM_EBACKEND with a reason. Loop thread. */
     int (*has)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *has, char *why,
@@ -38,7 +36,8 @@ typedef struct gw_reg_ops {
      * fleet's are Redis'). */
     long long (*persons)(gw_fair_sale_t *fs);
     /* The window's token (" r=<opens>:<closes>", "" for none) made the shared
-     * configuration's too, where there is one. 0 or CM_EBACKEND with a reason. Admin thread. */
+     * configuration's too (NULL: none, fair.json holds it). 0 or CM_EBACKEND with a
+     * reason. Admin thread. */
     int (*publish)(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why, size_t whylen);
     /* load, drop and free: NULL where the store keeps nothing here (a fleet's).
      * A start's read of what the store keeps here. Single-threaded (open). */

@@ -1,30 +1,15 @@
 /*
- * Registration's decisions (gw_reg_core.h), in one file, with no I/O, and
- * the pure helpers of gw_reg.h (the window's checks, the export's
- * page).
- *
- * The rules:
- *   - one registration per person, whatever account they use: a person
- *     registered already is answered ALREADY and nothing is written
- *   - at most cap persons: the next new one is FULL
- *   - a new person is answered ADDED only once its line is written: a
- *     registration whose line failed is answered with the error, and the
- *     person is not in the set (a retry registers it)
- *   - under fsync durability an answer waits for the fdatasync that covers
- *     the log through the person's line: a 201 survives a power cut. The
- *     person joins the set at the write (a second registration finds it and
- *     writes nothing), and a registration that finds the person while the log
- *     holds bytes no fdatasync covered waits for one too: a 200 is as durable
- *     as a 201. A failed fdatasync answers the error (503: retry); the line
- *     stays in the set, and the retry's sync decides
- *   - the window (a deleted one, or a sale without its lottery: GONE;
- *     outside it: SHUT) is the sale's machine's (gw_sale_core.c): a
- *     registration reaches this core inside it
- *   - a fleet's store checks the person and the cap in one step: its answer
- *     is the registration's
- *   - at a restart each record is a person, once; a record that is not an
- *     id is skipped (the journal has cut a torn tail and skipped holes: a
- *     record read back is one a write finished)
+ * Registration's decisions (gw_reg_core.h) with no I/O, and the pure helpers
+ * of gw_reg.h. The rules are docs/design.md "Registration"'s; the ones easy to
+ * break:
+ *   - a new person is answered ADDED only once its line is written (a failed
+ *     line: the error, not in the set, a retry registers it)
+ *   - under fsync durability a person joins the set at the write, and an
+ *     answer, a 200 for a person found while the log holds bytes no fdatasync
+ *     covered included, waits for the fdatasync that covers it
+ *   - the window is the sale's machine's: a registration reaches this core
+ *     inside it; a fleet's store decides in one step, its answer is the
+ *     registration's
  */
 #include "gateway/buy/gw_reg_core.h"
 #include "gateway/buy/gw_reg.h"

@@ -1,23 +1,10 @@
 /*
- * Registration's decisions without I/O (gw_reg.h for the feature): who is
- * registered, whether a new person fits, and what a line of the .reg log
- * read back at a start means. One core per sale, stepped by events, each
- * answered with an outcome and actions for the shell to perform, whose
- * results come back as the next event.
- *
- *   REGISTER  a person asks (found: the set has it already)
- *   APPENDED  the person's record was written (rc), one gateway's log
- *   SYNCED    the log's fdatasync covering that record returned (rc): fsync
- *             durability's answer waits for it
- *   STORED    the store's own answer (a fleet's Redis checks and adds in
- *             one script): its outcome or a negative cm_err_t
- *   LINE      a restart: one record of the log read back (the journal cut
- *             a torn tail and skipped holes before: a record is whole)
- *
- * No syscall, lock, clock read or allocation: the shell (gw_reg.c) and the
- * simulator (sim/sim_fair.c) run this same code, and
- * tests/unit/gateway/buy/test_gw_reg_core.c drives it alone. The shell keeps
- * the set of persons; the core keeps its count and the rules.
+ * Registration's decisions without I/O (gw_reg.h for the feature): one core
+ * per sale, stepped by events, each answered with an outcome and actions for
+ * the shell, whose results come back as the next event. No syscall, lock,
+ * clock read or allocation: the shell (gw_reg.c) and the simulator
+ * (sim/sim_fair.c) run this same code. The shell keeps the set of persons;
+ * the core keeps its count and the rules.
  */
 #ifndef GW_REG_CORE_H
 #define GW_REG_CORE_H
@@ -48,11 +35,11 @@ enum {
 };
 
 typedef enum {
-    GW_REG_EV_REGISTER = 0, /* found, cap, store_decides, sync, covered (inside the window) */
-    GW_REG_EV_APPENDED,     /* rc */
-    GW_REG_EV_SYNCED,       /* rc, held */
-    GW_REG_EV_STORED,       /* stored */
-    GW_REG_EV_LINE,         /* line, len, found */
+    GW_REG_EV_REGISTER = 0, /* a person asks (inside the window) */
+    GW_REG_EV_APPENDED,     /* its record was written (rc): one gateway's log */
+    GW_REG_EV_SYNCED,       /* the fdatasync covering it returned (rc, held) */
+    GW_REG_EV_STORED,       /* a fleet's store checked and added in one script */
+    GW_REG_EV_LINE,         /* a restart: one whole record of the log read back */
 } gw_reg_ev_kind_t;
 
 typedef struct gw_reg_ev {

@@ -16,7 +16,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <string.h>
 
 /* A Redis failure's reason as the shell passes it on: "redis: <why>". CM_EBACKEND. */
 static int redis_err(char *why, size_t whylen)
@@ -41,13 +40,10 @@ static gw_reg_out_t reg_step(gw_fair_sale_t *fs, const gw_reg_ev_t *ev)
 static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *sync, char *why,
                      size_t whylen)
 {
-    /* As one gateway's, before the round trip: a delete seen here since the route's
-     * check records nothing. One on another gateway (seen at the next poll), or one
-     * here between this check and the script, can still let the script run after
-     * the delete's DEL: the answer is 201, and the set it makes again is cleared
-     * before a lottery is set again under the id (gw_fair_fleet.c, the tombstone's
-     * clear), the only way a registration under the id is read again. */
-    /* the set is Redis's: the store decides */
+    /* The machine first: a delete seen here since the route's check records nothing.
+     * One racing the script may let it run after the delete's DEL: the set it makes
+     * again is cleared before a lottery is set again under the id (the tombstone's
+     * clear, gw_fair_fleet.c), the only way it is read again. */
     gw_reg_out_t out =
         reg_step(fs, &(gw_reg_ev_t){.kind = GW_REG_EV_REGISTER, .store_decides = true});
     *sync = false;
@@ -65,12 +61,6 @@ static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool 
                                                 : added == 0 ? GW_REG_ALREADY
                                                              : GW_REG_FULL});
     return out.answer;
-}
-
-static int fleet_sync(gw_fair_sale_t *fs)
-{
-    (void)fs;
-    return 0; /* add never asks for it */
 }
 
 static int fleet_has(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *has, char *why,
@@ -111,7 +101,6 @@ static int fleet_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, ch
 
 const gw_reg_ops_t gw_reg__fleet_ops = {
     .add = fleet_add,
-    .sync = fleet_sync,
     .has = fleet_has,
     .page = fleet_page,
     .publish = fleet_publish,

@@ -1,13 +1,8 @@
 /*
  * One gateway's registration store (gw_reg_backend.h): the set of persons in
- * memory (a table per sale, registration order kept for the export's
- * cursor) and <data_dir>/fair/<sale>.reg, a journal (common/cm_journal.h):
- * a person's record written with one write(2) before the answer, read back
- * at a start through the journal's recovery. In fsync durability the answer
- * also waits for an fdatasync covering the record (gw_reg_core.c's rule):
- * sync runs off the worker loops and outside reg_mu, the journal's group
- * commit (cm_journal_sync_to: one fdatasync for every record written before
- * it started, the loops that wait meanwhile covered by the next one).
+ * memory, in registration order (the export's cursor is an index), and the
+ * journal <data_dir>/fair/<sale>.reg (docs/design.md "Registration"). sync is
+ * the journal's group commit, off the worker loops and outside reg_mu.
  */
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg.h"
@@ -22,12 +17,9 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef char person_t[INV_USER_ID_MAX + 1];
 
@@ -151,14 +143,10 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
     free(line);
     fclose(fp);
     /* fsync durability: what the load read is durable before a registration
-     * found in it is answered 200. It is written again, not fdatasync'd in
-     * place: a failed fdatasync of the process before may have dropped pages
-     * that the page cache still shows, and a later fdatasync does not write
-     * them back (gw_room_store.c's load rewrites its log too). A new file
-     * (cm_journal_replace: beside it, fdatasync'd, renamed over it; then the
-     * directory fsync'd, whose failure replace only logs: a power cut would
-     * bring the old name back; through cm_journal_fs, the simulator's disk
-     * too) is tried again on failure: its pages are new ones. planted: skipped */
+     * found in it is answered 200. Written again as a new file, not fdatasync'd
+     * in place: a failed fdatasync of the process before may have dropped pages
+     * the page cache still shows, which a later one does not write back. Tried
+     * again on failure: its pages are new ones. planted: skipped */
     if (f->srv->cfg->durability == GW_DURABILITY_FSYNC && s->n && !CM_PLANT(REG_LOAD_UNSYNCED)) {
         cm_journal_buf_t img = set_image(s);
         int rc = CM_EIO;
@@ -333,13 +321,6 @@ static long long local_persons(gw_fair_sale_t *fs)
     return n;
 }
 
-static int local_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why,
-                         size_t whylen)
-{
-    (void)f, (void)fs, (void)token, (void)why, (void)whylen;
-    return 0; /* fair.json holds it: saved by the caller */
-}
-
 static void local_free(gw_fair_sale_t *fs)
 {
     struct gw_reg_set *s = fs->reg;
@@ -376,7 +357,6 @@ const gw_reg_ops_t gw_reg__local_ops = {
     .has = local_has,
     .page = local_page,
     .persons = local_persons,
-    .publish = local_publish,
     .load = local_load,
     .drop = local_drop,
     .free = local_free,

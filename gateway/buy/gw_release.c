@@ -1,26 +1,9 @@
 /*
  * The releaser: gives reserved units back to the inventory off the worker
- * loops, and retries until the inventory says done.
- *
- * Who hands units back: the buy path when an order was reserved but could not
- * be spooled (it was never accepted: a give-back, oq_order_t.giveback, which
- * leaves an order held that a keyed retry claimed on another gateway,
- * inv_giveback), and compensation (a failed or cancelled order). For the
- * Redis backend a release is a blocking EVAL plus the admin state lock,
- * which must never run on a worker loop; and a release that fails
- * (Redis down, a timeout) must not lose the unit. So each release is first
- * written to the spool as a "release" EVENT (durable: replayed at start, and
- * the relay does not move the release point past it while it is pending
- * here), then queued to this thread, which calls inv_release until it returns
- * 0 or CM_ENOTFOUND (released already: inv_release is exactly once per order
- * id, so a retry, a replay or a re-delivered outcome can never give twice),
- * backing off from 50 ms to 2 s between tries. A give-back queued from a
- * worker loop is made durable here before its first try
- * (gw_release_unaccepted says why).
- *
- * Only after the units are back is a compensated order marked final
- * (failed/cancelled), so a re-delivered outcome never finds a "final" order
- * whose units are still out.
+ * loops (a Redis release is a blocking EVAL), retrying until the inventory
+ * says done (inv_release is exactly once per order id), each release a spool
+ * "release" EVENT first, and a compensated order marked final only once its
+ * units are back: docs/design.md "Giving units back (compensation)".
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -41,9 +24,8 @@
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
-#define RELEASER_STOP_WAIT_MS                                                                      \
-    2000 /* a stop still tries the queued releases this long,                                      \
-          * until one fails */
+/* a stop still tries the queued releases this long, until one fails */
+#define RELEASER_STOP_WAIT_MS 2000
 
 typedef struct item {
     struct item *next;
@@ -224,27 +206,21 @@ static void *releaser_main(void *arg)
         }
         if (it->not_before_ms > now) {
             /* the head waits longest; a short sleep keeps this simple and cheap */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
             uint64_t until = it->not_before_ms;
             if (rl->stop && until > rl->stop_until_ms)
                 until = rl->stop_until_ms;
-            uint64_t wait = until - now;
-            ts.tv_sec += (time_t)(wait / 1000);
-            ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (until - now) * 1000000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
             pthread_cond_timedwait(&rl->cv, &rl->mu, &ts);
             continue;
         }
         bool ok = try_head(rl);
-        /* Stopping, a failed try ends them: the inventory did not answer
-         * within its timeout, and each further try would wait as long
-         * again, past the stop's bound (a try begun at the end of the
-         * window ran a whole timeout beyond it). The spool replays what is
-         * left at the next start. */
+        /* Stopping, a failed try ends them: each further try would wait the
+         * inventory's timeout again, past the stop's bound. The spool replays
+         * what is left at the next start. */
         if (!ok && rl->stop)
             break;
     }
@@ -361,8 +337,7 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
     *retries = rl ? atomic_load_explicit(&rl->retries, memory_order_relaxed) : 0;
 }
 
-/* The "release" EVENT: durable record that the units of an order go back.
- * Replayed at start; the relay keeps it in the spool while it is pending. */
+/* The "release" EVENT: the durable record that the units of an order go back. */
 static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, const char *reason,
                          bool giveback, oq_pos_t *end)
 {
@@ -416,15 +391,9 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
                      "order=%s err=%s", o->order_id, cm_errname(rc));
-    /* Durable first, as gw_compensate's release, but not here: a worker loop
-     * calls this, and an fdatasync blocks. In fsync durability the event rode
-     * on the next order's group commit, and with none coming (the spool full,
-     * the sale over, a stop) a power loss could lose it, and with it the
-     * units if they were not back yet (Redis down). The releaser commits it
-     * (oq_spool_commit_to its end; a no-op in write durability) before its
-     * first try, joining the spool's group commit (one fdatasync for the
-     * give-backs queued meanwhile, none if an order's sync covered it
-     * already; test_gw_release.c). */
+    /* Durable first, as gw_compensate's release, but not on this worker loop: the
+     * releaser commits it before its first try (the spool's group commit), as no
+     * later order's sync may come to cover it (the spool full, the sale over). */
     gw_releaser_push(srv, &gb, -1, NULL, rc == 0 ? &end : NULL);
 }
 

@@ -1,8 +1,8 @@
 /*
- * Fair start: the waiting room (see gw_fair.h for the rules). This file is the
- * part every room shares (the view, the audit, the keys, the spent-token table,
- * the rate each tick gives it); what a room's store decides goes through
- * fs->wr_ops: one gateway's (gw_room_store.c) or the fleet's (gw_room_fleet.c).
+ * The waiting room (docs/design.md "The waiting room, per person"): the part every
+ * room shares (the view, the audit, the keys, the rate each tick gives it); what a
+ * room's store decides goes through fs->wr_ops: one gateway's (gw_room_store.c) or
+ * the fleet's (gw_room_fleet.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -66,13 +66,11 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
 
 void *gw_fair__room_json(gw_fair_sale_t *fs)
 {
-    json_t *o = json_object();
     pthread_mutex_lock(&fs->wr_mu);
     bool sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
-    json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->sale.cfg.room_rate)));
-    json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_core.npre));
-    json_object_set_new(o, "sealed", json_boolean(sealed));
-    json_object_set_new(o, "hash", json_string("siphash-2-4"));
+    json_t *o = json_pack("{s:I,s:I,s:b,s:s}", "waiting_room_rate",
+                          (json_int_t)atomic_load(&fs->sale.cfg.room_rate), "prequeue_size",
+                          (json_int_t)fs->wr_core.npre, "sealed", sealed, "hash", "siphash-2-4");
     if (sealed) {
         char hex[33];
         gw_fair__seed_hex(&fs->wr_seed, hex);
@@ -86,9 +84,9 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
         }
     }
     pthread_mutex_unlock(&fs->wr_mu);
-    json_object_set_new(o, "admitted_through",
-                        json_integer((json_int_t)(atomic_load(&fs->wr_core.front_milli) / 1000)));
-    json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_core.next)));
+    json_object_update_new(o, json_pack("{s:I,s:I}", "admitted_through",
+                                        (json_int_t)(atomic_load(&fs->wr_core.front_milli) / 1000),
+                                        "queued", (json_int_t)atomic_load(&fs->wr_core.next)));
     if (fs->wr_ops->audit)
         fs->wr_ops->audit(fs, o);
     return o;
@@ -123,13 +121,8 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
     uint64_t end = cursor + json_array_size(arr);
     json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:o}", "sale_id", sale_id, "count", (json_int_t)total,
                           "seed", hex, "hash", "siphash-2-4", "persons", arr);
-    if (end < total) {
-        char nc[24];
-        snprintf(nc, sizeof(nc), "%llu", (unsigned long long)end);
-        json_object_set_new(o, "next_cursor", json_string(nc));
-    } else {
-        json_object_set_new(o, "next_cursor", json_null());
-    }
+    json_object_set_new(o, "next_cursor",
+                        end < total ? json_sprintf("%llu", (unsigned long long)end) : json_null());
     return o;
 }
 
@@ -183,14 +176,10 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
 }
 
 /*
- * Advances the admission front of every waiting room: the configured rate,
- * scaled by the overload controller (level 1 halves it, 2 quarters it, 3
- * stops admissions; times the share of users it admits), capped by what the
- * Redis limit lets through (limit / RTT), divided among the fleet's gateways.
- * The front never runs more than a second of admissions ahead of the queue,
- * so an idle room does not bank a burst. due[i]: the machine's tick of sale i
- * of the first n (GW_SALE_DO_ROOM: a room; GW_SALE_DO_ADMIT: it started).
- * Lottery thread.
+ * Advances the admission front of every waiting room: the configured rate, scaled
+ * by the overload controller, capped by what the Redis limit lets through (limit /
+ * RTT), divided among the fleet's gateways. due[i]: the machine's tick of sale i
+ * (GW_SALE_DO_ROOM: a room; GW_SALE_DO_ADMIT: it started). Lottery thread.
  */
 void gw_fair__rooms_tick(gw_fair_t *f, int64_t now, size_t n, const unsigned *due)
 {

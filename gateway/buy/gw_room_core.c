@@ -185,15 +185,9 @@ static void pre_put(gw_room_core_t *c, uint64_t key, const char *person, size_t 
 }
 
 typedef struct keyed_name {
-    uint64_t key;
+    uint64_t key; /* first: sorted by u64_cmp */
     uint32_t at;
 } keyed_name_t;
-
-static int keyed_cmp(const void *a, const void *b)
-{
-    uint64_t x = ((const keyed_name_t *)a)->key, y = ((const keyed_name_t *)b)->key;
-    return (x > y) - (x < y);
-}
 
 /* At the seal: the names in rank order (the keys' order). */
 static void names_rank(gw_room_core_t *c, size_t n)
@@ -205,7 +199,7 @@ static void names_rank(gw_room_core_t *c, size_t n)
         const char *p = c->names + c->name_at[i];
         v[i] = (keyed_name_t){gw_wr_prequeue_key(&c->seed, p, strlen(p)), c->name_at[i]};
     }
-    qsort(v, n, sizeof(*v), keyed_cmp);
+    qsort(v, n, sizeof(*v), u64_cmp);
     for (size_t i = 0; i < n; i++)
         c->name_at[i] = v[i].at;
     free(v);
@@ -322,9 +316,7 @@ static void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bo
         if (ok)
             c->front_logged = rec->a;
         break;
-    case GW_ROOM_REC_P:
-    case GW_ROOM_REC_A:
-    case GW_ROOM_REC_T:
+    default: /* P, A, T: nothing to learn */
         break;
     }
 }

@@ -18,14 +18,13 @@
 #include <stdint.h>
 
 /*
- * The places the room gave, by user, so that a user who joins again gets the
- * place they hold: GW_ROOM_PLACES slots in buckets of GW_WR_WAYS, a slot's tag
- * siphash(the room's key, person) | 1 (0 = empty). gw_wr_place_find answers
- * the slot of tag in a bucket, else, with take, the slot of the bucket's lowest
- * position (an empty slot, then the oldest place: its person joins at the back
- * again) with a new position at the back (from *next), else NULL. The
- * per-IP and per-user limiters bound how fast anyone can push places out.
- * Caller holds the room's lock; *next is also read unlocked.
+ * The places the room gave, by person: GW_ROOM_PLACES slots in buckets of
+ * GW_WR_WAYS, a slot's tag siphash(the room's key, person) | 1 (0 = empty).
+ * gw_wr_place_find answers the slot of tag in a bucket, else, with take, the
+ * bucket's lowest position's (an empty slot, then the oldest place: its person
+ * joins at the back again) with a new position at the back (from *next), else
+ * NULL. The limiters bound how fast anyone can push places out. Caller holds
+ * the room's lock; *next is also read unlocked.
  */
 #define GW_ROOM_PLACES 65536
 #define GW_WR_WAYS 4
@@ -37,18 +36,14 @@ typedef struct gw_wr_place {
 gw_wr_place_t *gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take,
                                 _Atomic uint64_t *next);
 
-/*
- * The pre-queue's order, pure so that tests and auditors can run it: a
- * person's key is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty
- * slot); gw_wr_prequeue_sort sorts n keys ascending; gw_wr_prequeue_rank is
- * the 1-based rank of key among the sorted keys, 0 if absent. Thread-safe.
- */
+/* The pre-queue's order, pure so that tests and auditors can run it: a person's key
+ * is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty slot); the rank is the
+ * 1-based index of key among the sorted keys, 0 if absent. */
 uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len);
 void gw_wr_prequeue_sort(uint64_t *keys, size_t n);
 uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key);
 
-/* The spent admission tokens' table (gw_wr_spent_t, gw_fair_internal.h): GW_WR_SPENT_SLOTS
- * slots in buckets of GW_WR_SPENT_WAYS. */
+/* The spent admission tokens' table (gw_wr_spent_t, gw_fair_internal.h). */
 #define GW_WR_SPENT_SLOTS (1u << 18)
 #define GW_WR_SPENT_WAYS 16
 typedef struct gw_wr_spent_slot {
@@ -141,10 +136,8 @@ void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_ha
  * must be written first (a restart reads P and A records only after it). */
 bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_room_rec_t *s);
 
-/*
- * The room's events, through its one step entry (gw_room_core_step), which the
- * sale's core (gw_sale_core.h) dispatches. Each kind reads only its own members.
- */
+/* The room's events (gw_room_core_step, dispatched by the sale's core): each kind
+ * reads only its own members. */
 typedef enum {
     GW_ROOM_EV_JOIN = 0,    /* join: ANSWERED (out: P, A), PREQUEUE (out: J) or CM_EBUSY (full) */
     GW_ROOM_EV_WRITTEN,     /* rec, ok: a J adds its person, a failed S is written again, an F
@@ -170,11 +163,8 @@ typedef struct gw_room_ev {
     int64_t now_s; /* REPLAY */
 } gw_room_ev_t;
 
-/*
- * One event: *answer (JOIN; zeroed otherwise) and out (the records to write)
- * filled, each NULL where the caller expects none. Returns JOIN's decision,
- * 0 for the other kinds.
- */
+/* One event: *answer (JOIN; zeroed otherwise) and out (the records to write) filled,
+ * each NULL where the caller expects none. Returns JOIN's decision, else 0. */
 int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
                       gw_room_out_t *out);
 
@@ -182,11 +172,8 @@ int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *a
  * snprintf's count. */
 int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len);
 
-/*
- * The spent tokens' decisions (gw_wr_spent_claim, gw_wr_spent_settle) on the
- * table's slots (*slots allocated at the first claim); the caller holds the
- * table's lock.
- */
+/* The spent tokens' decisions on the table's slots (*slots allocated at the first
+ * claim); the caller holds the table's lock. */
 int gw_room_spent_claim(gw_wr_spent_slot_t **slots, uint64_t jti, int64_t exp_s, uint64_t fp,
                         int64_t now_s);
 void gw_room_spent_settle(gw_wr_spent_slot_t *slots, uint64_t jti, bool accepted);

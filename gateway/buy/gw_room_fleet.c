@@ -61,14 +61,12 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
 #define GW_WR_SKEW_MS 1000
 
 /*
- * The seed this gateway may offer as the room's (into hex; returned): any seed but
- * a published one, given as "-<seed>" (docs/fleet.md "Waiting room"). A seed is
- * published once the room was sealed with it: this copy saw the seal, or the start
- * may have passed on some gateway's clock (by this one's, less GW_WR_SKEW_MS) and
- * Redis' room held the seed (wr_seed_fleet), so another gateway may have sealed it
- * and handed out tokens keyed by it even if no reply here showed the seal. If Redis
- * has no seed any more the room was deleted or lost, and the old seed would give
- * the new room's places the old replay ids: an old token would admit again.
+ * The seed this gateway may offer as the room's (into hex; returned): any seed but a
+ * published one, given as "-<seed>" (docs/fleet.md "Waiting room", "Clock skew"). A
+ * seed is published once this copy saw the seal, or once the start may have passed on
+ * some gateway's clock while Redis' room held it (wr_seed_fleet). Offered to a room
+ * Redis lost, an old seed would give its places the old replay ids: an old token
+ * would admit again.
  */
 static cm_hash_key_t seed_offer(gw_fair_sale_t *fs, int64_t now_ms, char hex[34])
 {
@@ -303,15 +301,10 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
     char why[256] = "";
     bool sent;
     int rc = claim_call(&f->loop_pool, &u, false, now_s, &sent, why, sizeof(why));
-    /*
-     * Sent, no answer (a timeout, a lost connection): Redis may run the
-     * claim still, and the token would read spent with no order. Given
-     * back by the lottery thread (not on this worker's loop), which
-     * voids it if it has not run yet. With an Idempotency-Key too: a
-     * retry of the key that goes on past this claim (GW_WR_REPLAY)
-     * holds the token with its own nonce, so this give-back leaves it
-     * held under that retry's order.
-     */
+    /* Sent, no answer: Redis may run the claim still, and the token would read spent
+     * with no order. Given back by the lottery thread, which voids it if it has not run
+     * yet; a keyed retry past this claim (GW_WR_REPLAY) holds the token with its own
+     * nonce, so this give-back leaves it held under that retry's order. */
     if (rc < 0 && sent && !unclaim_later(f, &u))
         gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id,
                                     "too many give-backs pending");

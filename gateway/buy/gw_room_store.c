@@ -1,20 +1,11 @@
 /*
- * Fair start: one gateway's waiting room, gw_fair__room_local_ops: its core
- * (gw_room_core.c decides, under wr_mu) and its log, <data_dir>/fair/<sale>.room
- * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
- * gw_room_core.c's replay for what each line means). The file is a journal
- * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
- * skipped (a torn tail cut off), and a room log of the line format before
- * the journal is converted at the load. The journal does the file's path:
- * a line appended with one write(2) under the log's lock, its fdatasync
- * outside every lock (the journal's group commit: the seal's, the lottery
- * thread's tick at most every GW_WR_SYNC_MS, and local_sync's for the token
- * claims of the orders fsync durability answers), and the compaction beside
- * the appends, by the lottery thread once the log is more than twice as long
- * as the state it records (room_compact). This file says what goes in it.
- * Every file call, its own (the load's open, a removal) included, goes through
- * the journal's table (cm_journal_fs): the simulator runs this store on its
- * simulated disk (sim/sim_room.c).
+ * One gateway's waiting room, gw_fair__room_local_ops: its core (gw_room_core.c
+ * decides, under wr_mu) and its log, the journal <data_dir>/fair/<sale>.room
+ * (docs/design.md "One gateway's room across a restart"; each line's meaning:
+ * gw_room_core.c's replay). The journal does the file's path (appends, group
+ * commit, compaction); this file says what goes in it. Every file call goes
+ * through cm_journal_fs, so the simulator runs this store on its simulated
+ * disk (sim/sim_room.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -27,13 +18,10 @@
 #include "common/cm_time.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
  * its last sync. */
@@ -81,12 +69,10 @@ static int key_line(char *out, size_t cap, cm_hash_key_t key, cm_hash_key_t seed
                     (unsigned long long)seed.k1);
 }
 
-/* Opens the log for appends (again after a short write whose cut-off failed,
- * once no sync uses it); a new (empty) one starts with the room's keys,
- * synced: every place and replay id after them derives from them. A torn or
- * bad tail is cut (the load cut it already, unless a write since failed and
- * its cut-off too); a line log the load could not convert is left for the
- * next start's, and no line goes after it. st->mu held. 0 or CM_EIO. */
+/* Opens the log for appends (again after a short write whose cut-off failed, once
+ * no sync uses it); a new (empty) one starts with the room's keys, synced: every
+ * place and replay id derives from them. A line log the load could not convert is
+ * left for the next start's, and no line goes after it. st->mu held. 0 or CM_EIO. */
 static int store_open(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -152,12 +138,9 @@ static bool store_dropped(gw_room_store_t *st)
     return st->rewrite || (st->open && cm_journal_dropped(&st->j));
 }
 
-/* fdatasync of the log through its end now (every line whose write(2) returned
- * before the call), unless one covered it already or one running covers it
- * (waited for: the journal's group commit across the worker loops); with
- * tick, only GW_WR_SYNC_MS or more (monotonic) after the last. No lock is
- * held across the fdatasync. 0 or CM_EIO. Thread-safe (blocks on the disk:
- * off the loops). */
+/* fdatasync of the log through its end now, unless one covered it already (the
+ * journal's group commit); with tick, only GW_WR_SYNC_MS or more after the last.
+ * No lock held across it. 0 or CM_EIO. Thread-safe (off the loops). */
 static int store_durable(gw_fair_sale_t *fs, bool tick)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -234,71 +217,52 @@ static int local_drop(gw_fair_sale_t *fs)
     return rc;
 }
 
-/* What the load's records go through (room_record). */
-typedef struct room_read {
-    gw_fair_sale_t *fs;
-    void (*apply)(gw_fair_sale_t *, char *);
-    size_t lines, bad;
-    bool stop; /* no keys: nothing after them can be read */
-} room_read_t;
-
-static void room_record(void *arg, char *rec, size_t len)
-{
-    room_read_t *rd = arg;
-    if (rd->stop)
-        return;
-    /* not one of ours (a line log's zero-filled block after a power cut, an
-     * overlong line, kept whole by its conversion): skipped */
-    bool unreadable = len >= GW_WR_LINE_MAX || memchr(rec, '\0', len) != NULL;
-    if (rd->lines == 0 && (unreadable || rec[0] != 'K')) {
-        rd->bad++;
-        rd->stop = true;
-        return;
-    }
-    if (unreadable) {
-        rd->bad++;
-        return;
-    }
-    rd->apply(rd->fs, rec);
-    rd->lines++;
-}
-
-/* Calls apply with every line of the log (a journal's record, NUL-terminated; the
- * first is the "K" line), holes skipped and a torn tail cut off the file
- * (cm_journal_recover), removes a log without a readable key line. A log in the
- * line format before the journal is converted to it first (atomically; if that
- * fails, nothing is read and the file is left for the next start's load).
- * Returns the lines applied. Single-threaded (open). */
+/* Calls apply with every line of the log (cm_journal_lines_open: a log in the line
+ * format before the journal converted first, holes skipped, a torn tail cut off; the
+ * first is the "K" line), removes a log without a readable key line. Returns the
+ * lines applied. Single-threaded (open). */
 static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *))
 {
     char path[700];
     store_path(fs, path, sizeof(path));
-    /* the upgrade: a room log of the line format is rewritten as a journal first
-     * (atomically: a crash leaves the line log, converted at the next start) */
+    /* the conversion is atomic: a crash leaves the line log, converted at the next start */
     size_t converted = 0;
     int up = cm_journal_upgrade_lines(path, &converted);
     if (up > 0)
         cm_log_info("fair", "waiting-room log converted to the journal framing",
                     "sale=%s lines=%zu", fs->sale_id, converted);
-    else if (up < 0) /* left as it is; store_open appends nothing to it */
+    FILE *fp = up < 0 ? NULL : cm_journal_lines_open(path); /* a failed upgrade: left as it is */
+    if (!fp)
         return 0;
-    const cm_journal_fs_t *jfs = cm_journal_fs(); /* the journal's disk */
-    int fd = jfs->open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    room_read_t rd = {.fs = fs, .apply = apply};
-    off_t len = 0;
-    int rc = cm_journal_recover(fd, path, room_record, &rd, &len); /* logs a cut */
-    jfs->close(fd);
-    if (rc != 0)
-        cm_log_error("fair", "cannot read the waiting-room log", "sale=%s err=%s", fs->sale_id,
-                     cm_strerror(rc));
-    if (rd.bad)
+    char *line = NULL;
+    size_t cap = 0, lines = 0, bad = 0;
+    ssize_t got;
+    while ((got = getline(&line, &cap, fp)) > 0) {
+        size_t n = (size_t)got;
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        /* not one of ours (a line log's zero-filled block after a power cut, an
+         * overlong line, kept whole by its conversion): skipped */
+        bool unreadable = n >= GW_WR_LINE_MAX || strlen(line) != n;
+        if (lines == 0 && (unreadable || line[0] != 'K')) {
+            bad++;
+            break; /* no keys: nothing after them can be read */
+        }
+        if (unreadable) {
+            bad++;
+            continue;
+        }
+        apply(fs, line);
+        lines++;
+    }
+    free(line);
+    fclose(fp);
+    if (bad)
         cm_log_warn("fair", "waiting-room log has unreadable lines; skipped", "sale=%s lines=%zu",
-                    fs->sale_id, rd.bad);
-    if (rc == 0 && rd.lines == 0) /* nothing usable (no key line): a new log with new keys */
-        (void)jfs->unlink(path);
-    return rd.lines;
+                    fs->sale_id, bad);
+    if (lines == 0) /* nothing usable (no key line): a new log with new keys */
+        (void)cm_journal_fs()->unlink(path);
+    return lines;
 }
 
 /*---- compaction ----*/
@@ -327,12 +291,10 @@ static bool store_compact_due(gw_fair_sale_t *fs, bool mark)
     return due;
 }
 
-/* Replaces the log by img (the frames of the room's state at store_compact_due,
- * its "K" line first) followed by the lines appended since
- * (cm_journal_compact_from: beside it, fdatasync'd, renamed over it, without
- * a lock across the disk's waits). 0 or CM_EIO (logged; the log stays as it
- * was, and is not compacted again before it doubled once more). Lottery
- * thread, no lock held. */
+/* Replaces the log by img (the room's state at store_compact_due, its "K" line
+ * first) and the lines appended since (cm_journal_compact_from). 0 or CM_EIO
+ * (logged; the log stays as it was, not compacted again before it doubled once
+ * more). Lottery thread, no lock held. */
 static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -429,13 +391,26 @@ static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
     return rc;
 }
 
-/* The start: the core seals the pre-queue; its "S" line, whose fdatasync
- * the caller runs after releasing wr_mu (seal_sync) while wr_seal_syncing
- * holds back everything that acts on the seal. A failed line is logged by
- * the store: a restart then seals again with the same joins and seed, so the
- * same ranks; it is written again before the next place's line. An empty
- * pre-queue's line needs no sync of its own, so a room without a pre-queue
- * never answers 503 for its seal. wr_mu held. */
+/*
+ * The seal's fdatasync, by the thread that sealed, without wr_mu: the joins and
+ * the "S" line are durable before any rank or place is answered from the seal or
+ * its seed published (meanwhile the other joins answer CM_EAGAIN: no worker loop
+ * waits for this disk). A failed sync counts as a failed "S" line.
+ */
+static void seal_sync(gw_fair_sale_t *fs)
+{
+    int rc = store_durable(fs, false);
+    pthread_mutex_lock(&fs->wr_mu);
+    fs->wr_seal_syncing = false;
+    gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = rc == 0},
+                      NULL, NULL);
+}
+
+/* The start: the core seals the pre-queue, and its "S" line's fdatasync runs
+ * with wr_mu released (seal_sync) while wr_seal_syncing holds back everything
+ * that acts on the seal. A failed line is written again before the next place's
+ * (a restart seals the same ranks from the same joins and seed). wr_mu held
+ * (released across the fdatasync). */
 static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms)
 {
     gw_sale_out_t so;
@@ -452,25 +427,10 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms)
     if (fs->wr_core.npre)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id,
                     fs->wr_core.npre);
-}
-
-/*
- * The seal's fdatasync, by the thread that sealed, without wr_mu: the joins
- * before the seal and its "S" line are durable before any rank or place is
- * answered from it or its seed published (until then wr_seal_syncing makes
- * the other joins answer CM_EAGAIN instead of waiting: no worker loop waits
- * for this disk), and the worker loops' other work on the room goes on. A
- * failed sync is treated as a failed "S" line (the core's SEAL_SYNCED).
- * wr_mu not held.
- */
-static void seal_sync(gw_fair_sale_t *fs)
-{
-    int rc = store_durable(fs, false);
-    pthread_mutex_lock(&fs->wr_mu);
-    fs->wr_seal_syncing = false;
-    gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = rc == 0},
-                      NULL, NULL);
-    pthread_mutex_unlock(&fs->wr_mu);
+    if (fs->wr_seal_syncing) {
+        pthread_mutex_unlock(&fs->wr_mu);
+        seal_sync(fs);
+    }
 }
 
 /* Whether the seal is not known durable: its record or its sync failed, or
@@ -487,7 +447,6 @@ static bool seal_undurable(gw_fair_sale_t *fs)
     return dropped;
 }
 
-/* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
 /* The join stepped through the sale's machine (its start and the time
  * decide the pre-queue, the seal), unless another thread's seal is in its
  * fdatasync: nothing is answered from it yet. wr_mu held. */
@@ -508,12 +467,7 @@ static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_wr_j
     pthread_mutex_lock(&fs->wr_mu);
     int rc = join_step(fs, join, &so);
     if (rc == GW_ROOM_SEAL) {
-        prequeue_seal(fs, join->now_ms);
-        if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
-            pthread_mutex_unlock(&fs->wr_mu);
-            seal_sync(fs);
-            pthread_mutex_lock(&fs->wr_mu);
-        }
+        prequeue_seal(fs, join->now_ms); /* this join seals: it syncs, then goes on */
         /* another thread's seal in its fdatasync meanwhile, or a reset */
         rc = atomic_load(&fs->wr_core.sealed) ? join_step(fs, join, &so) : CM_EAGAIN;
     }
@@ -554,34 +508,29 @@ void gw_fair__room_load(gw_fair_sale_t *fs)
     gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
     /* a failed fdatasync of the process before (its error is not this one's to
      * see) may have dropped lines the page cache still shows: rewritten now */
-    if (lines) {
-        fs->wr_store.rewrite = true;
-        room_compact(fs);
-    }
-    if (lines)
-        cm_log_info("fair", "waiting room loaded",
-                    "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
-                    fs->wr_core.npre, (int)atomic_load(&fs->wr_core.sealed),
-                    (unsigned long long)atomic_load(&fs->wr_core.next),
-                    (unsigned long long)(atomic_load(&fs->wr_core.front_milli) / 1000));
-}
-
-static void person_rank_add(json_t *arr, const char *person, uint64_t rank)
-{
-    json_array_append_new(arr, json_pack("{s:s,s:I}", "person", person, "rank", (json_int_t)rank));
+    if (!lines)
+        return;
+    fs->wr_store.rewrite = true;
+    room_compact(fs);
+    cm_log_info("fair", "waiting room loaded",
+                "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
+                fs->wr_core.npre, (int)atomic_load(&fs->wr_core.sealed),
+                (unsigned long long)atomic_load(&fs->wr_core.next),
+                (unsigned long long)(atomic_load(&fs->wr_core.front_milli) / 1000));
 }
 
 /* The sealed pre-queue's ranks start+1.. of at most limit persons (arr: json_t *). 0. */
 static int local_persons(gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, void *arr,
                          uint64_t *total, bool *sealed, char hex[33], char *errbuf, size_t errlen)
 {
-    (void)errbuf;
-    (void)errlen;
+    (void)errbuf, (void)errlen;
     pthread_mutex_lock(&fs->wr_mu);
     *sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
     *total = fs->wr_core.npre;
     for (uint64_t i = cursor; *sealed && i < *total && i - cursor < limit; i++)
-        person_rank_add(arr, fs->wr_core.names + fs->wr_core.name_at[i], i + 1);
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "person",
+                                             fs->wr_core.names + fs->wr_core.name_at[i], "rank",
+                                             (json_int_t)(i + 1)));
     gw_fair__seed_hex(&fs->wr_seed, hex);
     pthread_mutex_unlock(&fs->wr_mu);
     return 0;
@@ -631,19 +580,18 @@ static void img_rec(cm_journal_buf_t *img, const gw_room_rec_t *rec)
         (void)cm_journal_buf_add(img, l, (size_t)n);
 }
 
+static void *copy_of(const void *p, size_t n)
+{
+    return n ? memcpy(cm_xmalloc(n), p, n) : NULL;
+}
+
 /*
  * Rewrites the log as the lines of its state (room_apply reads them back to
- * the same room) once store_compact_due says it is due: "K"; a "J" per
- * pre-queue person; "S" if sealed; a "P" per place the table holds, in the
- * table's order (a bucket takes its places back into as many slots in any
- * order: the slot a place sits in decides nothing, its position does, and the
- * replay keeps the highest as the next); an "A" per admitted rank or place;
- * "F"; a "T" per token spent or claimed and not expired (a claim in flight
- * reads spent after a restart, as it would from the whole log). The state is
- * copied under wr_mu and the spent table's lock, with the log's length it
- * stands for, then framed without them into one buffer (the lines formatted
- * by gw_room_rec_format, without printf: a line per live place and token), and
- * written with one write(2). Lottery thread.
+ * the same room) once store_compact_due says it is due. The places go in the
+ * table's order: the slot a place sits in decides nothing, its position does,
+ * and the replay keeps the highest as the next. A token claimed and in flight
+ * goes as spent, as the whole log would read it. Copied under wr_mu and the
+ * spent table's lock, framed without them. Lottery thread.
  */
 static void room_compact(gw_fair_sale_t *fs)
 {
@@ -663,15 +611,9 @@ static void room_compact(gw_fair_sale_t *fs)
     int64_t sealed_ms = fs->wr_core.sealed_ms, starts_ms = fs->wr_core.starts_ms;
     uint64_t front = atomic_load(&fs->wr_core.front_milli);
     size_t npre = fs->wr_core.npre, names_len = fs->wr_core.names_len, nplaces = 0, nspent = 0;
-    char *names = npre ? cm_xmalloc(names_len) : NULL;
-    uint32_t *name_at = npre ? cm_xmalloc(npre * sizeof(*name_at)) : NULL;
-    int64_t *pre_exp = sealed && npre ? cm_xmalloc(npre * sizeof(*pre_exp)) : NULL;
-    if (npre) {
-        memcpy(names, fs->wr_core.names, names_len);
-        memcpy(name_at, fs->wr_core.name_at, npre * sizeof(*name_at));
-    }
-    if (pre_exp)
-        memcpy(pre_exp, fs->wr_core.pre_exp, npre * sizeof(*pre_exp));
+    char *names = copy_of(fs->wr_core.names, npre ? names_len : 0);
+    uint32_t *name_at = copy_of(fs->wr_core.name_at, npre * sizeof(*name_at));
+    int64_t *pre_exp = copy_of(fs->wr_core.pre_exp, sealed ? npre * sizeof(*pre_exp) : 0);
     gw_wr_place_t *places = NULL;
     if (fs->wr_core.places) {
         places = cm_xmalloc(GW_ROOM_PLACES * sizeof(*places));
@@ -760,18 +702,10 @@ static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started
     room_compact(fs);
     if (!started || dt <= 0)
         return; /* admissions start with the sale */
-    if (!atomic_load(&fs->wr_core.sealed)) {
-        pthread_mutex_lock(&fs->wr_mu);
-        bool sealer = !atomic_load(&fs->wr_core.sealed);
-        if (sealer)
-            prequeue_seal(fs, now);
-        sealer = sealer && fs->wr_seal_syncing;
-        pthread_mutex_unlock(&fs->wr_mu);
-        if (sealer)
-            seal_sync(fs);
-    }
     gw_room_out_t recs;
     pthread_mutex_lock(&fs->wr_mu);
+    if (!atomic_load(&fs->wr_core.sealed))
+        prequeue_seal(fs, now);
     gw_room_core_step(&fs->wr_core,
                       &(gw_room_ev_t){.kind = GW_ROOM_EV_TICK, .eff_per_s = eff_per_s, .dt_ms = dt},
                       NULL, &recs);
@@ -785,13 +719,12 @@ static void local_audit(gw_fair_sale_t *fs, void *o)
     gw_room_store_t *st = &fs->wr_store;
     off_t len, synced;
     gw_fair__room_store_len(fs, &len, &synced);
-    json_object_set_new(o, "log_bytes", json_integer((json_int_t)len));
-    json_object_set_new(o, "log_synced_bytes", json_integer((json_int_t)synced));
-    json_object_set_new(o, "log_compactions",
-                        json_integer((json_int_t)atomic_load(&st->compactions)));
-    json_object_set_new(o, "claim_syncs", json_integer((json_int_t)atomic_load(&st->claim_syncs)));
-    json_object_set_new(o, "claim_sync_failures",
-                        json_integer((json_int_t)atomic_load(&st->claim_sync_failures)));
+    json_object_update_new(o, json_pack("{s:I,s:I,s:I,s:I,s:I}", "log_bytes", (json_int_t)len,
+                                        "log_synced_bytes", (json_int_t)synced, "log_compactions",
+                                        (json_int_t)atomic_load(&st->compactions), "claim_syncs",
+                                        (json_int_t)atomic_load(&st->claim_syncs),
+                                        "claim_sync_failures",
+                                        (json_int_t)atomic_load(&st->claim_sync_failures)));
 }
 
 const gw_room_ops_t gw_fair__room_local_ops = {

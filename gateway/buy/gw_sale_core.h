@@ -1,62 +1,18 @@
 /*
- * A sale's fairness as one state machine without I/O (docs/design.md, "A
- * sale's fairness in one screen"). The sale's configuration, its phase, and
- * the four cores that decide inside a phase (registration gw_reg_core.h, the
- * waiting room gw_room_core.h, the lottery gw_fair_core.h, the leftovers
- * gw_waitlist_core.h) are one struct, stepped by one event type through one
- * function, answered in one output.
+ * A sale's fairness as one state machine without I/O: its configuration, its
+ * phase and the four cores that decide inside a phase (gw_reg_core.h,
+ * gw_room_core.h, gw_fair_core.h, gw_waitlist_core.h), stepped by one event
+ * type, answered in one output. The phases, what each takes and the records
+ * each asks for: docs/design.md, "A sale's fairness in one screen".
  *
- * The phases, in order (a sale has the ones it configures):
- *
- *   BEFORE        nothing taken yet: a buy or an entry is 425, a
- *                 registration 403 (not open yet)
- *   REGISTRATION  [reg_opens, reg_closes): persons register (gw_reg_core)
- *   PREQUEUE      a room's sale before starts_at (with a lottery: before its
- *                 entry window): joins ranked at the seal
- *   ENTRY         [starts - early, starts + window): one entry per person
- *   DRAW          the window closed, the draw not done: buys wait (503)
- *   ADMISSION     a room's sale from starts_at: places and tokens
- *   LEFTOVERS     the draw done and its losers waiting: units freed go to
- *                 them in draw order, first-come is held back
- *   OPEN          first-come buys (gw_buy_core.c)
- *   ENDED         at ends_at: the waitlisted lose, nothing is taken
- *
- * The phase is gw_sale_phase: a function of the configuration, the time and
- * the cores' progress (the room sealed, the draw done, anyone waiting). An
- * event outside its phase is answered here with the product's answer
- * (GW_SALE_OUT_REFUSED) and reaches no core; an event in its phase goes to
- * its core with the window's facts filled in from the configuration, so a
- * shell sends what it saw (the person, the store's reply), never a window.
- *
- * Locks: the machine takes none, and a step of one kind of event touches
- * only that kind's core, so the live shells step it under the lock that
- * core has: the lottery's under fs->mu, the room's under wr_mu,
- * registration's under reg_mu, the leftovers' on the lottery thread (the
- * only one that steps them). The configuration is relaxed atomics
- * (gw_sale_cfg_t), read by any thread without a lock.
- *
- * The tick: the lottery thread's one TICK per sale decides which of the
- * sale's parts time has made due, and steps no core: its answer names
- * them (GW_SALE_DO_*), and the shell then steps each part's own events
- * under that part's lock (the draw's FAIR TICKs under fs->mu, the room's
- * SEAL and TICK under wr_mu, the leftovers' WL TICK). One core per lock,
- * so the TICK needs none: it reads the configuration, the machine's own
- * leftovers flag (the lottery thread's alone) and the progress the cores
- * publish (the draw done, the room sealed), written by the thread that
- * ticks or atomically. Every rule of time is here: the entry window's
- * close, the room's start, the sale's end (the leftovers' WL TICK answers
- * DO_END from it).
- *
- * No syscall, lock, clock read or allocation of its own (the room core's
- * tables grow with cm_xmalloc): the shells hold the locks and perform the
- * output's store operations, the simulator runs this same code, and
- * tests/unit/gateway/buy/test_gw_sale_core.c drives it alone. The cores a
- * shell keeps elsewhere (the lottery's in gw_fair_sale_t, the room's and
- * registration's beside their locks) are pointed to; NULL: the sale has no
- * such core, and its events are refused. Registration's is one per sale for
- * either store: a fleet's Redis decides in one script, so its REGISTER holds
- * nothing in the core between the step and the store's reply, and the shell
- * takes reg_mu for each step only, never across the round trip.
+ * An event outside its phase is answered here (out.refused) and
+ * reaches no core; one inside it reaches its core with the window filled in:
+ * a shell sends what it saw, never a window. A step of one kind touches only
+ * that kind's core, so each shell steps under its own core's lock (fs->mu,
+ * wr_mu, reg_mu; the leftovers on the lottery thread), and the TICK, which
+ * steps no core, needs none: it names the parts due (GW_SALE_DO_*) from the
+ * configuration (relaxed atomics) and the progress the cores publish. A core
+ * pointer NULL: the sale has none, its events are refused.
  */
 #ifndef GW_SALE_CORE_H
 #define GW_SALE_CORE_H
@@ -101,12 +57,9 @@ typedef struct gw_sale_cfg {
     bool waitlist;      /* the draw's losers wait for leftovers (else they lose) */
 } gw_sale_cfg_t;
 
-/* The configuration as the machine holds it: relaxed atomics, so that the
- * buy path reads a sale's windows without a lock while their writers (the
- * admin's PUT, the registration window, the fleet's edits picked up by the
- * lottery thread) set them. One owner, the machine; gw_sale_cfg_get takes a
- * snapshot (fields read one by one: a reader racing an edit may see part of
- * it, as it could when each field was its own atomic). */
+/* The configuration as the machine holds it: relaxed atomics, read without a
+ * lock; gw_sale_cfg_get's snapshot reads them one by one (a racing edit may
+ * show in part). */
 typedef struct gw_sale_conf {
     _Atomic int64_t starts_at_ms, ends_at_ms;
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
@@ -184,8 +137,7 @@ typedef struct gw_sale_core {
 } gw_sale_core_t;
 
 /* A sale with the cores the shell keeps (each may be NULL), initialised by
- * their owners. Until its CONFIGURE the sale is plain: open, no core's
- * request taken. */
+ * their owners; plain (open) until its CONFIGURE. */
 void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
                        gw_reg_core_t *reg);
 
@@ -194,10 +146,9 @@ void gw_sale_cfg_get(const gw_sale_core_t *c, gw_sale_cfg_t *out);
 
 /* The phase at now_ms. Pure. */
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms);
-/* The phase at now_ms of a sale configured cfg whose draw is done (drawn)
- * and whose losers still wait for leftovers (leftovers): the one function
- * of the windows, which gw_sale_phase and the shells' lock-free checks (the
- * buy's gw_fair_phase, the registration route) both call. Pure. */
+/* The phase at now_ms of cfg, its draw done (drawn), its losers waiting
+ * (leftovers): the one function of the windows (gw_sale_phase's and the
+ * lock-free checks'). Pure. */
 gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *cfg, bool drawn, bool leftovers,
                                  int64_t now_ms);
 /* The phase as the buy path sees it (gw_fair_phase_t). */

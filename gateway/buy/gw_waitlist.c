@@ -1,12 +1,7 @@
 /*
- * Leftovers by lot: the losers of a sale's draw wait, in draw order, for the
- * units freed after it (cancelled or failed orders, a restock), and the
- * lottery's thread admits them as the draw admits a winner (see gw_fair.h).
- * The draw's order is uniformly random, so going on down it is a second
- * random draw among the losers; a first-come buyer would instead win by being
- * fastest at the moment a unit comes back. Who is next, and when a walk
- * stops, is gw_waitlist_core.c's; this file runs the one walk and the one
- * promotion of both stores, and what a store records around them is its
+ * Leftovers by lot (docs/design.md "Leftovers by lot"): who is next and where
+ * a walk stops is gw_waitlist_core.c's; this file runs the one walk and the
+ * one promotion of both stores, and what a store records around them is its
  * gw_wl_ops_t: one gateway's entry log below, a fleet's Redis in
  * gw_waitlist_fleet.c.
  */

@@ -1,10 +1,6 @@
 /*
- * The leftovers' decisions (gw_waitlist_core.h), in one file, with no I/O.
- *
- * The rules:
- *   - the losers wait in draw order: the draw's order is uniformly random,
- *     so going on down it is a second random draw among them (a first-come
- *     buyer would instead win by being fastest when a unit comes back)
+ * The leftovers' decisions (gw_waitlist_core.h) with no I/O. The rules:
+ *   - the losers wait in draw order
  *   - a walk goes down the order from the first waiter while stock is left;
  *     each promotion takes its entry's units: one freed unit, one promotion
  *   - an entry that wants more units than are left keeps its place, and the

@@ -1,12 +1,8 @@
 /*
- * The leftovers' decisions without I/O (gw_fair.h, "leftovers by lot"):
- * once a sale's draw is done, its losers wait in draw order, and each unit
- * freed later (a cancelled or failed order, a restock) goes to the next of
- * them. This core decides when a walk runs, who is next and where the walk
- * stops; the shell (gw_waitlist.c, over its store: one gateway's log there,
- * a fleet's Redis in gw_waitlist_fleet.c) performs the promotions (buy's
- * accept sequence) and feeds their results back. The simulator
- * (sim/sim_fair.c) runs this same code.
+ * The leftovers' decisions without I/O (docs/design.md "Leftovers by lot"):
+ * when a walk runs, who is next and where the walk stops. The shell
+ * (gw_waitlist.c) and the simulator (sim/sim_fair.c) perform the promotions
+ * and feed their results back.
  *
  *   TICK      the lottery's thread: the sale's stock as the shell saw it
  *             (the sale's end is the sale's machine's: gw_sale_core.c

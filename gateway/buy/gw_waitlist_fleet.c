@@ -1,34 +1,9 @@
 /*
- * Leftovers by lot in a fleet: the draw's losers wait, in draw order, for the
- * units freed after it on any gateway (a cancelled or failed order, a
- * restock), and one gateway at a time promotes them (see gw_fair.h and
- * gw_fair_redis.h for the keys). The walk and the promotion are
- * gw_waitlist.c's, the same as one gateway's; this file is their store in
- * Redis (gw_fair__wl_redis): what each step records there.
- *
- * Why this shape: a promotion spans Redis (the reservation) and one gateway's
- * spool (the order), which no single step can write together. So each
- * promotion is recorded in Redis before its reserve (:wp, "person order
- * owner") under a lock (:wlock), and its outcome goes to :won with the
- * waitlist's generation in one script that checks the lock. The owner is the
- * gateway's data directory (its id in <data_dir>/fair/owner.id), not its node
- * id, because only that spool can say whether the order was written: a
- * gateway killed between the reserve and the outcome takes the lock back at
- * its restart (the pending owner's right), finds the order in its spool and
- * records it, or reserves and spools it now. The inventory marks each order id
- * it reserves (inv_reserve_once), so an entry is never reserved twice whoever
- * retries. Another gateway adopts a pending promotion only after
- * FLEET_WL_GRACE_MS without its owner; it then spools the order itself, and
- * if the owner's spool had it too, settlement drops the second copy by its
- * order id (the fleet draw's resume does the same).
- *
- * Every gateway follows the waitlist's generation (polled every
- * FLEET_WL_POLL_MS while losers wait) and re-reads the draw when it moves, so
- * a loser reads "waitlisted" with its place, then "won", on every gateway,
- * and first-come buys are refused (410, "waitlist":true) everywhere until
- * nobody waits. At ends_at the end is recorded once no promotion is pending
- * (one begun before it is finished first), after which no promotion begins;
- * each gateway then reads the draw again and loses its waitlisted.
+ * Leftovers by lot in a fleet: the store in Redis (gw_fair__wl_redis) of the
+ * walk and the promotion gw_waitlist.c runs for both stores; what each step
+ * records there, and why each promotion is pending in Redis before its reserve
+ * under a lock owned by a data directory: docs/fleet.md "The waitlist" (the
+ * keys: gw_fair_redis.h).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -42,7 +17,6 @@
 #include "gateway/base/gw_base.h"
 #include "inventory/inv_fleet.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,13 +196,10 @@ static bool fleet_record(gw_fair_t *f, gw_fair_sale_t *fs, entry_t *e, gw_wl_rec
 }
 
 /*
- * The sale ended. The end is one record in Redis, written only while no
- * promotion is pending: one begun before the end is finished first (by its
- * owner, or adopted after the grace), so whoever reads the end reads its
- * outcome too. Then this gateway reads the draw again (gw_fair__fleet_fetch:
- * the promotions recorded won, every loser still waiting lost). Until both are
- * done (Redis away, a promotion pending) its losers keep waiting: no gateway
- * answers lost a loser that a promotion may still make a winner.
+ * The sale ended: its record in Redis once no promotion is pending, then the draw
+ * read again (gw_fair__fleet_fetch: the promotions recorded won, every loser still
+ * waiting lost). Until both are done its losers keep waiting: no gateway answers
+ * lost a loser that a promotion may still make a winner.
  */
 static void fleet_end(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, int64_t now)
 {
