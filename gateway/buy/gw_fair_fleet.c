@@ -611,7 +611,6 @@ static gw_fair_ev_t fleet_accept(gw_fair_draw_t *d, const entry_t *e)
     bool sold_out;
     int rc = gw_fair__draw_accept(f, fs, d->sale, e, cm_wall_ms(), true, &a, &sold_out);
     const char *put = NULL; /* the outcome for :won */
-    ev.sold_out = false;
     switch (rc) {
     case GW_ACCEPT_BEFORE:
         /* once per order id: reserved before and released since (a drawer died between
