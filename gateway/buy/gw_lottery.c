@@ -13,26 +13,16 @@
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
-#include "common/cm_rand.h"
 #include "common/cm_time.h"
-#include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/edge/gw_edge.h"
-#include "gateway/overload/gw_ol.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed)
 {
@@ -133,8 +123,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
          * the file): one that does not is longer than any the log writes */
         if (!len || line[len - 1] != '\n')
             break;
-        entry_t e;
-        memset(&e, 0, sizeof(e));
+        entry_t e = {0};
         unsigned qty;
         long long at, seedlo;
         unsigned long long seed;
@@ -392,17 +381,12 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
                                                     : 0;
     if (rc != 0)
         goto out;
-    entry_t ne;
-    memset(&ne, 0, sizeof(ne));
+    entry_t ne = {.qty = t->qty, .at_ms = t->entered_at_ms, .key = key, .fleet_marked = held};
     snprintf(ne.order_id, sizeof(ne.order_id), "%s", t->order_id);
     snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
     snprintf(ne.person, sizeof(ne.person), "%s", person);
     snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
     ne.key_fp = ne.idem[0] ? t->key_fp : 0;
-    ne.qty = t->qty;
-    ne.at_ms = t->entered_at_ms;
-    ne.key = key;
-    ne.fleet_marked = held;
     char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
     uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
     if (stamp)
