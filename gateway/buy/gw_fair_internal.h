@@ -262,11 +262,6 @@ struct gw_fair {
 
 #define FLEET_CONF_POLL_MS 500
 
-static inline uint64_t gw_fair__rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
 /*---- gw_fair_table.c: the per-sale tables, the entry log, fair.json, a slot by id ----*/
 
 /* SipHash of s under the sale's secret. fs->mu held or single-threaded (it may be re-keyed). */

@@ -489,7 +489,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     bool seeded = c->seeded && !c->seed_unsynced; /* a resumed draw */
     cm_hash_key_t rnd = {0, 0};
     if (!seeded && (c->seeded || cm_hash_seed_random(&rnd) == 0))
-        seeded = ops->seed(&d, rnd.k0 ^ gw_fair__rotl(rnd.k1, 32));
+        seeded = ops->seed(&d, rnd.k0 ^ (rnd.k1 << 32 | rnd.k1 >> 32));
     pthread_mutex_unlock(d.mu);
     if (!seeded) {
         ops->end(&d, false);
