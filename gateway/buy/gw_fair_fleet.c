@@ -2,7 +2,9 @@
  * Fair start: the fleet's draw, one draw per sale over every gateway's
  * entries, and the rest of the lottery's Redis store but the leftovers'
  * (gw_waitlist_fleet.c; the store's ops in gw_fair_store.c; see gw_fair.h for
- * the rules).
+ * the rules). The design and why (entries local until the close, one drawer
+ * under a lock, the seed recorded once, no draw per gateway over a leased
+ * share), and the keys: docs/fleet.md.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
@@ -38,14 +40,6 @@
 /* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
 #define GW_FAIR_POOL_SIZE 8
 #define GW_FAIR_POOL_TIMEOUT_MS 2000
-
-/*---- the fleet: one draw per sale over every gateway's entries ----*/
-
-/*
- * The design and why (entries local until the close, one drawer under a lock,
- * the seed recorded once, no draw per gateway over a leased share): docs/fleet.md
- * "Start-window lottery"; the keys: gw_fair_redis.h.
- */
 
 static void trouble(gw_fair_t *f, const char *what, const char *why)
 {
