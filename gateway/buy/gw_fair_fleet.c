@@ -2,7 +2,9 @@
  * Fair start: the fleet's draw, one draw per sale over every gateway's
  * entries, and the rest of the lottery's Redis store but the leftovers'
  * (gw_waitlist_fleet.c; the store's ops in gw_fair_store.c; see gw_fair.h for
- * the rules).
+ * the rules). The design and why (entries local until the close, one drawer
+ * under a lock, the seed recorded once, no draw per gateway over a leased
+ * share), and the keys: docs/fleet.md.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
@@ -13,6 +15,7 @@
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
+#include "common/cm_smap.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -37,14 +40,6 @@
 /* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
 #define GW_FAIR_POOL_SIZE 8
 #define GW_FAIR_POOL_TIMEOUT_MS 2000
-
-/*---- the fleet: one draw per sale over every gateway's entries ----*/
-
-/*
- * The design and why (entries local until the close, one drawer under a lock,
- * the seed recorded once, no draw per gateway over a leased share): docs/fleet.md
- * "Start-window lottery"; the keys: gw_fair_redis.h.
- */
 
 static void trouble(gw_fair_t *f, const char *what, const char *why)
 {
@@ -379,14 +374,6 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
     return 0;
 }
 
-/* A person's record in :won: GW_ENTRY_WON (an order id) or GW_ENTRY_LOST
- * (GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED: drawn and reserved, then refused by the drawer's
- * spool or for cause: given back, not a winner, not drawn again). */
-typedef struct fleet_won {
-    char *person;
-    uint8_t state;
-} fleet_won_t;
-
 /* The frozen entrants, the seed and the outcomes, as every gateway reads them. */
 typedef struct fleet_draw {
     entry_t *all;
@@ -394,37 +381,31 @@ typedef struct fleet_draw {
     uint64_t seed;
     bool seeded;
     uint32_t *perm;
-    fleet_won_t *won; /* sorted by person */
-    size_t nwon;
+    /* :won, person -> GW_ENTRY_WON (an order id) or GW_ENTRY_LOST
+     * (GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED: drawn and reserved, then refused by the drawer's
+     * spool or for cause: given back, not a winner, not drawn again) */
+    cm_smap_t won;
 } fleet_draw_t;
 
 static void fleet_draw_free(fleet_draw_t *d)
 {
     free(d->all);
     free(d->perm);
-    for (size_t i = 0; i < d->nwon; i++)
-        free(d->won[i].person);
-    free(d->won);
+    cm_smap_free(&d->won, NULL);
     memset(d, 0, sizeof(*d));
 }
 
-static int won_cmp(const void *a, const void *b)
-{
-    return strcmp(((const fleet_won_t *)a)->person, ((const fleet_won_t *)b)->person);
-}
-
-/* What :won holds of person: its fleet_won_t state, or GW_ENTRY_ENTERED (nothing). */
+/* What :won holds of person: its state, or GW_ENTRY_ENTERED (nothing). */
 static uint8_t fleet_outcome(const fleet_draw_t *d, const char *person)
 {
-    fleet_won_t key = {.person = (char *)person};
-    const fleet_won_t *w = d->nwon ? bsearch(&key, d->won, d->nwon, sizeof(key), won_cmp) : NULL;
-    return w ? w->state : GW_ENTRY_ENTERED;
+    const cm_smap_entry_t *w = cm_smap_get(&d->won, person);
+    return w ? (uint8_t)w->val.u : GW_ENTRY_ENTERED;
 }
 
 typedef struct read_ctx {
     cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
-    size_t cap, cap_won;
+    size_t cap;
 } read_ctx_t;
 
 static void read_entrant(void *ctx, const char *user, const char *v)
@@ -457,16 +438,11 @@ static void read_entrant(void *ctx, const char *user, const char *v)
     d->n++;
 }
 
-static void read_winner(void *ctx, const char *user, const char *order)
+static void read_winner(void *ctx, const char *person, const char *order)
 {
-    read_ctx_t *x = ctx;
-    fleet_draw_t *d = x->d;
-    if (d->nwon == x->cap_won) {
-        x->cap_won = x->cap_won ? x->cap_won * 2 : 16;
-        d->won = cm_xrealloc(d->won, x->cap_won * sizeof(*d->won));
-    }
     bool refused = strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0;
-    d->won[d->nwon++] = (fleet_won_t){cm_xstrdup(user), refused ? GW_ENTRY_LOST : GW_ENTRY_WON};
+    cm_smap_put(&((read_ctx_t *)ctx)->d->won, person, NULL)->val.u =
+        refused ? GW_ENTRY_LOST : GW_ENTRY_WON;
 }
 
 /* Reads the draw's state and its outcomes. Returns false on a Redis problem. */
@@ -485,8 +461,6 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d)
         fleet_draw_free(d);
         return false;
     }
-    if (d->nwon)
-        qsort(d->won, d->nwon, sizeof(*d->won), won_cmp);
     if (d->seeded)
         d->perm = gw_fair__draw_perm(d->all, d->n, d->seed);
     return true;
@@ -611,7 +585,6 @@ static gw_fair_ev_t fleet_accept(gw_fair_draw_t *d, const entry_t *e)
     bool sold_out;
     int rc = gw_fair__draw_accept(f, fs, d->sale, e, cm_wall_ms(), true, &a, &sold_out);
     const char *put = NULL; /* the outcome for :won */
-    ev.sold_out = false;
     switch (rc) {
     case GW_ACCEPT_BEFORE:
         /* once per order id: reserved before and released since (a drawer died between

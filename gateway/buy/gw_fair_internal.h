@@ -262,11 +262,6 @@ struct gw_fair {
 
 #define FLEET_CONF_POLL_MS 500
 
-static inline uint64_t gw_fair__rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
 /*---- gw_fair_table.c: the per-sale tables, the entry log, fair.json, a slot by id ----*/
 
 /* SipHash of s under the sale's secret. fs->mu held or single-threaded (it may be re-keyed). */
@@ -509,9 +504,9 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 /*
  * One run of a sale's draw (gw_fair__run_draw): the loop steps the core and asks
  * the store, through its gw_fair_draw_ops_t, for what differs: one gateway's
- * (gw_fair__draw_local, gw_lottery.c: the sale's core, the entry log) or a
- * fleet's (gw_fair__draw_redis, gw_fair_fleet.c: a drawer's core of its own
- * over the entrants Redis holds, each outcome put there at its accept).
+ * (gw_fair__draw_local: the sale's core, the entry log) or a fleet's
+ * (gw_fair__draw_redis: a drawer's core of its own over the entrants Redis holds,
+ * each outcome put there at its accept).
  */
 typedef struct gw_fair_draw {
     gw_fair_t *f;
@@ -558,19 +553,17 @@ extern const gw_fair_draw_ops_t gw_fair__draw_local, gw_fair__draw_redis;
 
 /*
  * What the shell (gw_fair.c, gw_lottery.c) needs from the lottery's store, one
- * op per decision: one gateway's (gw_fair__lot_local: the entry log on disk,
- * gw_lottery.c and gw_waitlist.c) or a fleet's (gw_fair__lot_redis: Redis
- * through the fairness pool, gw_fair_fleet.c and gw_waitlist_fleet.c), chosen
- * once by gw_fair_open. Both keep this gateway's entries in its entry log
- * until the window closes; a fleet's then meet in Redis. A NULL op is one the
- * store has nothing to do for (the caller checks): 0, outputs left as they are.
+ * op per decision: one gateway's (gw_fair__lot_local: the entry log on disk) or
+ * a fleet's (gw_fair__lot_redis: Redis through the fairness pool), chosen once
+ * by gw_fair_open. Both keep this gateway's entries in its entry log until the
+ * window closes; a fleet's then meet in Redis. A NULL op is one the store has
+ * nothing to do for (the caller checks): 0, outputs left as they are.
  */
 typedef struct gw_fair_lot_ops {
     /* Opens the store (a fleet: its Redis address, the pools). 0 or CM_EINVAL
      * with the reason. Single-threaded (open). */
     int (*open)(gw_fair_t *f, char *errbuf, size_t errlen);
-    /* Frees what open made (a fleet: its connections), after open failed too. Single-
-     * threaded (close, the lottery thread stopped). */
+    /* Frees what open made, after open failed too. Single-threaded (close). */
     void (*close)(gw_fair_t *f);
     /* What the store keeps of a sale read back at open, besides the entry log (one
      * gateway: its waiting room's log). Single-threaded (open). */
@@ -587,9 +580,7 @@ typedef struct gw_fair_lot_ops {
     /* The draw's steps in this store (gw_fair__run_draw). */
     const struct gw_fair_draw_ops *draw;
     /* Before the local entry: one entry per person across the store
-     * (gw_fair__fleet_enter_mark's contract; *held: the person's mark is the
-     * entry's, *marked: taken now, given back with enter_unmark if the entry is not
-     * written). One gateway: 0, both false. Worker loops. */
+     * (gw_fair__fleet_enter_mark's contract). One gateway: none. Worker loops. */
     int (*enter_mark)(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *held, bool *marked);
     void (*enter_unmark)(gw_fair_sale_t *fs, const gw_fair_ticket_t *t, const char *order_id);
     /* An entry this gateway does not hold: 1 found (*out), 0 none, CM_EBACKEND. */
@@ -624,8 +615,8 @@ typedef struct gw_fair_lot_ops {
 
 extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;
 
-/*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
-/* The Redis store's ops (gw_fair__lot_redis), each as its gw_fair_lot_ops_t member says. */
+/*---- gw_fair_fleet.c: the Redis store's ops (gw_fair__lot_redis), each as its
+ * gw_fair_lot_ops_t member says ----*/
 int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen);
 void gw_fair__fleet_close(gw_fair_t *f);
 void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms);
@@ -647,35 +638,30 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
 uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed);
 
 /* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
- * unreachable. Lottery thread. */
+ * unreachable; after a call on it (or a failure without one): true if rc succeeded, else
+ * logs (rate limited) and drops the connection on a transport failure. Lottery thread. */
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f);
-/* After a call on gw_fair__fleet_conn's connection (or a failure without one): true if rc
- * succeeded, else logs (rate limited) and drops the connection on a transport failure.
- * Lottery thread. */
 bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
 /* Learns the fleet's draw: every entry's position and outcome, the waitlist's state.
  * Lottery thread. */
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*
- * One entry per person across the fleet, checked at entry (gw_fair_redis_lottery_entry_mark)
- * when the person is not the account (*held; else 0 at once: the lottery thread sends the
- * mark): takes the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms),
- * or reads the entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
- * t's new one, to give back with gw_fair__fleet_enter_unmark if the entry is not written;
- * t->order_id, t->qty and t->entered_at_ms are the held entry's when this gateway took it
- * and lost it to a crash), 1 (the account's entry on another gateway: *t is that entry),
- * GW_FAIR_OTHER_ACCOUNT, or CM_EBACKEND (Redis not asked or not answering). Worker loops:
- * blocks on the worker loops' pool (gw_fair_pool.c).
+ * One entry per person across the fleet, checked at entry when the person is not the
+ * account (*held; else 0 at once: the lottery thread sends the mark): takes the person's
+ * mark for t, or reads the entry that holds it. Returns 0 when t goes on to the local
+ * entry (*marked: t's new mark, given back with _enter_unmark if the entry is not
+ * written; t->order_id, qty and entered_at_ms are the held entry's when this gateway took
+ * it and lost it to a crash), 1 (the account's entry on another gateway: *t is that
+ * entry), GW_FAIR_OTHER_ACCOUNT, or CM_EBACKEND. Worker loops (their pool).
  */
 int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *held,
                               bool *marked);
 void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
                                  const char *order_id);
 /* An entry of any gateway by its id, from the marks of the lotteries whose draw this
- * gateway does not know yet (entered; once it knows the draw, every entrant is in its
- * local table). 1 found, 0 no such lottery holds the id, CM_EBACKEND Redis cannot tell.
- * Worker loops (as above). */
+ * gateway does not know yet (once it does, every entrant is in its local table). 1 found,
+ * 0 none, CM_EBACKEND. Worker loops (as above). */
 int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /* Buy's accept sequence (gw_accept.h) for entrant e of a draw in sale, at now: a

@@ -1,5 +1,5 @@
 /*
- * The fairness store in a fleet's Redis (key schema: gw_fair_redis.h). Every
+ * The fairness store in a fleet's Redis (key schema: docs/fleet.md). Every
  * command goes through the fleet's connection (inventory/inv_fleet.h), routed
  * by its first key: a script's keys share the sale's hash tag, so a
  * redis-cluster:// address works as a redis:// one does.

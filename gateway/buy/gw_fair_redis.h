@@ -5,75 +5,10 @@
  * (inventory/inv_fleet.h: inv_fleet_cmd and its kin), which names none of
  * these keys.
  *
- * Keys. Every per-sale key carries the hash tag {flashgate:fair:<sale>}, so
- * each script's keys share one Redis Cluster slot and
- * gw_fair_redis_lottery_clear deletes them all in one DEL (a :wrjti key goes
- * by its own expiry). "Writer" is the code path that changes the key; every
- * gateway reads them.
- *
- * | key                   | type   | value                             | writer                   |
- * |-----------------------|--------|-----------------------------------|--------------------------|
- * | {flashgate:fair}:conf | HASH   | sale -> "window early k0 k1       | the admin API's sale PUT |
- * |                       |        | [wr_rate]", or "-"                | and DELETE (gw_fair.c,   |
- * |                       |        | (GW_FAIR_REDIS_LOTTERY_DELETED, a | gw_reg.c); the           |
- * |                       |        | deleted sale); "elig:<sale>" ->   | eligibility PUT          |
- * |                       |        | the sale's eligibility rule       | (gw_elig_fleet.c)        |
- * | :e                    | HASH   | user -> "order qty idem node":    | each gateway at the      |
- * |                       |        | the entries pushed (HSETNX: a     | window's close           |
- * |                       |        | user's first push)                | (push_add, push_finish)  |
- * | :pushed               | SET    | node ids that pushed their        | each gateway, with its   |
- * |                       |        | entries                           | push                     |
- * | :entered              | SET    | node ids that took an entry (the  | each gateway's lottery   |
- * |                       |        | window cannot change while set    | thread after its first   |
- * |                       |        | and not :done)                    | entry                    |
- * | :ep                   | HASH   | person -> "order node account qty | a worker loop at entry   |
- * |                       |        | at_ms": one entry per person      | (entry_mark), the        |
- * |                       |        | across the fleet                  | lottery thread           |
- * |                       |        |                                   | (entry_mark_many);       |
- * |                       |        |                                   | entry_drop               |
- * | :ei                   | HASH   | order id -> person: an entry      | the same scripts as :ep  |
- * |                       |        | found by its id on any gateway    |                          |
- * | :drawn                | HASH   | :e frozen as the draw's entrants  | the drawer (seed)        |
- * |                       |        | (RENAMENX)                        |                          |
- * | :lock                 | STRING | the drawer's node id (SET NX PX)  | the drawer (lock,        |
- * |                       |        |                                   | lock_renew)              |
- * | :seed                 | STRING | the draw's seed, hex (SET NX: the | the drawer (seed)        |
- * |                       |        | first drawer's stays)             |                          |
- * | :won                  | HASH   | person -> winning order id, or    | the drawer (winner_put); |
- * |                       |        | "-": drawn and reserved, refused  | the waitlist's promoter  |
- * |                       |        | by the spool, given back          | (wl_finish)              |
- * |                       |        | (..._LOTTERY_NOT_ACCEPTED)        |                          |
- * | :done                 | STRING | the number drawn, once the draw   | the drawer (done_set)    |
- * |                       |        | is complete                       |                          |
- * | :wl                   | HASH   | mode ("w" losers wait, "l" lost;  | the drawer               |
- * |                       |        | unset: lost), ended, gen (bumped  | (lottery_seed), the      |
- * |                       |        | by every change), head (the draw  | promoter (wl_finish), a  |
- * |                       |        | index before which nobody waits), | gateway that sees the    |
- * |                       |        | promoted                          | sale end (wl_end)        |
- * | :wlock                | STRING | the promoter's owner id (SET PX)  | the promoter (wl_lock)   |
- * | :wp                   | STRING | the promotion in progress,        | the promoter (wl_begin,  |
- * |                       |        | "person order owner at_ms", set   | wl_adopt; wl_finish      |
- * |                       |        | before its reserve                | deletes it)              |
- * | :reg                  | ZSET   | person -> rank 1, 2, ... in       | the registration route   |
- * |                       |        | registration order                | (reg_add)                |
- * | :wr                   | HASH   | seed (32 hex digits, the first    | the lottery thread's     |
- * |                       |        | offered stays), sealed (ms),      | tick (room_tick), a      |
- * |                       |        | npre, next (places given), front  | worker's join            |
- * |                       |        | (admitted through, in 1/1000      | (room_join)              |
- * |                       |        | places)                           |                          |
- * | :wrpre                | ZSET   | the pre-queue: score 0, member    | a worker's join before   |
- * |                       |        | GW_FAIR_REDIS_ROOM_KEY_HEX hex    | the start (room_join)    |
- * |                       |        | digits of SipHash(seed, person)   |                          |
- * |                       |        | then the person, so ZRANK is the  |                          |
- * |                       |        | rank by the hash                  |                          |
- * | :wrpl                 | HASH   | person -> "pos exp_s": later      | a worker's join          |
- * |                       |        | arrivals' places, admitted        | (room_join)              |
- * |                       |        | places' token expiry              |                          |
- * | :wrjti:<jti>          | STRING | an admission token's claim        | a buy's claim and give-  |
- * |                       |        | "fp:nonce[,nonce...]" (PX the     | back (room_claim)        |
- * |                       |        | token's life)                     |                          |
- * | :wrjti:<jti>:void:<n> | STRING | "1": a claim given back before it | a give-back that found   |
- * |                       |        | ran (PX the token's life)         | no claim (room_claim)    |
+ * Keys: docs/fleet.md's table (its {flashgate:fair...} rows). Every per-sale key
+ * carries the hash tag {flashgate:fair:<sale>}, so each script's keys share one
+ * Redis Cluster slot and gw_fair_redis_lottery_clear deletes them all in one DEL
+ * (a :wrjti key goes by its own expiry).
  *
  * (":x" is {flashgate:fair:<sale>}:x.) Unless said otherwise the calls return
  * 0, or CM_EBACKEND with the reason in errbuf (then inv_fleet_broken tells a
@@ -127,19 +62,13 @@ int gw_fair_redis_conf_part(inv_fleet_conn_t *c, const char *sale, bool reg, con
 /* A sale's eligibility rule is the configuration's field GW_FAIR_REDIS_ELIG_PREFIX "<sale>"
  * (gw_fair_redis_lottery_conf_all hands it over with the prefix; a sale id has no ':'). */
 #define GW_FAIR_REDIS_ELIG_PREFIX "elig:"
-/* Stores the sale's rule text (HSET), or deletes it when value is NULL (HDEL; absent is
- * fine). */
+/* Stores the sale's rule text, or deletes it when value is NULL (absent is fine). */
 int gw_fair_redis_elig_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                            size_t errlen);
 
-/*
- * Pushing entries is one pipeline: gw_fair_redis_lottery_push_add queues one entry
- * (HSETNX, so the first push of a user wins) and returns 0 if queued;
- * gw_fair_redis_lottery_push_finish queues "node pushed" when all_added, sends, and
- * reads every queued reply. Returns 1 when every reply was
- * a success, 0 when one was an error reply, or CM_EBACKEND on a transport
- * failure (reason in errbuf).
- */
+/* Pushing entries is one pipeline: _push_add queues one entry (HSETNX: a user's first
+ * push wins), 0 if queued; _push_finish queues "node pushed" when all_added, sends and
+ * reads every reply: 1 all succeeded, 0 one was an error reply, or CM_EBACKEND. */
 int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
                                    const char *value);
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
@@ -151,72 +80,51 @@ int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uin
 int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
                                        long long *missing, char *errbuf, size_t errlen);
 
-/* Whether the draw is complete. */
+/* Whether the draw is complete; marks it complete with n entrants. */
 int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
                                size_t errlen);
-
-/* Marks the draw complete with n entrants. */
 int gw_fair_redis_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
                                    size_t errlen);
 
-/*
- * Marks that node_id holds entries of the sale (its window cannot change any
- * more); *busy: whether some gateway holds entries and the draw is not done.
- */
+/* Marks that node_id holds entries of the sale (its window cannot change any more);
+ * *busy: whether some gateway holds entries and the draw is not done. */
 int gw_fair_redis_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                        char *errbuf, size_t errlen);
 int gw_fair_redis_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
                                   size_t errlen);
 
 /* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken or node_id's already
- * (then extended). */
+ * (then extended). _renew extends it. */
 int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                                bool *mine, char *errbuf, size_t errlen);
-
-/* Extends the drawer's lock to ttl_ms. */
 int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms,
                                      char *errbuf, size_t errlen);
 
-/*
- * The draw's seed step, one script: freezes the pushed entries as the draw's entrants (a
- * no-op when a drawer before did, or nobody entered), offers seed_hex as the draw's seed
- * (SET NX: the first drawer's stays) and decides the waitlist's mode once (HSETNX: a
- * resumed draw keeps the first drawer's).
- */
+/* The draw's seed step, one script: freezes the pushed entries as the entrants (once),
+ * offers seed_hex as the seed and mode as the waitlist's: the first drawer's stay. */
 int gw_fair_redis_lottery_seed(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                                char mode, char *errbuf, size_t errlen);
 
-/* The frozen entrants: fn(ctx, user, "order qty idem node"). */
+/* The frozen entrants: fn(ctx, person, value pushed); the seed (*seeded false: none yet). */
 int gw_fair_redis_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                    void *ctx, char *errbuf, size_t errlen);
-
-/* The draw's seed (*seeded false when none yet). */
 int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed,
                                    bool *seeded, char *errbuf, size_t errlen);
 
-/*
- * The recorded winners: fn(ctx, user, order id), or fn(ctx, user,
- * GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) for an entrant drawn and reserved whose order the
- * drawer's spool refused (given back: not a winner, and not drawn again).
- */
+/* The recorded outcomes: fn(ctx, person, order id), or _NOT_ACCEPTED for an entrant drawn
+ * and reserved whose order was refused (given back: not a winner, not drawn again);
+ * _winner_put records one. */
 #define GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED "-"
 int gw_fair_redis_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
                                   void *ctx, char *errbuf, size_t errlen);
-
-/* Records user's winning order. */
 int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                                      const char *order_id, char *errbuf, size_t errlen);
 
-/*
- * One entry per person across the fleet, taken at entry: {flashgate:fair:<sale>}:ep
- * (HASH person -> value, "order node account qty at_ms" as gw_fair_fleet.c writes it)
- * and :ei (HASH order id -> person), both set in one script, so two gateways that take
- * entries of one person at once cannot both hold the mark. gw_fair_redis_lottery_entry_mark sets
- * the mark when the person holds none (*taken true), else copies the value held into
- * held. gw_fair_redis_lottery_entry_drop deletes the mark while it is order_id's (an entry that
- * was not written after all). gw_fair_redis_lottery_entry_get reads the entry of an order id on
- * any gateway (*found false: none). Deleted by gw_fair_redis_lottery_clear with the rest.
- */
+/* One entry per person across the fleet (:ep and :ei, set in one script: two gateways
+ * taking entries of one person at once cannot both hold the mark). _entry_mark takes the
+ * mark when the person holds none (*taken), else copies the value held into held;
+ * _entry_drop deletes it while it is order_id's; _entry_get reads an order id's entry on
+ * any gateway (*found false: none). */
 int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
                                      const char *order_id, const char *value, bool *taken,
                                      char *held, size_t cap, char *errbuf, size_t errlen);
@@ -231,14 +139,9 @@ int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const
                                     bool *found, char *person, size_t pcap, char *value,
                                     size_t vcap, char *errbuf, size_t errlen);
 
-/*---- the fleet's waitlist (gateway/buy/gw_fair_fleet.c, gw_waitlist_fleet.c) ----
- *
- * Leftovers by lot across the fleet: the draw's losers wait, in draw order,
- * for units freed after it, and one gateway at a time promotes them (:wl,
- * :wlock, :wp above); each outcome goes to :won in the same script. Owner ids
- * are a gateway's data directory's (they survive a restart, which a node id
- * does not).
- */
+/*---- the fleet's waitlist (gw_fair_fleet.c, gw_waitlist_fleet.c): one gateway at a time
+ * promotes; each outcome goes to :won in the same script. Owner ids are a gateway's data
+ * directory's (they survive a restart, which a node id does not). ----*/
 
 /* The waitlist's state, one script: mode ('w', 'l' or 0), ended, gen, head, promoted, and
  * the pending promotion's owner ("" when none). */
@@ -250,11 +153,9 @@ typedef struct gw_fair_redis_wl_state {
 } gw_fair_redis_wl_state_t;
 int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_wl_state_t *st,
                            char *errbuf, size_t errlen);
-/*
- * Takes or renews the promoter's lock for owner (ttl_ms); *mine when held
- * now. The owner of the pending promotion takes it over from whoever holds
- * it: only it can tell from its spool whether that promotion's order exists.
- */
+/* Takes or renews the promoter's lock for owner (ttl_ms); *mine when held now. The owner
+ * of the pending promotion takes it over from whoever holds it: only its spool can tell
+ * whether that promotion's order exists. */
 int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms,
                           bool *mine, char *errbuf, size_t errlen);
 /* The pending promotion: *found, and its person and order id (cut to each cap; its owner
@@ -262,27 +163,18 @@ int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *own
 int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
                              size_t person_cap, char *order, size_t order_cap, char *errbuf,
                              size_t errlen);
-/*
- * Begins the promotion of person's entry order by owner, who must hold the
- * lock: 1 begun (:wp set), 0 refused (the lock is not owner's, the sale
- * ended, a promotion is pending, or person has an outcome already).
- */
+/* Begins the promotion of person's entry order by owner: 1 begun (:wp set), 0 refused (the
+ * lock is not owner's, the sale ended, a promotion is pending, or person has an outcome). */
 int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner,
                            const char *person, const char *order, char *errbuf, size_t errlen);
-/*
- * The lock's holder owner adopts a pending promotion of another owner that
- * is at least grace_ms old (its owner did not come back to finish it): 1
- * adopted (or owner's already), 0 not (yet).
- */
+/* The lock's holder owner adopts a pending promotion of another owner at least grace_ms
+ * old (its owner did not come back to finish it): 1 adopted (or owner's already), 0 not. */
 int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
                            char *errbuf, size_t errlen);
-/*
- * Ends the pending promotion of person by the lock's holder owner: result an
- * order id (a winner, counted as promoted), GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED (lost
- * for cause) or "" (no outcome: the stock was gone, the entry still waits);
- * head raised to at least `head`. 1 done (*gen: the generation after it), 0
- * the lock is not owner's (nothing written).
- */
+/* Ends the pending promotion of person by the lock's holder owner: result an order id (a
+ * winner, counted as promoted), _NOT_ACCEPTED (lost for cause) or "" (no outcome: the
+ * entry still waits); head raised to at least `head`. 1 done (*gen: the generation after
+ * it), 0 the lock is not owner's (nothing written). */
 int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner,
                             const char *person, const char *result, long long head, long long *gen,
                             char *errbuf, size_t errlen);
@@ -295,10 +187,9 @@ int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, si
 /* Registers person, one script: *added 1 (new), 0 (registered already) or -1 (cap reached). */
 int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
                           int *added, char *errbuf, size_t errlen);
-/* Whether person is registered (ZSCORE). */
+/* Whether person is registered; how many are. */
 int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
                           char *errbuf, size_t errlen);
-/* How many persons are registered (ZCARD). */
 int gw_fair_redis_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
                             size_t errlen);
 /* The persons of ranks start..stop (0-based, inclusive) in registration order: fn(ctx, person). */
@@ -306,8 +197,7 @@ int gw_fair_redis_reg_range(inv_fleet_conn_t *c, const char *sale, long long sta
                             void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
                             size_t errlen);
 
-/*---- the waiting room (gateway/buy/gw_room_fleet.c, gw_room.c): :wr, :wrpre, :wrpl,
- * :wrjti above ----*/
+/*---- the waiting room (gw_room_fleet.c, gw_room.c) ----*/
 #define GW_FAIR_REDIS_ROOM_KEY_HEX 16
 #define GW_FAIR_REDIS_ROOM_SEED_HEX 32
 
@@ -320,56 +210,41 @@ typedef struct gw_fair_redis_room_state {
     uint64_t front_milli; /* admitted through, thousandths of a place */
 } gw_fair_redis_room_state_t;
 
-/*
- * The lottery thread's step for one room: offers seed_hex as the room's seed
- * (kept if none yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the
- * pre-queue when started (at now_ms: npre is its size and the later arrivals' places come after
- * it), then, sealed, adds add_milli to the front without passing (next + ahead) places. Fills *st.
- * With "-", not started and add_milli 0 it only reads the room's state.
- */
+/* The lottery thread's step for one room: offers seed_hex as the room's seed (kept if none
+ * yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the pre-queue when
+ * started (at now_ms), then, sealed, adds add_milli to the front without passing (next +
+ * ahead) places. Fills *st. With "-", not started and add_milli 0 it only reads. */
 int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
                             gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen);
 
-/*
- * A person's join (take) or look at the room, one script: checks seed_hex is the room's
- * (offered as the room's when it has none, unless given as "-<seed>"), enters the
- * pre-queue before the start (member: the key's hex and the person), seals it at the
- * start, finds the place (the pre-queue rank, a later place, or with take a new one at
- * the back; a place whose token expired unused is given up for one at the back) and
- * admits it when the shared front passed it, the token's expiry fixed at now_s + ttl_s
- * on its first admission. Returns 0 (out: prequeue, or the place and, admitted, the
- * expiry; never the jti), CM_EBUSY (out->prequeue: a join into a pre-queue of cap
- * persons, refused), CM_ECONFLICT (seed_hex is not the room's: seed gets the room's,
- * nothing else is done), CM_ENOTFOUND (no seed, none offered) or CM_EBACKEND.
- */
+/* A person's join (take) or look at the room, one script: checks seed_hex is the room's
+ * (offered as in _tick), enters the pre-queue before the start (member: the key's hex and
+ * the person), seals it at the start, finds the place (the pre-queue rank, a later place,
+ * or with take a new one at the back, also for a place whose token expired unused) and
+ * admits it once the front passed it, the token's expiry fixed at now_s + ttl_s on its
+ * first admission. Returns 0 (out: prequeue, or the place and, admitted, the expiry),
+ * CM_EBUSY (out->prequeue: the pre-queue holds cap persons), CM_ECONFLICT (seed gets the
+ * room's, nothing done), CM_ENOTFOUND (no seed, none offered) or CM_EBACKEND. */
 int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
                             const char *member, const char *person, bool before_start, bool take,
                             int64_t now_ms, int ttl_s, uint64_t cap, gw_wr_join_t *out,
                             char seed[GW_FAIR_REDIS_ROOM_SEED_HEX + 1], char *errbuf,
                             size_t errlen);
 
-/*
- * Claims an admission token's replay id (give_back false): SET NX PX ttl_ms of the value
- * "fp:nonce", nonce random per claim, unless this claim was given back already. Returns
- * 0 claimed, 1 spent (or held by a buy in flight), 2 held with the same non-zero fp (the
- * spending buy's retry: this claim holds it too, with its own nonce, until its own
- * give-back), GW_WR_CLAIMED, _SPENT and _REPLAY's values; or CM_EBACKEND (a transport
- * error or an error reply: the claim may still run later, and its give-back undoes it).
- * The holders of one token are the buys of one Idempotency-Key: a retry going on past
- * the claim holds it too, and the first buy's give-back leaves it held.
- * Gives the claim of (jti, fp, nonce) back (give_back true): takes its nonce out of the
- * replay id's holders and deletes it with the last one (another buy's claim of the token
- * stays, a retry's of the same key too), else marks the claim void for ttl_ms, so that a
- * claim still on its way (sent, its reply lost) claims nothing. Returns 1 given back, 0
- * not held (now void), or CM_EBACKEND. Idempotent.
- */
+/* Claims an admission token's replay id (give_back false), unless this claim was given
+ * back already: 0 claimed, 1 spent (or held by a buy in flight), 2 held with the same
+ * non-zero fp (the buys of one Idempotency-Key hold it together, each by its nonce),
+ * GW_WR_CLAIMED, _SPENT and _REPLAY's values; or CM_EBACKEND (the claim may still run
+ * later: its give-back undoes it). Gives the claim of (jti, fp, nonce) back (give_back
+ * true): its nonce leaves the holders (the key goes with the last), else the claim is
+ * marked void for ttl_ms, so one still on its way claims nothing: 1 given back, 0 not
+ * held (now void), or CM_EBACKEND. Idempotent. */
 int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                              uint64_t nonce, int64_t ttl_ms, bool give_back, char *errbuf,
                              size_t errlen);
 
-/* The pre-queue's members of ranks start..stop (0-based, inclusive) in rank
- * order: fn(ctx, member) (GW_FAIR_REDIS_ROOM_KEY_HEX hex digits, then the person). */
+/* The pre-queue's members of ranks start..stop (0-based, inclusive): fn(ctx, member). */
 int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
                              void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
                              size_t errlen);

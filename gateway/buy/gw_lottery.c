@@ -13,26 +13,16 @@
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
-#include "common/cm_rand.h"
 #include "common/cm_time.h"
-#include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/edge/gw_edge.h"
-#include "gateway/overload/gw_ol.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 uint32_t *gw_fair__draw_perm(const entry_t *all, size_t n, uint64_t seed)
 {
@@ -59,31 +49,25 @@ static void compute_order(gw_fair_sale_t *fs)
 }
 
 /*
- * The sale's log durable through its end: the seed and the end of a draw are
- * trusted only once this succeeds. Written again first (cm_journal_rewrite)
- * while the journal is dropped: after a failed fdatasync the lines read back
- * from the page cache and a later fdatasync succeeds without writing them
- * (cm_journal.h), and a log found at the start may be one a failed fdatasync
- * of the process before left so (CM_JOURNAL_REWRITE_FOUND). The whole log,
- * not only the line: the seed's fdatasync is the log's first ("E" lines go
- * unsynced), and a draw with entries lost at a power loss would resume over
- * fewer entrants, or another seed, while its winners hold orders (the
- * simulator's seeds 587 and 1207 with --open-defects). With fs->mu released,
- * or single-threaded (the load). 0 or CM_EIO.
+ * The sale's log durable through its end (gw_fair__log_line with no line: its
+ * sync): the seed and the end of a draw are trusted only once this succeeds.
+ * Written again first (cm_journal_rewrite) while the journal is dropped: after a
+ * failed fdatasync the lines read back from the page cache and a later fdatasync
+ * succeeds without writing them (cm_journal.h), and a log found at the start may
+ * be one a failed fdatasync of the process before left so
+ * (CM_JOURNAL_REWRITE_FOUND). The whole log, not only the line: the seed's
+ * fdatasync is the log's first ("E" lines go unsynced), and a draw with entries
+ * lost at a power loss would resume over fewer entrants, or another seed, while
+ * its winners hold orders (the simulator's seeds 587 and 1207 with
+ * --open-defects). fs->mu is released for it (the core's stage holds back what
+ * acts on the draw); held on entry and on return. 0 or CM_EIO.
  */
-static int log_durable(gw_fair_sale_t *fs)
-{
-    return gw_fair__log_line(fs, "", 0, true); /* no line: its sync (gw_fair_table.c) */
-}
-
-/* log_durable of the sale's log with fs->mu released for it (the core's
- * stage holds back what acts on the draw). fs->mu held on entry and on return. */
 static int log_resync(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (gw_fair__log_open(f, fs) != 0)
         return CM_EIO;
     pthread_mutex_unlock(&fs->mu);
-    int rc = log_durable(fs);
+    int rc = gw_fair__log_line(fs, "", 0, true);
     pthread_mutex_lock(&fs->mu);
     return rc;
 }
@@ -139,8 +123,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
          * the file): one that does not is longer than any the log writes */
         if (!len || line[len - 1] != '\n')
             break;
-        entry_t e;
-        memset(&e, 0, sizeof(e));
+        entry_t e = {0};
         unsigned qty;
         long long at, seedlo;
         unsigned long long seed;
@@ -211,9 +194,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         return;
     /* the seed and its entries may read back only from the page cache (a failed
      * fdatasync, then a kill -9): made durable before the draw resumes or counts
-     * as done (log_durable) */
+     * as done (log_resync's reasons; single-threaded here) */
     gw_sale_out_t so; /* through the sale's machine: its PUBLISH opens the leftovers */
-    int rc = gw_fair__log_open(f, fs) != 0 ? CM_EIO : log_durable(fs);
+    int rc = gw_fair__log_open(f, fs) != 0 ? CM_EIO : gw_fair__log_line(fs, "", 0, true);
     gw_sale_ev_t ev = {.kind = GW_SALE_EV_FAIR, .fair = {.kind = GW_FAIR_EV_LOADED, .rc = rc}};
     gw_sale_step(&fs->sale, &ev, 0, &so);
     out = so.fair;
@@ -387,34 +370,23 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     gw_sale_out_t so;
     gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
     const gw_fair_out_t out = so.fair;
-    if (out.answer == GW_FAIR_A_ALREADY && e) {
+    if (out.answer == GW_FAIR_A_ALREADY && e)
         ticket_of(fs, e, t, draw_at);
-        rc = 1;
+    /* OTHER_ACCOUNT: its id and token are that account's, not this one's; no APPEND_ENTRY:
+     * out of the window, or the draw took the entries */
+    rc = out.answer == GW_FAIR_A_ALREADY && e       ? 1
+         : out.answer == GW_FAIR_A_OTHER_ACCOUNT    ? GW_FAIR_OTHER_ACCOUNT
+         : out.answer == GW_FAIR_A_FULL             ? GW_FAIR_FULL
+         : !(out.actions & GW_FAIR_DO_APPEND_ENTRY) ? CM_EBUSY
+                                                    : 0;
+    if (rc != 0)
         goto out;
-    }
-    if (out.answer == GW_FAIR_A_OTHER_ACCOUNT) {
-        rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
-        goto out;
-    }
-    if (out.answer == GW_FAIR_A_FULL) {
-        rc = GW_FAIR_FULL;
-        goto out;
-    }
-    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* out of the window, or the draw took them */
-        rc = CM_EBUSY;
-        goto out;
-    }
-    entry_t ne;
-    memset(&ne, 0, sizeof(ne));
+    entry_t ne = {.qty = t->qty, .at_ms = t->entered_at_ms, .key = key, .fleet_marked = held};
     snprintf(ne.order_id, sizeof(ne.order_id), "%s", t->order_id);
     snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
     snprintf(ne.person, sizeof(ne.person), "%s", person);
     snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
     ne.key_fp = ne.idem[0] ? t->key_fp : 0;
-    ne.qty = t->qty;
-    ne.at_ms = t->entered_at_ms;
-    ne.key = key;
-    ne.fleet_marked = held;
     char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
     uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
     if (stamp)
@@ -517,7 +489,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     bool seeded = c->seeded && !c->seed_unsynced; /* a resumed draw */
     cm_hash_key_t rnd = {0, 0};
     if (!seeded && (c->seeded || cm_hash_seed_random(&rnd) == 0))
-        seeded = ops->seed(&d, rnd.k0 ^ gw_fair__rotl(rnd.k1, 32));
+        seeded = ops->seed(&d, rnd.k0 ^ (rnd.k1 << 32 | rnd.k1 >> 32));
     pthread_mutex_unlock(d.mu);
     if (!seeded) {
         ops->end(&d, false);
@@ -646,8 +618,8 @@ static bool local_seed(gw_fair_draw_t *d, uint64_t rnd)
         char line[96];
         int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
                            (long long)fs->draw_started_ms, fs->ndraw);
-        /* the log's first fdatasync, after a rewrite if it may need one (log_durable) */
-        ev.rc = log_line_synced(fs, line, (size_t)len, false);
+        /* the log's first fdatasync, after a rewrite if it may need one (log_resync) */
+        ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
         resync = ev.rc == 0;
     }
     if (resync)
@@ -701,10 +673,6 @@ static gw_fair_ev_t local_accept(gw_fair_draw_t *d, const entry_t *e)
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED};
     int rc = gw_fair__draw_accept(d->f, d->fs, d->sale, e, d->now, false, &r->won[r->nwon],
                                   &ev.sold_out);
-    if (rc < 0) {
-        ev.acc = GW_FAIR_ACC_FAILED; /* the inventory is unreachable: resume at the next tick */
-        return ev;
-    }
     switch (rc) {
     case GW_ACCEPT_SPOOLED:
         r->nwon++;
@@ -716,8 +684,8 @@ static gw_fair_ev_t local_accept(gw_fair_draw_t *d, const entry_t *e)
     case GW_ACCEPT_SPOOL_REFUSED:
         ev.acc = GW_FAIR_ACC_REFUSED;
         break;
-    default:
-        ev.acc = GW_FAIR_ACC_DENIED;
+    default: /* < 0: the inventory is unreachable, resumed at the next tick */
+        ev.acc = rc < 0 ? GW_FAIR_ACC_FAILED : GW_FAIR_ACC_DENIED;
         break;
     }
     return ev;
@@ -818,9 +786,7 @@ static int local_outcomes(gw_fair_draw_t *d, bool waitlist)
         char line[64];
         int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
                            waitlist ? " w" : "");
-        rc = gw_fair__log_line(fs, line, (size_t)len, false);
-        if (rc == 0) /* the core's ENDING stage holds the draw back meanwhile */
-            rc = log_resync(d->f, fs);
+        rc = log_line_synced(fs, line, (size_t)len, true); /* the core's ENDING stage waits */
     }
     return rc;
 }
