@@ -207,6 +207,40 @@ static void test_down_across_delete_and_create(void **state)
 }
 
 /*
+ * The same gateway down across the deletion, and the sale created again through it, before
+ * its first poll: the PUT reads the fleet's configuration first (the tombstone), so the old
+ * copy goes before the new lottery is set up, instead of taking the new secret and generation
+ * with its entries.
+ */
+static void test_created_again_through_it(void **state)
+{
+    (void)state;
+    char val[64], why[256] = "";
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    enter(&b, "o1", "u1");
+    gw_halt(&b);
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
+    gw_start(&b, false, 2);
+    assert_int_equal(entries(&b), 1);
+    int64_t starts = atomic_load(&slot(&b)->sale.cfg.starts_at_ms);
+    assert_int_equal(
+        gw_fair_configure_check(&b.srv, SALE, starts, WINDOW_MS, 0, 0, why, sizeof(why)), 0);
+    configure(&b);
+    assert_int_equal(entries(&b), 0);
+    cm_hash_key_t k;
+    uint64_t g;
+    fleet_conf(&k, &g);
+    assert_true(slot(&b)->lot_gen == g);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+/*
  * Redis lost everything (FLUSHALL) while both gateways held entries of an
  * open lottery; the operator puts the sale back through one of them: the
  * fleet gets a new secret and the old generation, and each gateway keeps
@@ -267,6 +301,7 @@ int main(void)
     cm_log_set_level(CM_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_down_across_delete_and_create),
+        cmocka_unit_test(test_created_again_through_it),
         cmocka_unit_test(test_put_back_keeps_entries),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
