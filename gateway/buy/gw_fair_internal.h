@@ -107,11 +107,12 @@ struct gw_fair_sale {
      * a key is only taken from it under mu, or an entry could be filed under
      * the old key and the same user enter twice. */
     cm_hash_key_t secret;
-    /* The lottery's generation in a fleet (under f->mu): a random number made with the lottery, in
-     * the fleet's configuration beside the secret and in fair.json. A put-back after Redis
-     * lost the configuration keeps it (gw_fair__fleet_conf_put offers this copy's), a new
-     * lottery under the id has another: a copy whose generation is not the fleet's is
-     * dropped, not re-keyed (conf_sync_one). 0: unknown (a reset slot, a store without it). */
+    /* The lottery's generation in a fleet (f->mu): a random number made with the lottery (from
+     * its new secret), in the fleet's configuration beside the secret and in fair.json. A
+     * put-back after Redis lost the configuration keeps it (gw_fair__fleet_conf_put offers
+     * this copy's), a new lottery under the id has another: a copy whose generation is not
+     * the fleet's is dropped, not re-keyed (conf_sync_one). 0: unknown (a reset slot, a store
+     * without it). */
     uint64_t lot_gen;
     /* Loaded at the start with entries or closed (set once by gw_fair_open). In a fleet it may
      * be a lottery deleted while this gateway was down: until f->conf_read it takes no entry
@@ -339,7 +340,7 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs);
  * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
 /* Creates or updates a sale's lottery in the local table; secret NULL: keep it (a new sale: a
- * random one); gen 0: keep the generation (fs->gen); refuse_busy: a window change of a
+ * random one); gen 0: keep the generation (fs->lot_gen); refuse_busy: a window change of a
  * lottery with entries and no draw is refused. f->mu held. 0 or a cm_err_t. */
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
