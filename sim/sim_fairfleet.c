@@ -45,7 +45,8 @@
  * that missed the last 1-20 acknowledged writes (in half of those seeds right
  * after a reserve or a release: the lost writes hold it). In some seeds (a
  * fourth generator, prng): a third sale's lottery deleted and created again,
- * the deleting gateway killed in its fairness files or its power cut (dels).
+ * the deleting gateway killed in its fairness files or its power cut (dels),
+ * and in half of those (a fifth, arng) another gateway down across both (ds_away).
  *
  * The oracle, once every gateway read the draw (faults healed):
  *   - one entry per person: no two accounts of a person both answered
@@ -235,6 +236,14 @@ typedef struct world {
     bool ds_gone; /* the inventory deleted it (a later try finds none) */
     int ds_held;  /* a gateway whose power a delete cut stays down until the sale is created
                      again (-1: none): it comes back to the new lottery */
+    /* In half the seeds with dels (their own generator, arng): a gateway that took an entry of
+     * the first lottery stops with its window open and stays down across the delete and the
+     * creation again (ds_away, -1: none; back once the sale is created again, or half-way
+     * through the heal): it never reads the tombstone, and the new lottery's generation alone
+     * tells it its copy is another lottery's (docs/fleet.md). */
+    cm_rand_t arng;
+    bool ds_across;
+    int ds_away;
     int disk_g;             /* the gateway whose disk is in use (clock_at) */
     bool fsync;             /* spool.durability fsync: the seeds whose gateways lose power */
     bool spool_kills;       /* gateways killed in the spool after a reserve's reply */
@@ -1209,6 +1218,13 @@ static void ds_enter(world_t *wd, int g)
     if (rc == 0)
         wd->ds_next++;
     sim_trace(&wd->log, "gw%d enter %s in %s -> %d %s", g, t.user_id, DS, rc, t.order_id);
+    if (rc == 0 && wd->ds_across && wd->ds_away < 0 && wd->ds_phase == 1 && g != wd->ds_held &&
+        sim_chance(&wd->arng, 0.5)) {
+        gw_down(wd, g);
+        wd->ds_away = g;
+        sim_trace(&wd->log, "gw%d stays down across the delete of %s and its creation again", g,
+                  DS);
+    }
 }
 
 /* The admin's DELETE of DS once it ended (the inventory's, then its lottery's, again until
@@ -1265,6 +1281,8 @@ static bool ds_all_reset(world_t *wd)
 {
     bool all = true;
     for (int g = 0; g < NGW; g++) {
+        if (g == wd->ds_away)
+            continue; /* down across both: not asked */
         gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair__slot_find(wd->gw[g].srv.fair, DS) : NULL;
         if (fs && !wd->ds_reset[g]) {
             pthread_mutex_lock(&fs->mu);
@@ -1290,7 +1308,9 @@ static void ds_act(world_t *wd, int g, bool heal)
         sim_trace(&wd->log, "gw%d %s created again -> %d %s", g, DS, rc, why);
         if (rc == 0) {
             wd->ds_phase = 3;
-            wd->ds_held = -1;
+            if (wd->ds_away >= 0)
+                sim_trace(&wd->log, "gw%d, down across both, may come back", wd->ds_away);
+            wd->ds_held = wd->ds_away = -1;
         }
     } else if (!heal) {
         ds_enter(wd, g);
@@ -1366,7 +1386,8 @@ static void step(world_t *wd, bool heal)
         faults(wd);
     note_left(wd);
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)) && (g != wd->ds_held || heal))
+        if (!wd->gw[g].up && (heal || sim_chance(&wd->rng, 0.05)) && (g != wd->ds_held || heal) &&
+            (g != wd->ds_away || (heal && wd->step > FAULT_STEPS + HEAL_STEPS / 2)))
             gw_up(wd, g);
     int g = any_up(wd);
     if (g < 0)
@@ -1881,7 +1902,9 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&wd->prng, opts->seed ^ 0x9f1ee7ull);
     wd->dels = sim_chance(&wd->prng, 0.3);
     wd->ds_phase = wd->dels ? 1 : 0;
-    wd->ds_held = -1;
+    wd->ds_held = wd->ds_away = -1;
+    cm_rand_seed(&wd->arng, opts->seed ^ 0xa3a71ee7ull);
+    wd->ds_across = wd->dels && sim_chance(&wd->arng, 0.5);
     wd->fsync = wd->power || wd->dels; /* the durability whose answers survive a power loss */
     /* one seed in eight without the wipe: a failover that loses 1-20 acknowledged writes */
     if (!wd->wipe_step && sim_chance(&wd->frng, 0.125)) {

@@ -112,7 +112,10 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
             f->lot->sale_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
+        const char *gen = json_string_value(json_object_get(it, "lottery_gen"));
+        fs->lot_gen = gen ? strtoull(gen, NULL, 16) : 0; /* none: unknown (an older fair.json) */
         gw_fair__log_load(f, fs, &max_id);
+        fs->loaded = fs->n > 0 || gw_fair__past_close(fs);
         if (gw_fair__log_open(f, fs) != 0) {
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
@@ -339,7 +342,9 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (fs && drawn_here(fs) && f->lot->conf_read &&
+    /* a copy of a lottery deleted (and maybe created again) while this gateway was down
+     * goes first, as its poll would drop it, or this PUT would take it for the sale's */
+    if (fs && (drawn_here(fs) || undrawn_entries(fs)) && f->lot->conf_read &&
         (rc = f->lot->conf_read(f, sale_id, errbuf, errlen)) != 0)
         return rc;
     if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
@@ -376,15 +381,17 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (moved && undrawn_entries(fs))
         return gw_fair__busy_refusal(sale_id, errbuf, errlen);
     cm_hash_key_t secret;
-    rc = f->lot->conf_put
-             ? f->lot->conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen)
-             : 0;
+    uint64_t gen = 0;
+    rc = f->lot->conf_put ? f->lot->conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret,
+                                             &gen, errbuf, errlen)
+                          : 0;
     if (rc < 0)
         return rc;
     bool have_secret = rc == 1;
     pthread_mutex_lock(&f->mu);
     rc = gw_fair__conf_apply_locked(f, sale_id, window_ms, early_ms, wr_rate,
-                                    have_secret ? &secret : NULL, true, errbuf, errlen);
+                                    have_secret ? &secret : NULL, have_secret ? gen : 0, true,
+                                    errbuf, errlen);
     pthread_mutex_unlock(&f->mu);
     return rc;
 }

@@ -96,7 +96,7 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
 {
     gw_fair_t *f = ctx;
     long long w = 0, e = 0, wr = 0;
-    unsigned long long k0 = 0, k1 = 0;
+    unsigned long long k0 = 0, k1 = 0, gen = 0;
     if (strncmp(sale, GW_FAIR_REDIS_ELIG_PREFIX, strlen(GW_FAIR_REDIS_ELIG_PREFIX)) == 0) {
         gw_elig_fleet_apply(f->srv, sale, v); /* a sale's eligibility rule (gw_elig_fleet.c) */
         return;
@@ -104,20 +104,27 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
         return;
     bool deleted = strcmp(v, GW_FAIR_REDIS_LOTTERY_DELETED) == 0;
-    if (!deleted && sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
+    int nf = deleted ? 0 : sscanf(v, "%lld %lld %llx %llx %lld %llx", &w, &e, &k0, &k1, &wr, &gen);
+    if (!deleted && nf < 4)
         return;
+    if (nf < 6)
+        gen = 0; /* a value without one: the secret alone decides, as before */
     cm_hash_key_t k = {k0, k1};
     char why[160];
     pthread_mutex_lock(&f->mu);
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale);
     if (fs) {
-        /* The sale was deleted (and maybe created again: another secret for a lottery that
-         * closed here is a new lottery, since the secret is made once per lottery): what this
-         * gateway holds of the old one goes. */
+        /* The sale was deleted (and maybe created again: another generation is another
+         * lottery, even if this gateway was down across the tombstone; another secret for
+         * a lottery that closed here too): what this gateway holds of the old one goes.
+         * The same generation with another secret is the lottery put back after Redis lost
+         * it: its entries are re-keyed. */
+        bool other = gen && fs->lot_gen && gen != fs->lot_gen;
         pthread_mutex_lock(&fs->mu);
         bool used = gw_fair__past_close(fs) || fs->n > 0;
-        bool stale = used && (deleted || ((k.k0 != fs->secret.k0 || k.k1 != fs->secret.k1) &&
-                                          gw_fair__past_close(fs)));
+        bool stale =
+            used && (deleted || other ||
+                     ((k.k0 != fs->secret.k0 || k.k1 != fs->secret.k1) && gw_fair__past_close(fs)));
         pthread_mutex_unlock(&fs->mu);
         bool inert = atomic_load(&fs->sale.cfg.fair_window_ms) == 0 &&
                      atomic_load(&fs->sale.cfg.room_rate) == 0;
@@ -129,7 +136,7 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
         }
     }
     if (!deleted) {
-        (void)gw_fair__conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
+        (void)gw_fair__conf_apply_locked(f, sale, w, e, wr, &k, gen, false, why, sizeof(why));
         gw_fair_sale_t *fr = gw_fair__slot_find(f, sale);
         if (fr)
             gw_fair__reg_token_apply(fr, v);
@@ -147,7 +154,7 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     pthread_mutex_lock(&f->mu);
     (void)gw_fair__conf_apply_locked(f, sale_id, atomic_load(&fs->sale.cfg.fair_window_ms),
                                      atomic_load(&fs->sale.cfg.fair_early_ms),
-                                     atomic_load(&fs->sale.cfg.room_rate), &k, false, why,
+                                     atomic_load(&fs->sale.cfg.room_rate), &k, 0, false, why,
                                      sizeof(why));
     pthread_mutex_unlock(&f->mu);
 }
@@ -233,6 +240,9 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
 {
     gw_fair_t *f = fs->f;
     *marked = false;
+    *mine = false;
+    if (fs->loaded && !atomic_load(&f->conf_read))
+        return CM_EBACKEND; /* 503: maybe a deleted lottery's copy (gw_fair_sale.loaded) */
     *mine = t->person[0] && strcmp(t->person, t->user_id) != 0; /* else fleet_marks_push's */
     if (!*mine)
         return 0;
@@ -765,6 +775,8 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 {
     char why[256] = "";
     bool done = false;
+    if (fs->loaded && !atomic_load(&f->conf_read))
+        return; /* maybe a deleted lottery's: no push, no draw (gw_fair_sale.loaded) */
     if ((!fs->pushed && !fleet_push(f, fs)) ||
         !FLEET_CALL(f, why, gw_fair_redis_lottery_done, fs->sale_id, &done)) {
         fs->push_read_ms = 0;
@@ -816,34 +828,49 @@ static int admin_done(inv_fleet_conn_t *c, int rc, const char *why, char *errbuf
 }
 
 /* The secret is made once, by the first gateway that configures the sale, and shared
- * (gw_fair_redis.h, :conf), so every gateway orders entrants alike. */
+ * (gw_fair_redis.h, :conf), so every gateway orders entrants alike. So is the generation,
+ * but a PUT that finds no configuration (a new sale, or one put back after Redis lost it)
+ * offers this gateway's copy's: a put-back stays the lottery the gateways hold. */
 int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
-                            int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
+                            int64_t wr_rate, cm_hash_key_t *secret, uint64_t *gen, char *errbuf,
+                            size_t errlen)
 {
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
     if (window_ms == 0 && wr_rate == 0 && !fs)
         return 0; /* no lottery, none to remove: the fleet need not hear of it */
     char why[256] = "", cur[256], val[160];
     bool found = false;
-    unsigned long long k0, k1;
-    long long w0, e0;
+    unsigned long long k0, k1, g0 = 0;
+    long long w0, e0, r0;
     inv_fleet_conn_t *c = admin_conn(f, why, sizeof(why));
     if (!c)
         return admin_done(c, CM_EBACKEND, why, errbuf, errlen);
     bool ok =
         gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) == 0;
     /* A sale deleted with its lottery and created again: whatever its deletion could not
-     * clear goes before the new lottery is announced (a new secret, too). */
-    if (ok && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0)
+     * clear goes before the new lottery is announced (a new secret and generation, too). */
+    bool dead = ok && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0;
+    if (dead)
         ok = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) == 0;
-    if (ok && found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4)
+    int nf = ok && found && !dead
+                 ? sscanf(cur, "%lld %lld %llx %llx %lld %llx", &w0, &e0, &k0, &k1, &r0, &g0)
+                 : 0;
+    if (nf >= 4)
         *secret = (cm_hash_key_t){k0, k1};
     else if (ok)
         ok = cm_hash_seed_random(secret) == 0;
+    *gen = nf >= 6 ? g0 : 0;
+    if (ok && !*gen && !dead && fs) { /* none in the fleet: this copy's (a reset one has 0) */
+        pthread_mutex_lock(&f->mu);
+        *gen = fs->lot_gen;
+        pthread_mutex_unlock(&f->mu);
+    }
+    if (ok && !*gen) /* a new lottery's: from its secret, random and made once per lottery */
+        *gen = cm_hash_sip24(secret, "lottery generation", 18) | 1;
     if (ok) {
-        snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+        snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld %016llx", (long long)window_ms,
                  (long long)early_ms, (unsigned long long)secret->k0,
-                 (unsigned long long)secret->k1, (long long)wr_rate);
+                 (unsigned long long)secret->k1, (long long)wr_rate, (unsigned long long)*gen);
         /* the registration's token stays as Redis holds it: gw_reg_configure writes it */
         ok = gw_fair_redis_conf_part(c, sale_id, false, val, why, sizeof(why)) == 0;
     }
@@ -919,6 +946,8 @@ void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
             bool ok = gw_fair__fleet_ok(
                 f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
             gw_elig_fleet_end(f->srv, ok);
+            if (ok)
+                atomic_store(&f->conf_read, true);
         }
     }
     gw_fair__room_unclaims_tick(f, now_ms);
@@ -932,6 +961,8 @@ void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
  */
 void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
+    if (fs->loaded && !atomic_load(&f->conf_read))
+        return; /* maybe a deleted lottery's (gw_fair_sale.loaded) */
     if (!fs->marked) {
         pthread_mutex_lock(&fs->mu);
         bool any = fs->n > 0;

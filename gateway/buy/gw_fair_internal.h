@@ -107,6 +107,17 @@ struct gw_fair_sale {
      * a key is only taken from it under mu, or an entry could be filed under
      * the old key and the same user enter twice. */
     cm_hash_key_t secret;
+    /* The lottery's generation in a fleet (f->mu): a random number made with the lottery (from
+     * its new secret), in the fleet's configuration beside the secret and in fair.json. A
+     * put-back after Redis lost the configuration keeps it (gw_fair__fleet_conf_put offers
+     * this copy's), a new lottery under the id has another: a copy whose generation is not
+     * the fleet's is dropped, not re-keyed (conf_sync_one). 0: unknown (a reset slot, a store
+     * without it). */
+    uint64_t lot_gen;
+    /* Loaded at the start with entries or closed (set once by gw_fair_open). In a fleet it may
+     * be a lottery deleted while this gateway was down: until f->conf_read it takes no entry
+     * and sends nothing of it to Redis, so that conf_sync_one may drop it first. */
+    bool loaded;
     entry_t *v;
     size_t n, cap;
     uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
@@ -246,6 +257,9 @@ struct gw_fair {
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
+    /* fleet: the fleet's configuration was read since this start (the lottery thread's first
+     * poll that Redis answered): a copy loaded with entries (gw_fair_sale.loaded) waits for it */
+    atomic_bool conf_read;
     /* fleet: this data directory's id, the owner of its waitlist promotions (gw_waitlist_fleet.c) */
     char owner[40];
     /* fleet: the worker loops' connections (inventory.redis_timeout, fail-fast) and
@@ -321,11 +335,11 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs);
  * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
 /* Creates or updates a sale's lottery in the local table; secret NULL: keep it (a new sale: a
- * random one); refuse_busy: a window change of a lottery with entries and no draw is refused.
- * f->mu held. 0 or a cm_err_t. */
+ * random one); gen 0: keep the generation (fs->lot_gen); refuse_busy: a window change of a
+ * lottery with entries and no draw is refused. f->mu held. 0 or a cm_err_t. */
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
-                               bool refuse_busy, char *errbuf, size_t errlen);
+                               uint64_t gen, bool refuse_busy, char *errbuf, size_t errlen);
 
 /*---- gw_lottery.c: the draw on one gateway ----*/
 
@@ -593,11 +607,12 @@ typedef struct gw_fair_lot_ops {
     /* Reads the sale's configuration from the store now, as the next poll would. 0 or
      * CM_EBACKEND. Admin thread. */
     int (*conf_read)(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
-    /* Stores the sale's configuration: 1 with *secret the store's (made if new), 0 none
-     * kept (the local table makes its own; a fleet: a sale with no lottery and no slot
+    /* Stores the sale's configuration: 1 with *secret and *gen the store's (made if new), 0
+     * none kept (the local table makes its own; a fleet: a sale with no lottery and no slot
      * here), or CM_EBACKEND. Admin thread. */
     int (*conf_put)(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
-                    int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen);
+                    int64_t wr_rate, cm_hash_key_t *secret, uint64_t *gen, char *errbuf,
+                    size_t errlen);
     /* A deleted sale: drops what the store holds of its lottery. *here (in: this
      * gateway holds some) may be cleared, *store_has: the store held some. 0 or
      * CM_EBACKEND. Admin thread. */
@@ -627,9 +642,9 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
                         bool *store_has, char *errbuf, size_t errlen);
 void gw_fair__fleet_stats(gw_fair_t *f, void *o);
 void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
-int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
-                            char *errbuf, size_t errlen);
+int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
+                            int64_t wr_rate, cm_hash_key_t *secret, uint64_t *gen, char *errbuf,
+                            size_t errlen);
 int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 /* The draw order over the frozen entrants all[0..n) (one gateway's first n entries, or
  * a fleet's as read from Redis, in any order): gw_fair_order of their keys and the seed.

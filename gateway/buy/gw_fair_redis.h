@@ -51,9 +51,10 @@ int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const 
                                    char *errbuf, size_t errlen);
 
 /* Writes one part of a sale's configuration, the other part kept as Redis holds it:
- * reg false, the lottery's (text: "<window> <early> <k0> <k1> <rate>"); reg true, the
- * registration's token (text: " r=<opens>:<closes>", or "" for none), not written to a
- * sale with no configuration or a deleted one. One script: no read-modify-write. */
+ * reg false, the lottery's (text: "<window> <early> <k0> <k1> <rate> <lot_gen>", the last
+ * the lottery's generation, gw_fair_internal.h); reg true, the registration's token
+ * (text: " r=<opens>:<closes>", or "" for none), not written to a sale with no configuration
+ * or a deleted one. One script: no read-modify-write. */
 int gw_fair_redis_conf_part(inv_fleet_conn_t *c, const char *sale, bool reg, const char *text,
                             char *errbuf, size_t errlen);
 

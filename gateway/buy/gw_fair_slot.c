@@ -130,6 +130,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.fair_window_ms, 0);
     atomic_store(&fs->sale.cfg.fair_early_ms, 0);
     atomic_store(&fs->sale.cfg.room_rate, 0);
+    fs->lot_gen = 0; /* the next lottery under the id brings its own */
     pthread_mutex_lock(&fs->mu);
     entries_free(fs);
     fs->waitlisted = fs->promoted = 0;
@@ -191,7 +192,7 @@ bool gw_fair__past_close(gw_fair_sale_t *fs)
 
 int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                                int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
-                               bool refuse_busy, char *errbuf, size_t errlen)
+                               uint64_t gen, bool refuse_busy, char *errbuf, size_t errlen)
 {
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
     if (!fs && window_ms == 0 && wr_rate == 0)
@@ -212,7 +213,10 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
             gw_fair__tables_rekey(fs);
         }
         pthread_mutex_unlock(&fs->mu);
-        changed = rk || ow != window_ms || oe != early_ms ||
+        bool rg = gen && gen != fs->lot_gen;
+        if (rg)
+            fs->lot_gen = gen;
+        changed = rk || rg || ow != window_ms || oe != early_ms ||
                   atomic_load(&fs->sale.cfg.room_rate) != wr_rate;
         atomic_store(&fs->sale.cfg.fair_window_ms, window_ms);
         atomic_store(&fs->sale.cfg.fair_early_ms, early_ms);
@@ -226,6 +230,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
         }
         fs = gw_fair__sale_new(f, sale_id);
         int rnd = 0;
+        fs->lot_gen = gen;
         if (secret)
             fs->secret = *secret;
         else

@@ -208,14 +208,17 @@ int gw_fair__conf_save(gw_fair_t *f)
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        char k0[24], k1[24];
+        char k0[24], k1[24], gen[24];
         snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
         snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
+        snprintf(gen, sizeof(gen), "%016llx", (unsigned long long)fs->lot_gen);
         json_t *o =
             json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
                       (json_int_t)atomic_load(&fs->sale.cfg.fair_window_ms), "early_ms",
                       (json_int_t)atomic_load(&fs->sale.cfg.fair_early_ms), "k0", k0, "k1", k1,
                       "waiting_room_rate", (json_int_t)atomic_load(&fs->sale.cfg.room_rate));
+        if (fs->lot_gen) /* a fleet's lottery: its generation (gw_fair_internal.h) */
+            json_object_set_new(o, "lottery_gen", json_string(gen));
         if (atomic_load(&fs->sale.cfg.reg_opens_ms) > 0) { /* registration (gw_reg.h) */
             json_object_set_new(o, "registration_opens_ms",
                                 json_integer(atomic_load(&fs->sale.cfg.reg_opens_ms)));

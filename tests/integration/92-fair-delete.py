@@ -5,7 +5,10 @@ inventory's DELETE removes the lottery's keys in Redis (entries, draw, seed,
 under the id with a start window would be refused with 409 lottery_drawn.
 In a fleet the deleting gateway leaves a tombstone in the lottery
 configuration, and a gateway that still holds the old draw drops it at its
-next poll, or at once when it is asked to configure the id. With the memory
+next poll, or at once when it is asked to configure the id; one down across
+both the deletion and the creation again (it never reads the tombstone) drops
+its copy by the lottery's generation, its entry kept out of the new lottery
+(docs/fleet.md). With the memory
 inventory the id of a sale deleted with orders held stays refused (409, by
 the inventory: the spool replays those orders), and one deleted without
 orders gets a new lottery, across a restart too."""
@@ -107,6 +110,36 @@ try:
     delete_when_ended(a, "fdel", ends)
     r = b.admin("DELETE", "/admin/v1/sales/fdel")
     eq((r.status, r.json.get("error")), (404, "unknown_sale"), "deleted twice: 404")
+
+    # b down across the deletion and the creation again: it takes an entry of an open
+    # lottery and is killed; the lottery is drawn without it, deleted and created again
+    # through a. b never reads the tombstone: at its start the new lottery's generation
+    # tells it its copy is another lottery's, dropped, not re-keyed into the new one.
+    r, ends = put_lottery(a, "fdown", 1)
+    eq(r.status, 201, "fdown: created")
+    ok, _ = wait_for(lambda: draw_of(b, "fdown").get("state") == "open", 5)
+    eq(ok, True, "fdown: open on b")
+    old = b.buy("fdown", "u1").json
+    eq(old.get("status"), "entered", "fdown: u1 entered through b")
+    b.kill9()
+    eq(a.buy("fdown", "u2").json.get("status"), "entered", "fdown: u2 entered through a")
+    drawn([a], "fdown")
+    delete_when_ended(a, "fdown", ends)
+    r, ends = put_lottery(a, "fdown", 2)
+    eq(r.status, 201, "fdown: created again through a, b down")
+    b.start()
+    ok, _ = wait_for(lambda: draw_of(b, "fdown").get("state") == "open", 5)
+    eq(ok, True, "fdown: the new lottery open on b")
+    ids = []
+    for g, u in ((a, "u3"), (b, "u4")):
+        # b answers 503 (retry) until its first poll read the fleet's configuration: the
+        # copy it loaded may be (here is) the deleted lottery's
+        ok, _ = wait_for(lambda: g.buy("fdown", u).json.get("status") == "entered", 5)
+        eq(ok, True, "fdown: %s entered" % u)
+        ids.append(g.buy("fdown", u).json.get("order_id"))
+    d4 = drawn(gws, "fdown")
+    eq((d4["entrants"], sorted(e["order_id"] for e in d4["entries"])), (2, sorted(ids)),
+       "fdown: the new lottery has its own entries only, not b's %s" % old["order_id"])
 except Exception:
     for g in gws:
         print(g.logs())

@@ -1,0 +1,308 @@
+/*
+ * The lottery's generation in a fleet (gw_fair_internal.h, lot_gen) against a
+ * real redis-server (started here on 127.0.0.1 at a free port, stopped by
+ * PID): two gateways, A and B, on one Redis, B stopped and started again on
+ * its data directory. A gateway that was down across a sale's deletion and
+ * its creation again never reads the tombstone; the new lottery's other
+ * generation tells it its copy is of another lottery, which it drops instead
+ * of re-keying its entries into the new one. The lottery put back after Redis
+ * lost it keeps its generation, so a gateway's entries stay, re-keyed to the
+ * new secret, whichever gateway takes the operator's PUT.
+ */
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+#include "queue/oq_spool.h"
+#include "tests/support/ts_redis.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static ts_redis_t rs;
+
+#define SALE "fg"
+#define CONF "{flashgate:fair}:conf" /* the lottery values (gw_fair_redis.c) */
+#define WINDOW_MS 600000
+
+/* One gateway of the fleet: memory inventory, a spool, the order table, and
+ * the lottery's table over a data dir with its store on the Redis above. */
+typedef struct gw {
+    char dir[64];
+    gw_config_t cfg;
+    gw_server_t srv;
+} gw_t;
+
+/* Starts g on its data directory (made here when fresh), node id node, with the sale in its
+ * inventory and its window open. */
+static void gw_start(gw_t *g, bool fresh, unsigned node)
+{
+    char why[256] = "", spdir[128];
+    if (fresh) {
+        memset(g, 0, sizeof(*g));
+        snprintf(g->dir, sizeof(g->dir), "/tmp/fg-fairgen-unit-XXXXXX");
+        assert_non_null(mkdtemp(g->dir));
+    }
+    memset(&g->cfg, 0, sizeof(g->cfg));
+    memset(&g->srv, 0, sizeof(g->srv));
+    snprintf(g->cfg.data_dir, sizeof(g->cfg.data_dir), "%s", g->dir);
+    ts_redis_url(&rs, g->cfg.inventory, sizeof(g->cfg.inventory), NULL); /* the fleet's store */
+    g->cfg.max_lottery_entries = 1000;
+    g->srv.cfg = &g->cfg;
+    g->srv.node.id = node;
+    assert_int_equal(inv_open(&g->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {
+        .stock = 10, .per_user_limit = 1, .starts_at_ms = now - 1000, .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), SALE);
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(g->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
+    snprintf(spdir, sizeof(spdir), "%s/spool", g->dir);
+    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
+    assert_int_equal(oq_spool_open(&g->srv.stores.spool, &so, why, sizeof(why)), 0);
+    g->srv.stores.orders = gw_orders_new(1000);
+    assert_int_equal(gw_fair_open(&g->srv, gw_acceptor(&g->srv), why, sizeof(why)), 0);
+}
+
+/* Stops g as its process would stop: its data directory stays. */
+static void gw_halt(gw_t *g)
+{
+    gw_fair_close(&g->srv);
+    gw_orders_free(g->srv.stores.orders);
+    oq_spool_close(g->srv.stores.spool);
+    inv_close(g->srv.stores.inv);
+}
+
+static void gw_stop(gw_t *g)
+{
+    gw_halt(g);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The lottery thread's poll of the sale's configuration (conf_sync_one). */
+static void poll_conf(gw_t *g)
+{
+    char why[256] = "";
+    assert_int_equal(gw_fair__fleet_conf_refresh(g->srv.fair, SALE, why, sizeof(why)), 0);
+}
+
+static gw_fair_sale_t *slot(gw_t *g)
+{
+    gw_fair_sale_t *fs = gw_fair__slot_find(g->srv.fair, SALE);
+    assert_non_null(fs);
+    return fs;
+}
+
+static size_t entries(gw_t *g)
+{
+    gw_fair_sale_t *fs = slot(g);
+    pthread_mutex_lock(&fs->mu);
+    size_t n = fs->n;
+    pthread_mutex_unlock(&fs->mu);
+    return n;
+}
+
+/* An entry of user (its own person) on g, into its open window: gw_fair_enter's answer. */
+static int try_enter(gw_t *g, const char *order_id, const char *user)
+{
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.order_id, sizeof(t.order_id), "%s", order_id);
+    snprintf(t.sale_id, sizeof(t.sale_id), SALE);
+    snprintf(t.user_id, sizeof(t.user_id), "%s", user);
+    t.qty = 1;
+    t.entered_at_ms = cm_wall_ms();
+    t.draw_at_ms = t.entered_at_ms + WINDOW_MS;
+    return gw_fair_enter(slot(g), &t, NULL);
+}
+
+static void enter(gw_t *g, const char *order_id, const char *user)
+{
+    assert_int_equal(try_enter(g, order_id, user), 0);
+}
+
+/* The fleet's value of the sale: its secret and generation (0: none). */
+static void fleet_conf(cm_hash_key_t *k, uint64_t *gen)
+{
+    char val[256] = "";
+    long long w, e, r;
+    unsigned long long k0, k1, g = 0;
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "HGET %s %s", CONF, SALE), 0);
+    assert_true(sscanf(val, "%lld %lld %llx %llx %lld %llx", &w, &e, &k0, &k1, &r, &g) == 6);
+    *k = (cm_hash_key_t){k0, k1};
+    *gen = g;
+}
+
+static void configure(gw_t *g)
+{
+    char why[256] = "";
+    assert_int_equal(gw_fair_configure(&g->srv, SALE, WINDOW_MS, 0, 0, why, sizeof(why)), 0);
+}
+
+/*
+ * B takes an entry of the first lottery and goes down with its window open;
+ * the lottery closes and is drawn without it, the sale is deleted through A
+ * and created again: B never reads the tombstone. At its start its copy
+ * (not closed there) meets the new lottery's secret: before the generation it
+ * was re-keyed into the new lottery, the old entry with it.
+ */
+static void test_down_across_delete_and_create(void **state)
+{
+    (void)state;
+    char val[64];
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    cm_hash_key_t k1;
+    uint64_t g1;
+    fleet_conf(&k1, &g1);
+    assert_int_not_equal(g1, 0);
+    assert_true(slot(&b)->lot_gen == g1);
+    enter(&b, "o1", "u1");
+    gw_halt(&b);
+
+    char why[256] = "";
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
+    configure(&a); /* the sale created again: a new secret and generation */
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    assert_true(g2 != 0 && g2 != g1);
+    assert_true(k2.k0 != k1.k0 || k2.k1 != k1.k1);
+
+    gw_start(&b, false, 2);
+    assert_int_equal(entries(&b), 1); /* its log kept the old lottery's entry */
+    /* no entry into that copy before the fleet's configuration was read: it may be dropped */
+    assert_int_equal(try_enter(&b, "o2", "u2"), CM_EBACKEND);
+    gw_fair_tick(&b.srv);             /* the lottery thread's turn: its poll */
+    assert_int_equal(entries(&b), 0); /* another lottery: dropped, not re-keyed */
+    assert_true(slot(&b)->lot_gen == g2);
+    assert_true(slot(&b)->secret.k0 == k2.k0 && slot(&b)->secret.k1 == k2.k1);
+    assert_int_equal(atomic_load(&slot(&b)->sale.cfg.fair_window_ms), WINDOW_MS);
+    enter(&b, "o3", "u3"); /* the new lottery's entries go on */
+    assert_int_equal(entries(&b), 1);
+    /* and it stays so across a restart: fair.json holds the new generation */
+    gw_halt(&b);
+    gw_start(&b, false, 2);
+    assert_int_equal(entries(&b), 1);
+    assert_true(slot(&b)->lot_gen == g2);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+/*
+ * The same gateway down across the deletion, and the sale created again through it, before
+ * its first poll: the PUT reads the fleet's configuration first (the tombstone), so the old
+ * copy goes before the new lottery is set up, instead of taking the new secret and generation
+ * with its entries.
+ */
+static void test_created_again_through_it(void **state)
+{
+    (void)state;
+    char val[64], why[256] = "";
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    enter(&b, "o1", "u1");
+    gw_halt(&b);
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
+    gw_start(&b, false, 2);
+    assert_int_equal(entries(&b), 1);
+    int64_t starts = atomic_load(&slot(&b)->sale.cfg.starts_at_ms);
+    assert_int_equal(
+        gw_fair_configure_check(&b.srv, SALE, starts, WINDOW_MS, 0, 0, why, sizeof(why)), 0);
+    configure(&b);
+    assert_int_equal(entries(&b), 0);
+    cm_hash_key_t k;
+    uint64_t g;
+    fleet_conf(&k, &g);
+    assert_true(slot(&b)->lot_gen == g);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+/*
+ * Redis lost everything (FLUSHALL) while both gateways held entries of an
+ * open lottery; the operator puts the sale back through one of them: the
+ * fleet gets a new secret and the old generation, and each gateway keeps
+ * its entries, re-keyed (the rule of a lottery put back, docs/fleet.md).
+ */
+static void put_back_through(bool through_b)
+{
+    char val[64];
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    cm_hash_key_t k1;
+    uint64_t g1;
+    fleet_conf(&k1, &g1);
+    enter(&a, "o1", "u1");
+    enter(&b, "o2", "u2");
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    configure(through_b ? &b : &a);
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    assert_true(g2 == g1); /* the lottery the gateways hold */
+    poll_conf(&a);
+    poll_conf(&b);
+    assert_int_equal(entries(&a), 1);
+    assert_int_equal(entries(&b), 1);
+    assert_true(slot(&a)->secret.k0 == k2.k0 && slot(&b)->secret.k0 == k2.k0);
+    assert_true(slot(&a)->lot_gen == g1 && slot(&b)->lot_gen == g1);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+static void test_put_back_keeps_entries(void **state)
+{
+    (void)state;
+    put_back_through(false);
+    put_back_through(true);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return ts_redis_start(&rs, false);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ts_redis_free(&rs);
+    return 0;
+}
+
+int main(void)
+{
+    cm_log_set_level(CM_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_down_across_delete_and_create),
+        cmocka_unit_test(test_created_again_through_it),
+        cmocka_unit_test(test_put_back_keeps_entries),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
