@@ -23,8 +23,10 @@
  * lottery_step call them), its entry log a journal on the gateway's sim_disk
  * beside its spool through the journal's file table (sim_journal_fs.h:
  * kills, deaths in a write, power losses, failed fdatasyncs, a full disk),
- * its winners accepted by the simulator's accept sequence (sim_take: the
- * real inventory and spool, as a buy), the buy's decision
+ * its winners accepted by buy's accept sequence (gw_acceptor: gw_accept.c's
+ * take, commit, publish and find over the process's inventory and spool, a
+ * refused winner's give-back through the real releaser, stepped), the oracle
+ * watching each call, the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
@@ -58,6 +60,7 @@
 #include "gateway/base/gw_config.h"
 #include "gateway/base/gw_drain.h"
 #include "gateway/buy/gw_accept.h"
+#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
@@ -125,7 +128,7 @@ typedef struct rep {
  * as gw_fair_open makes it for one gateway, its entry log <sale>.log a
  * journal (common/cm_journal.h) on the gateway's disk beside its spool
  * through the journal's file table (sim_journal_fs.h); its accept sequence
- * is the simulator's (sim_take: the real inventory and spool, as a buy). */
+ * buy's (gw_acceptor), watched (obs_take and the others). */
 typedef struct lottery {
     bool on;
     int64_t closes_ms; /* the entry window closes (fair.json) */
@@ -1556,7 +1559,7 @@ static void do_cancel(world_t *wd)
 }
 
 /*---- the lottery: the product's (gw_lottery.c) in the fairness module's state,
- * its accept sequence the simulator's (sim_take, sim_commit, sim_publish) ----*/
+ * its accept sequence buy's (gw_accept.c), watched ----*/
 
 /* The sale's terms as the sale's machine holds them (fair.json): entries
  * from the first moment to closes_ms, at most one per user, its losers lost
@@ -1734,7 +1737,7 @@ static void lot_check_order(world_t *wd, gw_t *g)
 /* The oracle after each step of the draw's thread, under fsync durability:
  * what a status poll answers of each drawn entrant (the real ticket's rule,
  * gw_fair_core_answered), and an outcome once answered is kept across
- * crashes and power losses (a LOST one never wins: sim_take checks it). */
+ * crashes and power losses (a LOST one never wins: obs_take checks it). */
 static void lot_check_told(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
@@ -1836,60 +1839,43 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
 }
 
 /*
- * The accept sequence (gw_accept.h) the product's draw runs for each
- * winner, the simulator's over the real inventory and spool, as a buy: its
- * reserve, the record appended (the preparer stepped at once), the units
- * given back if the spool refused it. The process dead (its disk), nothing
- * runs: the caller's gw_died after the draw cleans it up.
+ * The accept sequence the product's draw runs for each winner is buy's own
+ * (gw_acceptor over the process's inventory, spool and stepped releaser:
+ * gw_accept.c's take, commit, publish and find), each call watched by the
+ * oracle before and after it. The process dead (its disk), nothing runs:
+ * the caller's gw_died after the draw cleans it up.
  */
-static int sim_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
+static int obs_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
 {
     gw_t *g = ctx;
     world_t *wd = g->wd;
     lottery_t *L = &g->lot;
-    inv_reserve_req_t *rq = req->rq;
     if (sim_disk_dead(g->disk))
         return CM_EIO;
     lot_check_order(wd, g);
-    uint32_t n = ord_of(rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
+    uint32_t n = ord_of(req->rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
     if (u < NU_MAX)
         L->tried[u] = true;
-    int rc = inv_reserve(req->inv, rq);
-    if (rc < 0)
-        return rc;
-    if (rc != INV_RESERVED)
-        return rc == INV_SOLD_OUT ? GW_ACCEPT_SOLD_OUT : GW_ACCEPT_REFUSED;
-    check_inv(wd, g, rq->user_id);
+    gw_acceptor_t real = gw_acceptor(&L->srv);
+    int rc = gw_accept_take(&real, req, a);
+    if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED)
+        return rc; /* not reserved: nothing changed */
+    check_inv(wd, g, req->rq->user_id);
     ord_t *r = &wd->ords[n];
-    r->state = O_APPENDED;
+    r->state = O_APPENDED; /* a death in the append: its record may be in the spool */
     r->limit_at = (uint8_t)g->limit;
     r->rseq = ++wd->rseq;
     if ((L->o_done && L->o_won[u] != GW_ENTRY_WON) || L->o_told_lost[u])
         sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
                  u);
-    fill_order(wd, n, &a->o);
-    a->fresh = true;
-    a->durable = false;
-    const oq_order_t *one = &a->o;
-    int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &a->end);
-    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
-        ;
-    if (sim_disk_dead(g->disk))
-        return CM_EIO;
-    if (arc != 0) {
-        giveback(wd, g, n);
-        if (sim_disk_dead(g->disk))
-            return CM_EIO;
-        r->state = O_REFUSED;
-        return GW_ACCEPT_SPOOL_REFUSED;
-    }
-    return GW_ACCEPT_SPOOLED;
+    if (rc == GW_ACCEPT_SPOOL_REFUSED && !sim_disk_dead(g->disk))
+        r->state = O_REFUSED; /* its units queued to the releaser (gw_release_unaccepted) */
+    return rc;
 }
 
-/* The winners' records durable: the real sequence's wait (gw_accept.c's
- * commit on the spool), then the oracle's note of each one it cut (lost,
- * its units held: undersell). */
-static void sim_commit(void *ctx, gw_accept_t *a, size_t n)
+/* The winners' records made durable, then the oracle's note of each one cut
+ * (lost, its units held: undersell). */
+static void obs_commit(void *ctx, gw_accept_t *a, size_t n)
 {
     gw_t *g = ctx;
     world_t *wd = g->wd;
@@ -1921,27 +1907,55 @@ static void lot_known(world_t *wd, gw_t *g, uint32_t n)
     set_status(g, n, ST_QUEUED);
 }
 
-static void sim_publish(void *ctx, const gw_accept_t *a, size_t n)
+/* The real publish (the product's status table indexes no "oN" id: the
+ * world's, g->status, takes each order after it). */
+static void obs_publish(void *ctx, const gw_accept_t *a, size_t n)
 {
     gw_t *g = ctx;
-    for (size_t i = 0; i < n && !sim_disk_dead(g->disk); i++)
+    if (sim_disk_dead(g->disk))
+        return;
+    gw_acceptor_t real = gw_acceptor(&g->lot.srv);
+    gw_accept_publish(&real, a, n);
+    for (size_t i = 0; i < n; i++)
         lot_known(g->wd, g, ord_of(a[i].o.order_id));
 }
 
-/* The spool's record of an order: the real sequence's scan (gw_accept.c). */
-static int sim_find(void *ctx, const char *order_id, gw_accept_t *a)
+static int obs_find(void *ctx, const char *order_id, gw_accept_t *a)
 {
     gw_t *g = ctx;
     gw_acceptor_t real = gw_acceptor(&g->lot.srv);
     return gw_accept_find(&real, order_id, a);
 }
 
-static const gw_accept_ops_t sim_accept_ops = {
-    .take = sim_take,
-    .commit = sim_commit,
-    .publish = sim_publish,
-    .find = sim_find,
+static const gw_accept_ops_t obs_accept_ops = {
+    .take = obs_take,
+    .commit = obs_commit,
+    .publish = obs_publish,
+    .find = obs_find,
 };
+
+/* The lottery's releaser's turn (gw_releaser_step: a refused winner's
+ * give-back, its event committed first), the units it gave back counted
+ * for the oracle. The caller checks whether the process died in it. */
+static void lot_release_step(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    uint64_t pending = 0, done, retries;
+    if (L->f)
+        gw_releaser_stats(&L->srv, &pending, &done, &retries);
+    if (!pending || sim_disk_dead(g->disk))
+        return;
+    inv_sale_info_t before, after;
+    if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+        return;
+    gw_releaser_step(&L->srv);
+    if (inv_sale_get(g->inv, g->sale_id, &after) == 0 &&
+        after.accepted_units < before.accepted_units) {
+        g->units_back += (uint64_t)(before.accepted_units - after.accepted_units);
+        sim_trace(&wd->log, "gw%d: lottery: releaser: %" PRId64 " units back", g->idx,
+                  before.accepted_units - after.accepted_units);
+    }
+}
 
 /* One gateway's store (gw_fair__lot_local) with its draw's steps
  * (gw_fair__draw_local) but one: the draw's thread pauses after a few
@@ -1985,11 +1999,14 @@ static bool lot_open(world_t *wd, gw_t *g)
     memset(&L->srv, 0, sizeof(L->srv));
     L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
     L->srv.cfg = &L->cfg;
+    atomic_store(&L->srv.node.id, (uint32_t)g->idx); /* the orders' node_id */
     L->srv.stores.inv = g->inv;
     L->srv.stores.spool = g->sp;
+    L->srv.stores.orders = gw_orders_new(0);
+    gw_releaser_open_stepped(&L->srv);
     gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
     f->srv = &L->srv;
-    f->accept = (gw_acceptor_t){.ops = &sim_accept_ops, .ctx = g};
+    f->accept = (gw_acceptor_t){.ops = &obs_accept_ops, .ctx = g};
     sim_draw_ops = gw_fair__draw_local;
     sim_draw_ops.step = sim_draw_step;
     sim_lot_ops = gw_fair__lot_local;
@@ -2024,6 +2041,9 @@ static void lot_close(gw_t *g)
     lottery_t *L = &g->lot;
     if (!L->f)
         return;
+    gw_releaser_stop(&L->srv); /* its queue with it: the spool replays the give-backs */
+    gw_orders_free(L->srv.stores.orders);
+    L->srv.stores.orders = NULL;
     gw_fair__sale_free(L->fs);
     pthread_mutex_destroy(&L->f->tick_mu);
     pthread_mutex_destroy(&L->f->mu);
@@ -2109,6 +2129,11 @@ static void lottery_step(world_t *wd, gw_t *g)
     memset(L->tried, 0, sizeof(L->tried));
     L->budget = 1 + sim_below(&wd->rng, 6);
     gw_fair__run_draw(L->f, fs, L->closes_ms);
+    /* then the releaser's turn and the spool's preparer's (a roll's spare, the
+     * rolled segment's flush), as their threads run beside the draw's */
+    lot_release_step(wd, g);
+    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+        ;
     if (gw_died(wd, g))
         return; /* the process died: its draw with it */
     if (!fs->seeded || fs->seed_unsynced) {
@@ -2297,6 +2322,7 @@ static void relay_step(world_t *wd, gw_t *g)
         if (!g->sale && inv_redis_sync_step(g->inv) == 0)
             g->sale = inv_sale_find(g->inv, g->sale_id);
     }
+    lot_release_step(wd, g); /* a lottery's give-backs still queued */
     oq_spool_step(g->sp);
     if (gw_died(wd, g))
         return;
@@ -2411,6 +2437,9 @@ static void gw_drain(world_t *wd, gw_t *g)
         sim_fail(&wd->log, "gw%d: the workers stopped with %zu buys unanswered", g->idx, g->nwait);
     if (g->redis) /* gw_releaser_stop: what is queued is tried once more */
         releaser_step(wd, g);
+    lot_release_step(wd, g);
+    if (gw_died(wd, g))
+        return;
     oq_relay_stats_t rs;
     oq_relay_stats(g->relay, &rs);
     bool failed_report = false;
@@ -2679,6 +2708,11 @@ static bool quiescent(world_t *wd)
         oq_spool_stats(g->sp, &ss);
         if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait || g->nreps || g->nrel ||
             (g->lot.on && !lot_drawn(g)))
+            return false;
+        uint64_t pending = 0, done, retries;
+        if (g->lot.f)
+            gw_releaser_stats(&g->lot.srv, &pending, &done, &retries);
+        if (pending)
             return false;
     }
     for (int p = 0; p < NPART; p++)
