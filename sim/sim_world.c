@@ -16,11 +16,14 @@
  * between any two), the start-up replay, the outcomes' decision and
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
- * gw_book_t), the start-window lottery, the product's own (gw_lottery.c:
- * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners and
- * gw_fair__run_draw over gw_fair__draw_local, in the fairness module's state
- * as gw_fair_open makes it for one gateway; lot_open, lot_buy and
- * lottery_step call them), its entry log a journal on the gateway's sim_disk
+ * gw_book_t), the start-window lottery, the product's own: configured by
+ * the admin's gw_fair_configure (the slot, its secret, its log, fair.json
+ * saved), opened at each start by gw_fair_open (fair.json read back, the
+ * slot, gw_fair__log_load, gw_fair__cut_winners), entered by gw_fair_enter
+ * and drawn by gw_fair__run_draw over gw_fair__draw_local, paused by the
+ * world between steps (lot_configure, lot_open, lot_buy and lottery_step
+ * call them; one term set by hand: no waitlist), its entry log a journal on
+ * the gateway's sim_disk
  * beside its spool through the journal's file table (sim_journal_fs.h:
  * kills, deaths in a write, power losses, failed fdatasyncs, a full disk),
  * its winners accepted by buy's accept sequence (gw_acceptor: gw_accept.c's
@@ -85,6 +88,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,16 +127,16 @@ typedef struct rep {
 } rep_t;
 
 /* The start-window lottery on one gateway's sale: the product's own
- * (gw_lottery.c: gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners,
- * gw_fair__run_draw over gw_fair__draw_local) in the fairness module's state
- * as gw_fair_open makes it for one gateway, its entry log <sale>.log a
- * journal (common/cm_journal.h) on the gateway's disk beside its spool
- * through the journal's file table (sim_journal_fs.h); its accept sequence
- * buy's (gw_acceptor), watched (obs_take and the others). */
+ * (gw_fair_configure once, gw_fair_open at each start; gw_lottery.c:
+ * gw_fair_enter, gw_fair__run_draw over gw_fair__draw_local), its entry
+ * log <sale>.log a journal (common/cm_journal.h) on the gateway's disk
+ * beside its spool through the journal's file table (sim_journal_fs.h);
+ * its accept sequence buy's (gw_acceptor), watched (obs_take and the
+ * others). */
 typedef struct lottery {
     bool on;
-    int64_t closes_ms; /* the entry window closes (fair.json) */
-    cm_hash_key_t secret;
+    int64_t closes_ms;    /* the entry window closes (the sale's start + fair.json's window) */
+    cm_hash_key_t secret; /* the oracle's copy of fair.json's */
     /* process memory: the server's parts the fairness module reads, the
      * module (NULL: down) and the sale's slot */
     gw_config_t cfg;
@@ -201,6 +205,7 @@ typedef struct gw {
     rel_t *rel;     /* the releaser's queue (process memory) */
     size_t nrel, caprel;
     sim_disk_t *disk;
+    uint64_t disk_cap; /* its capacity (0: no full disk) */
     oq_spool_t *sp;
     inv_t *inv;
     inv_worker_t *w;
@@ -305,7 +310,7 @@ typedef struct world {
     cm_rand_t keys;       /* the product's random keys (the draw's seeds, cm_hash_seed_set_fake) */
 } world_t;
 
-static void lot_configure(gw_t *g);
+static void lot_configure(world_t *wd, gw_t *g);
 static void lot_check_log(world_t *wd, gw_t *g);
 static bool lot_open(world_t *wd, gw_t *g);
 static void lot_close(gw_t *g);
@@ -1561,20 +1566,6 @@ static void do_cancel(world_t *wd)
 /*---- the lottery: the product's (gw_lottery.c) in the fairness module's state,
  * its accept sequence buy's (gw_accept.c), watched ----*/
 
-/* The sale's terms as the sale's machine holds them (fair.json): entries
- * from the first moment to closes_ms, at most one per user, its losers lost
- * (no leftovers here). */
-static void lot_configure_core(gw_fair_sale_t *fs, int64_t closes_ms)
-{
-    gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
-                       .cfg = {.starts_at_ms = closes_ms - 1,
-                               .fair_early_ms = closes_ms - 1,
-                               .fair_window_ms = 1,
-                               .max_entries = NU_MAX}};
-    gw_sale_out_t out;
-    gw_sale_step(&fs->sale, &ev, 0, &out);
-}
-
 /* An entry's user and entry id ("uN", "oN": the simulator's ids). */
 static uint32_t ent_user(const entry_t *e)
 {
@@ -1634,24 +1625,6 @@ static char *disk_read(const char *name, size_t *n)
     fs->close(fd);
     *n = got;
     return buf;
-}
-
-/* The sale's configure (gw_fair.c): its log made, the name synced with
- * fair.json's rename (conf_save's directory fsync; retried until it holds,
- * as an operator retries a failed PUT). */
-static void lot_configure(gw_t *g)
-{
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    char name[32];
-    snprintf(name, sizeof(name), "%s.log", g->sale_id);
-    sim_disk_use(g->disk);
-    int dfd = fs->open_dir("fair");
-    int fd = fs->openat(dfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0)
-        fs->close(fd);
-    while (fs->fsync(dfd) != 0)
-        ;
-    fs->close(dfd);
 }
 
 /* The oracle's read of the entry log before a start, as the page cache
@@ -1977,17 +1950,97 @@ static void sim_draw_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out
         g->lot.budget--;
 }
 
+/* The server's parts the fairness module reads (gw_server.c's order: after
+ * the spool's replay): its configuration (durability, the entries' cap,
+ * the memory inventory, the data directory: one directory on sim_disk),
+ * its node, stores and a stepped releaser. */
+static void lot_srv_init(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    memset(&L->cfg, 0, sizeof(L->cfg));
+    memset(&L->srv, 0, sizeof(L->srv));
+    L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
+    L->cfg.max_lottery_entries = NU_MAX;
+    snprintf(L->cfg.inventory, sizeof(L->cfg.inventory), "memory");
+    snprintf(L->cfg.data_dir, sizeof(L->cfg.data_dir), "data");
+    L->srv.cfg = &L->cfg;
+    atomic_store(&L->srv.node.id, (uint32_t)g->idx); /* the orders' node_id */
+    L->srv.stores.inv = g->inv;
+    L->srv.stores.spool = g->sp;
+}
+
+/* The fairness module of g's process without its thread (gw_fair_close, the
+ * releaser and the status table; f->inv is the world's worker, g->w, which
+ * goes with the process). */
+static void lot_srv_close(gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    if (L->srv.fair)
+        L->srv.fair->inv = NULL;
+    gw_fair_close(&L->srv);
+    if (L->srv.stores.releaser)
+        gw_releaser_stop(&L->srv); /* its queue with it: the spool replays the give-backs */
+    gw_orders_free(L->srv.stores.orders);
+    L->srv.stores.orders = NULL;
+    L->f = NULL;
+    L->fs = NULL;
+}
+
 /*
- * The fairness module of g's process, as gw_fair_open makes it for one
- * gateway after the spool's replay (gw_server.c's order): the local store
- * (gw_fair__lot_local), the sale's slot (gw_fair__sale_new) with fair.json's
- * terms and secret, its entry log read back (gw_fair__log_load: the
- * journal's recovery, each record through the core, a found seed made
- * durable) and opened for appends, the winners of a cut draw read from the
- * spool (gw_fair__cut_winners). No status table: the simulator's is
- * g->status, and the product indexes no "oN" id (gw_orders_get says no).
- * False if the log cannot be opened (the gateway does not start). The
- * caller checks whether the process died in it (gw_died).
+ * The operator's PUT of the sale's lottery before the sale opens
+ * (h_sale_put's gw_fair_configure on the gateway's first process): the
+ * sale's slot, its secret, its entry log made and fair.json saved
+ * (cm_journal_replace_file: fdatasync, rename, directory fsync), then the
+ * process stops. The window closes at closes_ms: the sale starts at the
+ * world's start and its window lasts until then, the entries taken from
+ * the start. On a disk without faults: a PUT whose save failed, sent again,
+ * answers 200 and saves nothing (gw_fair__conf_apply_locked: the slot it
+ * made is unchanged). The oracle reads the secret back from fair.json.
+ */
+static void lot_configure(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    char err[256] = "";
+    sim_disk_use(g->disk);
+    sim_disk_set_faults(g->disk, 0, 0);
+    lot_srv_init(wd, g);
+    int rc = gw_fair_open(&L->srv, gw_acceptor(&L->srv), err, sizeof(err));
+    if (rc == 0)
+        rc = gw_fair_configure(&L->srv, g->sale_id, L->closes_ms - g->starts_ms, 0, 0, err,
+                               sizeof(err));
+    lot_srv_close(g);
+    size_t n = 0;
+    char *text = rc == 0 ? disk_read("fair.json", &n) : NULL;
+    sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
+    json_t *root = text ? json_loadb(text, n, 0, NULL) : NULL;
+    json_t *sale = json_array_get(json_object_get(root, "sales"), 0);
+    const char *k0 = json_string_value(json_object_get(sale, "k0")),
+               *k1 = json_string_value(json_object_get(sale, "k1"));
+    if (k0 && k1) {
+        L->secret.k0 = strtoull(k0, NULL, 16);
+        L->secret.k1 = strtoull(k1, NULL, 16);
+    } else {
+        sim_fail(&wd->log, "gw%d: lottery: configured (%s), fair.json holds no secret", g->idx,
+                 rc == 0 ? "ok" : err);
+    }
+    json_decref(root);
+    free(text);
+}
+
+/*
+ * The fairness module of g's process, as gw_server.c opens it after the
+ * spool's replay (gw_fair_open: fair.json read, the sale's slot with its
+ * terms, the entry log read back, gw_fair__log_load: the journal's
+ * recovery, each record through the core, a found seed made durable, and
+ * opened for appends, the winners of a cut draw read from the spool,
+ * gw_fair__cut_winners), buy's accept sequence watched (obs_take), then
+ * the world's pausing draw (sim_draw_step) in the local store's place, and
+ * one term by hand: no waitlist (gw_fair__sale_terms sets one for every
+ * sale; the leftovers are sim_fair.c's, and this oracle's losers lose). No
+ * status table of the product's use: the simulator's is g->status, and the
+ * product indexes no "oN" id. False if the module cannot open (the gateway
+ * does not start). The caller checks whether the process died in it
+ * (gw_died).
  */
 static bool lot_open(world_t *wd, gw_t *g)
 {
@@ -1995,63 +2048,40 @@ static bool lot_open(world_t *wd, gw_t *g)
     if (!L->on)
         return true;
     sim_disk_use(g->disk);
-    memset(&L->cfg, 0, sizeof(L->cfg));
-    memset(&L->srv, 0, sizeof(L->srv));
-    L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
-    L->srv.cfg = &L->cfg;
-    atomic_store(&L->srv.node.id, (uint32_t)g->idx); /* the orders' node_id */
-    L->srv.stores.inv = g->inv;
-    L->srv.stores.spool = g->sp;
+    lot_srv_init(wd, g);
     L->srv.stores.orders = gw_orders_new(0);
     gw_releaser_open_stepped(&L->srv);
-    gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
-    f->srv = &L->srv;
-    f->accept = (gw_acceptor_t){.ops = &obs_accept_ops, .ctx = g};
+    char err[256];
+    int rc =
+        gw_fair_open(&L->srv, (gw_acceptor_t){.ops = &obs_accept_ops, .ctx = g}, err, sizeof(err));
+    gw_fair_t *f = L->f = L->srv.fair;
+    if (sim_disk_dead(g->disk))
+        return true;
+    if (rc != 0) {
+        sim_trace(&wd->log, "gw%d: lottery: %s", g->idx, err);
+        return false;
+    }
+    f->inv = g->w; /* the lottery thread's inventory handle */
     sim_draw_ops = gw_fair__draw_local;
     sim_draw_ops.step = sim_draw_step;
     sim_lot_ops = gw_fair__lot_local;
     sim_lot_ops.draw = &sim_draw_ops;
     f->lot = &sim_lot_ops;
-    f->inv = g->w; /* the lottery thread's inventory handle */
-    pthread_mutex_init(&f->tick_mu, NULL);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_mutex_init(&f->unclaim_mu, NULL);
-    snprintf(f->dir, sizeof(f->dir), "fair");
-    L->srv.fair = L->f = f;
-    gw_fair_sale_t *fs = gw_fair__sale_new(f, g->sale_id);
-    lot_configure_core(fs, L->closes_ms);
-    fs->secret = L->secret;
-    L->fs = f->sales[0] = fs;
-    atomic_store(&f->n, 1);
-    uint64_t max_id = 0;
-    gw_fair__log_load(f, fs, &max_id);
-    if (sim_disk_dead(g->disk))
+    L->fs = gw_fair__slot_find(f, g->sale_id);
+    if (!L->fs) {
+        sim_fail(&wd->log, "gw%d: lottery: fair.json lost the sale's lottery", g->idx);
         return true;
-    if (gw_fair__log_open(f, fs) != 0)
-        return false;
-    gw_fair__cut_winners(f);
+    }
+    atomic_store(&L->fs->sale.cfg.waitlist, false);
     return true;
 }
 
-/* The process's fairness module goes with the process (gw_fair_close without
- * the thread it does not run: the slot, its tables and its log's descriptor,
- * dead after a crash); the log and fair.json stay. */
+/* The process's fairness module goes with the process (dead after a crash:
+ * the log's descriptor); the log and fair.json stay. */
 static void lot_close(gw_t *g)
 {
-    lottery_t *L = &g->lot;
-    if (!L->f)
-        return;
-    gw_releaser_stop(&L->srv); /* its queue with it: the spool replays the give-backs */
-    gw_orders_free(L->srv.stores.orders);
-    L->srv.stores.orders = NULL;
-    gw_fair__sale_free(L->fs);
-    pthread_mutex_destroy(&L->f->tick_mu);
-    pthread_mutex_destroy(&L->f->mu);
-    pthread_mutex_destroy(&L->f->unclaim_mu);
-    free(L->f);
-    L->f = NULL;
-    L->fs = NULL;
-    L->srv.fair = NULL;
+    if (g->lot.srv.fair || g->lot.srv.stores.releaser)
+        lot_srv_close(g);
 }
 
 /*
@@ -2960,22 +2990,23 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
             .get = book_get, .put = book_put, .set_status = book_set_status, .ud = g};
         g->on_settle = sim_below(&wd->rng, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
-        sim_disk_set_faults(g->disk, wd->p_fsync_fail,
-                            sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0);
+        g->disk_cap = sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0;
+        sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
         g->stock_total = 3 + sim_below(&wd->rng, 40);
         g->limit = g->max_limit = wd->limit;
         if (sim_below(&wd->rng, 3) == 0) { /* a start-window lottery on this sale */
             g->lot.on = true;
-            g->lot.closes_ms = cm_wall_ms() + 100 + sim_below(&wd->rng, 900);
-            g->lot.secret.k0 = cm_rand_next(&wd->rng);
-            g->lot.secret.k1 = cm_rand_next(&wd->rng);
+            /* the sale starts with its entry window (gw_sale_core.h), which closes then */
+            g->starts_ms = cm_wall_ms();
+            g->lot.closes_ms = g->starts_ms + 100 + sim_below(&wd->rng, 900);
         }
         /* the inventory: Redis on every gateway (--redis), or on three in four
          * in the seeds 28 mod 32 (their draws only: the others walk as before) */
         g->redis = redis_mode > 0 && (opts->redis > 0 || sim_below(&wd->rng, 4) != 0);
         if (g->redis) {
             g->lot.on = false; /* the lottery runs on the memory gateways */
+            g->starts_ms = 0;
             if (!wd->rs) {
                 wd->rs = sim_transport_new(&wd->rng, false);
             }
@@ -2985,7 +3016,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
               opts->seed, wd->ng, wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
     for (int i = 0; i < wd->ng; i++) {
         if (wd->gw[i].lot.on)
-            lot_configure(&wd->gw[i]);
+            lot_configure(wd, &wd->gw[i]);
         gw_start(wd, &wd->gw[i]);
     }
     if (wd->rs) { /* lost and late replies from now on (sim_redis.h) */
