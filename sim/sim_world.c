@@ -164,8 +164,9 @@ typedef struct lottery {
                                  power loss may change */
     bool o_held_lost[NU_MAX]; /* its winner's commit failed: lost, its units stay held */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
-    bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
-                       loss under write durability cut the draw: its counts are not exact */
+    bool o_inexact;           /* a winner's commit failed (it lost, its units stay held), the spool
+                                 refused one (it lost for cause), or a power loss under write
+                                 durability cut the draw: its counts are not exact */
 } lottery_t;
 
 /* One buy in flight (do_buy): the real core's state and what the client sent. */
@@ -1841,8 +1842,13 @@ static int obs_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
     if ((L->o_done && L->o_won[u] != GW_ENTRY_WON) || L->o_told_lost[u])
         sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
                  u);
-    if (rc == GW_ACCEPT_SPOOL_REFUSED && !sim_disk_dead(g->disk))
-        r->state = O_REFUSED; /* its units queued to the releaser (gw_release_unaccepted) */
+    if (rc == GW_ACCEPT_SPOOL_REFUSED) {
+        /* lost for cause, its units queued to the releaser (gw_release_unaccepted),
+         * back for the entrants after it: the draw's counts are not the seed's */
+        L->o_inexact = true;
+        if (!sim_disk_dead(g->disk))
+            r->state = O_REFUSED;
+    }
     return rc;
 }
 
