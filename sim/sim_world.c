@@ -16,15 +16,20 @@
  * between any two), the start-up replay, the outcomes' decision and
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
- * gw_book_t), the start-window lottery, the product's own (gw_lottery.c:
- * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners and
- * gw_fair__run_draw over gw_fair__draw_local, in the fairness module's state
- * as gw_fair_open makes it for one gateway; lot_open, lot_buy and
- * lottery_step call them), its entry log a journal on the gateway's sim_disk
+ * gw_book_t), the start-window lottery, the product's own: configured by
+ * the admin's gw_fair_configure (the slot, its secret, its log, fair.json
+ * saved), opened at each start by gw_fair_open (fair.json read back, the
+ * slot, gw_fair__log_load, gw_fair__cut_winners), entered by gw_fair_enter
+ * and drawn by gw_fair__run_draw over gw_fair__draw_local, paused by the
+ * world between steps (lot_configure, lot_open, lot_buy and lottery_step
+ * call them; one term set by hand: no waitlist), its entry log a journal on
+ * the gateway's sim_disk
  * beside its spool through the journal's file table (sim_journal_fs.h:
  * kills, deaths in a write, power losses, failed fdatasyncs, a full disk),
- * its winners accepted by the simulator's accept sequence (sim_take: the
- * real inventory and spool, as a buy), the buy's decision
+ * its winners accepted by buy's accept sequence (gw_acceptor: gw_accept.c's
+ * take, commit, publish and find over the process's inventory and spool, a
+ * refused winner's give-back through the real releaser, stepped), the oracle
+ * watching each call, the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
@@ -58,6 +63,7 @@
 #include "gateway/base/gw_config.h"
 #include "gateway/base/gw_drain.h"
 #include "gateway/buy/gw_accept.h"
+#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
@@ -82,6 +88,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,16 +127,16 @@ typedef struct rep {
 } rep_t;
 
 /* The start-window lottery on one gateway's sale: the product's own
- * (gw_lottery.c: gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners,
- * gw_fair__run_draw over gw_fair__draw_local) in the fairness module's state
- * as gw_fair_open makes it for one gateway, its entry log <sale>.log a
- * journal (common/cm_journal.h) on the gateway's disk beside its spool
- * through the journal's file table (sim_journal_fs.h); its accept sequence
- * is the simulator's (sim_take: the real inventory and spool, as a buy). */
+ * (gw_fair_configure once, gw_fair_open at each start; gw_lottery.c:
+ * gw_fair_enter, gw_fair__run_draw over gw_fair__draw_local), its entry
+ * log <sale>.log a journal (common/cm_journal.h) on the gateway's disk
+ * beside its spool through the journal's file table (sim_journal_fs.h);
+ * its accept sequence buy's (gw_acceptor), watched (obs_take and the
+ * others). */
 typedef struct lottery {
     bool on;
-    int64_t closes_ms; /* the entry window closes (fair.json) */
-    cm_hash_key_t secret;
+    int64_t closes_ms;    /* the entry window closes (the sale's start + fair.json's window) */
+    cm_hash_key_t secret; /* the oracle's copy of fair.json's */
     /* process memory: the server's parts the fairness module reads, the
      * module (NULL: down) and the sale's slot */
     gw_config_t cfg;
@@ -157,8 +164,9 @@ typedef struct lottery {
                                  power loss may change */
     bool o_held_lost[NU_MAX]; /* its winner's commit failed: lost, its units stay held */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
-    bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
-                       loss under write durability cut the draw: its counts are not exact */
+    bool o_inexact;           /* a winner's commit failed (it lost, its units stay held), the spool
+                                 refused one (it lost for cause), or a power loss under write
+                                 durability cut the draw: its counts are not exact */
 } lottery_t;
 
 /* One buy in flight (do_buy): the real core's state and what the client sent. */
@@ -198,6 +206,7 @@ typedef struct gw {
     rel_t *rel;     /* the releaser's queue (process memory) */
     size_t nrel, caprel;
     sim_disk_t *disk;
+    uint64_t disk_cap; /* its capacity (0: no full disk) */
     oq_spool_t *sp;
     inv_t *inv;
     inv_worker_t *w;
@@ -302,7 +311,7 @@ typedef struct world {
     cm_rand_t keys;       /* the product's random keys (the draw's seeds, cm_hash_seed_set_fake) */
 } world_t;
 
-static void lot_configure(gw_t *g);
+static void lot_configure(world_t *wd, gw_t *g);
 static void lot_check_log(world_t *wd, gw_t *g);
 static bool lot_open(world_t *wd, gw_t *g);
 static void lot_close(gw_t *g);
@@ -1556,21 +1565,7 @@ static void do_cancel(world_t *wd)
 }
 
 /*---- the lottery: the product's (gw_lottery.c) in the fairness module's state,
- * its accept sequence the simulator's (sim_take, sim_commit, sim_publish) ----*/
-
-/* The sale's terms as the sale's machine holds them (fair.json): entries
- * from the first moment to closes_ms, at most one per user, its losers lost
- * (no leftovers here). */
-static void lot_configure_core(gw_fair_sale_t *fs, int64_t closes_ms)
-{
-    gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
-                       .cfg = {.starts_at_ms = closes_ms - 1,
-                               .fair_early_ms = closes_ms - 1,
-                               .fair_window_ms = 1,
-                               .max_entries = NU_MAX}};
-    gw_sale_out_t out;
-    gw_sale_step(&fs->sale, &ev, 0, &out);
-}
+ * its accept sequence buy's (gw_accept.c), watched ----*/
 
 /* An entry's user and entry id ("uN", "oN": the simulator's ids). */
 static uint32_t ent_user(const entry_t *e)
@@ -1631,24 +1626,6 @@ static char *disk_read(const char *name, size_t *n)
     fs->close(fd);
     *n = got;
     return buf;
-}
-
-/* The sale's configure (gw_fair.c): its log made, the name synced with
- * fair.json's rename (conf_save's directory fsync; retried until it holds,
- * as an operator retries a failed PUT). */
-static void lot_configure(gw_t *g)
-{
-    const oq_fs_ops_t *fs = sim_disk_ops();
-    char name[32];
-    snprintf(name, sizeof(name), "%s.log", g->sale_id);
-    sim_disk_use(g->disk);
-    int dfd = fs->open_dir("fair");
-    int fd = fs->openat(dfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0)
-        fs->close(fd);
-    while (fs->fsync(dfd) != 0)
-        ;
-    fs->close(dfd);
 }
 
 /* The oracle's read of the entry log before a start, as the page cache
@@ -1734,7 +1711,7 @@ static void lot_check_order(world_t *wd, gw_t *g)
 /* The oracle after each step of the draw's thread, under fsync durability:
  * what a status poll answers of each drawn entrant (the real ticket's rule,
  * gw_fair_core_answered), and an outcome once answered is kept across
- * crashes and power losses (a LOST one never wins: sim_take checks it). */
+ * crashes and power losses (a LOST one never wins: obs_take checks it). */
 static void lot_check_told(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
@@ -1836,60 +1813,48 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
 }
 
 /*
- * The accept sequence (gw_accept.h) the product's draw runs for each
- * winner, the simulator's over the real inventory and spool, as a buy: its
- * reserve, the record appended (the preparer stepped at once), the units
- * given back if the spool refused it. The process dead (its disk), nothing
- * runs: the caller's gw_died after the draw cleans it up.
+ * The accept sequence the product's draw runs for each winner is buy's own
+ * (gw_acceptor over the process's inventory, spool and stepped releaser:
+ * gw_accept.c's take, commit, publish and find), each call watched by the
+ * oracle before and after it. The process dead (its disk), nothing runs:
+ * the caller's gw_died after the draw cleans it up.
  */
-static int sim_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
+static int obs_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
 {
     gw_t *g = ctx;
     world_t *wd = g->wd;
     lottery_t *L = &g->lot;
-    inv_reserve_req_t *rq = req->rq;
     if (sim_disk_dead(g->disk))
         return CM_EIO;
     lot_check_order(wd, g);
-    uint32_t n = ord_of(rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
+    uint32_t n = ord_of(req->rq->order_id), u = (uint32_t)strtoul(req->user + 1, NULL, 10);
     if (u < NU_MAX)
         L->tried[u] = true;
-    int rc = inv_reserve(req->inv, rq);
-    if (rc < 0)
-        return rc;
-    if (rc != INV_RESERVED)
-        return rc == INV_SOLD_OUT ? GW_ACCEPT_SOLD_OUT : GW_ACCEPT_REFUSED;
-    check_inv(wd, g, rq->user_id);
+    gw_acceptor_t real = gw_acceptor(&L->srv);
+    int rc = gw_accept_take(&real, req, a);
+    if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED)
+        return rc; /* not reserved: nothing changed */
+    check_inv(wd, g, req->rq->user_id);
     ord_t *r = &wd->ords[n];
-    r->state = O_APPENDED;
+    r->state = O_APPENDED; /* a death in the append: its record may be in the spool */
     r->limit_at = (uint8_t)g->limit;
     r->rseq = ++wd->rseq;
     if ((L->o_done && L->o_won[u] != GW_ENTRY_WON) || L->o_told_lost[u])
         sim_fail(&wd->log, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
                  u);
-    fill_order(wd, n, &a->o);
-    a->fresh = true;
-    a->durable = false;
-    const oq_order_t *one = &a->o;
-    int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &a->end);
-    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
-        ;
-    if (sim_disk_dead(g->disk))
-        return CM_EIO;
-    if (arc != 0) {
-        giveback(wd, g, n);
-        if (sim_disk_dead(g->disk))
-            return CM_EIO;
-        r->state = O_REFUSED;
-        return GW_ACCEPT_SPOOL_REFUSED;
+    if (rc == GW_ACCEPT_SPOOL_REFUSED) {
+        /* lost for cause, its units queued to the releaser (gw_release_unaccepted),
+         * back for the entrants after it: the draw's counts are not the seed's */
+        L->o_inexact = true;
+        if (!sim_disk_dead(g->disk))
+            r->state = O_REFUSED;
     }
-    return GW_ACCEPT_SPOOLED;
+    return rc;
 }
 
-/* The winners' records durable: the real sequence's wait (gw_accept.c's
- * commit on the spool), then the oracle's note of each one it cut (lost,
- * its units held: undersell). */
-static void sim_commit(void *ctx, gw_accept_t *a, size_t n)
+/* The winners' records made durable, then the oracle's note of each one cut
+ * (lost, its units held: undersell). */
+static void obs_commit(void *ctx, gw_accept_t *a, size_t n)
 {
     gw_t *g = ctx;
     world_t *wd = g->wd;
@@ -1921,27 +1886,55 @@ static void lot_known(world_t *wd, gw_t *g, uint32_t n)
     set_status(g, n, ST_QUEUED);
 }
 
-static void sim_publish(void *ctx, const gw_accept_t *a, size_t n)
+/* The real publish (the product's status table indexes no "oN" id: the
+ * world's, g->status, takes each order after it). */
+static void obs_publish(void *ctx, const gw_accept_t *a, size_t n)
 {
     gw_t *g = ctx;
-    for (size_t i = 0; i < n && !sim_disk_dead(g->disk); i++)
+    if (sim_disk_dead(g->disk))
+        return;
+    gw_acceptor_t real = gw_acceptor(&g->lot.srv);
+    gw_accept_publish(&real, a, n);
+    for (size_t i = 0; i < n; i++)
         lot_known(g->wd, g, ord_of(a[i].o.order_id));
 }
 
-/* The spool's record of an order: the real sequence's scan (gw_accept.c). */
-static int sim_find(void *ctx, const char *order_id, gw_accept_t *a)
+static int obs_find(void *ctx, const char *order_id, gw_accept_t *a)
 {
     gw_t *g = ctx;
     gw_acceptor_t real = gw_acceptor(&g->lot.srv);
     return gw_accept_find(&real, order_id, a);
 }
 
-static const gw_accept_ops_t sim_accept_ops = {
-    .take = sim_take,
-    .commit = sim_commit,
-    .publish = sim_publish,
-    .find = sim_find,
+static const gw_accept_ops_t obs_accept_ops = {
+    .take = obs_take,
+    .commit = obs_commit,
+    .publish = obs_publish,
+    .find = obs_find,
 };
+
+/* The lottery's releaser's turn (gw_releaser_step: a refused winner's
+ * give-back, its event committed first), the units it gave back counted
+ * for the oracle. The caller checks whether the process died in it. */
+static void lot_release_step(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    uint64_t pending = 0, done, retries;
+    if (L->f)
+        gw_releaser_stats(&L->srv, &pending, &done, &retries);
+    if (!pending || sim_disk_dead(g->disk))
+        return;
+    inv_sale_info_t before, after;
+    if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+        return;
+    gw_releaser_step(&L->srv);
+    if (inv_sale_get(g->inv, g->sale_id, &after) == 0 &&
+        after.accepted_units < before.accepted_units) {
+        g->units_back += (uint64_t)(before.accepted_units - after.accepted_units);
+        sim_trace(&wd->log, "gw%d: lottery: releaser: %" PRId64 " units back", g->idx,
+                  before.accepted_units - after.accepted_units);
+    }
+}
 
 /* One gateway's store (gw_fair__lot_local) with its draw's steps
  * (gw_fair__draw_local) but one: the draw's thread pauses after a few
@@ -1963,17 +1956,97 @@ static void sim_draw_step(gw_fair_draw_t *d, const gw_fair_ev_t *ev, gw_fair_out
         g->lot.budget--;
 }
 
+/* The server's parts the fairness module reads (gw_server.c's order: after
+ * the spool's replay): its configuration (durability, the entries' cap,
+ * the memory inventory, the data directory: one directory on sim_disk),
+ * its node, stores and a stepped releaser. */
+static void lot_srv_init(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    memset(&L->cfg, 0, sizeof(L->cfg));
+    memset(&L->srv, 0, sizeof(L->srv));
+    L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
+    L->cfg.max_lottery_entries = NU_MAX;
+    snprintf(L->cfg.inventory, sizeof(L->cfg.inventory), "memory");
+    snprintf(L->cfg.data_dir, sizeof(L->cfg.data_dir), "data");
+    L->srv.cfg = &L->cfg;
+    atomic_store(&L->srv.node.id, (uint32_t)g->idx); /* the orders' node_id */
+    L->srv.stores.inv = g->inv;
+    L->srv.stores.spool = g->sp;
+}
+
+/* The fairness module of g's process without its thread (gw_fair_close, the
+ * releaser and the status table; f->inv is the world's worker, g->w, which
+ * goes with the process). */
+static void lot_srv_close(gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    if (L->srv.fair)
+        L->srv.fair->inv = NULL;
+    gw_fair_close(&L->srv);
+    if (L->srv.stores.releaser)
+        gw_releaser_stop(&L->srv); /* its queue with it: the spool replays the give-backs */
+    gw_orders_free(L->srv.stores.orders);
+    L->srv.stores.orders = NULL;
+    L->f = NULL;
+    L->fs = NULL;
+}
+
 /*
- * The fairness module of g's process, as gw_fair_open makes it for one
- * gateway after the spool's replay (gw_server.c's order): the local store
- * (gw_fair__lot_local), the sale's slot (gw_fair__sale_new) with fair.json's
- * terms and secret, its entry log read back (gw_fair__log_load: the
- * journal's recovery, each record through the core, a found seed made
- * durable) and opened for appends, the winners of a cut draw read from the
- * spool (gw_fair__cut_winners). No status table: the simulator's is
- * g->status, and the product indexes no "oN" id (gw_orders_get says no).
- * False if the log cannot be opened (the gateway does not start). The
- * caller checks whether the process died in it (gw_died).
+ * The operator's PUT of the sale's lottery before the sale opens
+ * (h_sale_put's gw_fair_configure on the gateway's first process): the
+ * sale's slot, its secret, its entry log made and fair.json saved
+ * (cm_journal_replace_file: fdatasync, rename, directory fsync), then the
+ * process stops. The window closes at closes_ms: the sale starts at the
+ * world's start and its window lasts until then, the entries taken from
+ * the start. On a disk without faults: a PUT whose save failed, sent again,
+ * answers 200 and saves nothing (gw_fair__conf_apply_locked: the slot it
+ * made is unchanged). The oracle reads the secret back from fair.json.
+ */
+static void lot_configure(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    char err[256] = "";
+    sim_disk_use(g->disk);
+    sim_disk_set_faults(g->disk, 0, 0);
+    lot_srv_init(wd, g);
+    int rc = gw_fair_open(&L->srv, gw_acceptor(&L->srv), err, sizeof(err));
+    if (rc == 0)
+        rc = gw_fair_configure(&L->srv, g->sale_id, L->closes_ms - g->starts_ms, 0, 0, err,
+                               sizeof(err));
+    lot_srv_close(g);
+    size_t n = 0;
+    char *text = rc == 0 ? disk_read("fair.json", &n) : NULL;
+    sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
+    json_t *root = text ? json_loadb(text, n, 0, NULL) : NULL;
+    json_t *sale = json_array_get(json_object_get(root, "sales"), 0);
+    const char *k0 = json_string_value(json_object_get(sale, "k0")),
+               *k1 = json_string_value(json_object_get(sale, "k1"));
+    if (k0 && k1) {
+        L->secret.k0 = strtoull(k0, NULL, 16);
+        L->secret.k1 = strtoull(k1, NULL, 16);
+    } else {
+        sim_fail(&wd->log, "gw%d: lottery: configured (%s), fair.json holds no secret", g->idx,
+                 rc == 0 ? "ok" : err);
+    }
+    json_decref(root);
+    free(text);
+}
+
+/*
+ * The fairness module of g's process, as gw_server.c opens it after the
+ * spool's replay (gw_fair_open: fair.json read, the sale's slot with its
+ * terms, the entry log read back, gw_fair__log_load: the journal's
+ * recovery, each record through the core, a found seed made durable, and
+ * opened for appends, the winners of a cut draw read from the spool,
+ * gw_fair__cut_winners), buy's accept sequence watched (obs_take), then
+ * the world's pausing draw (sim_draw_step) in the local store's place, and
+ * one term by hand: no waitlist (gw_fair__sale_terms sets one for every
+ * sale; the leftovers are sim_fair.c's, and this oracle's losers lose). No
+ * status table of the product's use: the simulator's is g->status, and the
+ * product indexes no "oN" id. False if the module cannot open (the gateway
+ * does not start). The caller checks whether the process died in it
+ * (gw_died).
  */
 static bool lot_open(world_t *wd, gw_t *g)
 {
@@ -1981,57 +2054,40 @@ static bool lot_open(world_t *wd, gw_t *g)
     if (!L->on)
         return true;
     sim_disk_use(g->disk);
-    memset(&L->cfg, 0, sizeof(L->cfg));
-    memset(&L->srv, 0, sizeof(L->srv));
-    L->cfg.durability = wd->fsync_mode ? GW_DURABILITY_FSYNC : GW_DURABILITY_WRITE;
-    L->srv.cfg = &L->cfg;
-    L->srv.stores.inv = g->inv;
-    L->srv.stores.spool = g->sp;
-    gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
-    f->srv = &L->srv;
-    f->accept = (gw_acceptor_t){.ops = &sim_accept_ops, .ctx = g};
+    lot_srv_init(wd, g);
+    L->srv.stores.orders = gw_orders_new(0);
+    gw_releaser_open_stepped(&L->srv);
+    char err[256];
+    int rc =
+        gw_fair_open(&L->srv, (gw_acceptor_t){.ops = &obs_accept_ops, .ctx = g}, err, sizeof(err));
+    gw_fair_t *f = L->f = L->srv.fair;
+    if (sim_disk_dead(g->disk))
+        return true;
+    if (rc != 0) {
+        sim_trace(&wd->log, "gw%d: lottery: %s", g->idx, err);
+        return false;
+    }
+    f->inv = g->w; /* the lottery thread's inventory handle */
     sim_draw_ops = gw_fair__draw_local;
     sim_draw_ops.step = sim_draw_step;
     sim_lot_ops = gw_fair__lot_local;
     sim_lot_ops.draw = &sim_draw_ops;
     f->lot = &sim_lot_ops;
-    f->inv = g->w; /* the lottery thread's inventory handle */
-    pthread_mutex_init(&f->tick_mu, NULL);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_mutex_init(&f->unclaim_mu, NULL);
-    snprintf(f->dir, sizeof(f->dir), "fair");
-    L->srv.fair = L->f = f;
-    gw_fair_sale_t *fs = gw_fair__sale_new(f, g->sale_id);
-    lot_configure_core(fs, L->closes_ms);
-    fs->secret = L->secret;
-    L->fs = f->sales[0] = fs;
-    atomic_store(&f->n, 1);
-    uint64_t max_id = 0;
-    gw_fair__log_load(f, fs, &max_id);
-    if (sim_disk_dead(g->disk))
+    L->fs = gw_fair__slot_find(f, g->sale_id);
+    if (!L->fs) {
+        sim_fail(&wd->log, "gw%d: lottery: fair.json lost the sale's lottery", g->idx);
         return true;
-    if (gw_fair__log_open(f, fs) != 0)
-        return false;
-    gw_fair__cut_winners(f);
+    }
+    atomic_store(&L->fs->sale.cfg.waitlist, false);
     return true;
 }
 
-/* The process's fairness module goes with the process (gw_fair_close without
- * the thread it does not run: the slot, its tables and its log's descriptor,
- * dead after a crash); the log and fair.json stay. */
+/* The process's fairness module goes with the process (dead after a crash:
+ * the log's descriptor); the log and fair.json stay. */
 static void lot_close(gw_t *g)
 {
-    lottery_t *L = &g->lot;
-    if (!L->f)
-        return;
-    gw_fair__sale_free(L->fs);
-    pthread_mutex_destroy(&L->f->tick_mu);
-    pthread_mutex_destroy(&L->f->mu);
-    pthread_mutex_destroy(&L->f->unclaim_mu);
-    free(L->f);
-    L->f = NULL;
-    L->fs = NULL;
-    L->srv.fair = NULL;
+    if (g->lot.srv.fair || g->lot.srv.stores.releaser)
+        lot_srv_close(g);
 }
 
 /*
@@ -2109,6 +2165,11 @@ static void lottery_step(world_t *wd, gw_t *g)
     memset(L->tried, 0, sizeof(L->tried));
     L->budget = 1 + sim_below(&wd->rng, 6);
     gw_fair__run_draw(L->f, fs, L->closes_ms);
+    /* then the releaser's turn and the spool's preparer's (a roll's spare, the
+     * rolled segment's flush), as their threads run beside the draw's */
+    lot_release_step(wd, g);
+    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+        ;
     if (gw_died(wd, g))
         return; /* the process died: its draw with it */
     if (!fs->seeded || fs->seed_unsynced) {
@@ -2297,6 +2358,7 @@ static void relay_step(world_t *wd, gw_t *g)
         if (!g->sale && inv_redis_sync_step(g->inv) == 0)
             g->sale = inv_sale_find(g->inv, g->sale_id);
     }
+    lot_release_step(wd, g); /* a lottery's give-backs still queued */
     oq_spool_step(g->sp);
     if (gw_died(wd, g))
         return;
@@ -2411,6 +2473,9 @@ static void gw_drain(world_t *wd, gw_t *g)
         sim_fail(&wd->log, "gw%d: the workers stopped with %zu buys unanswered", g->idx, g->nwait);
     if (g->redis) /* gw_releaser_stop: what is queued is tried once more */
         releaser_step(wd, g);
+    lot_release_step(wd, g);
+    if (gw_died(wd, g))
+        return;
     oq_relay_stats_t rs;
     oq_relay_stats(g->relay, &rs);
     bool failed_report = false;
@@ -2680,6 +2745,11 @@ static bool quiescent(world_t *wd)
         if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait || g->nreps || g->nrel ||
             (g->lot.on && !lot_drawn(g)))
             return false;
+        uint64_t pending = 0, done, retries;
+        if (g->lot.f)
+            gw_releaser_stats(&g->lot.srv, &pending, &done, &retries);
+        if (pending)
+            return false;
     }
     for (int p = 0; p < NPART; p++)
         if (wd->part[p].qn || wd->stpos[p] < wd->part[p].n || wd->committed[p] < wd->part[p].n)
@@ -2926,22 +2996,23 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
             .get = book_get, .put = book_put, .set_status = book_set_status, .ud = g};
         g->on_settle = sim_below(&wd->rng, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
-        sim_disk_set_faults(g->disk, wd->p_fsync_fail,
-                            sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0);
+        g->disk_cap = sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0;
+        sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
         g->stock_total = 3 + sim_below(&wd->rng, 40);
         g->limit = g->max_limit = wd->limit;
         if (sim_below(&wd->rng, 3) == 0) { /* a start-window lottery on this sale */
             g->lot.on = true;
-            g->lot.closes_ms = cm_wall_ms() + 100 + sim_below(&wd->rng, 900);
-            g->lot.secret.k0 = cm_rand_next(&wd->rng);
-            g->lot.secret.k1 = cm_rand_next(&wd->rng);
+            /* the sale starts with its entry window (gw_sale_core.h), which closes then */
+            g->starts_ms = cm_wall_ms();
+            g->lot.closes_ms = g->starts_ms + 100 + sim_below(&wd->rng, 900);
         }
         /* the inventory: Redis on every gateway (--redis), or on three in four
          * in the seeds 28 mod 32 (their draws only: the others walk as before) */
         g->redis = redis_mode > 0 && (opts->redis > 0 || sim_below(&wd->rng, 4) != 0);
         if (g->redis) {
             g->lot.on = false; /* the lottery runs on the memory gateways */
+            g->starts_ms = 0;
             if (!wd->rs) {
                 wd->rs = sim_transport_new(&wd->rng, false);
             }
@@ -2951,7 +3022,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
               opts->seed, wd->ng, wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
     for (int i = 0; i < wd->ng; i++) {
         if (wd->gw[i].lot.on)
-            lot_configure(&wd->gw[i]);
+            lot_configure(wd, &wd->gw[i]);
         gw_start(wd, &wd->gw[i]);
     }
     if (wd->rs) { /* lost and late replies from now on (sim_redis.h) */
