@@ -191,6 +191,7 @@ struct gw_fair_sale {
     struct gw_reg_set *reg; /* one gateway's persons (gw_reg_local.c), from the first one */
     gw_reg_core_t reg_core; /* the sale's registration core (either store's), in sale */
     const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
+    bool reg_unwritten; /* tick_mu: the window not yet saved and published (gw_reg_configure) */
 };
 
 /*
@@ -257,6 +258,9 @@ struct gw_fair {
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
+    /* fair.json is behind memory: its last save failed, so the next configuration
+     * write saves even when it changes nothing (an operator's retried PUT) */
+    atomic_bool conf_unsaved;
     /* fleet: the fleet's configuration was read since this start (the lottery thread's first
      * poll that Redis answered): a copy loaded with entries (gw_fair_sale.loaded) waits for it */
     atomic_bool conf_read;

@@ -195,9 +195,9 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
                                uint64_t gen, bool refuse_busy, char *errbuf, size_t errlen)
 {
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (!fs && window_ms == 0 && wr_rate == 0)
-        return 0; /* nothing to remove */
-    bool changed = true;
+    /* A save that failed made memory run ahead of fair.json: the PUT's retry, which
+     * finds its own change already applied, saves it. */
+    bool changed = atomic_load(&f->conf_unsaved);
     if (fs) {
         int64_t ow = atomic_load(&fs->sale.cfg.fair_window_ms),
                 oe = atomic_load(&fs->sale.cfg.fair_early_ms);
@@ -216,13 +216,13 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
         bool rg = gen && gen != fs->lot_gen;
         if (rg)
             fs->lot_gen = gen;
-        changed = rk || rg || ow != window_ms || oe != early_ms ||
+        changed = changed || rk || rg || ow != window_ms || oe != early_ms ||
                   atomic_load(&fs->sale.cfg.room_rate) != wr_rate;
         atomic_store(&fs->sale.cfg.fair_window_ms, window_ms);
         atomic_store(&fs->sale.cfg.fair_early_ms, early_ms);
         atomic_store(&fs->sale.cfg.room_rate, wr_rate);
         (void)gw_fair__sale_terms(fs); /* the admin's PUT: the sale's new start and end */
-    } else {
+    } else if (window_ms != 0 || wr_rate != 0) { /* else nothing to remove */
         if (atomic_load(&f->n) == FAIR_MAX_SALES) {
             cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
                           FAIR_MAX_SALES);
@@ -245,6 +245,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
         atomic_init(&fs->sale.cfg.room_rate, wr_rate);
         f->sales[atomic_load(&f->n)] = fs;
         atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
+        changed = true;
     }
     if (changed && gw_fair__conf_save(f) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");

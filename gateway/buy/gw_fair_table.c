@@ -238,6 +238,7 @@ int gw_fair__conf_save(gw_fair_t *f)
     if (text)
         explicit_bzero(text, len);
     free(text);
+    atomic_store(&f->conf_unsaved, rc != 0);
     return rc;
 }
 

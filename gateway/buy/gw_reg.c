@@ -67,13 +67,16 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
      * goes back to the old window either.
      */
     pthread_mutex_lock(&f->tick_mu);
+    /* Unchanged and written everywhere: nothing to do. A retry after a failed save or
+     * publish finds its own window already here, and writes it again. */
     if (atomic_load(&fs->sale.cfg.reg_opens_ms) == opens_ms &&
-        atomic_load(&fs->sale.cfg.reg_closes_ms) == closes_ms) {
+        atomic_load(&fs->sale.cfg.reg_closes_ms) == closes_ms && !fs->reg_unwritten) {
         pthread_mutex_unlock(&f->tick_mu);
         return 0;
     }
     atomic_store(&fs->sale.cfg.reg_closes_ms, closes_ms);
     atomic_store(&fs->sale.cfg.reg_opens_ms, opens_ms);
+    fs->reg_unwritten = true;
     pthread_mutex_lock(&f->mu);
     int rc = gw_fair__conf_save(f);
     pthread_mutex_unlock(&f->mu);
@@ -85,6 +88,7 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
     char tok[64];
     reg_token_of(opens_ms, closes_ms, tok, sizeof(tok));
     rc = fs->reg_ops->publish ? fs->reg_ops->publish(f, fs, tok, errbuf, errlen) : 0;
+    fs->reg_unwritten = rc != 0;
     pthread_mutex_unlock(&f->tick_mu);
     return rc != 0 ? CM_EBACKEND : 0;
 }

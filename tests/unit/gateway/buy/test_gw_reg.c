@@ -588,6 +588,51 @@ static void test_delete_removes_durably(void **state)
     mini_close(&m);
 }
 
+/* fair.json made unwritable: a directory stands at its name, so the save's rename fails. */
+static void conf_block(const mini_t *m, bool on)
+{
+    char path[128], inner[160];
+    snprintf(path, sizeof(path), "%s/fair.json", m->dir);
+    snprintf(inner, sizeof(inner), "%s/x", path);
+    if (on) {
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(mkdir(inner, 0700), 0);
+    } else {
+        assert_int_equal(rmdir(inner), 0);
+        assert_int_equal(rmdir(path), 0);
+    }
+}
+
+/* A PUT whose save of fair.json failed is answered with an error and retried, as the
+ * admin API tells the operator; the retry finds its change already applied in memory,
+ * and must still save it, or a restart forgets the lottery and the registration window. */
+static void test_conf_save_failed_then_retried(void **state)
+{
+    (void)state;
+    mini_t m;
+    (void)mini_open(&m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    conf_block(&m, true);
+    assert_int_equal(gw_fair_configure(&m.srv, "s2", 2000, 0, 0, why, sizeof(why)), CM_EIO);
+    assert_int_equal(gw_reg_configure(&m.srv, "s1", now - 5000, now + 7200000, why, sizeof(why)),
+                     CM_EIO);
+    conf_block(&m, false);
+    assert_int_equal(gw_fair_configure(&m.srv, "s2", 2000, 0, 0, why, sizeof(why)), 0);
+    assert_int_equal(gw_reg_configure(&m.srv, "s1", now - 5000, now + 7200000, why, sizeof(why)),
+                     0);
+    (void)mini_restart(&m);
+    assert_non_null(gw_fair__slot_find(m.srv.fair, "s2"));
+    int64_t w = 0, e = 0, opens = 0, closes = 0;
+    gw_fair_conf_get(m.srv.fair, "s2", &w, &e);
+    assert_int_equal(w, 2000);
+    gw_reg_conf_get(&m.srv, "s1", &opens, &closes);
+    assert_int_equal(opens, now - 5000);
+    assert_int_equal(closes, now + 7200000);
+    mini_close(&m);
+}
+
 int main(void)
 {
     cm_log_set_level(CM_LOG_ERROR);
@@ -607,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_fsync_load_rewrites),
         cmocka_unit_test(test_fsync_load_rewrite_fails),
         cmocka_unit_test(test_delete_removes_durably),
+        cmocka_unit_test(test_conf_save_failed_then_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
