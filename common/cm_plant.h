@@ -147,6 +147,9 @@ typedef enum {
     CM_PLANT_FAIR_RESET_UNSYNCED,       /* gw_fair_slot.c: a deleted sale's entry log unlinked
                                            without its directory's fsync: a power cut brings it
                                            back into the sale created again */
+    CM_PLANT_FAIR_CONF_RETRY_UNSAVED,   /* gw_fair_table.c: a failed save of fair.json not
+                                           remembered: the PUT's retry finds its change in
+                                           memory, answers 200, and a restart forgets it */
     CM_PLANT_COUNT
 } cm_plant_t;
 

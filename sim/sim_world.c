@@ -1999,21 +1999,29 @@ static void lot_srv_close(gw_t *g)
  * (cm_journal_replace_file: fdatasync, rename, directory fsync), then the
  * process stops. The window closes at closes_ms: the sale starts at the
  * world's start and its window lasts until then, the entries taken from
- * the start. On a disk without faults: a PUT whose save failed, sent again,
- * answers 200 and saves nothing (gw_fair__conf_apply_locked: the slot it
- * made is unchanged). The oracle reads the secret back from fair.json.
+ * the start. On the world's faulty disk: a PUT that failed is sent again, as
+ * the admin API tells the operator (a retry saves what the failed one left
+ * unsaved), 8 times, then once more with the disk's faults mended (a full
+ * disk never takes it). The oracle reads the secret back from fair.json.
  */
 static void lot_configure(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
     char err[256] = "";
     sim_disk_use(g->disk);
-    sim_disk_set_faults(g->disk, 0, 0);
+    sim_disk_set_faults(g->disk, 0, 0); /* the process's start; its PUT on the faulty disk */
     lot_srv_init(wd, g);
     int rc = gw_fair_open(&L->srv, gw_acceptor(&L->srv), err, sizeof(err));
-    if (rc == 0)
+    sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
+    for (int tries = 0; rc == 0; tries++) {
+        if (tries == 8)
+            sim_disk_set_faults(g->disk, 0, 0);
         rc = gw_fair_configure(&L->srv, g->sale_id, L->closes_ms - g->starts_ms, 0, 0, err,
                                sizeof(err));
+        if (rc == 0 || tries == 8)
+            break;
+        rc = 0;
+    }
     lot_srv_close(g);
     size_t n = 0;
     char *text = rc == 0 ? disk_read("fair.json", &n) : NULL;

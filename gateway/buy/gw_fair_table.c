@@ -13,6 +13,7 @@
 #include "common/cm_hash.h"
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "gateway/base/gw_base.h"
 
 #include <errno.h>
@@ -238,7 +239,7 @@ int gw_fair__conf_save(gw_fair_t *f)
     if (text)
         explicit_bzero(text, len);
     free(text);
-    atomic_store(&f->conf_unsaved, rc != 0);
+    atomic_store(&f->conf_unsaved, rc != 0 && !CM_PLANT(FAIR_CONF_RETRY_UNSAVED));
     return rc;
 }
 
