@@ -773,6 +773,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     sim_disk_stats_t ds;
     sim_disk_stats(w->disk, &ds);
     out->fsync_fails += ds.fsync_fails;
+    out->evictions += ds.evictions;
     out->torn_writes += ds.torn_writes;
     if (w->log.failed)
         out->ok = false;
