@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,8 +576,59 @@ static int lines_close(void *cookie)
     return 0;
 }
 
+/*
+ * What the last load read (cm_journal_lines_open), for the open after it
+ * (cm_journal_open with CM_JOURNAL_REWRITE_FOUND), which reads the file again
+ * and whose rewrite copies what it read: pages a failed fdatasync dropped may
+ * be evicted between the two reads, and the second then finds the disk's stale
+ * bytes (a hole) where the load read records. A rewrite would make durable a
+ * file without records the caller's state holds (an entry log without the
+ * entries its draw resumed over). So the open compares its scan with the
+ * load's and refuses (CM_EIO) while they differ, until a load reads the file
+ * again. One load remembered: the last one's path.
+ */
+static struct {
+    pthread_mutex_t mu;
+    char path[1100];
+    off_t end, hole_bytes;
+    size_t records;
+    bool differs; /* an open found the file changed since this load */
+} last_load = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void load_note(const char *path, const cm_journal_scan_t *sc)
+{
+    pthread_mutex_lock(&last_load.mu);
+    snprintf(last_load.path, sizeof(last_load.path), "%s", sc ? path : "");
+    if (sc) {
+        last_load.end = sc->end;
+        last_load.hole_bytes = sc->hole_bytes;
+        last_load.records = sc->records;
+    }
+    last_load.differs = false;
+    pthread_mutex_unlock(&last_load.mu);
+}
+
+/* true if path's last load read other records than sc found (forgotten once
+ * they agree: the file changes from then on by its writes). */
+static bool load_differs(const char *path, const cm_journal_scan_t *sc)
+{
+    pthread_mutex_lock(&last_load.mu);
+    bool differs = false;
+    if (strcmp(last_load.path, path) == 0) {
+        differs = last_load.differs || last_load.end != sc->end ||
+                  last_load.hole_bytes != sc->hole_bytes || last_load.records != sc->records;
+        if (differs)
+            last_load.differs = true;
+        else
+            last_load.path[0] = '\0';
+    }
+    pthread_mutex_unlock(&last_load.mu);
+    return differs;
+}
+
 FILE *cm_journal_lines_open(const char *path)
 {
+    load_note(path, NULL);
     if (cm_journal_upgrade_lines(path, NULL) < 0) /* logged */
         return NULL;
     int fd = jfs->open(path, O_RDWR | O_CLOEXEC, 0);
@@ -585,8 +637,10 @@ FILE *cm_journal_lines_open(const char *path)
     char *text = NULL;
     size_t n = 0;
     FILE *m = open_memstream(&text, &n);
-    off_t len = 0;
-    int rc = m ? cm_journal_recover(fd, path, line_record, m, &len) : CM_EIO; /* logs a cut */
+    cm_journal_scan_t sc;
+    int rc = m ? recover_scan(fd, path, line_record, m, &sc) : CM_EIO; /* logs a cut */
+    if (rc == 0)
+        load_note(path, &sc);
     jfs->close(fd);
     if (m && fclose(m) != 0)
         rc = CM_EIO;
@@ -633,6 +687,11 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
                       rc == CM_ECORRUPT ? "not a journal" : "cannot read or cut its tail");
         jfs->close(fd);
         return rc;
+    }
+    if ((flags & CM_JOURNAL_REWRITE_FOUND) && load_differs(path, &sc)) {
+        cm_errbuf_set(errbuf, errlen, "%s: reads back otherwise than its load read it", path);
+        jfs->close(fd);
+        return CM_EIO;
     }
     bool synced = false;
     if (len == 0) {
