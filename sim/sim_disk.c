@@ -64,7 +64,7 @@ struct sim_disk {
     /* The evictions' own draws, seeded from rng's state without advancing it:
      * a seed whose evictions change nothing it reads walks its old path. */
     cm_rand_t erng;
-    bool evict_all; /* the spool's files too, not only the journals' */
+    sim_evict_t evict; /* which files' dropped pages are evicted */
     sim_disk_stats_t st;
 };
 
@@ -103,9 +103,9 @@ void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity)
     d->capacity = capacity;
 }
 
-void sim_disk_evict_all(sim_disk_t *d, bool on)
+void sim_disk_set_evict(sim_disk_t *d, sim_evict_t which)
 {
-    d->evict_all = on;
+    d->evict = which;
 }
 
 void sim_disk_journal_file(int fd)
@@ -250,11 +250,12 @@ static void evict_due(sd_inode_t *n)
 /* A failed fsync left n's pages in [lost_from, lost_to) clean and unwritten:
  * the kernel may evict them after the next 1-256 operations (one failure in
  * two), or, when an eviction is pending, evicts those pages with the others.
- * A journal's file, or any with sim_disk_evict_all. */
+ * Of the files sim_disk_set_evict chose. */
 static void evict_plan(sd_inode_t *n)
 {
     sim_disk_t *d = cur;
-    if (n->lost_to <= n->lost_from || !(n->journal || d->evict_all))
+    if (n->lost_to <= n->lost_from || d->evict == SIM_EVICT_NONE ||
+        (d->evict == SIM_EVICT_JOURNALS && !n->journal))
         return;
     if (n->ev_at) {
         if (n->lost_from < n->ev_from)

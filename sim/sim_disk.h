@@ -7,7 +7,7 @@
  * disk can fill up, and a process can die after its next K operations (in
  * the middle of any spool call, recovery included). A failed fsync drops the
  * file's unsynced pages as Linux does (marked clean, never written), and in
- * one failure in two (sim_disk_evict_all: which files) the kernel evicts them a
+ * one failure in two (sim_disk_set_evict: which files) the kernel evicts them a
  * few operations later: reads
  * then return what the disk holds there (zeros past the synced bytes), in
  * this process and the next (a kill -9 keeps the eviction due). Randomness
@@ -35,11 +35,12 @@ void sim_disk_use(sim_disk_t *d);
 /* Faults: probability of a failed fsync (per call), capacity in bytes (0 =
  * unbounded). */
 void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity);
-/* Evictions after a failed fsync: by default only of the files opened through
- * the journal's table (sim_journal_fs.h), which marks them with
- * sim_disk_journal_file(fd) on the current disk; on: of every file, the
- * spool's segments too (their open findings, docs/simulation.md). */
-void sim_disk_evict_all(sim_disk_t *d, bool on);
+/* Evictions after a failed fsync, of which files: none (a new disk's), those
+ * opened through the journal's table (sim_journal_fs.h, which marks them with
+ * sim_disk_journal_file(fd) on the current disk), or every file, the spool's
+ * segments too (docs/simulation.md: the worlds' choices, the open findings). */
+typedef enum { SIM_EVICT_NONE, SIM_EVICT_JOURNALS, SIM_EVICT_ALL } sim_evict_t;
+void sim_disk_set_evict(sim_disk_t *d, sim_evict_t which);
 void sim_disk_journal_file(int fd);
 /* The process dies after `ops` more operations (0: never). The operation that
  * kills it, when a write, writes a random prefix first. */

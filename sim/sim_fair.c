@@ -798,7 +798,8 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&keys, opts->seed ^ 0x5eed5eed5eed5eedull);
     cm_hash_seed_set_fake(seed_word, &keys);
     w->disk = sim_disk_new(&w->rng);
-    sim_disk_evict_all(w->disk, opts->open_defects); /* the spool's too: its open findings */
+    /* the journals' pages a failed fdatasync dropped evicted; the spool's too: its open findings */
+    sim_disk_set_evict(w->disk, opts->open_defects ? SIM_EVICT_ALL : SIM_EVICT_JOURNALS);
     w->fs = sim_disk_ops();
     sim_disk_use(w->disk);
     obs_w = w;

@@ -2926,8 +2926,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
             .get = book_get, .put = book_put, .set_status = book_set_status, .ud = g};
         g->on_settle = sim_below(&wd->rng, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
-        /* the spool's pages evicted after a failed fdatasync: its open findings */
-        sim_disk_evict_all(g->disk, wd->open_defects);
+        /* pages a failed fdatasync dropped, evicted: the open findings (docs/simulation.md) */
+        sim_disk_set_evict(g->disk, wd->open_defects ? SIM_EVICT_ALL : SIM_EVICT_NONE);
         sim_disk_set_faults(g->disk, wd->p_fsync_fail,
                             sim_below(&wd->rng, 4) == 0 ? 6000 + sim_below(&wd->rng, 20000) : 0);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);

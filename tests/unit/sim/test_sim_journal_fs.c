@@ -142,6 +142,7 @@ static void test_failed_sync_pages_evicted(void **state)
         cm_rand_seed(&rng, seed);
         sim_disk_t *d = sim_disk_new(&rng);
         sim_disk_use(d);
+        sim_disk_set_evict(d, SIM_EVICT_JOURNALS);
         cm_journal_t j;
         reopen(&j);
         off_t a, c, e;
