@@ -76,6 +76,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_ACCEPT_UNSYNCED] = "accept_unsynced",
     [CM_PLANT_REG_LOAD_UNSYNCED] = "reg_load_unsynced",
     [CM_PLANT_FAIR_RESET_UNSYNCED] = "fair_reset_unsynced",
+    [CM_PLANT_JOURNAL_COPY_UNCHECKED] = "journal_copy_unchecked",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -147,6 +147,8 @@ typedef enum {
     CM_PLANT_FAIR_RESET_UNSYNCED,       /* gw_fair_slot.c: a deleted sale's entry log unlinked
                                            without its directory's fsync: a power cut brings it
                                            back into the sale created again */
+    CM_PLANT_JOURNAL_COPY_UNCHECKED,    /* cm_journal.c: a rewrite copies the frames it reads back
+                                           unchecked: stale bytes of evicted pages made durable */
     CM_PLANT_COUNT
 } cm_plant_t;
 
