@@ -248,9 +248,9 @@ static void evict_due(sd_inode_t *n)
 }
 
 /* A failed fsync left n's pages in [lost_from, lost_to) clean and unwritten:
- * the kernel may evict them after the next 1-256 operations (one failure in
- * two), or, when an eviction is pending, evicts those pages with the others.
- * Of the files sim_disk_set_evict chose. */
+ * the kernel may evict them (one failure in two) after the disk's next 1-16 or
+ * 1-256 operations (even chances), or, when an eviction is pending, evicts
+ * those pages with the others. Of the files sim_disk_set_evict chose. */
 static void evict_plan(sd_inode_t *n)
 {
     sim_disk_t *d = cur;
