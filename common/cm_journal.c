@@ -412,6 +412,66 @@ int cm_journal_mkdir(const char *path, mode_t mode)
     return jfs->mkdir(path, mode) == 0 || errno == EEXIST ? 0 : CM_EIO;
 }
 
+/*
+ * What the last load read (cm_journal_lines_open), for the open after it
+ * (cm_journal_open with CM_JOURNAL_REWRITE_FOUND), which reads the file again
+ * and whose rewrite copies what it read: pages a failed fdatasync dropped may
+ * be evicted between the two reads, and the second then finds the disk's stale
+ * bytes (a hole) where the load read records. A rewrite would make durable a
+ * file without records the caller's state holds (an entry log without the
+ * entries its draw resumed over). So the open compares its scan with the
+ * load's and refuses (CM_EIO) while they differ, until a load reads the file
+ * again. One load remembered: the last one's path.
+ */
+static struct {
+    pthread_mutex_t mu;
+    char path[1100];
+    off_t end, hole_bytes;
+    size_t records;
+    bool differs; /* an open found the file changed since this load */
+} last_load = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void load_note(const char *path, const cm_journal_scan_t *sc)
+{
+    pthread_mutex_lock(&last_load.mu);
+    snprintf(last_load.path, sizeof(last_load.path), "%s", sc ? path : "");
+    if (sc) {
+        last_load.end = sc->end;
+        last_load.hole_bytes = sc->hole_bytes;
+        last_load.records = sc->records;
+    }
+    last_load.differs = false;
+    pthread_mutex_unlock(&last_load.mu);
+}
+
+/* The file at path written anew from its writer's state (replace_file): what
+ * a load read of it before is no longer the file's. */
+static void load_forget(const char *path)
+{
+    pthread_mutex_lock(&last_load.mu);
+    if (strcmp(last_load.path, path) == 0)
+        last_load.path[0] = '\0';
+    pthread_mutex_unlock(&last_load.mu);
+}
+
+/* true if path's last load read other records than sc found (forgotten once
+ * they agree: the file changes from then on by its writes). */
+static bool load_differs(const char *path, const cm_journal_scan_t *sc)
+{
+    pthread_mutex_lock(&last_load.mu);
+    bool differs = false;
+    if (strcmp(last_load.path, path) == 0) {
+        differs = last_load.differs || last_load.end != sc->end ||
+                  last_load.hole_bytes != sc->hole_bytes || last_load.records != sc->records;
+        if (differs)
+            last_load.differs = true;
+        else
+            last_load.path[0] = '\0';
+    }
+    pthread_mutex_unlock(&last_load.mu);
+    return differs;
+}
+
 /* The one atomic rewrite: head (hn bytes) then body (n bytes) to "<path>.tmp"
  * (a stale one removed first, so mode holds), fdatasync, rename, directory fsync. */
 static int replace_file(const char *path, const void *head, size_t hn, const void *body, size_t n,
@@ -419,6 +479,7 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
 {
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    load_forget(path);
     (void)jfs->unlink(tmp);
     int fd = jfs->open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, mode);
     const char *what = "open";
@@ -575,56 +636,6 @@ static int lines_close(void *cookie)
     free(l->text);
     free(l);
     return 0;
-}
-
-/*
- * What the last load read (cm_journal_lines_open), for the open after it
- * (cm_journal_open with CM_JOURNAL_REWRITE_FOUND), which reads the file again
- * and whose rewrite copies what it read: pages a failed fdatasync dropped may
- * be evicted between the two reads, and the second then finds the disk's stale
- * bytes (a hole) where the load read records. A rewrite would make durable a
- * file without records the caller's state holds (an entry log without the
- * entries its draw resumed over). So the open compares its scan with the
- * load's and refuses (CM_EIO) while they differ, until a load reads the file
- * again. One load remembered: the last one's path.
- */
-static struct {
-    pthread_mutex_t mu;
-    char path[1100];
-    off_t end, hole_bytes;
-    size_t records;
-    bool differs; /* an open found the file changed since this load */
-} last_load = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void load_note(const char *path, const cm_journal_scan_t *sc)
-{
-    pthread_mutex_lock(&last_load.mu);
-    snprintf(last_load.path, sizeof(last_load.path), "%s", sc ? path : "");
-    if (sc) {
-        last_load.end = sc->end;
-        last_load.hole_bytes = sc->hole_bytes;
-        last_load.records = sc->records;
-    }
-    last_load.differs = false;
-    pthread_mutex_unlock(&last_load.mu);
-}
-
-/* true if path's last load read other records than sc found (forgotten once
- * they agree: the file changes from then on by its writes). */
-static bool load_differs(const char *path, const cm_journal_scan_t *sc)
-{
-    pthread_mutex_lock(&last_load.mu);
-    bool differs = false;
-    if (strcmp(last_load.path, path) == 0) {
-        differs = last_load.differs || last_load.end != sc->end ||
-                  last_load.hole_bytes != sc->hole_bytes || last_load.records != sc->records;
-        if (differs)
-            last_load.differs = true;
-        else
-            last_load.path[0] = '\0';
-    }
-    pthread_mutex_unlock(&last_load.mu);
-    return differs;
 }
 
 FILE *cm_journal_lines_open(const char *path)

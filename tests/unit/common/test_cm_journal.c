@@ -895,6 +895,15 @@ static void test_rewrite_found_reads_what_the_load_read(void **st)
     assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
     assert_int_equal(s.n, 3);
     cm_journal_discard(&j);
+    /* nor one after the loader wrote the file anew from its state (a start's
+     * cm_journal_replace, gw_reg_local.c) */
+    assert_int_equal(load_lines(f->path), 3);
+    char fr[64];
+    size_t frn = cm_journal_frame(fr, sizeof(fr), "z", 1);
+    assert_int_equal(cm_journal_replace(f->path, fr, frn, NULL), 0);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 1);
+    cm_journal_discard(&j);
 }
 
 typedef struct compactor {
