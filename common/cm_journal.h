@@ -270,7 +270,11 @@ extern int (*cm_journal__datasync)(int fd);
  * have left it in the page cache only): the first sync covers it, and the
  * directory (with CM_JOURNAL_REWRITE_FOUND, the first after a rewrite). 0,
  * CM_EIO or CM_ECORRUPT (a file not framed, without the upgrade flag); errbuf
- * says why. On failure j holds nothing to close. */
+ * says why. With CM_JOURNAL_REWRITE_FOUND also CM_EIO while the file reads
+ * back otherwise than the last cm_journal_lines_open of path read it (pages a
+ * failed fdatasync dropped, evicted in between: the rewrite would make durable
+ * what the caller's state did not read), until a load reads it again or
+ * cm_journal_replace writes it anew. On failure j holds nothing to close. */
 int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
                     void *arg, char *errbuf, size_t errlen);
 /* Adds a record to the batch (no I/O). 0 or CM_EINVAL (too long). One writer. */

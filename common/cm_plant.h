@@ -150,6 +150,8 @@ typedef enum {
     CM_PLANT_FAIR_CONF_RETRY_UNSAVED,   /* gw_fair_table.c: a failed save of fair.json not
                                            remembered: the PUT's retry finds its change in
                                            memory, answers 200, and a restart forgets it */
+    CM_PLANT_JOURNAL_COPY_UNCHECKED,    /* cm_journal.c: a rewrite copies the frames it reads back
+                                           unchecked: stale bytes of evicted pages made durable */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -27,6 +27,12 @@ typedef struct sd_inode {
      * [lost_from, lost_to), which never reach the disk, whatever a later
      * fsync says (as Linux does since 4.13). */
     size_t lost_from, lost_to;
+    /* Those pages, clean in the page cache, evicted once the disk's op count
+     * reaches ev_at (0: none due): from then on [ev_from, ev_to) reads back
+     * what the disk holds there (evict_due). */
+    size_t ev_from, ev_to;
+    uint64_t ev_at;
+    bool journal; /* opened through the journal's table (sim_disk_journal_file) */
 } sd_inode_t;
 
 typedef struct sd_ent {
@@ -55,6 +61,10 @@ struct sim_disk {
     uint64_t pwrite_at; /* sd_pwrite's offset for sd_write, UINT64_MAX: none */
     double p_fsync_fail;
     uint64_t capacity;
+    /* The evictions' own draws, seeded from rng's state without advancing it:
+     * a seed whose evictions change nothing it reads walks its old path. */
+    cm_rand_t erng;
+    sim_evict_t evict; /* which files' dropped pages are evicted */
     sim_disk_stats_t st;
 };
 
@@ -65,6 +75,7 @@ sim_disk_t *sim_disk_new(cm_rand_t *rng)
     sim_disk_t *d = cm_xcalloc(1, sizeof(*d));
     d->rng = rng;
     d->pwrite_at = UINT64_MAX;
+    cm_rand_seed(&d->erng, cm_rand_mix64(rng->s[0] ^ 0x65766963745f7067ull) ^ rng->s[3]);
     return d;
 }
 
@@ -90,6 +101,19 @@ void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity)
 {
     d->p_fsync_fail = p_fsync_fail;
     d->capacity = capacity;
+}
+
+void sim_disk_set_evict(sim_disk_t *d, sim_evict_t which)
+{
+    d->evict = which;
+}
+
+void sim_disk_journal_file(int fd)
+{
+    int i = fd - SD_FD_BASE;
+    if (i >= 0 && i < SD_MAXFD && cur->fds[i].used && cur->fds[i].gen == cur->gen &&
+        cur->fds[i].ino >= 0)
+        cur->ino[cur->fds[i].ino].journal = true;
 }
 
 void sim_disk_die_after(sim_disk_t *d, uint64_t ops)
@@ -202,6 +226,64 @@ static void ino_resize(sd_inode_t *n, size_t len)
     if (n->lost_to <= n->lost_from)
         n->lost_from = n->lost_to = 0;
     n->len = len;
+    if (len < n->ev_to) /* the cut pages go with the file's tail */
+        n->ev_to = len;
+    if (n->ev_to <= n->ev_from)
+        n->ev_at = 0;
+}
+
+/* An eviction of n's pages that came due: the page cache then reads what the
+ * disk holds, the synced bytes or, past them, the zeros a power loss would
+ * show (sd_fsync's model of the dropped pages). Called before any operation
+ * reads or writes n's data. */
+static void evict_due(sd_inode_t *n)
+{
+    if (n->ev_at == 0 || cur->st.ops < n->ev_at)
+        return;
+    n->ev_at = 0;
+    size_t to = n->ev_to < n->len ? n->ev_to : n->len;
+    for (size_t i = n->ev_from; i < to; i++)
+        n->data[i] = i < n->dlen ? n->dur[i] : 0;
+    cur->st.evictions++;
+}
+
+/* A failed fsync left n's pages in [lost_from, lost_to) clean and unwritten:
+ * the kernel may evict them (one failure in two) after the disk's next 1-16 or
+ * 1-256 operations (even chances), or, when an eviction is pending, evicts
+ * those pages with the others. Of the files sim_disk_set_evict chose. */
+static void evict_plan(sd_inode_t *n)
+{
+    sim_disk_t *d = cur;
+    if (n->lost_to <= n->lost_from || d->evict == SIM_EVICT_NONE ||
+        (d->evict == SIM_EVICT_JOURNALS && !n->journal))
+        return;
+    if (n->ev_at) {
+        if (n->lost_from < n->ev_from)
+            n->ev_from = n->lost_from;
+        if (n->lost_to > n->ev_to)
+            n->ev_to = n->lost_to;
+        return;
+    }
+    if (cm_rand_below(&d->erng, 2) != 0)
+        return;
+    n->ev_from = n->lost_from;
+    n->ev_to = n->lost_to;
+    n->ev_at = d->st.ops + 1 + cm_rand_below(&d->erng, cm_rand_below(&d->erng, 2) ? 16 : 256);
+}
+
+/* A write of [at, end) dirties its pages again: none of them is evicted. */
+static void evict_written(sd_inode_t *n, uint64_t at, uint64_t end)
+{
+    if (n->ev_at == 0 || end <= n->ev_from || at >= n->ev_to)
+        return;
+    if (at <= n->ev_from)
+        n->ev_from = (size_t)end;
+    else if (end >= n->ev_to)
+        n->ev_to = (size_t)at;
+    else /* the middle: the pages on either side stay in the cache (less eviction, never more) */
+        n->ev_at = 0;
+    if (n->ev_to <= n->ev_from)
+        n->ev_at = 0;
 }
 
 /*---- the operations ----*/
@@ -295,6 +377,7 @@ static ssize_t sd_pread(int fd, void *buf, size_t n, off_t off)
     if (f == NULL || f->ino < 0)
         return errno = EBADF, -1;
     sd_inode_t *in = &cur->ino[f->ino];
+    evict_due(in);
     if ((size_t)off >= in->len)
         return 0;
     size_t k = in->len - (size_t)off < n ? in->len - (size_t)off : n;
@@ -321,6 +404,7 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
     if (f == NULL || f->ino < 0)
         return errno = EBADF, -1;
     sd_inode_t *in = &d->ino[f->ino];
+    evict_due(in);
     size_t want = n;
     if (!alive) {
         if (!d->dying || n == 0) /* only the write it died in: none runs after it */
@@ -342,8 +426,10 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
     uint64_t at = f->append ? in->len : d->pwrite_at != UINT64_MAX ? d->pwrite_at : f->pos;
     if (at + want > in->len)
         ino_resize(in, (size_t)(at + want));
-    if (want)
+    if (want) {
         memcpy(in->data + at, buf, want);
+        evict_written(in, at, at + want);
+    }
     if (in->lost_to > in->lost_from && at <= in->lost_from && at + want >= in->lost_to)
         in->lost_from = in->lost_to = 0; /* written again: dirty pages, no longer dropped */
     if (d->pwrite_at == UINT64_MAX)
@@ -369,6 +455,8 @@ static int sd_fsync(int fd)
     sd_fd_t *f = fd_get(fd);
     if (f == NULL)
         return errno = EBADF, -1;
+    if (f->ino >= 0)
+        evict_due(&d->ino[f->ino]);
     if (d->p_fsync_fail > 0 && cm_rand_unit(d->rng) < d->p_fsync_fail) {
         d->st.fsync_fails++;
         if (f->ino >= 0) {
@@ -376,6 +464,7 @@ static int sd_fsync(int fd)
             if (in->lost_to == 0)
                 in->lost_from = in->dlen;
             in->lost_to = in->len;
+            evict_plan(in);
         }
         return errno = EIO, -1;
     }
@@ -409,6 +498,7 @@ static int sd_ftruncate(int fd, off_t len)
     sd_fd_t *f = fd_get(fd);
     if (f == NULL || f->ino < 0)
         return errno = EBADF, -1;
+    evict_due(&cur->ino[f->ino]);
     ino_resize(&cur->ino[f->ino], (size_t)len);
     return 0;
 }
@@ -508,6 +598,7 @@ static const unsigned char *sd_map(int fd, size_t len)
     if (f == NULL || f->ino < 0)
         return errno = EBADF, NULL;
     sd_inode_t *in = &cur->ino[f->ino];
+    evict_due(in);
     unsigned char *m = cm_xcalloc(1, len ? len : 1);
     if (in->len)
         memcpy(m, in->data, len < in->len ? len : in->len);
@@ -591,5 +682,6 @@ void sim_disk_power_loss(sim_disk_t *d)
             memcpy(n->data, n->dur, n->dlen);
         }
         n->lost_from = n->lost_to = 0;
+        n->ev_at = 0; /* the page cache is gone: every read is the disk's now */
     }
 }

@@ -5,8 +5,13 @@
  * page cache; a power loss keeps only what was synced, plus a prefix, cut at
  * any byte, of what was appended after (a torn write); fsync can fail, the
  * disk can fill up, and a process can die after its next K operations (in
- * the middle of any spool call, recovery included). Randomness from the
- * simulator's seed. One simulated thread: not thread-safe.
+ * the middle of any spool call, recovery included). A failed fsync drops the
+ * file's unsynced pages as Linux does (marked clean, never written), and in
+ * one failure in two (sim_disk_set_evict: which files) the kernel evicts them a
+ * few operations later: reads
+ * then return what the disk holds there (zeros past the synced bytes), in
+ * this process and the next (a kill -9 keeps the eviction due). Randomness
+ * from the simulator's seed. One simulated thread: not thread-safe.
  */
 #ifndef SIM_DISK_H
 #define SIM_DISK_H
@@ -30,6 +35,13 @@ void sim_disk_use(sim_disk_t *d);
 /* Faults: probability of a failed fsync (per call), capacity in bytes (0 =
  * unbounded). */
 void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity);
+/* Evictions after a failed fsync, of which files: none (a new disk's), those
+ * opened through the journal's table (sim_journal_fs.h, which marks them with
+ * sim_disk_journal_file(fd) on the current disk), or every file, the spool's
+ * segments too (docs/simulation.md: the worlds' choices, the open findings). */
+typedef enum { SIM_EVICT_NONE, SIM_EVICT_JOURNALS, SIM_EVICT_ALL } sim_evict_t;
+void sim_disk_set_evict(sim_disk_t *d, sim_evict_t which);
+void sim_disk_journal_file(int fd);
 /* The process dies after `ops` more operations (0: never). The operation that
  * kills it, when a write, writes a random prefix first. */
 void sim_disk_die_after(sim_disk_t *d, uint64_t ops);
@@ -48,6 +60,7 @@ void sim_disk_power_loss(sim_disk_t *d);
 /* Operations done and faults injected so far. */
 typedef struct sim_disk_stats {
     uint64_t ops, fsync_fails, full_writes, torn_writes, power_losses;
+    uint64_t evictions; /* dropped pages evicted: read back as the disk holds them */
 } sim_disk_stats_t;
 void sim_disk_stats(const sim_disk_t *d, sim_disk_stats_t *out);
 

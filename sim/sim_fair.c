@@ -120,6 +120,9 @@ typedef struct fw {
     bool o_durable[NP];  /* answered so under fsync durability: no power loss excuses its loss */
     bool o_power;        /* a power loss: write durability's .reg may have lost 201s, by design */
     bool o_power_last;   /* the last restart was after a power loss */
+    bool o_evicted_last; /* pages a failed fdatasync dropped evicted since the process
+                            before began its start */
+    uint64_t ev_mark;    /* the disk's evictions before the last process's start */
     bool o_dropped;      /* an fdatasync of the .reg failed since the last power loss: pages
                             dropped that a later fdatasync does not bring back */
     bool o_renamed, o_rewritten; /* the load wrote the .reg again: renamed, and synced */
@@ -735,9 +738,11 @@ static void wl_check(fw_t *w)
                                   tick ends the waitlist again */
         else if (o == GW_ENTRY_WAITLISTED && s == GW_ENTRY_WON && held && w->o_took[e])
             w->o_state[e] = s; /* its promotion cut by the death: the spool's word */
-        else if (o == GW_ENTRY_LOST && s == GW_ENTRY_WAITLISTED && !held && w->o_power_last) {
+        else if (o == GW_ENTRY_LOST && s == GW_ENTRY_WAITLISTED && !held &&
+                 (w->o_power_last || w->o_evicted_last)) {
             /* lost for cause at a refused promotion, its "X" unsynced (a failed
-             * fdatasync: gw_waitlist.c local_record logs it) and lost with the power */
+             * fdatasync: gw_waitlist.c local_record logs it) and lost with the power,
+             * or with its pages, evicted after that failure (sim_disk.h) */
             sim_trace(&w->log, "leftovers: p-%u waits again, its loss unrecorded", p);
             w->o_state[e] = s;
         } else if (o == GW_ENTRY_WON && !held && !w->fsync && w->o_power_last) {
@@ -793,6 +798,8 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&keys, opts->seed ^ 0x5eed5eed5eed5eedull);
     cm_hash_seed_set_fake(seed_word, &keys);
     w->disk = sim_disk_new(&w->rng);
+    /* the journals' pages a failed fdatasync dropped evicted; the spool's too: its open findings */
+    sim_disk_set_evict(w->disk, opts->open_defects ? SIM_EVICT_ALL : SIM_EVICT_JOURNALS);
     w->fs = sim_disk_ops();
     sim_disk_use(w->disk);
     obs_w = w;
@@ -844,11 +851,18 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
             sim_disk_set_faults(w->disk, 0, 0);
         }
         if (!w->up) {
+            sim_disk_stats_t ds;
+            sim_disk_stats(w->disk, &ds);
+            uint64_t ev0 = ds.evictions;
             proc_start(w);
             if (w->up && !w->drawn && atomic_load(&w->slot->drawn))
                 drawn(w); /* published by a turn the process died in */
+            sim_disk_stats(w->disk, &ds);
+            w->o_evicted_last = ds.evictions > w->ev_mark;
             wl_check(w);
             reg_check(w);
+            if (w->up)
+                w->ev_mark = ev0;
             w->o_power_last = w->o_power_last && !w->up;
             continue;
         }
@@ -881,6 +895,7 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     sim_disk_stats_t st;
     sim_disk_stats(w->disk, &st);
     out->fsync_fails = st.fsync_fails;
+    out->evictions = st.evictions;
     out->torn_writes = st.torn_writes;
     sim_disk_free(w->disk);
 }

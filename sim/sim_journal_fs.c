@@ -38,6 +38,8 @@ static int sj_open(const char *path, int flags, mode_t mode)
     if (dfd < 0)
         return -1;
     int fd = sim_disk_ops()->openat(dfd, base(path), flags, mode);
+    if (fd >= 0) /* a failed fdatasync's pages may be evicted from it */
+        sim_disk_journal_file(fd);
     dir_close(dfd);
     return fd;
 }

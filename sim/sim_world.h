@@ -33,6 +33,7 @@ typedef struct sim_result {
     uint64_t power_losses;
     uint64_t stops;       /* graceful stops (SIGTERM) of gateways and settle workers */
     uint64_t fsync_fails; /* failed fsyncs the disks injected */
+    uint64_t evictions;   /* their dropped pages the disks evicted (sim_disk.h) */
     uint64_t torn_writes; /* writes a death cut at a random byte */
     uint64_t accepted;    /* orders answered 202 */
 } sim_result_t;

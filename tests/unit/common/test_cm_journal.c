@@ -843,6 +843,69 @@ static void test_rewrite_keeps_open_holes(void **st)
     assert_int_equal(cm_journal_close(&j), 0);
 }
 
+/* The lines a load reads (cm_journal_lines_open): how many. */
+static int load_lines(const char *path)
+{
+    FILE *fp = cm_journal_lines_open(path);
+    assert_non_null(fp);
+    int n = 0;
+    char line[128];
+    while (fgets(line, sizeof(line), fp))
+        n++;
+    fclose(fp);
+    return n;
+}
+
+/* A load, then the open whose rewrite makes the log durable
+ * (CM_JOURNAL_REWRITE_FOUND): pages evicted between the two reads (a failed
+ * fdatasync's, marked clean) read back as the disk's zeros in the second. Its
+ * rewrite would copy that hole, durable, under a state that holds the records
+ * the load read; the open refuses, again until a load reads the file again,
+ * and then opens what that load read. An open after a load that read the same
+ * file opens it. */
+static void test_rewrite_found_reads_what_the_load_read(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 4);
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(load_lines(f->path), 4);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 4);
+    cm_journal_discard(&j);
+
+    assert_int_equal(load_lines(f->path), 4);
+    char full[512];
+    size_t n = get_file(f->path, full, sizeof(full));
+    off_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2, second = CM_JOURNAL_MAGIC_LEN + fl;
+    memset(full + second, 0, (size_t)fl); /* "r1" evicted after the load */
+    put_file(f->path, full, n);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), CM_EIO);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), CM_EIO);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0); /* no rewrite: no refusal */
+    assert_int_equal(cm_journal_close(&j), 0);
+
+    assert_int_equal(load_lines(f->path), 3);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_true(cm_journal_dropped(&j));
+    assert_int_equal(cm_journal_rewrite(&j), 0);
+    assert_int_equal(cm_journal_close(&j), 0);
+    /* a later open, after the file's own writes, is not compared with that load */
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 3);
+    cm_journal_discard(&j);
+    /* nor one after the loader wrote the file anew from its state (a start's
+     * cm_journal_replace, gw_reg_local.c) */
+    assert_int_equal(load_lines(f->path), 3);
+    char fr[64];
+    size_t frn = cm_journal_frame(fr, sizeof(fr), "z", 1);
+    assert_int_equal(cm_journal_replace(f->path, fr, frn, NULL), 0);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_REWRITE_FOUND, &s), 0);
+    assert_int_equal(s.n, 1);
+    cm_journal_discard(&j);
+}
+
 typedef struct compactor {
     cm_journal_t *j;
     _Atomic int *writers_left;
@@ -970,6 +1033,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_checks_read_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewrite_found_reads_what_the_load_read, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_keeps_open_holes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_beside_appends, setup, teardown),
     };

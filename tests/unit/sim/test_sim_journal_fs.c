@@ -3,7 +3,8 @@
  * (sim/sim_journal_fs.h, sim/sim_disk.h), as the room's world runs it: a
  * power loss keeps the frames a sync reported and at most whole frames of
  * the unsynced tail (a torn one is cut); a failed fdatasync's frames are a
- * hole of zeros after a power loss, skipped to the synced frames after it;
+ * hole of zeros after a power loss, skipped to the synced frames after it,
+ * and, its pages evicted, read back as that hole before any power loss;
  * a compaction's file replaces the journal on the same disk; a line log is
  * upgraded through the table; a state file is read and removed through it
  * (the removal synced: a power loss does not bring the file back). Over many
@@ -127,6 +128,62 @@ static void test_failed_sync_is_a_hole(void **state)
     sim_disk_free(d);
 }
 
+/* A failed fdatasync's pages evicted (in some seeds, some operations later):
+ * the page cache then reads the disk's zeros where they were, in this process
+ * and after a kill -9; the frames synced before and appended after read back
+ * whole. A rewrite that reads them back refuses; one that does not (no
+ * eviction) makes them durable. */
+static void test_failed_sync_pages_evicted(void **state)
+{
+    (void)state;
+    int evicted = 0, kept = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        cm_rand_t rng;
+        cm_rand_seed(&rng, seed);
+        sim_disk_t *d = sim_disk_new(&rng);
+        sim_disk_use(d);
+        sim_disk_set_evict(d, SIM_EVICT_JOURNALS);
+        cm_journal_t j;
+        reopen(&j);
+        off_t a, c, e;
+        assert_int_equal(cm_journal_put(&j, "A", 1, &a), 0);
+        assert_int_equal(cm_journal_sync_to(&j, a), 0);
+        assert_int_equal(cm_journal_put(&j, "C-dropped", 9, &c), 0);
+        sim_disk_set_faults(d, 1.0, 0);
+        assert_int_equal(cm_journal_sync_to(&j, c), CM_EIO);
+        sim_disk_set_faults(d, 0, 0);
+        assert_int_equal(cm_journal_put(&j, "E", 1, &e), 0);
+        struct stat st;
+        for (int i = 0; i < 300; i++) /* past any eviction's time */
+            assert_int_equal(cm_journal_fs()->fstat(j.fd, &st), 0);
+        char buf[64];
+        assert_int_equal(cm_journal_fs()->pread(j.fd, buf, (size_t)(c - a), a), c - a);
+        bool gone = buf[0] == '\0';
+        if (gone) {
+            for (off_t i = 0; i < c - a; i++)
+                assert_int_equal(buf[i], '\0');
+            evicted++;
+        } else {
+            assert_memory_equal(buf + CM_JOURNAL_FRAME_OVERHEAD - 1, "C-dropped", 9);
+            kept++;
+        }
+        sim_disk_stats_t ds;
+        sim_disk_stats(d, &ds);
+        assert_int_equal(ds.evictions, gone ? 1 : 0);
+        assert_int_equal(cm_journal_rewrite(&j), gone ? CM_EIO : 0);
+        assert_int_equal(cm_journal_dropped(&j), gone);
+        sim_disk_crash(d); /* kill -9: the page cache, as evicted, stays */
+        cm_journal_discard(&j);
+        got_t g = reopen(&j);
+        assert_int_equal(g.n, gone ? 2 : 3);
+        assert_string_equal(g.rec[0], "A");
+        assert_string_equal(g.rec[g.n - 1], "E");
+        cm_journal_discard(&j);
+        sim_disk_free(d);
+    }
+    assert_true(evicted > 5 && kept > 5);
+}
+
 static void test_compaction_on_the_disk(void **state)
 {
     (void)state;
@@ -226,6 +283,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_power_loss_keeps_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_a_hole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_pages_evicted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_on_the_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_through_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_file_read_and_removed, setup, teardown),
