@@ -283,6 +283,38 @@ static void test_put_back_keeps_entries(void **state)
     put_back_through(true);
 }
 
+/*
+ * B held the first lottery's configuration but no entry when it went down; the sale is
+ * deleted and created again through A. At B's start its copy (no entry, not closed) is
+ * not held back, so an entry into the new sale's window is answered before the first poll
+ * (it goes into the old generation's copy), and that poll drops the copy it now has an
+ * entry in: an entry answered 0 must not be lost.
+ */
+static void test_empty_copy_entry_before_first_poll(void **state)
+{
+    (void)state;
+    char val[64], why[256] = "";
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    assert_int_equal(entries(&b), 0);
+    gw_halt(&b);
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
+    configure(&a);
+    gw_start(&b, false, 2);
+    int rc = try_enter(&b, "o2", "u2"); /* before the lottery thread's first poll */
+    gw_fair_tick(&b.srv);               /* its poll */
+    if (rc == 0)
+        assert_int_equal(entries(&b), 1); /* answered entered: still in the lottery */
+    else
+        assert_int_equal(rc, CM_EBACKEND); /* or held back until the poll, as a loaded copy */
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -303,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_down_across_delete_and_create),
         cmocka_unit_test(test_created_again_through_it),
         cmocka_unit_test(test_put_back_keeps_entries),
+        cmocka_unit_test(test_empty_copy_entry_before_first_poll),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
