@@ -56,6 +56,8 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     /* the lottery's store: the one choice between one gateway and a fleet */
     f->lot =
         strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_fair__lot_redis : &gw_fair__lot_local;
+    /* a store with no shared configuration (no tick polls one) has read all there is */
+    atomic_init(&f->conf_read, !f->lot->tick);
     int orc = f->lot->open ? f->lot->open(f, errbuf, errlen) : 0;
     if (orc)
         return orc;
@@ -115,7 +117,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
         const char *gen = json_string_value(json_object_get(it, "lottery_gen"));
         fs->lot_gen = gen ? strtoull(gen, NULL, 16) : 0; /* none: unknown (an older fair.json) */
         gw_fair__log_load(f, fs, &max_id);
-        fs->loaded = fs->n > 0 || gw_fair__past_close(fs);
+        fs->loaded = fs->n > 0 || gw_fair__past_close(fs) || fs->lot_gen != 0;
         if (gw_fair__log_open(f, fs) != 0) {
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
@@ -172,6 +174,10 @@ static bool fair_tick(gw_fair_t *f)
         }
         /* a sale gone from inventory is neither drawn nor admitted */
         due[i] = here[i] ? so.actions : so.actions & ~(GW_SALE_DO_DRAW | GW_SALE_DO_ADMIT);
+        /* a copy that may be a deleted lottery's sends nothing to the store until the
+         * fleet's configuration has been read (gw_fair_sale.loaded) */
+        if (gw_fair__stale(fs))
+            due[i] &= ~(GW_SALE_DO_WL | GW_SALE_DO_ENTRIES | GW_SALE_DO_DRAW);
         busy = busy || due[i];
     }
     gw_fair__rooms_tick(f, now, m, due);

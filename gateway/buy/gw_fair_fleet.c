@@ -241,7 +241,7 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
     gw_fair_t *f = fs->f;
     *marked = false;
     *mine = false;
-    if (fs->loaded && !atomic_load(&f->conf_read))
+    if (gw_fair__stale(fs))
         return CM_EBACKEND; /* 503: maybe a deleted lottery's copy (gw_fair_sale.loaded) */
     *mine = t->person[0] && strcmp(t->person, t->user_id) != 0; /* else fleet_marks_push's */
     if (!*mine)
@@ -775,8 +775,6 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 {
     char why[256] = "";
     bool done = false;
-    if (fs->loaded && !atomic_load(&f->conf_read))
-        return; /* maybe a deleted lottery's: no push, no draw (gw_fair_sale.loaded) */
     if ((!fs->pushed && !fleet_push(f, fs)) ||
         !FLEET_CALL(f, why, gw_fair_redis_lottery_done, fs->sale_id, &done)) {
         fs->push_read_ms = 0;
@@ -961,8 +959,6 @@ void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
  */
 void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    if (fs->loaded && !atomic_load(&f->conf_read))
-        return; /* maybe a deleted lottery's (gw_fair_sale.loaded) */
     if (!fs->marked) {
         pthread_mutex_lock(&fs->mu);
         bool any = fs->n > 0;

@@ -114,9 +114,10 @@ struct gw_fair_sale {
      * the fleet's is dropped, not re-keyed (conf_sync_one). 0: unknown (a reset slot, a store
      * without it). */
     uint64_t lot_gen;
-    /* Loaded at the start with entries or closed (set once by gw_fair_open). In a fleet it may
-     * be a lottery deleted while this gateway was down: until f->conf_read it takes no entry
-     * and sends nothing of it to Redis, so that conf_sync_one may drop it first. */
+    /* Loaded at the start with entries, closed, or with a fleet's generation (set once by
+     * gw_fair_open). In a fleet it may be a lottery deleted while this gateway was down:
+     * until f->conf_read (gw_fair__stale) it takes no entry and sends nothing of it to Redis
+     * (no push, draw or leftovers walk), so that conf_sync_one may drop it first. */
     bool loaded;
     entry_t *v;
     size_t n, cap;
@@ -338,6 +339,12 @@ bool gw_fair__sale_terms(gw_fair_sale_t *fs);
 /* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
  * the fleet then means a new lottery, not a re-key. fs->mu held. */
 bool gw_fair__past_close(gw_fair_sale_t *fs);
+/* A copy loaded at the start that may be a deleted lottery's, the fleet's configuration
+ * not read yet (gw_fair_sale.loaded): no entry, nothing sent to the store. */
+static inline bool gw_fair__stale(const gw_fair_sale_t *fs)
+{
+    return fs->loaded && !atomic_load(&fs->f->conf_read);
+}
 /* Creates or updates a sale's lottery in the local table; secret NULL: keep it (a new sale: a
  * random one); gen 0: keep the generation (fs->lot_gen); refuse_busy: a window change of a
  * lottery with entries and no draw is refused. f->mu held. 0 or a cm_err_t. */
