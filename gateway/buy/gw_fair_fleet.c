@@ -241,8 +241,11 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *min
     gw_fair_t *f = fs->f;
     *marked = false;
     *mine = false;
-    if (gw_fair__stale(fs))
-        return CM_EBACKEND; /* 503: maybe a deleted lottery's copy (gw_fair_sale.loaded) */
+    /* 503: maybe a deleted lottery's copy (gw_fair_sale.loaded); or fair.json does not hold
+     * the copy's generation yet (a failed save): an entry a crash then brought back under
+     * the old one would be dropped with it at the first poll */
+    if (gw_fair__stale(fs) || (fs->lot_gen && atomic_load(&f->conf_unsaved)))
+        return CM_EBACKEND;
     *mine = t->person[0] && strcmp(t->person, t->user_id) != 0; /* else fleet_marks_push's */
     if (!*mine)
         return 0;

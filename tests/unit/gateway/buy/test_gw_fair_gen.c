@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -315,6 +316,66 @@ static void test_empty_copy_entry_before_first_poll(void **state)
     gw_stop(&a);
 }
 
+/* g's fair.json held as it is while a directory stands at its name, so that a save fails
+ * (its rename), and put back. */
+static void conf_block(gw_t *g, bool on)
+{
+    char path[128], keep[140], inner[140];
+    snprintf(path, sizeof(path), "%s/fair.json", g->dir);
+    snprintf(keep, sizeof(keep), "%s.keep", path);
+    snprintf(inner, sizeof(inner), "%s/x", path);
+    if (on) {
+        assert_int_equal(rename(path, keep), 0);
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(mkdir(inner, 0700), 0);
+    } else {
+        assert_int_equal(rmdir(inner), 0);
+        assert_int_equal(rmdir(path), 0);
+        assert_int_equal(rename(keep, path), 0);
+    }
+}
+
+/*
+ * B's poll meets the sale created again (another generation) while fair.json cannot be
+ * saved: its copy drops the old lottery and takes the new generation in memory only. An
+ * entry into it now would be written to the log under a fair.json that names the old
+ * generation: a crash, and the first poll after the start drops it as the old lottery's.
+ * So it is refused (503) until a save holds, and taken after.
+ */
+static void test_entry_waits_for_the_saved_generation(void **state)
+{
+    (void)state;
+    char val[64], why[256] = "";
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_t a, b;
+    gw_start(&a, true, 1);
+    gw_start(&b, true, 2);
+    configure(&a);
+    poll_conf(&b);
+    enter(&b, "o1", "u1");
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
+    configure(&a);
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    conf_block(&b, true);
+    poll_conf(&b);
+    assert_int_equal(entries(&b), 0);
+    assert_true(slot(&b)->lot_gen == g2);
+    int rc = try_enter(&b, "o2", "u2");
+    gw_halt(&b); /* a crash: fair.json as the failed saves left it */
+    conf_block(&b, false);
+    gw_start(&b, false, 2);
+    gw_fair_tick(&b.srv);
+    if (rc == 0)
+        assert_int_equal(entries(&b), 1); /* answered entered: still in the lottery */
+    else
+        assert_int_equal(rc, CM_EBACKEND);
+    enter(&b, "o3", "u3"); /* the generation saved: entries go on */
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -336,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_created_again_through_it),
         cmocka_unit_test(test_put_back_keeps_entries),
         cmocka_unit_test(test_empty_copy_entry_before_first_poll),
+        cmocka_unit_test(test_entry_waits_for_the_saved_generation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
