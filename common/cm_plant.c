@@ -64,6 +64,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_ROOM_REPLAY_FORGETS_NEXT] = "room_replay_forgets_next",
     [CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM] = "room_replay_skips_claim",
     [CM_PLANT_ROOM_CLAIM_UNSYNCED] = "room_claim_unsynced",
+    [CM_PLANT_ROOM_REWRITE_WAITS] = "room_rewrite_waits",
     [CM_PLANT_FAIR_OUTCOME_UNSYNCED] = "fair_outcome_unsynced",
     [CM_PLANT_FAIR_FLEET_PUSH_SKIPS] = "fair_fleet_push_skips",
     [CM_PLANT_FAIR_REDIS_MARK_HELD] = "fair_redis_mark_held",

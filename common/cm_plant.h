@@ -115,6 +115,9 @@ typedef enum {
                                            tokens back: a token admits a second order */
     CM_PLANT_ROOM_CLAIM_UNSYNCED,       /* gw_room_store.c: a token's claim reported durable
                                            without its fdatasync: a power cut, a second order */
+    CM_PLANT_ROOM_REWRITE_WAITS,        /* gw_room_store.c: a failed fdatasync does not make the
+                                           lottery thread's tick rewrite the log: the dropped
+                                           lines, evicted, are lost at a kill -9 */
     CM_PLANT_FAIR_OUTCOME_UNSYNCED,     /* gw_fair_core.c: a drawn entrant's outcome is answered at
                                            its decision, before the record covering it (its "X",
                                            its order's commit, "O" or "F") is durable */

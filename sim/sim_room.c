@@ -22,7 +22,9 @@
  * A record is durable when the store's write of it returned whole, an
  * fdatasync the store ran on the log succeeded after it with no failed one
  * in between (a failed fdatasync drops the dirty pages, as Linux does:
- * sim_disk.h), and the log's name was fsync'd in its directory. The world
+ * sim_disk.h), and the log's name was fsync'd in its directory. A crash
+ * keeps every record written, but those whose dropped pages were evicted
+ * before a rewrite succeeded (after_eviction). The world
  * sees the store's calls through a table around the journal's (obs_fs): what
  * the store did, not what it meant to do.
  */
@@ -84,6 +86,9 @@ typedef struct rworld {
     uint64_t len;                /* its end */
     uint64_t dur;                /* durable through (a successful fdatasync) */
     uint64_t lost_from, lost_to; /* dropped by a failed fdatasync (lost_to 0: none) */
+    uint64_t ev_mark;            /* the disk's evictions when that range opened */
+    bool rewrite_tried;          /* a rewrite's file opened in this call (obs_open) */
+    bool rewrite_skipped;        /* a tick with that range open tried no rewrite */
     bool name_durable;           /* its name fsync'd in the directory */
     bool op_failed;              /* a write of it failed, or it was removed, in this call */
     uint64_t s_end;              /* durable through this, the seal is (0: not sealed) */
@@ -100,11 +105,13 @@ typedef struct rworld {
     uint64_t owner_need[POS_MAX];
     struct {
         uint64_t jti;
+        uint64_t need; /* its claim's line durable through (its "T") */
         int orders;
     } ord[ORD_MAX];
     int nord;
     uint64_t step;
     uint64_t max_next; /* the most places a process of this world gave */
+    uint64_t answered; /* the last join's place (0: none), NEVER when not answered one */
 } rworld_t;
 
 /*---- what the store does to its log: the journal's table, watched ----*/
@@ -185,6 +192,7 @@ static int obs_open(const char *path, int flags, mode_t mode)
         }
     } else if (fd >= 0 && !(flags & O_DIRECTORY) && is_tmp(path)) {
         fd_set_to(obs_tmp, fd, true);
+        obs_w->rewrite_tried = true;
         obs_tmp_synced = 0;
     }
     return fd;
@@ -245,6 +253,8 @@ static int obs_fdatasync(int fd)
     if (fd_in(obs_tmp, fd)) {
         if (r == 0)
             obs_tmp_synced = fd_size(fd);
+        else
+            sim_trace(&w->log, "the rewrite's fdatasync failed");
         return r;
     }
     if (!fd_in(obs_fd, fd))
@@ -254,8 +264,12 @@ static int obs_fdatasync(int fd)
         return 0;
     }
     int e = errno;
-    if (w->lost_to == 0)
+    if (w->lost_to == 0) {
+        sim_disk_stats_t ds;
+        sim_disk_stats(w->disk, &ds);
         w->lost_from = w->dur;
+        w->ev_mark = ds.evictions;
+    }
     w->lost_to = w->base + fd_size(fd);
     sim_trace(&w->log, "fdatasync failed: [%" PRIu64 ", %" PRIu64 ") not durable", w->lost_from,
               w->lost_to);
@@ -290,6 +304,7 @@ static int obs_rename(const char *from, const char *to)
         w->base = w->len - size;
         w->dur = w->base + obs_tmp_synced;
         w->lost_from = w->lost_to = 0;
+        w->rewrite_skipped = false;
         w->name_durable = false;
         sim_trace(&w->log, "the log rewritten: %" PRIu64 " bytes", size);
     }
@@ -303,6 +318,7 @@ static int obs_unlink(const char *path)
         rworld_t *w = obs_w;
         w->gone_below = w->base = w->dur = ++w->len; /* the next file's records are after */
         w->lost_from = w->lost_to = 0;
+        w->rewrite_skipped = false;
         w->name_durable = false;
         w->op_failed = true;
     }
@@ -518,6 +534,7 @@ static void join(rworld_t *w, int who, bool take)
     int rc = gw_fair_room_join(fs, p->id, p->len, take, w->now_ms,
                                atomic_load(&fs->wr_core.front_milli) / 1000, &a);
     seal_seen(w);
+    w->answered = rc == 0 && !a.prequeue ? a.pos : NEVER;
     if (rc == 0 && a.prequeue) {
         if (in_prequeue(w, p->id) && !p->pre) { /* added once its line was written */
             p->pre = true;
@@ -563,19 +580,30 @@ static void tick(rworld_t *w)
     if (!(so.actions & GW_SALE_DO_ROOM))
         return;
     w->op_failed = false;
+    bool owed = w->lost_to != 0; /* what a failed fdatasync dropped: the tick rewrites it */
+    w->rewrite_tried = false;
     fs->wr_ops->tick(fs, w->now_ms, dt, (so.actions & GW_SALE_DO_ADMIT) != 0, w->starts_ms, w->rate,
                      1);
     seal_seen(w);
+    if (owed && !w->rewrite_tried && w->lost_to != 0 && !w->rewrite_skipped) {
+        sim_trace(&w->log, "the tick tried no rewrite of the dropped lines");
+        w->rewrite_skipped = true;
+    }
 }
 
-static int *orders_of(rworld_t *w, uint64_t jti)
+/* The orders jti's token made, its claim's line durable through need (the
+ * last order's: a claim forgotten by an eviction counts again from 0). */
+static int *orders_of(rworld_t *w, uint64_t jti, uint64_t need)
 {
     for (int i = 0; i < w->nord; i++)
-        if (w->ord[i].jti == jti)
+        if (w->ord[i].jti == jti) {
+            w->ord[i].need = need;
             return &w->ord[i].orders;
+        }
     if (w->nord == ORD_MAX)
         return NULL;
     w->ord[w->nord].jti = jti;
+    w->ord[w->nord].need = need;
     w->ord[w->nord].orders = 0;
     return &w->ord[w->nord++].orders;
 }
@@ -601,6 +629,7 @@ static void buy(rworld_t *w, int who)
                                        : "busy");
         return;
     }
+    uint64_t need = w->op_failed ? NEVER : w->len;
     /* the reserve: sold out sometimes */
     bool ok = sim_below(&w->rng, 5) != 0 && (!w->fsync_mode || fs->wr_ops->sync(fs) == 0);
     fs->wr_ops->settle(fs, p->jti, p->fp, nonce, ok);
@@ -608,7 +637,7 @@ static void buy(rworld_t *w, int who)
         sim_trace(&w->log, "%s buys: no order, token given back", p->id);
         return;
     }
-    int *n = orders_of(w, p->jti);
+    int *n = orders_of(w, p->jti, w->fsync_mode ? PROMISED : need);
     sim_trace(&w->log, "%s buys: order with place %" PRIu64 "'s token", p->id, p->pos);
     if (n && ++*n > 1)
         sim_fail(&w->log, "the token of place %" PRIu64 " (%s) admitted %d orders", p->pos, p->id,
@@ -626,10 +655,41 @@ static uint64_t log_size(void)
     return n;
 }
 
+/* Records in (from, to], dropped by a failed fdatasync and evicted before any
+ * rewrite made the room's state durable again, are gone though no power was
+ * lost: what the page cache showed is no longer there for the load to read
+ * (sim_disk.h), and the process that held them died. As after a power loss, the
+ * places, the pre-queue joins and the token claims written there are forgotten
+ * (the store answered them before the failed fdatasync, unsynced as its
+ * durability allows: docs/design.md "Limits"). */
+static void after_eviction(rworld_t *w, uint64_t from, uint64_t to)
+{
+#define EVICTED(need) ((need) != PROMISED && (need) != NEVER && (need) > from && (need) <= to)
+    for (int i = 0; i < w->np; i++) {
+        rperson_t *p = &w->p[i];
+        if (p->pre && EVICTED(p->pre_need))
+            p->pre = in_prequeue(w, p->id);
+        if (p->pos && EVICTED(p->pos_need)) {
+            sim_trace(&w->log, "%s's place %" PRIu64 " evicted", p->id, p->pos);
+            p->pos = 0, p->exp_s = 0, p->jti = 0;
+        }
+    }
+    for (int pos = 1; pos < POS_MAX; pos++)
+        if (w->owner[pos] && EVICTED(w->owner_need[pos]))
+            w->owner[pos] = 0;
+    for (int i = 0; i < w->nord; i++)
+        if (w->ord[i].orders && EVICTED(w->ord[i].need)) {
+            sim_trace(&w->log, "the claim of a token with %d order(s) evicted", w->ord[i].orders);
+            w->ord[i].orders = 0;
+        }
+#undef EVICTED
+}
+
 /* The process is gone; a new one loads the log (gw_fair__room_load). */
 static void restart(rworld_t *w, bool power)
 {
     sim_disk_use(w->disk);
+    uint64_t lost_from = w->lost_from, lost_to = w->lost_to, ev_mark = w->ev_mark;
     if (power) {
         /* as the store's calls left the disk (after_power) */
         memcpy(w->loss, (uint64_t[4]){w->dur, w->lost_from, w->lost_to, w->name_durable},
@@ -652,6 +712,12 @@ static void restart(rworld_t *w, bool power)
     w->op_failed = false;
     gw_fair__room_load(w->fs);
     seal_seen(w);
+    sim_disk_stats_t ds;
+    sim_disk_stats(w->disk, &ds);
+    /* evicted before the load read them, or while it did; a loss the lottery
+     * thread's rewrite would have prevented is the store's (no excuse) */
+    if (!power && lost_to && ds.evictions > ev_mark && !w->rewrite_skipped)
+        after_eviction(w, lost_from, lost_to);
     const gw_room_core_t *c = &w->fs->wr_core;
     sim_trace(&w->log,
               "restart: the log to %" PRIu64 ", %zu in the pre-queue, sealed %d, %" PRIu64
@@ -688,6 +754,7 @@ static void after_power(rworld_t *w)
     /* the dropped pages are gone: what is written from now on can be synced */
     w->dur = dur, w->name_durable = named;
     w->lost_from = w->lost_to = 0;
+    w->rewrite_skipped = false;
 }
 
 /* Every place that was durable is still its person's (unless its token expired). */
@@ -701,9 +768,9 @@ static void check_places(rworld_t *w)
             continue;
         uint64_t had = p->pos;
         join(w, i, false);
-        if (!w->log.failed && p->pos != had)
+        if (!w->log.failed && (p->pos != had || w->answered == 0))
             sim_fail(&w->log, "%s held place %" PRIu64 " before the restart, %" PRIu64 " after",
-                     p->id, had, p->pos);
+                     p->id, had, w->answered == 0 ? 0 : p->pos);
     }
 }
 
@@ -714,8 +781,8 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     cm_rand_seed(&w->rng, opts->seed ^ 0x726f6f6d5e5e5e5eull);
     w->fsync_mode = sim_below(&w->rng, 3) != 0 || opts->fsync_only;
     w->disk = sim_disk_new(&w->rng);
-    /* the room's log's pages a failed fdatasync dropped, evicted: its open findings */
-    sim_disk_set_evict(w->disk, opts->open_defects ? SIM_EVICT_JOURNALS : SIM_EVICT_NONE);
+    /* the room's log's pages a failed fdatasync dropped, evicted (after_eviction) */
+    sim_disk_set_evict(w->disk, SIM_EVICT_JOURNALS);
     sim_disk_use(w->disk);
     obs_w = w;
     memset(obs_fd, 0, sizeof(obs_fd));

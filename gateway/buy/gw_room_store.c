@@ -280,8 +280,12 @@ static bool store_compact_due(gw_fair_sale_t *fs, bool mark)
         (void)store_open(fs); /* a failure: due again at the next tick */
     if (st->open)
         cm_journal_lens(&st->j, &len, NULL, &delta);
-    bool due = st->open && (store_dropped(st) || (len - delta > GW_WR_COMPACT_MIN_BYTES &&
-                                                  len - delta > 2 * st->base_len));
+    /* a failed fdatasync's dropped lines: written again at once, before the kernel
+     * evicts them (then only this process's memory holds them) */
+    bool dropped = CM_PLANT(ROOM_REWRITE_WAITS) ? st->rewrite : store_dropped(st);
+    bool due =
+        st->open &&
+        (dropped || (len - delta > GW_WR_COMPACT_MIN_BYTES && len - delta > 2 * st->base_len));
     if (due && mark) {
         st->cmark = len;
         st->cmark_file = len - delta;
