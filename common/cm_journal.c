@@ -473,9 +473,11 @@ static bool load_differs(const char *path, const cm_journal_scan_t *sc)
 }
 
 /* The one atomic rewrite: head (hn bytes) then body (n bytes) to "<path>.tmp"
- * (a stale one removed first, so mode holds), fdatasync, rename, directory fsync. */
+ * (a stale one removed first, so mode holds), fdatasync, rename, directory fsync.
+ * name_durable: a failed directory fsync is a failure (the new name may not survive a
+ * power cut, and the old file under it lacks what the caller answered for). */
 static int replace_file(const char *path, const void *head, size_t hn, const void *body, size_t n,
-                        mode_t mode, int *fd_out)
+                        mode_t mode, int *fd_out, bool name_durable)
 {
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -494,16 +496,24 @@ static int replace_file(const char *path, const void *head, size_t hn, const voi
     what = "rename";
     if (jfs->rename(tmp, path) != 0)
         goto fail;
-    /* the new file is whole under either name: a failed directory fsync only
-     * leaves which one a power cut brings back open */
-    if (cm_journal_dir_sync(path) != 0)
+    /* a journal's records are whole under either name: a failed directory fsync only
+     * leaves which one a power cut brings back open; a state file's old one is not
+     * what its writer saved (the rename stands: its retry writes and syncs again) */
+    what = "directory fsync";
+    if (cm_journal_dir_sync(path) != 0) {
+        if (name_durable)
+            goto fail_renamed;
         cm_log_warn("journal", "directory fsync after a rewrite failed", "path=%s err=%s", path,
                     strerror(errno));
+    }
     if (fd_out)
         *fd_out = fd;
     else
         jfs->close(fd);
     return 0;
+fail_renamed:
+    jfs->close(fd);
+    fd = -1;
 fail:
     cm_log_error("journal", "cannot rewrite", "path=%s what=%s err=%s", path, what,
                  strerror(errno));
@@ -516,12 +526,13 @@ fail:
 
 int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out)
 {
-    return replace_file(path, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN, frames, n, 0644, fd_out);
+    return replace_file(path, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN, frames, n, 0644, fd_out,
+                        false);
 }
 
 int cm_journal_replace_file(const char *path, const void *buf, size_t n, mode_t mode)
 {
-    return replace_file(path, "", 0, buf, n, mode, NULL);
+    return replace_file(path, "", 0, buf, n, mode, NULL, true);
 }
 
 void cm_journal_buf_free(cm_journal_buf_t *b)

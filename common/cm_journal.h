@@ -128,7 +128,8 @@ FILE *cm_journal_lines_open(const char *path);
 int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out);
 /* The same atomic rewrite of a whole file that is not a journal (a JSON state
  * file): path holds exactly buf (n bytes), created with mode. 0 or CM_EIO
- * (logged; path is left as it was). Single-threaded per file. */
+ * (logged; path is left as it was, or renamed and its directory's fsync failed:
+ * not durable, a retry writes it again). Single-threaded per file. */
 int cm_journal_replace_file(const char *path, const void *buf, size_t n, mode_t mode);
 
 /* fsync of the directory that holds path: a new name, a removal or a rename

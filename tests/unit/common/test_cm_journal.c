@@ -1011,6 +1011,37 @@ static void test_compaction_beside_appends(void **st)
     free(e.v);
 }
 
+static int failing_fsync(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* A directory whose fsync fails: a state file's replace is CM_EIO (its new name may
+ * not survive a power cut, and the old file is not what its writer saved), and a retry
+ * writes it again; a journal's replace is not (its records are whole under either name). */
+static void test_replace_file_needs_the_name_durable(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_fs_t bad = *cm_journal_fs();
+    bad.fsync = failing_fsync;
+    cm_journal_set_fs(&bad);
+    assert_int_equal(cm_journal_replace_file(f->path, "{}", 2, 0600), CM_EIO);
+    int fd = -1;
+    assert_int_equal(cm_journal_replace(f->path, "", 0, &fd), 0);
+    assert_true(fd >= 0);
+    close(fd);
+    cm_journal_set_fs(NULL);
+    assert_int_equal(cm_journal_replace_file(f->path, "{}", 2, 0600), 0);
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(cm_journal_read_file(f->path, &buf, &len), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(buf, "{}", 2);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1031,6 +1062,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_file_needs_the_name_durable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_checks_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewrite_found_reads_what_the_load_read, setup,
