@@ -618,12 +618,26 @@ int cm_journal_upgrade_lines(const char *path, size_t *records)
     return 1;
 }
 
+/* Where a load's lines go: the stream, and the scan filling sc (its hole count
+ * read at each record: a hole skipped since the last one is marked first). */
+typedef struct lines_out {
+    FILE *m;
+    const cm_journal_scan_t *sc;
+    size_t holes; /* the holes marked so far */
+    const char *hole;
+} lines_out_t;
+
 /* A record as the line a load parses (cm_journal_lines_open). */
 static void line_record(void *arg, char *rec, size_t len)
 {
-    FILE *m = arg;
-    fwrite(rec, 1, len, m);
-    fputc('\n', m);
+    lines_out_t *o = arg;
+    if (o->hole && o->sc->holes != o->holes) {
+        o->holes = o->sc->holes;
+        fputs(o->hole, o->m);
+        fputc('\n', o->m);
+    }
+    fwrite(rec, 1, len, o->m);
+    fputc('\n', o->m);
 }
 
 /* The stream cm_journal_lines_open returns: its text, freed by its fclose. */
@@ -651,6 +665,11 @@ static int lines_close(void *cookie)
 
 FILE *cm_journal_lines_open(const char *path)
 {
+    return cm_journal_lines_open_holes(path, NULL);
+}
+
+FILE *cm_journal_lines_open_holes(const char *path, const char *hole)
+{
     load_note(path, NULL);
     if (cm_journal_upgrade_lines(path, NULL) < 0) /* logged */
         return NULL;
@@ -661,7 +680,8 @@ FILE *cm_journal_lines_open(const char *path)
     size_t n = 0;
     FILE *m = open_memstream(&text, &n);
     cm_journal_scan_t sc;
-    int rc = m ? recover_scan(fd, path, line_record, m, &sc) : CM_EIO; /* logs a cut */
+    lines_out_t o = {.m = m, .sc = &sc, .hole = hole};
+    int rc = m ? recover_scan(fd, path, line_record, &o, &sc) : CM_EIO; /* logs a cut */
     if (rc == 0)
         load_note(path, &sc);
     jfs->close(fd);

@@ -118,6 +118,12 @@ int cm_journal_upgrade_lines(const char *path, size_t *records);
  * one that cannot be converted or read (logged; left as it is, and
  * cm_journal_attach refuses a line log). Single-threaded per file. */
 FILE *cm_journal_lines_open(const char *path);
+/* cm_journal_lines_open, with the line hole (its newline added) where the scan
+ * skipped a hole between whole frames: records were lost there (pages a failed
+ * fdatasync dropped and the kernel evicted, a block a power cut zero-filled),
+ * and a load that must not read the records after it as following the ones
+ * before learns where. hole must be no line the log's writer writes. */
+FILE *cm_journal_lines_open_holes(const char *path, const char *hole);
 
 /* Replaces the file at path by the magic line and frames (n bytes of whole
  * frames, as cm_journal_frame writes them): written to "<path>.tmp",

@@ -79,6 +79,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_FAIR_RESET_UNSYNCED] = "fair_reset_unsynced",
     [CM_PLANT_FAIR_CONF_RETRY_UNSAVED] = "fair_conf_retry_unsaved",
     [CM_PLANT_JOURNAL_COPY_UNCHECKED] = "journal_copy_unchecked",
+    [CM_PLANT_FAIR_HOLE_TRUSTED] = "fair_hole_trusted",
 };
 
 void cm_plant_set(cm_plant_t p)

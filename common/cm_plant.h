@@ -155,6 +155,9 @@ typedef enum {
                                            memory, answers 200, and a restart forgets it */
     CM_PLANT_JOURNAL_COPY_UNCHECKED,    /* cm_journal.c: a rewrite copies the frames it reads back
                                            unchecked: stale bytes of evicted pages made durable */
+    CM_PLANT_FAIR_HOLE_TRUSTED,         /* gw_fair_core.c: a restart takes an end record read after
+                                           a hole (the winners' records lost) as the draw done: a
+                                           winner whose order the spool holds told it lost */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -41,6 +41,10 @@
  *     win when what refused it is gone); so the positions decided since the
  *     last durable record read as still being drawn, and no entrant costs
  *     an fdatasync of its own
+ *   - a restart that read a hole (records lost) between the seed's record
+ *     and the end's takes the draw as decided but not done: its winners
+ *     are those whose records say so or whose orders the spool holds, and
+ *     their records and the end's are written again first
  *   - whether the losers wait for leftovers is decided once (at the draw's
  *     first step, or by the first end record read): a retried end record
  *     never flips it
@@ -329,6 +333,14 @@ static void on_record(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
         c->seed = ev->seed;
         c->ndraw = ev->entrants;
         c->exhausted = false;
+        c->lot_holed = false;
+        return;
+    case GW_FAIR_REC_HOLE:
+        /* records after the seed lost (pages a failed fdatasync dropped and
+         * the kernel evicted, a block a power cut zero-filled): an end read
+         * after it does not say which entrants won */
+        if (c->seeded && !c->lot_finished)
+            c->lot_holed = true;
         return;
     case GW_FAIR_REC_SOLD_OUT:
         on_sold_out_record(c);
@@ -363,11 +375,19 @@ static void on_loaded(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
         return;
     }
     /* decided; done once the end is durable, else the next tick writes the
-     * records again */
+     * records again. An end read after a hole is not enough: the hole may
+     * have held winners' "W" records (a failed fdatasync's pages evicted, the
+     * rewrite refused, the "F" of a retry left in the page cache after them),
+     * and the log's rewrite at the load copies the hole as it is. Every
+     * entrant was decided, so nobody is tried again; the winners are read
+     * from the spool as a cut draw's are (gw_fair_core_takes_spooled), their
+     * "W" records and the end written again before the draw is done, and no
+     * outcome answered before (planted: the end taken as it reads, a winner
+     * the hole held told it lost) */
     out->actions |= GW_FAIR_DO_LEFTOVERS;
     c->next = c->ndraw;
     out->waitlist = c->draw_wl == 2;
-    if (ev->rc == 0) {
+    if (ev->rc == 0 && (!c->lot_holed || CM_PLANT(FAIR_HOLE_TRUSTED))) {
         c->lot_done = true;
         c->lot_stage = STAGE_DONE;
         out->actions |= GW_FAIR_DO_PUBLISH;

@@ -52,6 +52,8 @@
     uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
     uint8_t lot_stage;  /* the reply awaited (internal) */                                         \
     bool lot_finished;  /* a restart read the end's record */                                      \
+    bool lot_holed;     /* a restart read a hole after the seed's record, before the end's: */     \
+                        /* records of the draw lost there (its winners' "W" may be) */             \
     _Atomic bool lot_done; /* the draw done, its end durable (any thread's phase reads it) */
 
 typedef struct gw_fair_core {
@@ -136,6 +138,8 @@ typedef enum {
     GW_FAIR_REC_WON = 'W',      /* a winner whose order is durable */
     GW_FAIR_REC_END = 'F',      /* the draw done (waitlist: its losers wait for leftovers) */
     GW_FAIR_REC_SOLD_OUT = 'O', /* the stock ran out in the draw: the rest are not tried */
+    GW_FAIR_REC_HOLE = '?',     /* no record: the load skipped a hole (bytes lost) here
+                                   (cm_journal_lines_open_holes) */
 } gw_fair_rec_kind_t;
 
 /* One event's facts; each kind reads only its own members. */

@@ -101,6 +101,11 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * crash (a "D" and no "F") learns its winners from the spool
  * (gw_fair__cut_winners; docs/design.md says why not from the status table).
  *
+ * A hole the journal skipped (records lost: cm_journal_lines_open_holes)
+ * between "D" and "F" leaves the draw decided but not done: its winners
+ * are read from the spool as well, and their "W" lines and the "F" written
+ * again (gw_fair_core.c on_loaded).
+ *
  * The waitlist's lines (gw_waitlist.c): "F at w" a draw whose losers are
  * waitlisted (an "F at" without it, from before the waitlist: they are lost);
  * "X order" an entry lost for cause (the draw or a promotion refused it, not
@@ -112,7 +117,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
 {
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    FILE *fp = cm_journal_lines_open(path); /* the journal's records, a line each */
+    /* the journal's records, a line each, and "?" where a hole was skipped */
+    FILE *fp = cm_journal_lines_open_holes(path, "?");
     if (!fp)
         return;
     char line[512];
@@ -187,6 +193,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair_core_step(&fs->core, &ev, &out);
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
+        } else if (line[0] == '?' && line[1] == '\n') { /* records lost here */
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_HOLE};
+            gw_fair_core_step(&fs->core, &ev, &out);
         }
     }
     fclose(fp);
@@ -236,6 +245,13 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         if (out.actions & GW_FAIR_DO_PUBLISH) {
             gw_fair__wl_told(fs);
             atomic_store(&fs->drawn, true);
+        } else if (fs->lot_holed) {
+            /* its winners from the spool (gw_fair__cut_winners), then the
+             * draw's thread writes their lines and the end again */
+            cm_log_error("fair",
+                         "the entry log lost records of the draw; its winners read from "
+                         "the spool and its end written again",
+                         "sale=%s", fs->sale_id);
         } else {
             cm_log_error("fair", "the end of the draw is not durable; written again", "sale=%s",
                          fs->sale_id);

@@ -470,6 +470,34 @@ static void test_lines_open(void **st)
     assert_int_equal(cm_journal_close(&j), 0);
 }
 
+/* A load that must know where records were lost (cm_journal_lines_open_holes):
+ * a frame zero-filled between whole ones reads as the hole's line there, once
+ * for the run; the torn tail (no whole frame after it) is cut, not marked. */
+static void test_lines_open_holes(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 5);
+    char full[512];
+    size_t n = get_file(f->path, full, sizeof(full));
+    size_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2;
+    memset(full + CM_JOURNAL_MAGIC_LEN + fl, 0, 2 * fl); /* r1 and r2 */
+    memset(full + n - 3, 0, 3);                          /* r4's end: torn */
+    put_file(f->path, full, n);
+    FILE *fp = cm_journal_lines_open_holes(f->path, "?");
+    assert_non_null(fp);
+    char text[64];
+    size_t k = fread(text, 1, sizeof(text) - 1, fp);
+    text[k] = '\0';
+    fclose(fp);
+    assert_string_equal(text, "r0\n?\nr3\n");
+    fp = cm_journal_lines_open(f->path); /* no mark asked: the records only */
+    assert_non_null(fp);
+    k = fread(text, 1, sizeof(text) - 1, fp);
+    text[k] = '\0';
+    fclose(fp);
+    assert_string_equal(text, "r0\nr3\n");
+}
+
 /* The magic line and the first frame zero-filled (written together, their
  * fdatasync failed, a later one of the frames after them succeeded, a power
  * cut): the frames after the hole are read, from the file and from memory
@@ -1058,6 +1086,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_open_holes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroed_magic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),

@@ -342,6 +342,54 @@ static void test_load_finished(void **state)
     assert_false(gw_fair_core_takes_spooled(&c));
 }
 
+/* A hole read between the seed's record and the end's (the winners' "W"
+ * records lost): the end decides, but the draw is not done though the log
+ * is durable again: its winners come from the spool, no outcome is answered,
+ * and the next tick writes the records again. A hole before the seed, or
+ * after the end, changes nothing. */
+static void test_load_hole_before_end(void **state)
+{
+    (void)state;
+    gw_fair_core_t c;
+    uint32_t perm[4];
+    c.perm = perm;
+    gw_fair_core_init(&c);
+    gw_fair_ev_t rec = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY};
+    gw_fair_ev_t hole = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_HOLE};
+    for (int i = 0; i < 3; i++)
+        step(&c, rec, 0);
+    step(&c, hole, 0); /* entries lost: the seed's record decides the entrants */
+    step(&c,
+         (gw_fair_ev_t){
+             .kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SEED, .seed = 42, .entrants = 3},
+         0);
+    gw_fair_core_t done = c;
+    step(&c, hole, 0);
+    step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END, .waitlist = true},
+         0);
+    step(&c, hole, 0);
+    assert_int_equal(c.draw_wl, 2);
+    gw_fair_out_t o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_LOADED, .rc = 0}, 0);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS);
+    assert_false(c.lot_done);
+    assert_true(gw_fair_core_takes_spooled(&c));
+    for (uint32_t pos = 1; pos <= 3; pos++)
+        assert_false(gw_fair_core_answered(&c, pos));
+    o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK}, CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_LOG_OUTCOMES);
+    assert_true(o.waitlist);
+    o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = 0}, CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_PUBLISH);
+    assert_true(c.lot_done);
+    assert_true(gw_fair_core_answered(&c, 1));
+    /* the end before any hole after the seed: done at the load */
+    step(&done, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END}, 0);
+    step(&done, hole, 0);
+    o = step(&done, (gw_fair_ev_t){.kind = GW_FAIR_EV_LOADED, .rc = 0}, 0);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS | GW_FAIR_DO_PUBLISH);
+    assert_true(done.lot_done);
+}
+
 /* A draw cut by a crash: the restart reads the entries, the seed and the
  * winners logged (or found in the spool), and the resumed draw gives the
  * same winners as one never cut, no winner accepted twice. */
@@ -663,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_accept_failed),
         cmocka_unit_test(test_leftovers),
         cmocka_unit_test(test_load_finished),
+        cmocka_unit_test(test_load_hole_before_end),
         cmocka_unit_test(test_resume_same_winners),
         cmocka_unit_test(test_seed_unsynced),
         cmocka_unit_test(test_fleet_draw),
