@@ -1001,6 +1001,54 @@ typedef struct spool_count {
     int orders;
 } spool_count_t;
 
+/* Sale s1 (stock 10, per-user limit 2, started 10 s ago) with a 1 s lottery over n
+ * entrants (cnt->ids their entry ids), drawn by the lottery thread, then closed. */
+static void drawn_sale(mini_t *m, inv_sale_def_t *def, spool_count_t *cnt, int n, int64_t now)
+{
+    char why[256] = "";
+    mini_open(m);
+    *def = (inv_sale_def_t){
+        .stock = 10, .per_user_limit = 2, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
+    snprintf(def->sale_id, sizeof(def->sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    memset(cnt, 0, sizeof(*cnt));
+    for (int i = 0; i < n; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
+        snprintf(cnt->ids[i], sizeof(cnt->ids[i]), "%s", t.order_id);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9500;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def->starts_at_ms);
+    gw_fair_close(&m->srv);
+}
+
+/* Orders replayed after the winners push them out of the bounded status table. */
+static void status_flood(mini_t *m, cm_id_gen_t *ids, int64_t now, const spool_count_t *cnt, int n)
+{
+    for (int i = 0; i < 64 * 40; i++) {
+        oq_order_t o;
+        memset(&o, 0, sizeof(o));
+        cm_id_format(cm_id_next(ids, now), o.order_id);
+        snprintf(o.sale_id, sizeof(o.sale_id), "other");
+        snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
+        o.qty = 1;
+        o.status = OQ_STATUS_SETTLED;
+        gw_orders_put(m->srv.stores.orders, &o);
+    }
+    for (int i = 0; i < n; i++)
+        assert_int_equal(gw_orders_lookup(m->srv.stores.orders, cnt->ids[i], NULL),
+                         GW_ORDERS_EXPIRED);
+}
+
 static int count_cb(const oq_rec_t *rec, void *ctx)
 {
     spool_count_t *x = ctx;
@@ -1058,53 +1106,21 @@ static void test_resumed_draw_reserves_once(void **st)
     (void)st;
     enum { N = 3 };
     mini_t *m = calloc(1, sizeof(*m));
-    mini_open(m);
     char why[256] = "";
     int64_t now = cm_wall_ms();
-    inv_sale_def_t def = {
-        .stock = 10, .per_user_limit = 2, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
-    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_def_t def;
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
-    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
-    assert_non_null(fs);
     spool_count_t cnt;
-    memset(&cnt, 0, sizeof(cnt));
-    for (int i = 0; i < N; i++) {
-        gw_fair_ticket_t t;
-        memset(&t, 0, sizeof(t));
-        snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
-        snprintf(cnt.ids[i], sizeof(cnt.ids[i]), "%s", t.order_id);
-        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
-        t.qty = 1;
-        t.entered_at_ms = now - 9500;
-        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
-    }
-    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-    wait_drawn(fs, def.starts_at_ms);
-    gw_fair_close(&m->srv);
+    gw_fair_sale_t *fs;
+    drawn_sale(m, &def, &cnt, N, now);
 
     /* kill -9 in the middle of the draw: every winner is in the spool, the
      * entry log has the seed and nothing after it */
     log_cut_after(m, 'D');
     mini_replay(m, &def, 64);
-    /* orders replayed after the winners push them out of the status table */
     cm_id_gen_t ids;
     cm_id_gen_init(&ids, 2);
-    for (int i = 0; i < 64 * 40; i++) {
-        oq_order_t o;
-        memset(&o, 0, sizeof(o));
-        cm_id_format(cm_id_next(&ids, now), o.order_id);
-        snprintf(o.sale_id, sizeof(o.sale_id), "other");
-        snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
-        o.qty = 1;
-        o.status = OQ_STATUS_SETTLED;
-        gw_orders_put(m->srv.stores.orders, &o);
-    }
-    for (int i = 0; i < N; i++)
-        assert_int_equal(gw_orders_lookup(m->srv.stores.orders, cnt.ids[i], NULL),
-                         GW_ORDERS_EXPIRED);
+    status_flood(m, &ids, now, &cnt, N);
     assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N); /* the winners, held again by the replay */
 
@@ -1197,52 +1213,19 @@ static void test_end_after_hole_keeps_winners(void **st)
     (void)st;
     enum { N = 3 };
     mini_t *m = calloc(1, sizeof(*m));
-    mini_open(m);
     char why[256] = "";
     int64_t now = cm_wall_ms();
-    inv_sale_def_t def = {
-        .stock = 10, .per_user_limit = 2, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
-    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
-    inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
-    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
-    assert_non_null(fs);
+    inv_sale_def_t def;
     spool_count_t cnt;
-    memset(&cnt, 0, sizeof(cnt));
-    for (int i = 0; i < N; i++) {
-        gw_fair_ticket_t t;
-        memset(&t, 0, sizeof(t));
-        snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
-        snprintf(cnt.ids[i], sizeof(cnt.ids[i]), "%s", t.order_id);
-        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
-        t.qty = 1;
-        t.entered_at_ms = now - 9500;
-        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
-    }
-    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-    wait_drawn(fs, def.starts_at_ms);
-    gw_fair_close(&m->srv);
+    gw_fair_sale_t *fs;
+    drawn_sale(m, &def, &cnt, N, now);
 
     log_zero_lines(m, 'W'); /* a hole between "D" and "F" */
     cm_id_gen_t ids;
     cm_id_gen_init(&ids, 2);
     for (int round = 0; round < 2; round++) {
         mini_replay(m, &def, 64);
-        /* orders replayed after the winners push them out of the status table */
-        for (int i = 0; i < 64 * 40; i++) {
-            oq_order_t o;
-            memset(&o, 0, sizeof(o));
-            cm_id_format(cm_id_next(&ids, now), o.order_id);
-            snprintf(o.sale_id, sizeof(o.sale_id), "other");
-            snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
-            o.qty = 1;
-            o.status = OQ_STATUS_SETTLED;
-            gw_orders_put(m->srv.stores.orders, &o);
-        }
-        for (int i = 0; i < N; i++)
-            assert_int_equal(gw_orders_lookup(m->srv.stores.orders, cnt.ids[i], NULL),
-                             GW_ORDERS_EXPIRED);
+        status_flood(m, &ids, now, &cnt, N);
         assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
         fs = gw_fair_find(m->srv.fair, "s1");
         assert_non_null(fs);
