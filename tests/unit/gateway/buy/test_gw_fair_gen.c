@@ -153,6 +153,18 @@ static void configure(gw_t *g)
     assert_int_equal(gw_fair_configure(&g->srv, SALE, WINDOW_MS, 0, 0, why, sizeof(why)), 0);
 }
 
+/* A fresh Redis and two fresh gateways, A and B (nodes 1 and 2): the lottery configured
+ * through A, and B's poll has read it. */
+static void fleet_of_two(gw_t *a, gw_t *b)
+{
+    char val[64];
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    gw_start(a, true, 1);
+    gw_start(b, true, 2);
+    configure(a);
+    poll_conf(b);
+}
+
 /*
  * B takes an entry of the first lottery and goes down with its window open;
  * the lottery closes and is drawn without it, the sale is deleted through A
@@ -163,13 +175,8 @@ static void configure(gw_t *g)
 static void test_down_across_delete_and_create(void **state)
 {
     (void)state;
-    char val[64];
-    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
     gw_t a, b;
-    gw_start(&a, true, 1);
-    gw_start(&b, true, 2);
-    configure(&a);
-    poll_conf(&b);
+    fleet_of_two(&a, &b);
     cm_hash_key_t k1;
     uint64_t g1;
     fleet_conf(&k1, &g1);
@@ -216,13 +223,9 @@ static void test_down_across_delete_and_create(void **state)
 static void test_created_again_through_it(void **state)
 {
     (void)state;
-    char val[64], why[256] = "";
-    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    char why[256] = "";
     gw_t a, b;
-    gw_start(&a, true, 1);
-    gw_start(&b, true, 2);
-    configure(&a);
-    poll_conf(&b);
+    fleet_of_two(&a, &b);
     enter(&b, "o1", "u1");
     gw_halt(&b);
     assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
@@ -250,12 +253,8 @@ static void test_created_again_through_it(void **state)
 static void put_back_through(bool through_b)
 {
     char val[64];
-    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
     gw_t a, b;
-    gw_start(&a, true, 1);
-    gw_start(&b, true, 2);
-    configure(&a);
-    poll_conf(&b);
+    fleet_of_two(&a, &b);
     cm_hash_key_t k1;
     uint64_t g1;
     fleet_conf(&k1, &g1);
@@ -294,13 +293,9 @@ static void test_put_back_keeps_entries(void **state)
 static void test_empty_copy_entry_before_first_poll(void **state)
 {
     (void)state;
-    char val[64], why[256] = "";
-    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    char why[256] = "";
     gw_t a, b;
-    gw_start(&a, true, 1);
-    gw_start(&b, true, 2);
-    configure(&a);
-    poll_conf(&b);
+    fleet_of_two(&a, &b);
     assert_int_equal(entries(&b), 0);
     gw_halt(&b);
     assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
@@ -345,13 +340,9 @@ static void conf_block(gw_t *g, bool on)
 static void test_entry_waits_for_the_saved_generation(void **state)
 {
     (void)state;
-    char val[64], why[256] = "";
-    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+    char why[256] = "";
     gw_t a, b;
-    gw_start(&a, true, 1);
-    gw_start(&b, true, 2);
-    configure(&a);
-    poll_conf(&b);
+    fleet_of_two(&a, &b);
     enter(&b, "o1", "u1");
     assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, false, why, sizeof(why)), 0);
     configure(&a);
