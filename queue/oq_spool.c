@@ -73,6 +73,8 @@
 /* A sync round that could not open a file waits this long before the next (doubling). */
 #define SYNC_FD_WAIT_MIN_MS 1u
 #define SYNC_FD_WAIT_MAX_MS 100u
+/* The open's recoveries when a segment changes under one (oq_spool_open). */
+#define OPEN_RECOVER_TRIES 4
 
 /*---- CRC-32C (common/cm_crc32c.h) ----*/
 
@@ -675,21 +677,45 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
 
 /* Writes the unreleased records of segment s (from `from`, as read now) again
  * and fdatasyncs them: pages a failed fdatasync dropped are dirty again, so
- * this one either writes them or fails. 0 or CM_EIO. */
-static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from)
+ * this one either writes them or fails. 0 or CM_EIO.
+ *
+ * What it reads is checked as recovery checked it (every frame's CRC, as
+ * cm_journal.c's copy_range checks what it copies): dropped pages evicted
+ * since recovery read them read back as the disk's old bytes or zeros, and
+ * writing those again would make the hole durable under records recovery
+ * counted. Only the records before the first bad frame are written;
+ * *changed says the segment no longer reads as recovery read it. */
+static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bool *changed)
 {
     uint64_t size = s->size;
     const unsigned char *map = NULL;
+    *changed = false;
     if (from < size && seg_map(sp, s->seg, &size, &map) != 0)
         return CM_EIO;
+    uint64_t good = size;
+    if (map != NULL) {
+        uint64_t nrec;
+        rec_status_t st = seg_verify(map, size, from, &good, &nrec);
+        if (st != REC_OK || size != s->size) {
+            char name[64];
+            seg_name(name, sizeof(name), s->seg);
+            cm_log_error("oq",
+                         "spool: a segment reads back other than recovery read it "
+                         "(pages a failed fdatasync dropped were evicted); not writing the "
+                         "damage again",
+                         "seg=%s off=%" PRIu64 " size=%" PRIu64 " reason=\"%s\"", name, good,
+                         s->size, rec_status_str(st));
+            *changed = true;
+        }
+    }
     char name[64];
     seg_name(name, sizeof(name), s->seg);
     int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
     int rc = fd < 0 ? CM_EIO : 0;
     /* through a copy: the source is a mapping of the file being written */
     unsigned char *buf = map && rc == 0 ? cm_xmalloc(STACK_BUF) : NULL;
-    for (uint64_t off = from; buf && rc == 0 && off < size;) {
-        size_t k = size - off < STACK_BUF ? (size_t)(size - off) : STACK_BUF;
+    for (uint64_t off = from; buf && rc == 0 && off < good;) {
+        size_t k = good - off < STACK_BUF ? (size_t)(good - off) : STACK_BUF;
         memcpy(buf, map + off, k);
         ssize_t w = sp->fs->pwrite(fd, buf, k, (off_t)off);
         if (w < 0 && errno == EINTR)
@@ -706,6 +732,65 @@ static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from)
         sp->fs->close(fd);
     seg_unmap(sp, map, size);
     return rc;
+}
+
+/*
+ * The open's write-again of what recovery kept. What an earlier process left
+ * may include records it appended but never fsynced (it died between the write
+ * and the sync: their clients got no 202). fsync durability shows readers only
+ * what is on disk, so those segments are fdatasynced here, before synced_pos
+ * is put at their end: otherwise the relay could send such a record on from
+ * the page cache, and a power loss then leave a spool that disagrees with
+ * Kafka. A segment already on disk costs a no-op fdatasync; a failed one
+ * refuses the open, as a failed sync on the append path refuses appends. Their
+ * bytes are written again first (resync_segment): an earlier process whose
+ * fdatasync failed and which died before it cut the records off leaves pages
+ * that the kernel marked clean without writing them, and an fdatasync from a
+ * new descriptor reports success on them. Durability write does the same from
+ * the start of the release point's segment, and for the released segments kept
+ * for the replay: no fdatasync there is sure (one that failed at an earlier
+ * recovery's cut, or in a preparer that died before its rewrite, leaves
+ * dropped pages that nothing would write again), and the memory inventory's
+ * replay reads the records below the point too. Without it a power loss leaves
+ * zeros in the middle of the spool.
+ *
+ * *changed: a segment read back other than recovery read it (resync_segment),
+ * and the open recovers again. 0 or CM_EIO.
+ */
+static int resync_open(oq_spool_t *sp, bool *changed, char *errbuf, size_t errlen)
+{
+    sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
+    if (sp->nsegs && !sp->read_only) {
+        for (size_t i = 0; i < sp->nsegs; i++) {
+            /* Wholly released segments are here only because the memory
+             * inventory's replay reads them (oq_spool_release_keep): in
+             * durability fsync they were on disk before their release; in
+             * durability write nothing says so, and a replay that met their
+             * dropped pages as zeros after a power loss would count fewer
+             * units sold. */
+            if (sp->durability == OQ_DURABILITY_FSYNC &&
+                seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
+                continue;
+            oq_pos_t rel = sp->released;
+            uint64_t from =
+                sp->segs[i].seg == rel.seg && sp->durability == OQ_DURABILITY_FSYNC ? rel.off : 0;
+            int rc = resync_segment(sp, &sp->segs[i], from, changed);
+            if (rc != 0) {
+                char name[64];
+                seg_name(name, sizeof(name), sp->segs[i].seg);
+                errf(errbuf, errlen,
+                     "spool: cannot fdatasync %s/%s, left by an earlier process: %s", sp->dir, name,
+                     strerror(errno));
+                return rc;
+            }
+            if (*changed)
+                return 0;
+        }
+        if (sp->durability == OQ_DURABILITY_FSYNC) /* a round of the sync path's */
+            atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
+        sp->sync_floor = sp->segs[sp->nsegs - 1].seg;
+    }
+    return 0;
 }
 
 int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, size_t errlen)
@@ -756,56 +841,31 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
             goto fail;
         }
     }
-    if ((rc = read_released(sp, errbuf, errlen)) != 0)
-        goto fail;
-    if ((rc = recover(sp, errbuf, errlen)) != 0)
-        goto fail;
-    /* What an earlier process left may include records it appended but never
-     * fsynced (it died between the write and the sync: their clients got no
-     * 202). fsync durability shows readers only what is on disk, so those
-     * segments are fdatasynced here, before synced_pos is put at their end:
-     * otherwise the relay could send such a record on from the page cache,
-     * and a power loss then leave a spool that disagrees with Kafka. A segment
-     * already on disk costs a no-op fdatasync; a failed one refuses the open,
-     * as a failed sync on the append path refuses appends. Their bytes are
-     * written again first (resync_segment): an earlier process whose
-     * fdatasync failed and which died before it cut the records off leaves
-     * pages that the kernel marked clean without writing them, and an
-     * fdatasync from a new descriptor reports success on them.
-     * Durability write does the same from the start of the release point's
-     * segment, and for the released segments kept for the replay: no
-     * fdatasync there is sure (one that failed at an earlier
-     * recovery's cut, or in a preparer that died before its rewrite, leaves
-     * dropped pages that nothing would write again), and the memory
-     * inventory's replay reads the records below the point too. Without it a
-     * power loss leaves zeros in the middle of the spool. */
-    sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
-    if (sp->nsegs && !sp->read_only) {
-        for (size_t i = 0; i < sp->nsegs; i++) {
-            /* Wholly released segments are here only because the memory
-             * inventory's replay reads them (oq_spool_release_keep): in
-             * durability fsync they were on disk before their release; in
-             * durability write nothing says so, and a replay that met their
-             * dropped pages as zeros after a power loss would count fewer
-             * units sold. */
-            if (sp->durability == OQ_DURABILITY_FSYNC &&
-                seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
-                continue;
-            oq_pos_t rel = sp->released;
-            uint64_t from = sp->segs[i].seg == rel.seg && sp->durability == OQ_DURABILITY_FSYNC
-                                ? rel.off
-                                : 0;
-            if ((rc = resync_segment(sp, &sp->segs[i], from)) != 0) {
-                char name[64];
-                seg_name(name, sizeof(name), sp->segs[i].seg);
-                errf(errbuf, errlen, "spool: cannot fdatasync %s/%s, left by an earlier process: %s",
-                     sp->dir, name, strerror(errno));
-                goto fail;
-            }
+    /* Recovery, then the write-again (resync_open): a segment that no longer
+     * reads as recovery read it (dropped pages evicted in between) is
+     * recovered again, from what it reads now. An eviction comes once per
+     * failed fdatasync, so a few tries settle it. */
+    for (int tries = 0;; tries++) {
+        if ((rc = read_released(sp, errbuf, errlen)) != 0)
+            goto fail;
+        if ((rc = recover(sp, errbuf, errlen)) != 0)
+            goto fail;
+        bool changed = false;
+        if ((rc = resync_open(sp, &changed, errbuf, errlen)) != 0)
+            goto fail;
+        if (!changed)
+            break;
+        if (tries == OPEN_RECOVER_TRIES - 1) {
+            errf(errbuf, errlen, "spool: %s keeps changing under its recovery; refusing to open",
+                 sp->dir);
+            rc = CM_EIO;
+            goto fail;
         }
-        if (sp->durability == OQ_DURABILITY_FSYNC) /* a round of the sync path's */
-            atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
-        sp->sync_floor = sp->segs[sp->nsegs - 1].seg;
+        if (sp->fd >= 0)
+            sp->fs->close(sp->fd);
+        sp->fd = -1;
+        sp->nsegs = 0;
+        sp->records = 0;
     }
     if (sp->nsegs)
         sp->synced_pos = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
@@ -883,7 +943,12 @@ static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
             found = true;
         }
     pthread_mutex_unlock(&sp->mu);
-    return found ? resync_segment(sp, &si, 0) : 0;
+    /* Changed (its dropped pages evicted): the kernel lost those records and
+     * no write brings them back; the records before them are written, and
+     * the next open's recovery cuts at the hole. Trying again would read the
+     * same hole every second. */
+    bool changed;
+    return found ? resync_segment(sp, &si, 0, &changed) : 0;
 }
 
 /* What one round of the preparer did, and how long it waits before the next. */

@@ -1842,6 +1842,82 @@ static void test_fsync_reopen_syncs_what_was_left(void **state)
 }
 
 /*
+ * Pages a failed fdatasync dropped are evicted between the open's recovery
+ * and its write-again (resync_segment): the write-again reads zeros where
+ * recovery read records. Copying them made the hole durable under records
+ * recovery had counted, and the replay from {0,0} then refused the whole
+ * spool (CM_ECORRUPT: a gateway that cannot start after a disk write error;
+ * `flashgate-sim --seed 708 --open-defects` found it). The open must check
+ * what it reads back and recover again from it: the records before the hole
+ * are kept, the ones in it (never made durable: no 202 in durability fsync)
+ * are gone, and the spool takes new orders.
+ */
+static oq_fs_ops_t fs_evicting;
+static int evict_maps;
+static char evict_dir[512];
+static uint64_t evict_seg, evict_from, evict_to;
+
+static const unsigned char *evicting_map(int fd, size_t len)
+{
+    if (++evict_maps == 2) /* the write-again's read: the disk's zeros now */
+        spool_zero_range(evict_dir, evict_seg, evict_from, evict_to);
+    return oq_fs_posix()->map(fd, len);
+}
+
+static void test_evicted_between_recovery_and_write_again(void **state)
+{
+    fixture_t *f = *state;
+    for (int d = 0; d < 2; d++) {
+        oq_durability_t dur = d ? OQ_DURABILITY_WRITE : OQ_DURABILITY_FSYNC;
+        snprintf(evict_dir, sizeof(evict_dir), "%s/%d", f->dir, d);
+        oq_spool_opts_t o = {.dir = evict_dir, .durability = dur};
+        oq_spool_t *sp = NULL;
+        char err[512] = "";
+        assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+        append_n(sp, 0, 10);
+        assert_int_equal(oq_spool_sync(sp), 0);
+        append_n(sp, 10, 5); /* their fdatasync failed, and the process died */
+        oq_spool_close(sp);
+        assert_int_equal(oq_spool_open(&sp, &(oq_spool_opts_t){.dir = evict_dir, .read_only = true},
+                                       err, sizeof(err)),
+                         0);
+        long n;
+        collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+        assert_int_equal(n, 15);
+        evict_seg = c->recs[10].pos.seg;
+        evict_from = c->recs[10].pos.off;
+        evict_to = c->recs[14].next.off;
+        free(c);
+        oq_spool_close(sp);
+
+        fs_evicting = *oq_fs_posix();
+        fs_evicting.map = evicting_map;
+        evict_maps = 0;
+        o = (oq_spool_opts_t){.dir = evict_dir, .durability = dur, .fs = &fs_evicting};
+        sp = NULL;
+        int rc = oq_spool_open(&sp, &o, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "open: %s (%s)\n", cm_strerror(rc), err);
+        assert_int_equal(rc, 0);
+        assert_true(evict_maps >= 2);
+        c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+        assert_int_equal(n, 10); /* not CM_ECORRUPT: the hole was cut, what preceded it kept */
+        check_orders(c, 0, 10);
+        free(c);
+        oq_spool_stats_t st;
+        oq_spool_stats(sp, &st);
+        assert_int_equal(oq_pos_cmp(st.end, (oq_pos_t){evict_seg, evict_from}), 0);
+        append_n(sp, 10, 1); /* and it takes new orders after them */
+        assert_int_equal(oq_spool_sync(sp), 0);
+        c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+        assert_int_equal(n, 11);
+        check_orders(c, 0, 11);
+        free(c);
+        oq_spool_close(sp);
+    }
+}
+
+/*
  * flashgate-spool reads a live gateway's spool. In fsync durability a reader
  * that opened read-only sees the records not synced yet, and a failed fsync
  * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
@@ -1971,8 +2047,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_zeroed_tail_of_older_segment_is_a_tear, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_retry_rewrites, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_reopen_rewrites_kept_segments, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_reopen_rewrites_kept_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_zeroed_below_release_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_damage_below_point_keeps_confirmed, setup,
                                         teardown),
@@ -1992,6 +2067,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_commit_to_own_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_follower_own_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_evicted_between_recovery_and_write_again, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
