@@ -52,8 +52,15 @@ def sched_ns(pid):
 
 
 def pin(pid, cpu):
-    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], stdout=subprocess.DEVNULL,
-                   check=True)
+    # taskset -a walks the threads and fails at one that ended during the walk (the
+    # gateway's start-up threads finish at their own pace): walk again.
+    for attempt in range(5):
+        r = subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    sys.exit("density: cannot pin pid %d to CPU %d: %s" % (pid, cpu, r.stderr.strip()))
 
 
 def open_run(tmp, bindir, tag, url, pid, sale, rate, secs, seed):
