@@ -1061,6 +1061,28 @@ static int count_cb(const oq_rec_t *rec, void *ctx)
     return 0;
 }
 
+/* The lottery opened again and its thread run until the draw is done: each of the n
+ * winners has exactly one order in the spool (none again) and reads won. */
+static void redrawn_all_won(mini_t *m, const inv_sale_def_t *def, spool_count_t *cnt, int n)
+{
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def->starts_at_ms);
+    memset(cnt->n, 0, sizeof(cnt->n));
+    cnt->orders = 0;
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, cnt);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(cnt->n[i], 1); /* one order per winner */
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, cnt->ids[i], &t));
+        assert_int_equal(t.state, GW_ENTRY_WON);
+    }
+    assert_int_equal(cnt->orders, n);
+}
+
 static int replay_cb(const oq_rec_t *rec, void *ctx)
 {
     mini_t *m = ctx;
@@ -1111,7 +1133,6 @@ static void test_resumed_draw_reserves_once(void **st)
     inv_sale_def_t def;
     inv_sale_info_t info;
     spool_count_t cnt;
-    gw_fair_sale_t *fs;
     drawn_sale(m, &def, &cnt, N, now);
 
     /* kill -9 in the middle of the draw: every winner is in the spool, the
@@ -1124,20 +1145,7 @@ static void test_resumed_draw_reserves_once(void **st)
     assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N); /* the winners, held again by the replay */
 
-    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
-    fs = gw_fair_find(m->srv.fair, "s1");
-    assert_non_null(fs);
-    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-    wait_drawn(fs, def.starts_at_ms);
-
-    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(cnt.n[i], 1); /* one order per winner */
-        gw_fair_ticket_t t;
-        assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
-        assert_int_equal(t.state, GW_ENTRY_WON);
-    }
-    assert_int_equal(cnt.orders, N);
+    redrawn_all_won(m, &def, &cnt, N);
     assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N);
     assert_int_equal(info.stock_left, 10 - N);
@@ -1213,11 +1221,9 @@ static void test_end_after_hole_keeps_winners(void **st)
     (void)st;
     enum { N = 3 };
     mini_t *m = calloc(1, sizeof(*m));
-    char why[256] = "";
     int64_t now = cm_wall_ms();
     inv_sale_def_t def;
     spool_count_t cnt;
-    gw_fair_sale_t *fs;
     drawn_sale(m, &def, &cnt, N, now);
 
     log_zero_lines(m, 'W'); /* a hole between "D" and "F" */
@@ -1226,21 +1232,7 @@ static void test_end_after_hole_keeps_winners(void **st)
     for (int round = 0; round < 2; round++) {
         mini_replay(m, &def, 64);
         status_flood(m, &ids, now, &cnt, N);
-        assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
-        fs = gw_fair_find(m->srv.fair, "s1");
-        assert_non_null(fs);
-        assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-        wait_drawn(fs, def.starts_at_ms);
-        memset(cnt.n, 0, sizeof(cnt.n));
-        cnt.orders = 0;
-        oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
-        for (int i = 0; i < N; i++) {
-            assert_int_equal(cnt.n[i], 1); /* one order per winner, none again */
-            gw_fair_ticket_t t;
-            assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
-            assert_int_equal(t.state, GW_ENTRY_WON);
-        }
-        assert_int_equal(cnt.orders, N);
+        redrawn_all_won(m, &def, &cnt, N);
         json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
         assert_int_equal(json_integer_value(json_object_get(d, "won_orders")), N);
         assert_int_equal(json_integer_value(json_object_get(d, "lost")), 0);
