@@ -218,6 +218,15 @@ int gw_fair_start_thread(gw_server_t *srv, char *errbuf, size_t errlen)
         cm_errbuf_set(errbuf, errlen, "lottery inventory handle: %s", cm_strerror(rc));
         return rc;
     }
+    /* A fleet's configuration read once before the gateway says it is ready (the
+     * thread's first tick would race the first buyers): a copy loaded at the start
+     * is kept or dropped before it is asked for an entry (gw_fair__stale). Redis
+     * away: the thread's polls read it later, and such a copy answers 503 until. */
+    if (f->lot->tick) {
+        pthread_mutex_lock(&f->tick_mu);
+        f->lot->tick(f, cm_wall_ms());
+        pthread_mutex_unlock(&f->tick_mu);
+    }
     if (pthread_create(&f->thread, NULL, fair_thread, srv) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot start the lottery thread");
         return CM_ENOMEM;
