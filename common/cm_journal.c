@@ -252,11 +252,24 @@ static int scan_frames(window_t *w, off_t start, cm_journal_record_fn fn, void *
     return rc;
 }
 
+/* Do the k bytes at p begin a frame's header ("%08x %08x ", or its first k bytes)? */
+static bool frame_head_prefix(const char *p, size_t k)
+{
+    for (size_t i = 0; i < k; i++) {
+        bool sp = i == 8 || i == 17;
+        if (sp ? p[i] != ' ' : !((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    }
+    return true;
+}
+
 /* The scan of the file in w (size set): the magic line, then its frames.
  * A file that starts with a NUL is a journal whose magic line's block a power
  * cut zero-filled (its fdatasync failed, a later one of the frames after it
- * did not): its frames are read after the hole, and it is a line log only if
- * it has none and holds more than NULs (a line log starts with a line). */
+ * did not): its frames are read after the hole. It is a line log only if it
+ * has none and its first bytes after the NULs are not a torn frame's header
+ * (no line log's line has a space after 8 hex digits; a torn frame, a write
+ * cut short after the frames before it were evicted, is the torn tail). */
 static int scan_window(window_t *w, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
 {
     off_t size = out->size = w->size;
@@ -270,16 +283,21 @@ static int scan_window(window_t *w, cm_journal_record_fn fn, void *arg, cm_journ
         int rc = scan_frames(w, 0, fn, arg, out);
         if (rc != 0 || out->records > 0)
             return rc;
-        for (off_t p = 0; p < size; p++) { /* no whole frame: NULs only? */
+        for (off_t p = 0; p < size; p++) { /* no whole frame: NULs, then a torn one? */
             const char *c = window_get(w, p, 1);
             if (!c)
                 return CM_EIO;
-            if (*c != '\0') {
+            if (*c == '\0')
+                continue;
+            size_t k = size - p < (off_t)HDR ? (size_t)(size - p) : HDR;
+            if (!(c = window_get(w, p, k)))
+                return CM_EIO;
+            if (!frame_head_prefix(c, k)) {
                 memset(out, 0, sizeof(*out));
                 out->size = size;
                 out->is_legacy = true;
-                return 0;
             }
+            return 0;
         }
         return 0; /* end 0: an empty journal */
     }

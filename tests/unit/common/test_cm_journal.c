@@ -501,8 +501,9 @@ static void test_lines_open_holes(void **st)
 /* The magic line and the first frame zero-filled (written together, their
  * fdatasync failed, a later one of the frames after them succeeded, a power
  * cut): the frames after the hole are read, from the file and from memory
- * alike, and the lines' open does not take the file for a line log. A line
- * log that starts with NULs stays a line log. */
+ * alike, and the lines' open does not take the file for a line log, nor one
+ * whose only bytes after its NULs are a torn frame. A line log that starts
+ * with NULs stays a line log. */
 static void test_zeroed_magic(void **st)
 {
     fixture_t *f = *st;
@@ -538,6 +539,25 @@ static void test_zeroed_magic(void **st)
     assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
     close(fd);
     assert_true(sc.is_legacy);
+    /* NULs, then a frame cut short (the frames before it evicted, its write
+     * torn): the torn tail of an empty journal, not a line log. */
+    put_file(f->path,
+             "\0\0\0\0"
+             "00000023 071c3b28 D e3e9",
+             28);
+    fd = open(f->path, O_RDONLY);
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_false(sc.is_legacy);
+    assert_int_equal(sc.end, 0);
+    put_file(f->path,
+             "\0\0\0\0"
+             "0000",
+             8);
+    fd = open(f->path, O_RDONLY);
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_false(sc.is_legacy);
     put_file(f->path, "\0\0\0\0", 4); /* NULs only: an empty journal */
     fd = open(f->path, O_RDONLY);
     assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
