@@ -105,6 +105,7 @@ typedef struct fw {
      * slot */
     bool fsync; /* spool.durability fsync */
     bool up;
+    uint64_t replayed; /* the orders the last start's replay read from the spool */
     gw_config_t cfg;
     gw_server_t srv;
     gw_fair_t *f;
@@ -265,12 +266,11 @@ static void sale_put(fw_t *w)
 /* What the gateway opens before the fairness module (gw_server.c): the
  * inventory (memory: empty at each start), the spool on the simulated disk and
  * its replay (the orders held again, the status table), the releaser. false:
- * the spool could not open (a failed fdatasync of its recovery), or the
- * process died in it. */
-static bool stores_open(fw_t *w)
+ * the spool could not open (a failed fdatasync of its recovery: why says so),
+ * or the process died in it. */
+static bool stores_open(fw_t *w, char *why, size_t cap)
 {
-    char why[256] = "";
-    if (inv_open(&w->srv.stores.inv, "memory", NULL, 8, why, sizeof(why)) != 0) {
+    if (inv_open(&w->srv.stores.inv, "memory", NULL, 8, why, cap) != 0) {
         sim_fail(&w->log, "inventory: %s", why);
         return false;
     }
@@ -280,7 +280,7 @@ static bool stores_open(fw_t *w)
                           .segment_bytes = 1 << 16,
                           .fs = sim_disk_ops(),
                           .stepped = true};
-    int rc = oq_spool_open(&w->srv.stores.spool, &so, why, sizeof(why));
+    int rc = oq_spool_open(&w->srv.stores.spool, &so, why, cap);
     if (rc != 0) {
         if (!sim_disk_dead(w->disk) && (rc != CM_EIO || !w->faults))
             sim_fail(&w->log, "spool: %s", why);
@@ -297,6 +297,7 @@ static bool stores_open(fw_t *w)
     if (oq_spool_scan(w->srv.stores.spool, (oq_pos_t){0, 0}, gw_replay_one, &rctx) < 0 &&
         !sim_disk_dead(w->disk))
         sim_fail(&w->log, "spool: the replay failed");
+    w->replayed = rctx.orders;
     if (inv_worker_open(w->srv.stores.inv, NULL, &w->f->inv) != 0)
         sim_fail(&w->log, "inventory: no worker handle");
     return true;
@@ -359,11 +360,12 @@ static void proc_crash(fw_t *w, bool power)
 static void proc_start(fw_t *w)
 {
     sim_disk_use(w->disk);
-    if (!stores_open(w)) {
+    char why[256] = "";
+    if (!stores_open(w, why, sizeof(why))) {
         if (sim_disk_dead(w->disk))
             proc_crash(w, false);
         else
-            sim_trace(&w->log, "start: the spool did not open; tried again");
+            sim_trace(&w->log, "start: the spool did not open (%s); tried again", why);
         return;
     }
     gw_fair_sale_t *fs = gw_fair__sale_new(w->f, SALE);
@@ -398,8 +400,9 @@ static void proc_start(fw_t *w)
     }
     set_read(w);
     w->up = true;
-    sim_trace(&w->log, "start: %zu persons registered, %zu entries, %s", w->nset, fs->n,
-              atomic_load(&fs->drawn) ? "drawn" : "not drawn");
+    sim_trace(&w->log,
+              "start: %zu persons registered, %zu entries, %s, %" PRIu64 " orders replayed",
+              w->nset, fs->n, atomic_load(&fs->drawn) ? "drawn" : "not drawn", w->replayed);
 }
 
 /* The process died in the middle of a disk call: it is gone. */
@@ -766,8 +769,8 @@ static void end_check(fw_t *w)
         if (won && !held && !w->fsync && w->o_power)
             continue; /* write durability: a power loss may lose an accepted order, by design */
         if (won != held)
-            sim_fail(&w->log, "end: p-%d %s and %s an order", person_of(en->person),
-                     won ? "won" : "did not win", held ? "holds" : "has no");
+            sim_fail(&w->log, "end: p-%d %s and %s", person_of(en->person),
+                     won ? "won" : "did not win", held ? "holds an order" : "has no order");
     }
     inv_sale_info_t info;
     inv_sale_snapshot(inv_sale_find(w->srv.stores.inv, SALE), &info);
