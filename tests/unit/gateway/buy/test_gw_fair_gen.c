@@ -1,15 +1,17 @@
 /*
  * The lottery's generation in a fleet (gw_fair_internal.h, lot_gen) against a
  * real redis-server (started here on 127.0.0.1 at a free port, stopped by
- * PID): two gateways, A and B, on one Redis, B stopped and started again on
- * its data directory. A gateway that was down across a sale's deletion and
- * its creation again never reads the tombstone; the new lottery's other
- * generation tells it its copy is of another lottery, which it drops instead
- * of re-keying its entries into the new one. The lottery put back after Redis
- * lost it keeps its generation, so a gateway's entries stay, re-keyed to the
- * new secret, whichever gateway takes the operator's PUT. Until a gateway's
- * first poll of the fleet's configuration answers, a copy it loaded sends
- * nothing of its lottery to Redis (no marks, push, draw or waitlist's walk).
+ * PID): two gateways, A and B (a third, C, for a put-back), on one Redis, B
+ * stopped and started again on its data directory. A gateway that was down
+ * across a sale's deletion and its creation again never reads the tombstone;
+ * the new lottery's other generation tells it its copy is of another lottery,
+ * which it drops instead of re-keying its entries into the new one. The
+ * lottery put back after Redis lost it keeps its generation, so a gateway's
+ * entries stay, re-keyed to the new secret, whichever gateway takes the
+ * operator's PUT (one that never held it takes the generation the others
+ * offered at their polls). Until a gateway's first poll of the fleet's
+ * configuration answers, a copy it loaded sends nothing of its lottery to
+ * Redis (no marks, push, draw or waitlist's walk).
  */
 #include "common/cm_err.h"
 #include "common/cm_log.h"
@@ -108,6 +110,12 @@ static void gw_stop(gw_t *g)
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
     assert_int_equal(system(cmd), 0);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 /* The lottery thread's poll of the sale's configuration (conf_sync_one). */
@@ -319,6 +327,139 @@ static void test_put_back_keeps_entries(void **state)
     put_back_through(true);
 }
 
+/* The generation offered for the sale's put-back (:gen), 0 for none. */
+static uint64_t offered_gen(void)
+{
+    char val[64] = "";
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "GET {flashgate:fair:%s}:gen", SALE), 0);
+    return val[0] ? strtoull(val, NULL, 16) : 0;
+}
+
+/* g's lottery thread's next poll of the fleet's configuration, FLEET_CONF_POLL_MS after its
+ * last. */
+static void tick_poll(gw_t *g)
+{
+    sleep_ms(FLEET_CONF_POLL_MS);
+    gw_fair_tick(&g->srv);
+}
+
+/* A and B took an entry each, their polls found the lottery, and Redis lost everything
+ * (FLUSHALL): *g1, the lottery's generation. */
+static void both_entered_then_flushed(gw_t *a, gw_t *b, uint64_t *g1)
+{
+    char val[64];
+    fleet_of_two(a, b);
+    cm_hash_key_t k1;
+    fleet_conf(&k1, g1);
+    enter(a, "o1", "u1");
+    enter(b, "o2", "u2");
+    gw_fair_tick(&a->srv);
+    gw_fair_tick(&b->srv);
+    assert_int_equal(ts_redis_cmd(&rs, val, sizeof(val), "FLUSHALL"), 0);
+}
+
+/*
+ * The put-back through C, a gateway that never held the lottery (a gateway added after Redis
+ * lost it, a data directory lost): A's and B's polls found the configuration gone and
+ * offered the generation their polls had found, and C's PUT takes it, so A and B keep their
+ * entries (re-keyed to the new secret) as with a put-back through either of them.
+ */
+static void test_put_back_through_a_gateway_without_a_copy(void **state)
+{
+    (void)state;
+    gw_t a, b, c;
+    uint64_t g1;
+    both_entered_then_flushed(&a, &b, &g1);
+    assert_int_equal(offered_gen(), 0);
+    tick_poll(&a);
+    tick_poll(&b);
+    assert_true(offered_gen() == g1);
+    assert_int_equal(entries(&a), 1); /* nothing dropped while the configuration is gone */
+    assert_int_equal(entries(&b), 1);
+    gw_start(&c, true, 3);
+    assert_null(gw_fair__slot_find(c.srv.fair, SALE));
+    configure(&c);
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    assert_true(g2 == g1);
+    assert_true(slot(&c)->lot_gen == g1);
+    tick_poll(&a);
+    tick_poll(&b);
+    assert_int_equal(entries(&a), 1);
+    assert_int_equal(entries(&b), 1);
+    assert_true(slot(&a)->secret.k0 == k2.k0 && slot(&b)->secret.k1 == k2.k1);
+    assert_true(slot(&a)->lot_gen == g1 && slot(&b)->lot_gen == g1);
+    gw_stop(&c);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+/*
+ * What the offer cannot do: a put-back through C before any gateway's poll read the
+ * configuration gone (within FLEET_CONF_POLL_MS of Redis answering again) makes a new
+ * generation, and A's and B's entries are dropped at their polls (docs/fleet.md).
+ */
+static void test_put_back_before_the_offer(void **state)
+{
+    (void)state;
+    gw_t a, b, c;
+    uint64_t g1;
+    both_entered_then_flushed(&a, &b, &g1);
+    gw_start(&c, true, 3);
+    configure(&c);
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    assert_true(g2 != g1);
+    tick_poll(&a);
+    tick_poll(&b);
+    assert_int_equal(entries(&a), 0);
+    assert_int_equal(entries(&b), 0);
+    assert_int_equal(offered_gen(), 0); /* the configuration stands: no offer */
+    gw_stop(&c);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
+/*
+ * A copy that no poll since its gateway's start found in the configuration offers nothing:
+ * B, down across the loss, may hold a lottery deleted while it was down (its tombstone lost
+ * with the rest). A, up across it, offers. A DELETE of the sale (gone from the inventory with
+ * the rest) then writes the tombstone: every gateway drops its copy, the offer goes, and the
+ * sale created again has a new lottery.
+ */
+static void test_offer_only_of_a_copy_seen(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    gw_t a, b, c;
+    uint64_t g1;
+    both_entered_then_flushed(&a, &b, &g1);
+    gw_halt(&b);
+    gw_start(&b, false, 2);
+    tick_poll(&b);
+    assert_true(atomic_load(&b.srv.fair->conf_read));
+    assert_int_equal(entries(&b), 1); /* kept: nothing in the fleet says otherwise */
+    assert_int_equal(offered_gen(), 0);
+    tick_poll(&a);
+    assert_true(offered_gen() == g1);
+    assert_int_equal(gw_fair_sale_deleted(&a.srv, SALE, true, why, sizeof(why)), 0);
+    assert_int_equal(offered_gen(), 0);
+    tick_poll(&b);
+    assert_int_equal(entries(&a), 0);
+    assert_int_equal(entries(&b), 0);
+    gw_start(&c, true, 3);
+    configure(&c);
+    cm_hash_key_t k2;
+    uint64_t g2;
+    fleet_conf(&k2, &g2);
+    assert_true(g2 != g1);
+    gw_stop(&c);
+    gw_stop(&b);
+    gw_stop(&a);
+}
+
 /*
  * B held the first lottery's configuration but no entry when it went down; the sale is
  * deleted and created again through A. At B's start its copy (no entry, not closed) is
@@ -401,12 +542,6 @@ static void test_entry_waits_for_the_saved_generation(void **state)
     enter(&b, "o3", "u3"); /* the generation saved: entries go on */
     gw_stop(&b);
     gw_stop(&a);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* How many keys of the sale's lottery (not its configuration) Redis holds. */
@@ -570,6 +705,9 @@ int main(void)
         cmocka_unit_test(test_down_across_delete_and_create),
         cmocka_unit_test(test_created_again_through_it),
         cmocka_unit_test(test_put_back_keeps_entries),
+        cmocka_unit_test(test_put_back_through_a_gateway_without_a_copy),
+        cmocka_unit_test(test_put_back_before_the_offer),
+        cmocka_unit_test(test_offer_only_of_a_copy_seen),
         cmocka_unit_test(test_empty_copy_entry_before_first_poll),
         cmocka_unit_test(test_entry_waits_for_the_saved_generation),
         cmocka_unit_test(test_stale_copy_of_a_drawn_lottery),
