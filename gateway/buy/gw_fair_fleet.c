@@ -114,6 +114,7 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     pthread_mutex_lock(&f->mu);
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale);
     if (fs) {
+        fs->in_conf = true; /* not lost (gen_offers) */
         /* The sale was deleted (and maybe created again: another generation is another
          * lottery, even if this gateway was down across the tombstone; another secret for
          * a lottery that closed here too): what this gateway holds of the old one goes.
@@ -138,10 +139,53 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     if (!deleted) {
         (void)gw_fair__conf_apply_locked(f, sale, w, e, wr, &k, gen, false, why, sizeof(why));
         gw_fair_sale_t *fr = gw_fair__slot_find(f, sale);
-        if (fr)
+        if (fr) {
             gw_fair__reg_token_apply(fr, v);
+            fr->in_conf = true;
+            fr->gen_seen = gen && fr->lot_gen == gen; /* the fleet's lottery, this copy */
+        }
     }
     pthread_mutex_unlock(&f->mu);
+}
+
+/* The poll begins: no sale found in the configuration yet (conf_sync_one). Lottery thread. */
+static void conf_absent_all(gw_fair_t *f)
+{
+    pthread_mutex_lock(&f->mu);
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        f->sales[i]->in_conf = false;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/*
+ * After a poll: a lottery whose generation a poll since this start found in the fleet's
+ * configuration, which no longer holds the sale (Redis lost it: no tombstone, which a
+ * deletion writes), offers the generation for the operator's put-back, so that a PUT
+ * through a gateway that never held the lottery keeps it too (gw_fair__fleet_conf_put).
+ * A copy loaded at the start and never seen in the configuration offers nothing: it may be
+ * a deleted lottery's whose tombstone Redis lost with the rest. The first offer stands.
+ * Lottery thread.
+ */
+static void gen_offers(gw_fair_t *f)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&f->mu);
+        uint64_t gen = !fs->in_conf && fs->gen_seen && atomic_load(&fs->sale.cfg.fair_window_ms) > 0
+                           ? fs->lot_gen
+                           : 0;
+        pthread_mutex_unlock(&f->mu);
+        char why[256] = "";
+        bool taken = false;
+        if (gen && FLEET_CALL(f, why, gw_fair_redis_lottery_gen_offer, fs->sale_id, gen, &taken) &&
+            taken)
+            cm_log_warn("fair",
+                        "the fleet's configuration lost a lottery this gateway holds: its "
+                        "generation offered for the sale's put-back",
+                        "sale=%s lottery_gen=%016llx", fs->sale_id, (unsigned long long)gen);
+    }
 }
 
 void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1)
@@ -866,6 +910,10 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
         *gen = fs->lot_gen;
         pthread_mutex_unlock(&f->mu);
     }
+    /* none here either, no configuration at all: the generation a gateway that held the
+     * lottery offered when Redis lost it (gen_offers), if one did; else a new lottery */
+    if (ok && !*gen && !found)
+        ok = gw_fair_redis_lottery_gen_offered(c, sale_id, gen, why, sizeof(why)) == 0;
     if (ok && !*gen) /* a new lottery's: from its secret, random and made once per lottery */
         *gen = cm_hash_sip24(secret, "lottery generation", 18) | 1;
     if (ok) {
@@ -943,12 +991,15 @@ void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
         f->last_conf_ms = now_ms;
         char why[256] = "";
         if (gw_fair__fleet_conn(f)) {
+            conf_absent_all(f);
             gw_elig_fleet_begin(f->srv);
             bool ok = gw_fair__fleet_ok(
                 f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
             gw_elig_fleet_end(f->srv, ok);
-            if (ok)
+            if (ok) {
                 atomic_store(&f->conf_read, true);
+                gen_offers(f);
+            }
         }
     }
     gw_fair__room_unclaims_tick(f, now_ms);
@@ -997,6 +1048,12 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
         c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
           : CM_EBACKEND;
     *store_has = rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0;
+    /* Redis lost the configuration and a gateway offered the lottery's generation for its
+     * put-back (gen_offers): the gateways still hold the lottery, and the tombstone drops it */
+    uint64_t offered = 0;
+    if (rc == 0 && !found)
+        rc = gw_fair_redis_lottery_gen_offered(c, sale_id, &offered, why, sizeof(why));
+    *store_has = *store_has || offered != 0;
     /* Whenever the fleet may hold something of it: the tombstone first (every gateway
      * drops its own record; a new sale under the id clears what is left), then every
      * key of the lottery at once. For a sale gone already the fleet's record decides
@@ -1004,7 +1061,7 @@ int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool 
     if (sale_gone)
         *here = false;
     if (rc == 0 && (*store_has || !sale_gone)) {
-        if (found || *here)
+        if (found || *here || offered)
             rc = gw_fair_redis_lottery_conf_put(c, sale_id, GW_FAIR_REDIS_LOTTERY_DELETED, why,
                                                 sizeof(why));
         if (rc == 0)

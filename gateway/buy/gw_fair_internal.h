@@ -114,6 +114,11 @@ struct gw_fair_sale {
      * the fleet's is dropped, not re-keyed (conf_sync_one). 0: unknown (a reset slot, a store
      * without it). */
     uint64_t lot_gen;
+    /* Fleet (f->mu): a poll since this start found this copy's generation in the fleet's
+     * configuration (gen_seen), and the last poll found the sale there (in_conf). A copy seen,
+     * then gone from the configuration (Redis lost it), offers its generation for the
+     * put-back (gw_fair_fleet.c gen_offers). */
+    bool gen_seen, in_conf;
     /* Loaded at the start with entries, closed, or with a fleet's generation (set once by
      * gw_fair_open). In a fleet it may be a lottery deleted while this gateway was down:
      * until f->conf_read (gw_fair__stale) it takes no entry and sends nothing of it to Redis

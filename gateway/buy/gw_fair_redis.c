@@ -276,7 +276,28 @@ int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *err
 {
     return ran(call(c, NULL, sale, "i", errbuf, errlen,
                     "DEL :e :drawn :pushed :lock :seed :won :done :entered :reg :wr :wrpre :wrpl "
-                    ":wl :wlock :wp :ep :ei"));
+                    ":wl :wlock :wp :ep :ei :gen"));
+}
+
+int gw_fair_redis_lottery_gen_offer(inv_fleet_conn_t *c, const char *sale, uint64_t gen,
+                                    bool *taken, char *errbuf, size_t errlen)
+{
+    char hex[24];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)gen);
+    inv_fleet_reply_t *r = call(c, NULL, sale, "", errbuf, errlen, "SET :gen %s NX", hex);
+    if (r)
+        *taken = rtype(r) == INV_FLEET_REPLY_STATUS; /* OK; nil: an offer stands */
+    return ran(r);
+}
+
+int gw_fair_redis_lottery_gen_offered(inv_fleet_conn_t *c, const char *sale, uint64_t *gen,
+                                      char *errbuf, size_t errlen)
+{
+    char hex[24] = "";
+    bool found = false;
+    int rc = str(call(c, NULL, sale, "", errbuf, errlen, "GET :gen"), hex, sizeof(hex), &found);
+    *gen = rc == 0 && found ? strtoull(hex, NULL, 16) : 0;
+    return rc;
 }
 
 int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,

@@ -41,10 +41,20 @@ int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *
  * reads it, and a sale created again under the id starts a new one), and
  * gw_fair_redis_lottery_clear deletes every per-sale key (entries, entrants, pushed,
  * lock, seed, winners, done, entered, entry marks, registrations, the waiting
- * room's wr/wrpre/wrpl) in one DEL: they share one slot.
+ * room's wr/wrpre/wrpl, the waitlist's, the generation offered) in one DEL: they share
+ * one slot.
  */
 #define GW_FAIR_REDIS_LOTTERY_DELETED "-"
 int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
+
+/* A lottery's generation offered for its put-back (:gen, gw_fair_fleet.c): a gateway whose
+ * copy the fleet's configuration held finds the configuration gone (Redis lost it). _offer
+ * sets it unless set (*taken: this one is); _offered reads it (*gen 0: none). Cleared with
+ * the lottery's keys. */
+int gw_fair_redis_lottery_gen_offer(inv_fleet_conn_t *c, const char *sale, uint64_t gen,
+                                    bool *taken, char *errbuf, size_t errlen);
+int gw_fair_redis_lottery_gen_offered(inv_fleet_conn_t *c, const char *sale, uint64_t *gen,
+                                      char *errbuf, size_t errlen);
 
 /* Stores one sale's configuration. */
 int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,

@@ -131,6 +131,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->sale.cfg.fair_early_ms, 0);
     atomic_store(&fs->sale.cfg.room_rate, 0);
     fs->lot_gen = 0; /* the next lottery under the id brings its own */
+    fs->gen_seen = false;
     pthread_mutex_lock(&fs->mu);
     entries_free(fs);
     fs->waitlisted = fs->promoted = 0;
