@@ -1439,7 +1439,7 @@ static int log_count(const mini_t *m, char tag)
  * the "W" lines were). Every rewrite of the log (cm_journal_rewrite) reads
  * them back and refuses (its check); the draw's end would be "not recorded,
  * tried again" for good and the sale stay in the draw (flashgate-sim --seed
- * 13898 --evict-logs). The log is written anew from the lottery's state
+ * 13898 with the entry logs evicting). The log is written anew from the lottery's state
  * instead: the draw completes, and the new file holds every entry, the seed,
  * each winner's "W" and the end, with no hole.
  */
