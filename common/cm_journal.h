@@ -122,7 +122,8 @@ FILE *cm_journal_lines_open(const char *path);
  * skipped a hole between whole frames: records were lost there (pages a failed
  * fdatasync dropped and the kernel evicted, a block a power cut zero-filled),
  * and a load that must not read the records after it as following the ones
- * before learns where. hole must be no line the log's writer writes. */
+ * before learns where. hole must be no line the log's writer writes but for such a
+ * hole it carries over into a log it writes anew (gw_fair__log_sync). */
 FILE *cm_journal_lines_open_holes(const char *path, const char *hole);
 
 /* Replaces the file at path by the magic line and frames (n bytes of whole

@@ -25,9 +25,9 @@
  *   otherwise: the faults make them by the thousand)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
- *   --evict-logs: the sale's world's entry logs evict the pages a failed
- *   fdatasync dropped (docs/simulation.md, "Evicted pages": open findings
- *   beyond seed 1000 keep it off by default)
+ *   --evict-logs: accepted and ignored (the sale's world's journals evict the
+ *   pages a failed fdatasync dropped by default since: docs/simulation.md,
+ *   "Evicted pages"), so that an older reproduce line or seed file still runs
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *
@@ -68,7 +68,7 @@ static void usage(void)
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] "
                     "[--no-stops]\n"
-                    "                     [--open-defects] [--evict-logs] [--fleet | --no-fleet]\n"
+                    "                     [--open-defects] [--fleet | --no-fleet]\n"
                     "                     [--redis | --no-redis]\n"
                     "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
     double seconds = 0;
     bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
     bool no_stops = false;
-    bool open_defects = false, evict_logs = false;
+    bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
     /* 0: seeds FAIRFLEET_AT mod FAIRFLEET_EVERY run the fleet's fairness too; 1: only it */
     int fairfleet = 0;
@@ -155,7 +155,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--open-defects")) {
             open_defects = true;
         } else if (!strcmp(a, "--evict-logs")) {
-            evict_logs = true;
+            /* the default since (docs/simulation.md, "Evicted pages") */
         } else if (!strcmp(a, "--trace")) {
             trace = true;
         } else if (!strcmp(a, "--expect-fail")) {
@@ -193,7 +193,6 @@ int main(int argc, char **argv)
 
     uint64_t *list = NULL;
     bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL, *list_ff = NULL;
-    bool *list_ev = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -225,8 +224,6 @@ int main(int argc, char **argv)
             list_redis[nlist] = strstr(end, "--redis") != NULL;
             list_ff = cm_xrealloc(list_ff, (nlist + 1) * sizeof(*list_ff));
             list_ff[nlist] = strstr(end, "--fairfleet") != NULL;
-            list_ev = cm_xrealloc(list_ev, (nlist + 1) * sizeof(*list_ev));
-            list_ev[nlist] = strstr(end, "--evict-logs") != NULL;
             list[nlist++] = v;
         }
         fclose(f);
@@ -244,7 +241,7 @@ int main(int argc, char **argv)
     uint64_t fsync_fails = 0, torn = 0, evictions = 0;
     for (uint64_t k = 0;; k++) {
         uint64_t s;
-        bool fs_only = fsync_only, nst = no_stops, ev = evict_logs;
+        bool fs_only = fsync_only, nst = no_stops;
         int rds = redis, ff = fairfleet;
         if (seed_file) {
             if (k >= nlist)
@@ -254,7 +251,6 @@ int main(int argc, char **argv)
             nst = nst || list_nostops[k];
             rds = list_redis[k] ? 1 : rds;
             ff = list_ff[k] ? 1 : ff;
-            ev = ev || list_ev[k];
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -270,8 +266,7 @@ int main(int argc, char **argv)
                         .fsync_only = fs_only,
                         .no_stops = nst,
                         .redis = rds,
-                        .open_defects = open_defects,
-                        .evict_logs = ev};
+                        .open_defects = open_defects};
         sim_result_t r;
         if (ff == 1)
             sim_fairfleet_run(&o, &r);
@@ -300,9 +295,8 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s%s%s%s%s%s --trace\n",
+                   "%s%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
-                   ev ? " --evict-logs" : "",
                    rds == 1  ? " --redis"
                    : rds < 0 ? " --no-redis"
                              : "",
@@ -339,7 +333,6 @@ int main(int argc, char **argv)
                 free(list_nostops);
                 free(list_redis);
                 free(list_ff);
-                free(list_ev);
                 return 0;
             }
         }
@@ -355,7 +348,6 @@ int main(int argc, char **argv)
     free(list_nostops);
     free(list_redis);
     free(list_ff);
-    free(list_ev);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;

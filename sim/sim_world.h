@@ -21,8 +21,6 @@ typedef struct sim_opts {
     bool no_stops;   /* no graceful stops: every kill is a crash, and the seed's draws
                       * are those of a simulator without stops (regression seeds) */
     bool open_defects; /* also the steps that meet the open defects (docs/simulation.md) */
-    bool evict_logs;   /* the sale's world's entry logs evict (docs/simulation.md, "Evicted
-                        * pages"): off by default for its open findings */
     int redis;         /* the inventory: 1 Redis (sim_redis.h) on every gateway, -1 memory on
                         * every one, 0 the seed's draw (seeds 28 mod 32: Redis per gateway) */
 } sim_opts_t;

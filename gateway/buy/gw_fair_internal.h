@@ -130,6 +130,13 @@ struct gw_fair_sale {
     size_t tcap;
     cm_journal_t log; /* the entry log (gw_fair__log_open), if log_open */
     bool log_open;
+    /* The entry log's records but the entries' ("E": v holds them), a line each in
+     * the log's order, as this process wrote them (gw_fair__log_line) or read them
+     * (gw_fair__log_load: a "D" with the count of entries before it, a hole after
+     * the "D" as a "?" line): what the log is written anew from when its rewrite
+     * refuses (gw_fair__log_sync). NUL-terminated. */
+    char *recs;
+    size_t recs_len, recs_cap;
     /* The lottery's state, decided by its core (gw_fair_core.h): the core's
      * struct, and the same members by name for the files that read them
      * (the waitlist, the fleet's draw). draw_wl is decided once (the first
@@ -313,11 +320,23 @@ entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);
 void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap);
 /* Opens the sale's entry log for appends if it is not open. 0 or CM_EIO. */
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
+/* An entry's "E" line (newline included) into buf: its length, or 0 if it does not fit. */
+size_t gw_fair__entry_line(const entry_t *e, char *buf, size_t cap);
 /* Appends whole lines (len bytes, each ending in a newline), each as one frame of the
  * journal (common/cm_journal.h), with one write(2), and if sync the log durable through
- * them (written again first if the journal is dropped). fs->mu held, or by the lottery
- * thread (which alone opens the log again, under f->tick_mu). 0 or CM_EIO. */
+ * them (gw_fair__log_sync). fs->mu held, or single-threaded (the load). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
+/* The log durable through its end. While the journal is dropped it is written again
+ * first (cm_journal_rewrite: from its own frames as they read back); if that refuses
+ * (pages a failed fdatasync dropped, evicted since, read back stale: the copy's check),
+ * it is written anew from the sale's state (its entries and fs->recs) with the same
+ * atomic replace, so that a process that lives on completes its draw. fs->mu held on
+ * entry and on return (unlock: released for the rewrite and the fdatasync; the lottery
+ * thread, which alone opens the log again, under f->tick_mu), or single-threaded.
+ * 0 or CM_EIO. */
+int gw_fair__log_sync(gw_fair_sale_t *fs, bool unlock);
+/* Keeps a line the load read (a record but an entry's) in fs->recs. Single-threaded. */
+void gw_fair__log_rec(gw_fair_sale_t *fs, const char *line, size_t len);
 /* Rewrites fair.json (a temporary file, fdatasync, rename). f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */

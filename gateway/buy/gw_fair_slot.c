@@ -63,6 +63,9 @@ static void entries_free(gw_fair_sale_t *fs)
     free(fs->by_id);
     free(fs->perm);
     free(fs->wl_bit);
+    free(fs->recs);
+    fs->recs = NULL;
+    fs->recs_len = fs->recs_cap = 0;
     fs->v = NULL;
     fs->by_user = fs->by_id = NULL;
     fs->perm = NULL;

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -181,6 +182,34 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
     return fs->log_open ? 0 : CM_EIO;
 }
 
+size_t gw_fair__entry_line(const entry_t *e, char *buf, size_t cap)
+{
+    char pb[INV_USER_ID_MAX + 3], fp[24] = "";
+    uint64_t stamp = inv_idem_fp_stamp(e->idem[0] ? e->key_fp : 0);
+    if (stamp)
+        snprintf(fp, sizeof(fp), " f=%" PRIx64, stamp);
+    int len = snprintf(buf, cap, "E %s %s %u %lld %s%s%s%s\n", e->order_id, e->user_id, e->qty,
+                       (long long)e->at_ms, gw_fair__idem_out(e->idem), gw_fair__idem_mark(e->idem),
+                       fp, gw_fair__person_out(e, pb, sizeof(pb)));
+    return len > 0 && (size_t)len < cap ? (size_t)len : 0;
+}
+
+static void recs_add(gw_fair_sale_t *fs, const char *line, size_t len)
+{
+    if (fs->recs_len + len + 1 > fs->recs_cap) {
+        fs->recs_cap = (fs->recs_len + len + 1) * 2;
+        fs->recs = cm_xrealloc(fs->recs, fs->recs_cap);
+    }
+    memcpy(fs->recs + fs->recs_len, line, len);
+    fs->recs_len += len;
+    fs->recs[fs->recs_len] = '\0';
+}
+
+void gw_fair__log_rec(gw_fair_sale_t *fs, const char *line, size_t len)
+{
+    recs_add(fs, line, len);
+}
+
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
     if (!fs->log_open)
@@ -192,15 +221,98 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
         (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
         p += l + 1;
     }
-    off_t end;
-    int rc = cm_journal_put_frames(&fs->log, &frames, &end);
+    int rc = cm_journal_put_frames(&fs->log, &frames, NULL);
     cm_journal_buf_free(&frames);
+    /* in the log now (a short write is cut back off it): kept for a write anew,
+     * but the entries' (v holds them) */
+    for (const char *p = line, *end = line + len; rc == 0 && p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        if (nl && l > 1 && p[0] != 'E')
+            recs_add(fs, p, l);
+        p += l;
+    }
     if (rc != 0 || !sync)
         return rc;
+    return gw_fair__log_sync(fs, false);
+}
+
+/* The "E" lines of entries [*next, upto) into img. */
+static void anew_entries(gw_fair_sale_t *fs, cm_journal_buf_t *img, size_t *next, size_t upto)
+{
+    char line[512];
+    for (; *next < upto && *next < fs->n; (*next)++) {
+        size_t len = gw_fair__entry_line(&fs->v[*next], line, sizeof(line));
+        if (len) /* its newline is the frame's */
+            (void)cm_journal_buf_add(img, line, len - 1);
+    }
+}
+
+/*
+ * The log written anew from the sale's state: its entries' "E" lines and the
+ * other records this process wrote or read (fs->recs), in the log's order (the
+ * entries a "D" froze before it), replacing every frame written so far
+ * (cm_journal_compact_from at the end: a new file, fdatasync'd, renamed, the
+ * directory fsync'd; the journal is no longer dropped). Nothing is read back,
+ * so pages a failed fdatasync dropped and the kernel evicted do not matter;
+ * the new file holds no record the old one did not (a line is kept once its
+ * write succeeded) and every one a sync reported durable. fs->mu held, or
+ * single-threaded. 0 or CM_EIO.
+ */
+static int log_anew(gw_fair_sale_t *fs)
+{
+    cm_journal_buf_t img = {0};
+    size_t next = 0; /* the entries written so far */
+    for (const char *p = fs->recs ? fs->recs : "", *end = p + fs->recs_len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p), before;
+        if (p[0] == 'D' && sscanf(p, "D %*s %*s %zu", &before) == 1)
+            anew_entries(fs, &img, &next, before);
+        (void)cm_journal_buf_add(&img, p, l);
+        p += l + 1;
+    }
+    anew_entries(fs, &img, &next, fs->n);
+    off_t mark;
+    cm_journal_lens(&fs->log, &mark, NULL, NULL);
+    int rc = cm_journal_compact_from(&fs->log, &img, mark);
+    cm_journal_buf_free(&img);
+    if (rc != 0)
+        cm_log_error("fair", "cannot write the entry log anew", "sale=%s", fs->sale_id);
+    else
+        cm_log_warn("fair", "the entry log read back stale; written anew from the lottery's state",
+                    "sale=%s entries=%zu", fs->sale_id, fs->n);
+    return rc;
+}
+
+int gw_fair__log_sync(gw_fair_sale_t *fs, bool unlock)
+{
+    if (!fs->log_open)
+        return CM_EIO;
+    off_t end;
+    cm_journal_lens(&fs->log, &end, NULL, NULL);
+    int rc = 0;
     /* after a failed fdatasync (or at a start) the log is written again first:
      * a plain one would not write what a failed one dropped (cm_journal.h) */
-    rc = cm_journal_dropped(&fs->log) ? cm_journal_rewrite(&fs->log) : 0;
-    return rc != 0 ? rc : cm_journal_sync_to(&fs->log, end);
+    if (cm_journal_dropped(&fs->log)) {
+        if (unlock)
+            pthread_mutex_unlock(&fs->mu);
+        rc = cm_journal_rewrite(&fs->log);
+        if (unlock)
+            pthread_mutex_lock(&fs->mu);
+        /* refused (its check: what the copy read back was not whole frames, or
+         * another failure): every try would read the same stale bytes, and the
+         * draw's end would wait for ever; the state holds what the log held */
+        if (rc != 0 && cm_journal_dropped(&fs->log))
+            rc = log_anew(fs);
+        if (rc != 0)
+            return rc;
+    }
+    if (unlock)
+        pthread_mutex_unlock(&fs->mu);
+    rc = cm_journal_sync_to(&fs->log, end);
+    if (unlock)
+        pthread_mutex_lock(&fs->mu);
+    return rc;
 }
 
 int gw_fair__conf_save(gw_fair_t *f)

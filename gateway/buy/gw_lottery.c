@@ -59,17 +59,16 @@ static void compute_order(gw_fair_sale_t *fs)
  * fdatasync is the log's first ("E" lines go unsynced), and a draw with entries
  * lost at a power loss would resume over fewer entrants, or another seed, while
  * its winners hold orders (the simulator's seeds 587 and 1207 with
- * --open-defects). fs->mu is released for it (the core's stage holds back what
- * acts on the draw); held on entry and on return. 0 or CM_EIO.
+ * --open-defects). A rewrite that reads back stale bytes (a failed fdatasync's
+ * pages evicted) is refused, and the log is then written anew from the sale's
+ * state (gw_fair__log_sync). fs->mu is released for it (the core's stage holds
+ * back what acts on the draw); held on entry and on return. 0 or CM_EIO.
  */
 static int log_resync(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (gw_fair__log_open(f, fs) != 0)
         return CM_EIO;
-    pthread_mutex_unlock(&fs->mu);
-    int rc = gw_fair__log_line(fs, "", 0, true);
-    pthread_mutex_lock(&fs->mu);
-    return rc;
+    return gw_fair__log_sync(fs, true);
 }
 
 /* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
@@ -104,7 +103,9 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * A hole the journal skipped (records lost: cm_journal_lines_open_holes)
  * between "D" and "F" leaves the draw decided but not done: its winners
  * are read from the spool as well, and their "W" lines and the "F" written
- * again (gw_fair_core.c on_loaded).
+ * again (gw_fair_core.c on_loaded). A log written anew from the state
+ * (gw_fair__log_sync) carries such a hole over as a "?" record, which
+ * reads back as the same line.
  *
  * The waitlist's lines (gw_waitlist.c): "F at w" a draw whose losers are
  * waitlisted (an "F at" without it, from before the waitlist: they are lost);
@@ -162,6 +163,10 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                                .entrants = fs->n};
             gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_started_ms = at;
+            /* kept with the entries before it: a write anew freezes the same ones */
+            char d[96];
+            int dl = snprintf(d, sizeof(d), "D %016llx %lld %zu\n", seed, at, fs->n);
+            gw_fair__log_rec(fs, d, (size_t)dl);
         } else if (line[0] == 'W' && fs->seeded) {
             char id[INV_ORDER_ID_MAX + 1];
             entry_t *w = sscanf(line, "W %31s", id) == 1 ? gw_fair__find_id(fs, id) : NULL;
@@ -173,6 +178,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 mark_won(fs, w);
                 w->wlogged = true;
             }
+            gw_fair__log_rec(fs, line, len);
         } else if ((line[0] == 'P' || line[0] == 'X') && fs->seeded) {
             char id[INV_ORDER_ID_MAX + 1];
             entry_t *p = sscanf(line + 1, " %31s", id) == 1 ? gw_fair__find_id(fs, id) : NULL;
@@ -182,20 +188,28 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 else
                     p->lost_logged = true;
             }
+            gw_fair__log_rec(fs, line, len);
         } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
             char wflag[2] = "";
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END};
             ev.waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
             gw_fair_core_step(&fs->core, &ev, &out);
             fs->draw_done_ms = at;
+            gw_fair__log_rec(fs, line, len);
         } else if (line[0] == 'O') {
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SOLD_OUT};
             gw_fair_core_step(&fs->core, &ev, &out);
+            gw_fair__log_rec(fs, line, len);
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
+            gw_fair__log_rec(fs, line, len);
         } else if (line[0] == '?' && line[1] == '\n') { /* records lost here */
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_HOLE};
             gw_fair_core_step(&fs->core, &ev, &out);
+            /* a write anew keeps it, as a "?" record (read back as the same
+             * line): an "F" after it must still not make the draw done */
+            if (fs->seeded)
+                gw_fair__log_rec(fs, line, len);
         }
     }
     fclose(fp);
@@ -403,15 +417,10 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     snprintf(ne.person, sizeof(ne.person), "%s", person);
     snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
     ne.key_fp = ne.idem[0] ? t->key_fp : 0;
-    char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
-    uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
-    if (stamp)
-        snprintf(fp, sizeof(fp), " f=%" PRIx64, stamp);
-    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
-                       ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
-                       gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
+    char line[400];
+    size_t len = gw_fair__entry_line(&ne, line, sizeof(line));
     ev.fair = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
-                             .rc = gw_fair__log_line(fs, line, (size_t)len, false)};
+                             .rc = len ? gw_fair__log_line(fs, line, len, false) : CM_EINVAL};
     gw_sale_step(&fs->sale, &ev, t->entered_at_ms, &so);
     if (!(so.fair.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;

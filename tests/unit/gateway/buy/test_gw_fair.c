@@ -1417,6 +1417,132 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* Lines of sale s1's entry log whose record starts with `tag` (a frame a line). */
+static int log_count(const mini_t *m, char tag)
+{
+    char path[160], line[512];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return 0;
+    int n = 0;
+    while (fgets(line, sizeof(line), fp))
+        n += strlen(line) > 18 && line[18] == tag;
+    fclose(fp);
+    return n;
+}
+
+/*
+ * The draw's end not recorded in a process that lives on: the fdatasync of
+ * its winners' "W" lines and its "F" failed, and the kernel then evicted
+ * those pages (the file reads back the disk's stale bytes, here zeros where
+ * the "W" lines were). Every rewrite of the log (cm_journal_rewrite) reads
+ * them back and refuses (its check); the draw's end would be "not recorded,
+ * tried again" for good and the sale stay in the draw (flashgate-sim --seed
+ * 13898 with the entry logs evicting). The log is written anew from the lottery's state
+ * instead: the draw completes, and the new file holds every entry, the seed,
+ * each winner's "W" and the end, with no hole.
+ */
+static void test_draw_end_written_anew(void **st)
+{
+    (void)st;
+    enum { N = 3 };
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
+    for (int i = 0; i < N; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9500;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    atomic_store(&log_syncs_left, 1); /* the seed's "D" is synced, the end is not */
+    atomic_store(&fail_log_syncs, true);
+    char why[256] = "";
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && log_count(m, 'F') < 2; i++) /* the end written, tried again */
+        sleep_ms(10);
+    assert_int_equal(log_count(m, 'W'), N);
+    log_zero_lines(m, 'W'); /* the failed fdatasync's pages evicted */
+    atomic_store(&fail_log_syncs, false);
+    for (int i = 0; i < 300 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++)
+        sleep_ms(10);
+    assert_int_equal(gw_fair_phase(fs, starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "o%d", i);
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, id, &t));
+        assert_int_equal(t.state, GW_ENTRY_WON);
+    }
+    gw_fair_close(&m->srv);
+    /* the file written anew: whole frames only, every record the state holds */
+    char path[160];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    cm_journal_scan_t sc;
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_int_equal(sc.holes, 0);
+    assert_int_equal(sc.end, sc.size);
+    assert_int_equal(log_count(m, 'E'), N);
+    assert_int_equal(log_count(m, 'D'), 1);
+    assert_int_equal(log_count(m, 'W'), N);
+    assert_true(log_count(m, 'F') >= 1);
+    /* a restart reads the draw done, each winner won */
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_true(atomic_load(&fs->drawn));
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    assert_int_equal(json_integer_value(json_object_get(d, "won_orders")), N);
+    json_decref(d);
+    mini_close(m);
+    free(m);
+}
+
+/*
+ * A log written anew at a start that read a hole between "D" and "F" (the
+ * "W" lines' pages evicted): the start's rewrite failed (its fdatasync here),
+ * so the log is written from the state, which does not know the winners yet
+ * (the spool tells them after the load). The hole goes into the new file as
+ * a "?" record: a kill -9 before the draw's thread wrote the winners' "W"
+ * lines again must not leave an "F" that reads as the draw done with none of
+ * them (each holds its order; the status table, flooded, knows none).
+ */
+static void test_hole_kept_by_a_write_anew(void **st)
+{
+    (void)st;
+    enum { N = 3 };
+    mini_t *m = calloc(1, sizeof(*m));
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def;
+    spool_count_t cnt;
+    drawn_sale(m, &def, &cnt, N, now);
+    log_zero_lines(m, 'W');
+    cm_id_gen_t ids;
+    cm_id_gen_init(&ids, 2);
+    mini_replay(m, &def, 64);
+    status_flood(m, &ids, now, &cnt, N);
+    atomic_store(&fail_log_sync_at, 1); /* the load's rewrite fails: written anew */
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
+    assert_int_equal(atomic_load(&fail_log_sync_at), 0);
+    gw_fair_close(&m->srv); /* no draw thread: killed before it wrote the "W" lines */
+    assert_int_equal(log_count(m, 'W'), 0);
+    assert_int_equal(log_count(m, '?'), 1);
+    mini_replay(m, &def, 64);
+    status_flood(m, &ids, now, &cnt, N);
+    redrawn_all_won(m, &def, &cnt, N);
+    mini_close(m);
+    free(m);
+}
+
 /*
  * A seed whose fdatasync failed, read back by a restart after a kill -9 (the
  * page cache still has the "D" line), is not drawn with while the log cannot
@@ -1823,6 +1949,8 @@ int main(void)
         cmocka_unit_test(test_enter_outside_window),
         cmocka_unit_test(test_resumed_draw_reserves_once),
         cmocka_unit_test(test_end_after_hole_keeps_winners),
+        cmocka_unit_test_teardown(test_draw_end_written_anew, log_syncs_restore),
+        cmocka_unit_test(test_hole_kept_by_a_write_anew),
         cmocka_unit_test(test_lost_for_cause_not_waitlisted),
         cmocka_unit_test(test_lost_for_cause_waitlisted),
         cmocka_unit_test(test_outcome_answered_once_durable),
