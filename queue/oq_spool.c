@@ -75,6 +75,8 @@
 #define SYNC_FD_WAIT_MAX_MS 100u
 /* The open's recoveries when a segment changes under one (oq_spool_open). */
 #define OPEN_RECOVER_TRIES 4
+/* The new file a segment is written again into before it is renamed over it. */
+#define SEG_TMP "spool.tmp"
 
 /*---- CRC-32C (common/cm_crc32c.h) ----*/
 
@@ -479,8 +481,10 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
     if (CM_PLANT(SPOOL_SKIP_LAST_SEG) && sp->nsegs > 1)
         sp->nsegs--;
-    if (!sp->read_only)
+    if (!sp->read_only) {
         sp->fs->unlinkat(sp->dirfd, "released.tmp", 0);
+        sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
+    }
     /* Empty segments at the end are spares made ahead of a roll (or a roll cut
      * short): no record is in them. Dropping them keeps "a segment that is not
      * the last one and is damaged other than by a cut-short end is not a torn
@@ -577,7 +581,13 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
                         " cut_bytes=%" PRIu64 " reason=\"%s\" records_kept=%" PRIu64 "%s",
                         name, good, s->size - good, rec_status_str(st), nrec,
                         sp->read_only ? " read_only=1" : "");
-            if (!sp->read_only && !CM_PLANT(SPOOL_TEAR_KEPT)) {
+            /* The cut of a segment the open writes again (resync_open) is that
+             * write: it copies the records before `good` to a new file. A cut
+             * here, ftruncate and fdatasync in place, dropped the segment's
+             * dirty pages when the fdatasync failed, records before the tear
+             * with them (durability write: answered 202, in no other copy). */
+            bool rewritten = sp->durability == OQ_DURABILITY_WRITE || !done;
+            if (!sp->read_only && !rewritten && !CM_PLANT(SPOOL_TEAR_KEPT)) {
                 int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
                 if (fd < 0 || sp->fs->ftruncate(fd, (off_t)good) != 0 ||
                     sp->fs->fdatasync(fd) != 0) {
@@ -676,29 +686,53 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
 }
 
 /* Writes the unreleased records of segment s (from `from`, as read now) again
- * and fdatasyncs them: pages a failed fdatasync dropped are dirty again, so
- * this one either writes them or fails. 0 or CM_EIO.
+ * and makes them durable: pages a failed fdatasync dropped are clean in the
+ * page cache, so a plain fdatasync "succeeds" without them. 0 or CM_EIO.
+ *
+ * They go to a new file (SEG_TMP: written, fdatasynced, checked, renamed over
+ * the segment, the directory fsynced), never into the segment itself: a
+ * failed fdatasync drops the pages of the file it was called on, and the
+ * segment's pages are then the only copy of records whose clients heard 202
+ * (durability write: the process that appended them died before any
+ * fdatasync covered them). Written in place, a failure dropped them, and once
+ * evicted the next open read the disk's old bytes there and cut them off
+ * (flashgate-sim --open-defects, "spool recovery dropped order"). Through a
+ * new file, a failure drops the new file's pages only: the segment keeps its
+ * dirty pages, and the next try (or the next open) reads them again.
  *
  * What it reads is checked as recovery checked it (every frame's CRC, as
  * cm_journal.c's copy_range checks what it copies): dropped pages evicted
  * since recovery read them read back as the disk's old bytes or zeros, and
  * writing those again would make the hole durable under records recovery
  * counted. Only the records before the first bad frame are written;
- * *changed says the segment no longer reads as recovery read it. */
+ * *changed says the segment no longer reads as recovery read it. The new
+ * file is read back and checked the same way before the rename (pages
+ * evicted while they were copied). */
 static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bool *changed)
 {
     uint64_t size = s->size;
     const unsigned char *map = NULL;
+    char name[64];
+    seg_name(name, sizeof(name), s->seg);
     *changed = false;
-    if (from < size && seg_map(sp, s->seg, &size, &map) != 0)
+    if (size == 0) { /* no record in it a failure could drop; recovery's cut (a torn one) */
+        int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+        int rc =
+            fd >= 0 && sp->fs->ftruncate(fd, 0) == 0 && sp->fs->fdatasync(fd) == 0 ? 0 : CM_EIO;
+        if (fd >= 0)
+            sp->fs->close(fd);
+        return rc;
+    }
+    bool tear_kept = CM_PLANT(SPOOL_TEAR_KEPT); /* the copy keeps the torn tail recovery cut */
+    if (tear_kept)
+        size = UINT64_MAX;
+    if (seg_map(sp, s->seg, &size, &map) != 0)
         return CM_EIO;
     uint64_t good = size;
-    if (map != NULL) {
+    if (map != NULL && !tear_kept) {
         uint64_t nrec;
         rec_status_t st = seg_verify(map, size, from, &good, &nrec);
         if (st != REC_OK || size != s->size) {
-            char name[64];
-            seg_name(name, sizeof(name), s->seg);
             cm_log_error("oq",
                          "spool: a segment reads back other than recovery read it "
                          "(pages a failed fdatasync dropped were evicted); not writing the "
@@ -708,13 +742,11 @@ static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bo
             *changed = true;
         }
     }
-    char name[64];
-    seg_name(name, sizeof(name), s->seg);
-    int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+    sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
+    int fd = sp->fs->openat(sp->dirfd, SEG_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     int rc = fd < 0 ? CM_EIO : 0;
-    /* through a copy: the source is a mapping of the file being written */
     unsigned char *buf = map && rc == 0 ? cm_xmalloc(STACK_BUF) : NULL;
-    for (uint64_t off = from; buf && rc == 0 && off < good;) {
+    for (uint64_t off = 0; buf && rc == 0 && off < good;) {
         size_t k = good - off < STACK_BUF ? (size_t)(good - off) : STACK_BUF;
         memcpy(buf, map + off, k);
         ssize_t w = sp->fs->pwrite(fd, buf, k, (off_t)off);
@@ -726,11 +758,39 @@ static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bo
             off += (uint64_t)w;
     }
     free(buf);
+    seg_unmap(sp, map, size);
     if (rc == 0 && sp->fs->fdatasync(fd) != 0)
         rc = CM_EIO;
-    if (fd >= 0)
-        sp->fs->close(fd);
-    seg_unmap(sp, map, size);
+    if (fd >= 0 && sp->fs->close(fd) != 0)
+        rc = CM_EIO;
+    bool moved = false;                         /* the segment changed while it was copied */
+    if (rc == 0 && good > from && !tear_kept) { /* what the new file holds: on disk now */
+        uint64_t tsize = good, tgood, nrec;
+        const unsigned char *tmap = NULL;
+        int tfd = sp->fs->openat(sp->dirfd, SEG_TMP, O_RDONLY | O_CLOEXEC, 0);
+        struct stat tst;
+        if (tfd < 0 || sp->fs->fstat(tfd, &tst) != 0 || (uint64_t)tst.st_size != good ||
+            (tmap = sp->fs->map(tfd, (size_t)tsize)) == NULL)
+            rc = CM_EIO;
+        if (tfd >= 0)
+            sp->fs->close(tfd);
+        if (tmap != NULL && seg_verify(tmap, tsize, from, &tgood, &nrec) != REC_OK) {
+            cm_log_error("oq",
+                         "spool: a segment changed while it was copied (pages a failed "
+                         "fdatasync dropped were evicted); not writing the damage again",
+                         "seg=%s off=%" PRIu64, name, tgood);
+            *changed = true;
+            moved = true; /* not an error: the caller reads the segment again */
+        }
+        if (tmap != NULL)
+            sp->fs->unmap(tmap, (size_t)tsize);
+    }
+    if (rc == 0 && !moved &&
+        (sp->fs->renameat(sp->dirfd, SEG_TMP, sp->dirfd, name) != 0 ||
+         sp->fs->fsync(sp->dirfd) != 0))
+        rc = CM_EIO;
+    if (rc != 0 || moved)
+        sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
     return rc;
 }
 
@@ -785,6 +845,19 @@ static int resync_open(oq_spool_t *sp, bool *changed, char *errbuf, size_t errle
             }
             if (*changed)
                 return 0;
+        }
+        /* the last one was renamed over: appends go to the new file */
+        const seg_info_t *last = &sp->segs[sp->nsegs - 1];
+        if (last->size > 0 && sp->fd >= 0) {
+            char name[64];
+            seg_name(name, sizeof(name), last->seg);
+            sp->fs->close(sp->fd);
+            sp->fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_APPEND | O_CLOEXEC, 0);
+            if (sp->fd < 0) {
+                errf(errbuf, errlen, "spool: cannot open %s/%s: %s", sp->dir, name,
+                     strerror(errno));
+                return CM_EIO;
+            }
         }
         if (sp->durability == OQ_DURABILITY_FSYNC) /* a round of the sync path's */
             atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
@@ -936,6 +1009,8 @@ static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
 {
     seg_info_t si = {0};
     bool found = false;
+    /* no release deletes it meanwhile: the rename would bring it back */
+    pthread_mutex_lock(&sp->rel_mu);
     pthread_mutex_lock(&sp->mu);
     for (size_t i = 0; i < sp->nsegs && !found; i++)
         if (sp->segs[i].seg == seg) {
@@ -948,7 +1023,9 @@ static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
      * the next open's recovery cuts at the hole. Trying again would read the
      * same hole every second. */
     bool changed;
-    return found ? resync_segment(sp, &si, 0, &changed) : 0;
+    int rc = found ? resync_segment(sp, &si, 0, &changed) : 0;
+    pthread_mutex_unlock(&sp->rel_mu);
+    return rc;
 }
 
 /* What one round of the preparer did, and how long it waits before the next. */

@@ -18,7 +18,9 @@
  * power loss tears the spool's tail and not its middle (one whose fdatasync
  * failed is written again before the next try, and the open writes again and
  * fdatasyncs what is not wholly released: pages a failed fdatasync dropped
- * are never taken as written). Appends are one write(2) each and may come from
+ * are never taken as written). Such a write-again goes to a new file renamed
+ * over the segment once it is durable, so that its own failure drops none of
+ * the segment's pages. Appends are one write(2) each and may come from
  * several threads at once (O_APPEND; records never interleave). A roll to the
  * next segment swaps in a spare that a thread of the spool created ahead (the
  * directory fsync that makes its name durable happens there, never on the

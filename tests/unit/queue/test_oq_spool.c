@@ -1918,6 +1918,80 @@ static void test_evicted_between_recovery_and_write_again(void **state)
 }
 
 /*
+ * Durability write: a process appended orders (answered 202) and died before
+ * any fdatasync covered them; they are in the page cache only. The next
+ * open's write-again fails its fdatasync, and the kernel drops the pages of
+ * the file it was called on, then evicts them: a read there returns the
+ * disk's zeros. Written again in place, those pages were the segment's, the
+ * only copy of the orders, and the open after it cut them off
+ * (`flashgate-sim --seed 5 --open-defects`, "spool recovery dropped order,
+ * answered 202"). The write-again goes to a new file, renamed over the
+ * segment once it is durable: a failure drops the new file's pages, and the
+ * segment's stay as they were.
+ */
+static oq_fs_ops_t fs_dropping;
+static int drop_syncs;
+static char drop_dir[256];
+static uint64_t drop_seg, drop_from, drop_to;
+
+static int dropping_fdatasync(int fd)
+{
+    if (drop_syncs == 0)
+        return oq_fs_posix()->fdatasync(fd);
+    drop_syncs--;
+    char path[512];
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 &&
+        stat(spool_seg_path(drop_dir, drop_seg, path, sizeof(path)), &b) == 0 &&
+        a.st_ino == b.st_ino) /* the segment's own pages dropped, and evicted */
+        spool_zero_range(drop_dir, drop_seg, drop_from, drop_to);
+    errno = EIO;
+    return -1;
+}
+
+static void test_write_failed_write_again_keeps_the_segment(void **state)
+{
+    fixture_t *f = *state;
+    snprintf(drop_dir, sizeof(drop_dir), "%s", f->dir);
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_WRITE};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 10);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    append_n(sp, 10, 5); /* answered 202, then the process died */
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 15);
+    drop_seg = c->recs[10].pos.seg;
+    drop_from = c->recs[10].pos.off;
+    drop_to = c->recs[14].next.off;
+    free(c);
+    oq_spool_close(sp);
+
+    fs_dropping = *oq_fs_posix();
+    fs_dropping.fdatasync = dropping_fdatasync;
+    drop_syncs = 1;
+    o.fs = &fs_dropping;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), CM_EIO);
+    assert_non_null(strstr(err, "cannot fdatasync"));
+    assert_int_equal(drop_syncs, 0);
+
+    o.fs = NULL; /* the next start: every order still there */
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 15);
+    check_orders(c, 0, 15);
+    free(c);
+    append_n(sp, 15, 1); /* appends go to the segment renamed into place */
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 16);
+    check_orders(c, 0, 16);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
  * flashgate-spool reads a live gateway's spool. In fsync durability a reader
  * that opened read-only sees the records not synced yet, and a failed fsync
  * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
@@ -2072,6 +2146,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failed_write_again_keeps_the_segment, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
