@@ -457,6 +457,9 @@ static int seg_create(oq_spool_t *sp, uint64_t seg)
     /* make the new name durable, or a power loss could lose the whole file */
     if (sp->fs->fsync(sp->dirfd) != 0) {
         sp->fs->close(fd);
+        /* else the next try meets it (O_EXCL) and fails for good: no spare
+         * again, and every roll after fails its append */
+        sp->fs->unlinkat(sp->dirfd, name, 0);
         return CM_EIO;
     }
     return fd;

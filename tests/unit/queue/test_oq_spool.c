@@ -1992,6 +1992,48 @@ static void test_write_failed_write_again_keeps_the_segment(void **state)
 }
 
 /*
+ * The preparer creates the spare segment and fsyncs the directory for its
+ * name. When that fsync failed, the file stayed, and every later try met it
+ * (O_EXCL) and failed: no spare again, and the rolled segments' flushes,
+ * which wait for one, never ran (flashgate-sim --seed 197 --open-defects,
+ * with the flush from memory: a segment whose fdatasync failed was never
+ * written again). The failed try removes the file it made.
+ */
+static oq_fs_ops_t fs_dirfail;
+static int dirfail_left;
+
+static int dirfail_fsync(int fd)
+{
+    if (dirfail_left > 0) {
+        dirfail_left--;
+        errno = EIO;
+        return -1;
+    }
+    return oq_fs_posix()->fsync(fd);
+}
+
+static void test_spare_after_failed_dir_fsync(void **state)
+{
+    fixture_t *f = *state;
+    fs_dirfail = *oq_fs_posix();
+    fs_dirfail.fsync = dirfail_fsync;
+    dirfail_left = 0;
+    oq_spool_opts_t o = {.dir = f->dir, .fs = &fs_dirfail, .stepped = true};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    dirfail_left = 1;
+    assert_false(oq_spool_step(sp)); /* could not make the spare: a second later */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_false(st.spare_ready);
+    assert_true(oq_spool_step(sp));
+    oq_spool_stats(sp, &st);
+    assert_true(st.spare_ready);
+    oq_spool_close(sp);
+}
+
+/*
  * flashgate-spool reads a live gateway's spool. In fsync durability a reader
  * that opened read-only sees the records not synced yet, and a failed fsync
  * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
@@ -2148,6 +2190,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failed_write_again_keeps_the_segment, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_spare_after_failed_dir_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
