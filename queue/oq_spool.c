@@ -77,6 +77,12 @@
 #define OPEN_RECOVER_TRIES 4
 /* The new file a segment is written again into before it is renamed over it. */
 #define SEG_TMP "spool.tmp"
+/* Durability write: the preparer fdatasyncs the current segment once this many
+ * bytes (or half a segment, if less) were appended since its last fdatasync,
+ * so that the copy kept of them (seg_copy_t) stays small; appends past
+ * COPY_MAX_BYTES of copies wait for it (CM_EBUSY) rather than go uncovered. */
+#define COPY_SYNC_BYTES (1u << 20)
+#define COPY_MAX_BYTES (16u << 20)
 
 /*---- CRC-32C (common/cm_crc32c.h) ----*/
 
@@ -164,6 +170,24 @@ typedef struct seg_info {
     uint64_t size; /* bytes of complete records */
 } seg_info_t;
 
+/*
+ * Durability write: the bytes this process appended to a segment since the
+ * last fdatasync that covered them, as it wrote them. Until one covers them
+ * they are in the page cache only, and a failed fdatasync (or writeback)
+ * marks those pages clean unwritten and lets the kernel evict them: a read
+ * then returns the disk's old bytes, so no read-back can write them again
+ * (docs/simulation.md, "Evicted pages"). The segment is written again from
+ * this copy instead (rewrite_from_copy). One memcpy per append under mu.
+ */
+typedef struct seg_copy {
+    uint64_t seg;
+    uint64_t base;      /* the segment's bytes before it are durable */
+    unsigned char *buf; /* its bytes [base, base + len) */
+    size_t len, cap;
+    bool lost; /* an fdatasync of them failed: write them again, never
+                  trust a plain fdatasync of the segment */
+} seg_copy_t;
+
 struct oq_spool {
     const oq_fs_ops_t *fs; /* the file operations (oq_fs.h) */
     bool stepped;          /* no preparer thread: the owner calls oq_spool_step() */
@@ -204,6 +228,12 @@ struct oq_spool {
     uint64_t flush_below;   /* segments below it are to be flushed */
     uint64_t flushed_below; /* the preparer has flushed those below it */
     uint64_t flush_redo;    /* its fdatasync failed: the next try rewrites it (0: none) */
+    bool keep_copy;         /* durability write, writable: copies are kept */
+    seg_copy_t *copies;     /* ascending by segment (seg_copy_t) */
+    size_t ncopies, capcopies;
+    uint64_t copy_bytes; /* the sum of their len */
+    uint64_t copy_sync;  /* the preparer fdatasyncs the current segment past this */
+    _Atomic uint64_t copy_syncs, copy_rewrites;
     _Atomic uint64_t seg_flushes;
     _Atomic uint64_t rolls, rolls_inline;
     atomic_bool fail_next_sync; /* test seam (oq__spool_fail_next_sync) */
@@ -288,6 +318,85 @@ static void segs_push(oq_spool_t *sp, uint64_t seg, uint64_t size)
     sp->segs[sp->nsegs].seg = seg;
     sp->segs[sp->nsegs].size = size;
     sp->nsegs++;
+}
+
+/*---- durability write: the copy of what no fdatasync covered yet (seg_copy_t) ----*/
+
+/* mu held. The copy of segment seg, NULL if none. */
+static seg_copy_t *copy_find(oq_spool_t *sp, uint64_t seg)
+{
+    for (size_t i = 0; i < sp->ncopies; i++)
+        if (sp->copies[i].seg == seg)
+            return &sp->copies[i];
+    return NULL;
+}
+
+/* mu held. Adds the len bytes just written at offset off of segment seg (the
+ * current one). */
+static void copy_add_locked(oq_spool_t *sp, uint64_t seg, uint64_t off, const unsigned char *buf,
+                            size_t len)
+{
+    seg_copy_t *c = sp->ncopies ? &sp->copies[sp->ncopies - 1] : NULL;
+    if (c == NULL || c->seg != seg) {
+        if (sp->ncopies == sp->capcopies) {
+            sp->capcopies = sp->capcopies ? sp->capcopies * 2 : 4;
+            sp->copies = cm_xrealloc(sp->copies, sp->capcopies * sizeof(seg_copy_t));
+        }
+        c = &sp->copies[sp->ncopies++];
+        *c = (seg_copy_t){.seg = seg, .base = off};
+    }
+    if (c->base + c->len != off) { /* cannot be: appends are contiguous */
+        cm_log_error("oq", "spool: the copy of a segment lost its place; starting it again",
+                     "seg=%" PRIu64 " at=%" PRIu64 " off=%" PRIu64, seg, c->base + c->len, off);
+        sp->copy_bytes -= c->len;
+        c->base = off;
+        c->len = 0;
+    }
+    if (c->len + len > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + len)
+            cap *= 2;
+        c->buf = cm_xrealloc(c->buf, cap);
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, buf, len);
+    c->len += len;
+    sp->copy_bytes += len;
+    /* wakes the preparer once, as the copy passes the mark */
+    if (!sp->stepped && c->len >= sp->copy_sync && c->len - len < sp->copy_sync)
+        pthread_cond_signal(&sp->prep_cv);
+}
+
+/* mu held. Segment seg's bytes before upto are durable: they leave its copy
+ * (all of it for UINT64_MAX: a rolled segment's, freed). */
+static void copy_drop_locked(oq_spool_t *sp, uint64_t seg, uint64_t upto)
+{
+    for (size_t i = 0; i < sp->ncopies; i++) {
+        seg_copy_t *c = &sp->copies[i];
+        if (c->seg != seg)
+            continue;
+        if (upto <= c->base)
+            return;
+        uint64_t k = upto - c->base;
+        if (k < c->len) {
+            memmove(c->buf, c->buf + k, (size_t)(c->len - k));
+            c->len -= (size_t)k;
+            c->base = upto;
+            sp->copy_bytes -= k;
+            return;
+        }
+        sp->copy_bytes -= c->len;
+        if (upto != UINT64_MAX) { /* the current segment's: its buffer is used again */
+            c->base += c->len;
+            c->len = 0;
+            c->lost = false;
+            return;
+        }
+        free(c->buf);
+        memmove(c, c + 1, (sp->ncopies - i - 1) * sizeof(*c));
+        sp->ncopies--;
+        return;
+    }
 }
 
 static int cmp_seg(const void *a, const void *b)
@@ -885,6 +994,11 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     sp->segment_bytes = opts->segment_bytes ? opts->segment_bytes : SEG_DEFAULT_BYTES;
     sp->max_bytes = opts->max_bytes;
     sp->read_only = opts->read_only;
+    sp->keep_copy = !sp->read_only && sp->durability == OQ_DURABILITY_WRITE;
+    sp->copy_sync =
+        sp->segment_bytes / 2 < COPY_SYNC_BYTES ? sp->segment_bytes / 2 : COPY_SYNC_BYTES;
+    if (sp->copy_sync == 0)
+        sp->copy_sync = 1;
     sp->fd = -1;
     sp->lockfd = -1;
     sp->dirfd = -1;
@@ -995,6 +1109,9 @@ void oq_spool_close(oq_spool_t *sp)
     pthread_mutex_destroy(&sp->rel_mu);
     pthread_cond_destroy(&sp->prep_cv);
     pthread_cond_destroy(&sp->spare_cv);
+    for (size_t i = 0; i < sp->ncopies; i++)
+        free(sp->copies[i].buf);
+    free(sp->copies);
     free(sp->segs);
     free(sp);
 }
@@ -1031,6 +1148,88 @@ static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
     return rc;
 }
 
+/* pwrite of len bytes of src at off, whole. 0 or CM_EIO. */
+static int pwrite_all(oq_spool_t *sp, int fd, const unsigned char *src, uint64_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t w = sp->fs->pwrite(fd, src, (size_t)len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return CM_EIO;
+        src += w;
+        len -= (uint64_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/*
+ * Durability write: writes rolled segment cp->seg again after a failed
+ * fdatasync, from what it was before the copy (durable: an fdatasync covered
+ * it, so it reads back as written) and the copy of the rest, into a new file
+ * renamed over it (resync_segment's way: a failure drops none of the
+ * segment's pages). Never from a read-back of the rest: the kernel may have
+ * evicted those pages. 0 (also when the segment was released meanwhile) or
+ * CM_EIO. Called without mu.
+ */
+static int rewrite_from_copy(oq_spool_t *sp, const seg_copy_t *cp)
+{
+    seg_info_t si = {0};
+    bool found = false;
+    pthread_mutex_lock(&sp->rel_mu); /* no release deletes it meanwhile */
+    pthread_mutex_lock(&sp->mu);
+    for (size_t i = 0; i < sp->nsegs && !found; i++)
+        if (sp->segs[i].seg == cp->seg) {
+            si = sp->segs[i];
+            found = true;
+        }
+    pthread_mutex_unlock(&sp->mu);
+    char name[64];
+    seg_name(name, sizeof(name), cp->seg);
+    int rc = 0;
+    if (found && si.size != cp->base + cp->len) { /* cannot be: every append was copied */
+        cm_log_error("oq", "spool: the copy of a segment does not cover its end",
+                     "seg=%s "
+                     "size=%" PRIu64 " copied=%" PRIu64 "+%zu",
+                     name, si.size, cp->base, cp->len);
+        rc = CM_EIO;
+    }
+    if (!found || rc != 0) {
+        pthread_mutex_unlock(&sp->rel_mu);
+        return rc;
+    }
+    const unsigned char *map = NULL;
+    uint64_t size = cp->base, good = 0, nrec;
+    if (size > 0 && (seg_map(sp, cp->seg, &size, &map) != 0 || size != cp->base ||
+                     seg_verify(map, size, 0, &good, &nrec) != REC_OK))
+        rc = CM_EIO;
+    sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
+    int fd = rc == 0
+                 ? sp->fs->openat(sp->dirfd, SEG_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)
+                 : -1;
+    if (fd < 0)
+        rc = CM_EIO;
+    if (rc == 0 && map != NULL)
+        rc = pwrite_all(sp, fd, map, size, 0);
+    seg_unmap(sp, map, size);
+    if (rc == 0)
+        rc = pwrite_all(sp, fd, cp->buf, cp->len, cp->base);
+    if (rc == 0 && sp->fs->fdatasync(fd) != 0)
+        rc = CM_EIO;
+    if (fd >= 0 && sp->fs->close(fd) != 0)
+        rc = CM_EIO;
+    if (rc == 0 && (sp->fs->renameat(sp->dirfd, SEG_TMP, sp->dirfd, name) != 0 ||
+                    sp->fs->fsync(sp->dirfd) != 0))
+        rc = CM_EIO;
+    if (rc != 0)
+        sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
+    else
+        atomic_fetch_add_explicit(&sp->copy_rewrites, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&sp->rel_mu);
+    return rc;
+}
+
 /* What one round of the preparer did, and how long it waits before the next. */
 typedef enum {
     PREP_AGAIN = 0,   /* did something: look again at once */
@@ -1038,6 +1237,55 @@ typedef enum {
     PREP_FD_WAIT,     /* out of descriptors: wait SYNC_FD_WAIT_MAX_MS (or a signal) */
     PREP_CREATE_WAIT, /* no spare could be created, or a rolled segment not flushed: 1 s */
 } prep_next_t;
+
+static int roll_locked(oq_spool_t *sp);
+
+/*
+ * Durability write, mu held (released around the fdatasync): once the copy of
+ * the current segment passes copy_sync bytes, fdatasyncs the segment and lets
+ * go of the copy's bytes it covered; that keeps the copy near copy_sync bytes
+ * (1 MiB, or half a segment) plus what is appended during one fdatasync. A
+ * failed one rolls to the next segment, so that the flush of rolled segments
+ * writes this one again from its copy (rewrite_from_copy) while appends go on.
+ */
+static prep_next_t sync_current_locked(oq_spool_t *sp)
+{
+    seg_info_t *cur = &sp->segs[sp->nsegs - 1];
+    seg_copy_t *c = copy_find(sp, cur->seg);
+    if (c == NULL || (!c->lost && c->len < sp->copy_sync))
+        return PREP_IDLE;
+    if (!c->lost) {
+        uint64_t seg = cur->seg, upto = cur->size;
+        int fd = sp->fs->dup(sp->fd);
+        int e = errno;
+        pthread_mutex_unlock(&sp->mu);
+        int rc = fd < 0 ? open_error(e) : sp->fs->fdatasync(fd) == 0 ? 0 : CM_EIO;
+        if (fd >= 0)
+            sp->fs->close(fd);
+        pthread_mutex_lock(&sp->mu);
+        if (rc == CM_EAGAIN) {
+            atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
+            return PREP_FD_WAIT;
+        }
+        if (rc == 0) {
+            atomic_fetch_add_explicit(&sp->copy_syncs, 1, memory_order_relaxed);
+            copy_drop_locked(sp, seg, upto);
+            return PREP_AGAIN;
+        }
+        char name[64];
+        seg_name(name, sizeof(name), seg);
+        cm_log_error("oq",
+                     "spool: fdatasync of the current segment failed; rolling, to write "
+                     "it again from memory",
+                     "seg=%s errno=%d", name, errno);
+        if ((c = copy_find(sp, seg)) != NULL)
+            c->lost = true;
+        if (sp->segs[sp->nsegs - 1].seg != seg)
+            return PREP_AGAIN; /* an append rolled meanwhile */
+    }
+    /* a failed roll leaves the copy lost: tried again a second later */
+    return roll_locked(sp) == 0 ? PREP_AGAIN : PREP_CREATE_WAIT;
+}
 
 /* One round of the preparer, with mu held (released around the file work). */
 static prep_next_t prep_once(oq_spool_t *sp)
@@ -1049,12 +1297,21 @@ static prep_next_t prep_once(oq_spool_t *sp)
             uint64_t g = from, flushed = 0;
             int rc = 0;
             for (; g < to; g++) {
+                /* this process's appends to it that no fdatasync covered yet */
+                seg_copy_t cp = {0};
+                pthread_mutex_lock(&sp->mu);
+                seg_copy_t *c = copy_find(sp, g);
+                bool have = c != NULL;
+                if (have)
+                    cp = *c; /* its buffer stays: only this thread frees a rolled one's */
+                pthread_mutex_unlock(&sp->mu);
+                bool again = g == redo || cp.lost;
                 /* A segment whose fdatasync failed is written again at every
                  * try, never given a plain fdatasync: that one would "succeed"
                  * on the pages the kernel dropped. */
-                if (g != redo && (rc = sync_segment(sp, g)) == CM_EAGAIN)
+                if (!again && (rc = sync_segment(sp, g)) == CM_EAGAIN)
                     break; /* no descriptor to open it with: this one again, later */
-                if (g == redo || rc != 0) {
+                if (again || rc != 0) {
                     /* The kernel may have dropped the pages it failed to write
                      * (a later fdatasync would "succeed" without them, and a
                      * power loss then tear the middle of the spool): written
@@ -1063,10 +1320,24 @@ static prep_next_t prep_once(oq_spool_t *sp)
                     seg_name(name, sizeof(name), g);
                     cm_log_error("oq", "spool: fdatasync of a rolled segment failed; writing it "
                                  "again", "seg=%s errno=%d", name, errno);
-                    if ((rc = rewrite_segment(sp, g)) != 0) {
+                    if (have) { /* from the copy: the pages may be evicted */
+                        pthread_mutex_lock(&sp->mu);
+                        if ((c = copy_find(sp, g)) != NULL)
+                            c->lost = true;
+                        pthread_mutex_unlock(&sp->mu);
+                        rc = rewrite_from_copy(sp, &cp);
+                    } else {
+                        rc = rewrite_segment(sp, g);
+                    }
+                    if (rc != 0) {
                         redo = g;
                         break;
                     }
+                }
+                if (have) {
+                    pthread_mutex_lock(&sp->mu);
+                    copy_drop_locked(sp, g, UINT64_MAX);
+                    pthread_mutex_unlock(&sp->mu);
                 }
                 flushed++;
             }
@@ -1083,6 +1354,8 @@ static prep_next_t prep_once(oq_spool_t *sp)
                 return PREP_CREATE_WAIT; /* the same segment again in a second */
             return PREP_AGAIN;
         }
+        if (sp->keep_copy && !sp->broken && sp->nsegs > 0)
+            return sync_current_locked(sp);
         return PREP_IDLE;
     }
     uint64_t seg = sp->segs[sp->nsegs - 1].seg + 1;
@@ -1253,7 +1526,9 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         goto out;
     }
     size_t want = fit_locked(sp, buf, len, &nrec, event, kept != NULL);
-    if (want == 0) {
+    /* the copies past their cap: the preparer's fdatasync is behind (events, a
+     * few hundred bytes, go on: a release must fit) */
+    if (want == 0 || (!event && sp->keep_copy && sp->copy_bytes + want > COPY_MAX_BYTES)) {
         rc = CM_EBUSY;
         goto out;
     }
@@ -1297,6 +1572,8 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
             sp->broken = true; /* the torn tail stays until a restart cuts it */
         cm_log_error("oq", "spool: append failed", "dir=%s errno=%d written=%zd of=%zu kept=%zu",
                      sp->dir, e, w, want, keep);
+        if (sp->keep_copy && keep)
+            copy_add_locked(sp, cur->seg, cur->size, buf, keep);
         cur->size += keep;
         sp->unreleased_bytes += keep;
         sp->records += k;
@@ -1307,6 +1584,8 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         rc = CM_EIO;
         goto out;
     }
+    if (sp->keep_copy)
+        copy_add_locked(sp, cur->seg, cur->size, buf, want);
     cur->size += want;
     sp->unreleased_bytes += want;
     sp->records += nrec;
@@ -1403,8 +1682,10 @@ int oq_spool_room(oq_spool_t *sp, const oq_order_t *o, uint64_t pending)
     uint64_t need = order_rec_bound(o) + pending;
     pthread_mutex_lock(&sp->mu);
     int rc = sp->broken ? CM_EIO
-             : sp->max_bytes && sp->unreleased_bytes + need > sp->max_bytes ? CM_EBUSY
-                                                                            : 0;
+             : (sp->max_bytes && sp->unreleased_bytes + need > sp->max_bytes) ||
+                     (sp->keep_copy && sp->copy_bytes + need > COPY_MAX_BYTES)
+                 ? CM_EBUSY
+                 : 0;
     pthread_mutex_unlock(&sp->mu);
     return rc;
 }
@@ -1841,7 +2122,10 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
     out->segment_flushes = atomic_load_explicit(&sp->seg_flushes, memory_order_relaxed);
     out->spare_ready = sp->spare_fd >= 0;
     out->cut_failures = sp->cut_failures;
+    out->copy_bytes = sp->copy_bytes;
     pthread_mutex_unlock(&sp->mu);
+    out->copy_syncs = atomic_load_explicit(&sp->copy_syncs, memory_order_relaxed);
+    out->copy_rewrites = atomic_load_explicit(&sp->copy_rewrites, memory_order_relaxed);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);
     out->fsyncs = atomic_load_explicit(&sp->fsyncs, memory_order_relaxed);
     out->sync_fd_waits = atomic_load_explicit(&sp->sync_fd_waits, memory_order_relaxed);

@@ -1992,6 +1992,102 @@ static void test_write_failed_write_again_keeps_the_segment(void **state)
 }
 
 /*
+ * Durability write, a live process: the preparer's fdatasync of a rolled
+ * segment fails, and the kernel evicts the pages it dropped before the
+ * rewrite reads them: the read-back returns the disk's zeros where orders
+ * answered 202 were. The rewrite kept the records before the hole, the relay
+ * stopped at it, and a restart cut the rest (`flashgate-sim --seed 1921
+ * --open-defects`, "spool recovery dropped order"; with the process living on,
+ * seed 1028, "answered 202 and never reached the database"). The spool keeps
+ * the bytes no fdatasync covered yet and writes the segment again from them.
+ * The same for the current segment, which the preparer fdatasyncs once its
+ * copy passes half a segment (1 MiB at most): a failure there rolls, and the
+ * segment is written again from memory.
+ */
+static void test_write_failed_flush_writes_again_from_memory(void **state)
+{
+    fixture_t *f = *state;
+    snprintf(drop_dir, sizeof(drop_dir), "%s", f->dir);
+    fs_dropping = *oq_fs_posix();
+    fs_dropping.fdatasync = dropping_fdatasync;
+    drop_syncs = 0;
+    oq_spool_opts_t o = {.dir = f->dir, .segment_bytes = 2000, .fs = &fs_dropping, .stepped = true};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 20); /* a roll: segment 1 waits for the preparer's flush */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.segments, 2);
+    assert_int_equal(st.copy_bytes, st.unreleased_bytes);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    drop_seg = c->recs[0].pos.seg;
+    drop_from = 0;
+    size_t k = 0;
+    while (k < 20 && c->recs[k].pos.seg == drop_seg)
+        k++;
+    drop_to = c->recs[k - 1].next.off;
+    free(c);
+    drop_syncs = 1; /* the flush fails, its pages are evicted */
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++)
+        ;
+    assert_int_equal(drop_syncs, 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    check_orders(c, 0, 20);
+    free(c);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_rewrites, 1);
+    assert_int_equal(st.segment_flushes, 1);
+    assert_true(st.copy_bytes < st.unreleased_bytes); /* segment 1's copy let go */
+
+    /* the current segment: its copy passes half a segment, no roll yet */
+    uint64_t seg = st.end.seg, i = 20;
+    oq_spool_stats(sp, &st);
+    while (st.copy_bytes < 1000) {
+        append_n(sp, i++, 1);
+        oq_spool_stats(sp, &st);
+    }
+    assert_int_equal(st.end.seg, seg);
+    drop_seg = seg;
+    drop_from = 0;
+    drop_to = st.end.off;
+    drop_syncs = 1;
+    for (int r = 0; r < 10 && oq_spool_step(sp); r++)
+        ;
+    assert_int_equal(drop_syncs, 0);
+    oq_spool_stats(sp, &st);
+    assert_true(st.end.seg > seg); /* rolled, and written again from memory */
+    assert_int_equal(st.copy_rewrites, 2);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)i);
+    check_orders(c, 0, (size_t)i);
+    free(c);
+    /* and a sync that succeeds lets the copy go */
+    uint64_t before = st.copy_syncs;
+    while (st.copy_bytes < 1000) {
+        append_n(sp, i++, 1);
+        oq_spool_stats(sp, &st);
+    }
+    for (int r = 0; r < 10 && oq_spool_step(sp); r++)
+        ;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_syncs, before + 1);
+    assert_true(st.copy_bytes < 1000);
+    oq_spool_close(sp);
+
+    o.fs = NULL; /* a restart reads them all */
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)i);
+    check_orders(c, 0, (size_t)i);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
  * The preparer creates the spare segment and fsyncs the directory for its
  * name. When that fsync failed, the file stayed, and every later try met it
  * (O_EXCL) and failed: no spare again, and the rolled segments' flushes,
@@ -2189,6 +2285,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failed_write_again_keeps_the_segment, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_failed_flush_writes_again_from_memory, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spare_after_failed_dir_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
