@@ -22,9 +22,9 @@
  * over the segment once it is durable, so that its own failure drops none of
  * the segment's pages. In durability write the spool also keeps in memory the
  * bytes it appended that no fdatasync covered yet (the preparer fdatasyncs the
- * current segment every 1 MiB, or half a segment if less, and lets them go):
+ * current segment every 4 MiB, or half a segment if less, and lets them go):
  * after a failed fdatasync the kernel may evict the pages it dropped, so the
- * segment is written again from that copy, never from a read-back. Past 16 MiB
+ * segment is written again from that copy, never from a read-back. Past 64 MiB
  * of such bytes (the preparer's fdatasyncs fall behind) orders are refused
  * with CM_EBUSY until it catches up. Appends are one write(2) each and may come from
  * several threads at once (O_APPEND; records never interleave). A roll to the

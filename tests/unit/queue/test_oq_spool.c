@@ -2001,7 +2001,7 @@ static void test_write_failed_write_again_keeps_the_segment(void **state)
  * seed 1028, "answered 202 and never reached the database"). The spool keeps
  * the bytes no fdatasync covered yet and writes the segment again from them.
  * The same for the current segment, which the preparer fdatasyncs once its
- * copy passes half a segment (1 MiB at most): a failure there rolls, and the
+ * copy passes half a segment (4 MiB at most): a failure there rolls, and the
  * segment is written again from memory.
  */
 static void test_write_failed_flush_writes_again_from_memory(void **state)
