@@ -342,7 +342,7 @@ static void copy_add_locked(oq_spool_t *sp, uint64_t seg, uint64_t off, const un
 {
     seg_copy_t *c = sp->ncopies ? &sp->copies[sp->ncopies - 1] : NULL;
     if (c == NULL || c->seg != seg) {
-        if (sp->ncopies == sp->capcopies) {
+        if (sp->copies == NULL || sp->ncopies == sp->capcopies) {
             sp->capcopies = sp->capcopies ? sp->capcopies * 2 : 4;
             sp->copies = cm_xrealloc(sp->copies, sp->capcopies * sizeof(seg_copy_t));
         }
