@@ -18,7 +18,15 @@
  * power loss tears the spool's tail and not its middle (one whose fdatasync
  * failed is written again before the next try, and the open writes again and
  * fdatasyncs what is not wholly released: pages a failed fdatasync dropped
- * are never taken as written). Appends are one write(2) each and may come from
+ * are never taken as written). Such a write-again goes to a new file renamed
+ * over the segment once it is durable, so that its own failure drops none of
+ * the segment's pages. In durability write the spool also keeps in memory the
+ * bytes it appended that no fdatasync covered yet (the preparer fdatasyncs the
+ * current segment every 4 MiB, or half a segment if less, and lets them go):
+ * after a failed fdatasync the kernel may evict the pages it dropped, so the
+ * segment is written again from that copy, never from a read-back. Past 64 MiB
+ * of such bytes (the preparer's fdatasyncs fall behind) orders are refused
+ * with CM_EBUSY until it catches up. Appends are one write(2) each and may come from
  * several threads at once (O_APPEND; records never interleave). A roll to the
  * next segment swaps in a spare that a thread of the spool created ahead (the
  * directory fsync that makes its name durable happens there, never on the
@@ -66,7 +74,8 @@ void oq_spool_close(oq_spool_t *sp);
 
 /*
  * Encodes and appends orders as ORDER records with one write(2), all or
- * nothing: returns 0, CM_EBUSY (past max_bytes: nothing written), or CM_EIO
+ * nothing: returns 0, CM_EBUSY (past max_bytes, or durability write's copy of
+ * what no fdatasync covered yet past its cap: nothing written), or CM_EIO
  * (a short write is cut back; if that cut fails, only a single record is
  * sure to be torn and dropped at the next open: callers with n > 1 whose
  * records answer clients use oq_spool_append_batch). Thread-safe.
@@ -225,6 +234,11 @@ typedef struct oq_spool_stats {
     uint64_t cut_failures;    /* cuts of unsynced records after a failed fdatasync that
                                  could not be made durable: those records may come back
                                  at the next start */
+    uint64_t copy_bytes;      /* durability write: bytes appended that no fdatasync covered
+                                 yet, kept in memory to write again after a failed one */
+    uint64_t copy_syncs;      /* durability write: the preparer's fdatasyncs of the current
+                                 segment that let their copy go */
+    uint64_t copy_rewrites;   /* segments written again from that copy (a failed fdatasync) */
 } oq_spool_stats_t;
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
 

@@ -32,6 +32,9 @@ typedef struct sd_inode {
      * what the disk holds there (evict_due). */
     size_t ev_from, ev_to;
     uint64_t ev_at;
+    /* Of the dropped pages, those an eviction replaced since they were dropped
+     * (sim_disk_dropped_evicted): they read the disk's bytes now. */
+    size_t gone_from, gone_to;
     bool journal; /* opened through the journal's table (sim_disk_journal_file) */
 } sd_inode_t;
 
@@ -228,6 +231,8 @@ static void ino_resize(sd_inode_t *n, size_t len)
     n->len = len;
     if (len < n->ev_to) /* the cut pages go with the file's tail */
         n->ev_to = len;
+    if (len < n->gone_to)
+        n->gone_to = len;
     if (n->ev_to <= n->ev_from)
         n->ev_at = 0;
 }
@@ -244,6 +249,10 @@ static void evict_due(sd_inode_t *n)
     size_t to = n->ev_to < n->len ? n->ev_to : n->len;
     for (size_t i = n->ev_from; i < to; i++)
         n->data[i] = i < n->dlen ? n->dur[i] : 0;
+    if (n->gone_to <= n->gone_from || n->ev_from < n->gone_from)
+        n->gone_from = n->ev_from;
+    if (to > n->gone_to)
+        n->gone_to = to;
     cur->st.evictions++;
 }
 
@@ -431,7 +440,9 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
         evict_written(in, at, at + want);
     }
     if (in->lost_to > in->lost_from && at <= in->lost_from && at + want >= in->lost_to)
-        in->lost_from = in->lost_to = 0; /* written again: dirty pages, no longer dropped */
+        in->lost_from = in->lost_to = in->gone_from = in->gone_to =
+            0; /* written again: dirty
+                    pages, no longer dropped */
     if (d->pwrite_at == UINT64_MAX)
         f->pos = at + want;
     if (!alive)
@@ -487,7 +498,7 @@ static int sd_fsync(int fd)
         size_t to = in->lost_to < in->len ? in->lost_to : in->len;
         memset(in->dur + in->lost_from, 0, to - in->lost_from);
     }
-    in->lost_from = in->lost_to = 0;
+    in->lost_from = in->lost_to = in->gone_from = in->gone_to = 0;
     return 0;
 }
 
@@ -650,6 +661,18 @@ void sim_disk_crash(sim_disk_t *d)
         d->fds[i].used = false;
 }
 
+bool sim_disk_dropped_evicted(sim_disk_t *d, const char *name, uint64_t off)
+{
+    int e = ent_find(d->ents, d->nents, name);
+    if (e < 0)
+        return false;
+    const sd_inode_t *n = &d->ino[d->ents[e].ino];
+    if (off < n->lost_from || off >= n->lost_to)
+        return false;
+    return (n->ev_at && off >= n->ev_from && off < n->ev_to) ||
+           (off >= n->gone_from && off < n->gone_to);
+}
+
 void sim_disk_power_loss(sim_disk_t *d)
 {
     sim_disk_crash(d);
@@ -681,7 +704,7 @@ void sim_disk_power_loss(sim_disk_t *d)
             ino_resize(n, n->dlen);
             memcpy(n->data, n->dur, n->dlen);
         }
-        n->lost_from = n->lost_to = 0;
+        n->lost_from = n->lost_to = n->gone_from = n->gone_to = 0;
         n->ev_at = 0; /* the page cache is gone: every read is the disk's now */
     }
 }

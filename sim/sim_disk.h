@@ -57,6 +57,12 @@ void sim_disk_crash(sim_disk_t *d);
  * synced, each file keeping a random prefix of its unsynced appended tail. */
 void sim_disk_power_loss(sim_disk_t *d);
 
+/* Whether byte off of the file named name lies in pages a failed fsync
+ * dropped, that no write or sync covered since, and that the kernel evicts
+ * (an eviction of them is due, or came): a read there returns the disk's
+ * bytes, not what was written. Reads no state a process could change. */
+bool sim_disk_dropped_evicted(sim_disk_t *d, const char *name, uint64_t off);
+
 /* Operations done and faults injected so far. */
 typedef struct sim_disk_stats {
     uint64_t ops, fsync_fails, full_writes, torn_writes, power_losses;

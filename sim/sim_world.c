@@ -109,13 +109,16 @@ typedef struct ord {
     uint8_t gw, user, qty, state;
     uint8_t limit_at; /* the per-user limit in force when it was reserved */
     uint32_t rseq;    /* when it was reserved (the world's count of reservations) */
-    bool exempt;      /* durability write and a power loss since its 202: may be lost */
+    bool exempt;      /* durability write and a power loss since its 202, or its record
+                         evicted with the copy's process gone (copies_gone): may be lost */
     bool cut_unsure;  /* answered 503 "not confirmed" by a spool whose cut failed: may come back */
     bool gb_durable;  /* Redis: its give-back's event is durable in the spool (replayed if need be) */
     bool in_topic;
     uint32_t key; /* the client's idempotency key number, 0 = none */
     uint8_t db;   /* the committed status in the database (ST_*) */
     uint32_t gen; /* the incarnation of its gateway that reserved it by a buy (gw_t.gen) */
+    oq_pos_t rec_end; /* where its buy's spool record ends ({0,0}: none written) */
+    uint32_t rec_gen; /* the incarnation of its gateway that wrote that record */
 } ord_t;
 
 /* A delivery report waiting for the relay's poll. */
@@ -215,7 +218,9 @@ typedef struct gw {
     int64_t stock_total;        /* sales.json: survives a crash */
     uint32_t limit, max_limit;  /* the per-user limit now (sales.json), the highest it was */
     int64_t starts_ms, ends_ms; /* the sale's window now (sales.json; 0: open, no end) */
-    bool power_lost_write;      /* durability write lost a tail: the end count may differ */
+    bool power_lost_write;      /* durability write lost a tail (a power loss, or records
+                                   evicted with their copy's process: copies_gone): the end
+                                   count may differ */
     /* the relay (process memory): the real one, stepped; the delivery
      * reports its producer has not polled; its consumer's place in the
      * outcomes topic (read from the beginning at every start) */
@@ -780,6 +785,36 @@ static void settle_stop(world_t *wd)
 
 static void gw_gone(gw_t *g);
 
+/*
+ * Durability write, the process dies (not a power loss): an order answered
+ * 202 whose record lies in pages a failed fdatasync dropped, that no write
+ * covered since and that the kernel evicts, is lost with the process. Its
+ * only copy was the spool's in memory (oq_spool.c seg_copy_t), which writes it
+ * again after the failure; a process that died before that write succeeded
+ * takes the copy with it, and a read of those pages returns the disk's zeros
+ * (docs/simulation.md, "Evicted pages"). Exactly those orders may be lost,
+ * and the units they held with them, as at a power loss.
+ */
+static void copies_gone(world_t *wd, gw_t *g)
+{
+    for (uint32_t i = 1; i < wd->nords; i++) {
+        ord_t *r = &wd->ords[i];
+        if (r->gw != g->idx || r->state != O_ACKED || r->exempt || r->rec_end.off == 0 ||
+            r->rec_gen != g->gen) /* only the process that wrote it holds its copy */
+            continue;
+        char name[64];
+        snprintf(name, sizeof(name), "spool-%016" PRIx64 ".log", r->rec_end.seg);
+        if (sim_disk_dropped_evicted(g->disk, name, r->rec_end.off - 1)) {
+            r->exempt = true;
+            g->power_lost_write = true; /* its units: as a power loss's (the end count) */
+            sim_trace(&wd->log,
+                      "gw%d: o%u's record was in pages a failed fdatasync dropped and "
+                      "the kernel evicts; the copy to write it again died with the process",
+                      g->idx, i);
+        }
+    }
+}
+
 static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
 {
     if (!g->up && !power)
@@ -795,6 +830,8 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
             g->power_lost_write = true;
         }
     } else {
+        if (!wd->fsync_mode)
+            copies_gone(wd, g);
         sim_disk_crash(g->disk);
     }
     wd->log.res->crashes++;
@@ -1332,6 +1369,10 @@ static void buy_spool(world_t *wd, gw_t *g, buy_t *b, gw_buy_out_t *out)
     size_t kept;
     oq_pos_t end;
     int rc = oq_spool_append_batch(g->sp, &one, 1, &kept, &end);
+    if (kept == 1) {
+        wd->ords[b->n].rec_end = end;
+        wd->ords[b->n].rec_gen = g->gen;
+    }
     /* the preparer thread is woken by a roll and flushes the rolled segment at once */
     while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
         ;

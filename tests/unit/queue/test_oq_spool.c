@@ -1918,6 +1918,218 @@ static void test_evicted_between_recovery_and_write_again(void **state)
 }
 
 /*
+ * Durability write: a process appended orders (answered 202) and died before
+ * any fdatasync covered them; they are in the page cache only. The next
+ * open's write-again fails its fdatasync, and the kernel drops the pages of
+ * the file it was called on, then evicts them: a read there returns the
+ * disk's zeros. Written again in place, those pages were the segment's, the
+ * only copy of the orders, and the open after it cut them off
+ * (`flashgate-sim --seed 5 --open-defects`, "spool recovery dropped order,
+ * answered 202"). The write-again goes to a new file, renamed over the
+ * segment once it is durable: a failure drops the new file's pages, and the
+ * segment's stay as they were.
+ */
+static oq_fs_ops_t fs_dropping;
+static int drop_syncs;
+static char drop_dir[256];
+static uint64_t drop_seg, drop_from, drop_to;
+
+static int dropping_fdatasync(int fd)
+{
+    if (drop_syncs == 0)
+        return oq_fs_posix()->fdatasync(fd);
+    drop_syncs--;
+    char path[512];
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 &&
+        stat(spool_seg_path(drop_dir, drop_seg, path, sizeof(path)), &b) == 0 &&
+        a.st_ino == b.st_ino) /* the segment's own pages dropped, and evicted */
+        spool_zero_range(drop_dir, drop_seg, drop_from, drop_to);
+    errno = EIO;
+    return -1;
+}
+
+static void test_write_failed_write_again_keeps_the_segment(void **state)
+{
+    fixture_t *f = *state;
+    snprintf(drop_dir, sizeof(drop_dir), "%s", f->dir);
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_WRITE};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 10);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    append_n(sp, 10, 5); /* answered 202, then the process died */
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 15);
+    drop_seg = c->recs[10].pos.seg;
+    drop_from = c->recs[10].pos.off;
+    drop_to = c->recs[14].next.off;
+    free(c);
+    oq_spool_close(sp);
+
+    fs_dropping = *oq_fs_posix();
+    fs_dropping.fdatasync = dropping_fdatasync;
+    drop_syncs = 1;
+    o.fs = &fs_dropping;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), CM_EIO);
+    assert_non_null(strstr(err, "cannot fdatasync"));
+    assert_int_equal(drop_syncs, 0);
+
+    o.fs = NULL; /* the next start: every order still there */
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 15);
+    check_orders(c, 0, 15);
+    free(c);
+    append_n(sp, 15, 1); /* appends go to the segment renamed into place */
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 16);
+    check_orders(c, 0, 16);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
+ * Durability write, a live process: the preparer's fdatasync of a rolled
+ * segment fails, and the kernel evicts the pages it dropped before the
+ * rewrite reads them: the read-back returns the disk's zeros where orders
+ * answered 202 were. The rewrite kept the records before the hole, the relay
+ * stopped at it, and a restart cut the rest (`flashgate-sim --seed 1921
+ * --open-defects`, "spool recovery dropped order"; with the process living on,
+ * seed 1028, "answered 202 and never reached the database"). The spool keeps
+ * the bytes no fdatasync covered yet and writes the segment again from them.
+ * The same for the current segment, which the preparer fdatasyncs once its
+ * copy passes half a segment (4 MiB at most): a failure there rolls, and the
+ * segment is written again from memory.
+ */
+static void test_write_failed_flush_writes_again_from_memory(void **state)
+{
+    fixture_t *f = *state;
+    snprintf(drop_dir, sizeof(drop_dir), "%s", f->dir);
+    fs_dropping = *oq_fs_posix();
+    fs_dropping.fdatasync = dropping_fdatasync;
+    drop_syncs = 0;
+    oq_spool_opts_t o = {.dir = f->dir, .segment_bytes = 2000, .fs = &fs_dropping, .stepped = true};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 20); /* a roll: segment 1 waits for the preparer's flush */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.segments, 2);
+    assert_int_equal(st.copy_bytes, st.unreleased_bytes);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    drop_seg = c->recs[0].pos.seg;
+    drop_from = 0;
+    size_t k = 0;
+    while (k < 20 && c->recs[k].pos.seg == drop_seg)
+        k++;
+    drop_to = c->recs[k - 1].next.off;
+    free(c);
+    drop_syncs = 1; /* the flush fails, its pages are evicted */
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++)
+        ;
+    assert_int_equal(drop_syncs, 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    check_orders(c, 0, 20);
+    free(c);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_rewrites, 1);
+    assert_int_equal(st.segment_flushes, 1);
+    assert_true(st.copy_bytes < st.unreleased_bytes); /* segment 1's copy let go */
+
+    /* the current segment: its copy passes half a segment, no roll yet */
+    uint64_t seg = st.end.seg, i = 20;
+    oq_spool_stats(sp, &st);
+    while (st.copy_bytes < 1000) {
+        append_n(sp, i++, 1);
+        oq_spool_stats(sp, &st);
+    }
+    assert_int_equal(st.end.seg, seg);
+    drop_seg = seg;
+    drop_from = 0;
+    drop_to = st.end.off;
+    drop_syncs = 1;
+    for (int r = 0; r < 10 && oq_spool_step(sp); r++)
+        ;
+    assert_int_equal(drop_syncs, 0);
+    oq_spool_stats(sp, &st);
+    assert_true(st.end.seg > seg); /* rolled, and written again from memory */
+    assert_int_equal(st.copy_rewrites, 2);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)i);
+    check_orders(c, 0, (size_t)i);
+    free(c);
+    /* and a sync that succeeds lets the copy go */
+    uint64_t before = st.copy_syncs;
+    while (st.copy_bytes < 1000) {
+        append_n(sp, i++, 1);
+        oq_spool_stats(sp, &st);
+    }
+    for (int r = 0; r < 10 && oq_spool_step(sp); r++)
+        ;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_syncs, before + 1);
+    assert_true(st.copy_bytes < 1000);
+    oq_spool_close(sp);
+
+    o.fs = NULL; /* a restart reads them all */
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)i);
+    check_orders(c, 0, (size_t)i);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
+ * The preparer creates the spare segment and fsyncs the directory for its
+ * name. When that fsync failed, the file stayed, and every later try met it
+ * (O_EXCL) and failed: no spare again, and the rolled segments' flushes,
+ * which wait for one, never ran (flashgate-sim --seed 197 --open-defects,
+ * with the flush from memory: a segment whose fdatasync failed was never
+ * written again). The failed try removes the file it made.
+ */
+static oq_fs_ops_t fs_dirfail;
+static int dirfail_left;
+
+static int dirfail_fsync(int fd)
+{
+    if (dirfail_left > 0) {
+        dirfail_left--;
+        errno = EIO;
+        return -1;
+    }
+    return oq_fs_posix()->fsync(fd);
+}
+
+static void test_spare_after_failed_dir_fsync(void **state)
+{
+    fixture_t *f = *state;
+    fs_dirfail = *oq_fs_posix();
+    fs_dirfail.fsync = dirfail_fsync;
+    dirfail_left = 0;
+    oq_spool_opts_t o = {.dir = f->dir, .fs = &fs_dirfail, .stepped = true};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    dirfail_left = 1;
+    assert_false(oq_spool_step(sp)); /* could not make the spare: a second later */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_false(st.spare_ready);
+    assert_true(oq_spool_step(sp));
+    oq_spool_stats(sp, &st);
+    assert_true(st.spare_ready);
+    oq_spool_close(sp);
+}
+
+/*
  * flashgate-spool reads a live gateway's spool. In fsync durability a reader
  * that opened read-only sees the records not synced yet, and a failed fsync
  * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
@@ -2072,6 +2284,11 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failed_write_again_keeps_the_segment, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_failed_flush_writes_again_from_memory, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_spare_after_failed_dir_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
