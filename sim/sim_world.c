@@ -2586,8 +2586,15 @@ static void gw_drain(world_t *wd, gw_t *g)
                      rs.scanned_to.off);
     }
     gw_gone(g); /* the spool's close, the inventory's */
-    if (sim_disk_dead(g->disk))
+    if (sim_disk_dead(g->disk)) {
         sim_trace(&wd->log, "gw%d: died while closing its spool", g->idx);
+        /* The close writes every copy of dropped pages back over its range
+         * (oq_spool_close; an overwrite, which a full disk allows): one it
+         * could not, dying in it, is gone as at a crash. Only then: a stop
+         * whose disk lived loses none. */
+        if (!wd->fsync_mode)
+            copies_gone(wd, g);
+    }
     sim_disk_crash(g->disk); /* the process has exited: its descriptors go, the page cache stays */
     sim_trace(&wd->log, "gw%d: stopped", g->idx);
 }
