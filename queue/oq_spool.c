@@ -1084,6 +1084,8 @@ fail:
     return rc;
 }
 
+static int copy_in_place(oq_spool_t *sp, const seg_copy_t *cp);
+
 void oq_spool_close(oq_spool_t *sp)
 {
     if (sp == NULL)
@@ -1095,6 +1097,23 @@ void oq_spool_close(oq_spool_t *sp)
         pthread_mutex_unlock(&sp->mu);
         pthread_join(sp->prep_thread, NULL);
     }
+    /* Durability write: a copy whose fdatasync failed and that no write-again
+     * made durable yet (every try failed) is the only sure copy of orders
+     * answered 202: the kernel may evict the pages it dropped. Before the
+     * process ends with it, it goes back over its own range of the segment
+     * (copy_in_place: the pages dirty again, the kernel's), so that a stop
+     * loses no more than a power loss would (unit.oq_spool
+     * test_close_writes_back_a_lost_copy). */
+    for (size_t i = 0; i < sp->ncopies; i++)
+        if (sp->copies[i].lost && sp->copies[i].len > 0 && copy_in_place(sp, &sp->copies[i]) != 0) {
+            char name[64];
+            seg_name(name, sizeof(name), sp->copies[i].seg);
+            cm_log_error("oq",
+                         "spool: closing with records a failed fdatasync dropped, not written "
+                         "again; the kernel may lose them",
+                         "seg=%s off=%" PRIu64 " bytes=%zu errno=%d", name, sp->copies[i].base,
+                         sp->copies[i].len, errno);
+        }
     if (sp->spare_fd >= 0) { /* unused: leave no empty file behind */
         char name[64];
         seg_name(name, sizeof(name), sp->spare_seg);
@@ -1169,13 +1188,47 @@ static int pwrite_all(oq_spool_t *sp, int fd, const unsigned char *src, uint64_t
 }
 
 /*
+ * Writes copy cp over its own range of its segment and fdatasyncs the
+ * segment; when that fdatasync fails, writes it there once more, without
+ * one. In place is safe with a copy, unlike resync_segment's write-again:
+ * the bytes come from memory, not from the segment's pages, so a failed
+ * fdatasync drops only pages that were dropped already, and the write after
+ * it leaves them dirty again: the kernel's from then on, they outlive the
+ * process (a stop, a kill -9; not a power loss) even when no fdatasync
+ * covers them, and the next open writes the segment again (resync_open).
+ * And the range needs no room on the disk (those bytes were written once,
+ * only their writeback failed: an overwrite allocates nothing). 0 or
+ * CM_EIO (the copy is still the only sure one).
+ */
+static int copy_in_place(oq_spool_t *sp, const seg_copy_t *cp)
+{
+    char name[64];
+    seg_name(name, sizeof(name), cp->seg);
+    int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : CM_EIO; /* released meanwhile */
+    int rc = pwrite_all(sp, fd, cp->buf, cp->len, cp->base);
+    if (rc == 0 && sp->fs->fdatasync(fd) != 0) {
+        rc = CM_EIO;
+        (void)pwrite_all(sp, fd, cp->buf, cp->len, cp->base); /* dirty again */
+    }
+    if (sp->fs->close(fd) != 0)
+        rc = CM_EIO;
+    return rc;
+}
+
+/*
  * Durability write: writes rolled segment cp->seg again after a failed
  * fdatasync, from what it was before the copy (durable: an fdatasync covered
  * it, so it reads back as written) and the copy of the rest, into a new file
  * renamed over it (resync_segment's way: a failure drops none of the
- * segment's pages). Never from a read-back of the rest: the kernel may have
- * evicted those pages. 0 (also when the segment was released meanwhile) or
- * CM_EIO. Called without mu.
+ * segment's pages). On a full disk, where that file has no room, the copy
+ * goes over its own range of the segment instead (copy_in_place): without
+ * that a full disk refused every write-again until the process ended with
+ * the only copy (flashgate-sim --seed 6199 --open-defects: a graceful stop,
+ * the pages evicted, the next start cut an order answered 202). Never from
+ * a read-back of the rest: the kernel may have evicted those pages. 0 (also
+ * when the segment was released meanwhile) or CM_EIO. Called without mu.
  */
 static int rewrite_from_copy(oq_spool_t *sp, const seg_copy_t *cp)
 {
@@ -1212,13 +1265,16 @@ static int rewrite_from_copy(oq_spool_t *sp, const seg_copy_t *cp)
     int fd = rc == 0
                  ? sp->fs->openat(sp->dirfd, SEG_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)
                  : -1;
+    bool full = false; /* the new file met a full disk */
+    if (fd < 0 && rc == 0)
+        full = errno == ENOSPC || errno == EDQUOT;
     if (fd < 0)
         rc = CM_EIO;
-    if (rc == 0 && map != NULL)
-        rc = pwrite_all(sp, fd, map, size, 0);
+    if (rc == 0 && map != NULL && (rc = pwrite_all(sp, fd, map, size, 0)) != 0)
+        full = errno == ENOSPC || errno == EDQUOT;
     seg_unmap(sp, map, size);
-    if (rc == 0)
-        rc = pwrite_all(sp, fd, cp->buf, cp->len, cp->base);
+    if (rc == 0 && (rc = pwrite_all(sp, fd, cp->buf, cp->len, cp->base)) != 0)
+        full = errno == ENOSPC || errno == EDQUOT;
     if (rc == 0 && sp->fs->fdatasync(fd) != 0)
         rc = CM_EIO;
     if (fd >= 0 && sp->fs->close(fd) != 0)
@@ -1228,7 +1284,9 @@ static int rewrite_from_copy(oq_spool_t *sp, const seg_copy_t *cp)
         rc = CM_EIO;
     if (rc != 0)
         sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
-    else
+    if (rc != 0 && full)
+        rc = copy_in_place(sp, cp);
+    if (rc == 0)
         atomic_fetch_add_explicit(&sp->copy_rewrites, 1, memory_order_relaxed);
     pthread_mutex_unlock(&sp->rel_mu);
     return rc;

@@ -422,17 +422,18 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
         want = (size_t)cm_rand_below(d->rng, n + 1);
         d->st.torn_writes++;
     }
-    if (d->capacity) {
+    uint64_t at = f->append ? in->len : d->pwrite_at != UINT64_MAX ? d->pwrite_at : f->pos;
+    if (d->capacity) { /* only what grows the file takes room: an overwrite allocates nothing */
         uint64_t used = used_bytes();
         uint64_t room = used >= d->capacity ? 0 : d->capacity - used;
-        if (want > room) {
-            want = (size_t)room;
+        uint64_t inside = at < in->len ? in->len - at : 0;
+        if (want > inside && want - inside > room) {
+            want = (size_t)(inside + room);
             d->st.full_writes++;
             if (want == 0)
                 return errno = ENOSPC, -1;
         }
     }
-    uint64_t at = f->append ? in->len : d->pwrite_at != UINT64_MAX ? d->pwrite_at : f->pos;
     if (at + want > in->len)
         ino_resize(in, (size_t)(at + want));
     if (want) {

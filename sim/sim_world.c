@@ -807,6 +807,12 @@ static void copies_gone(world_t *wd, gw_t *g)
         if (sim_disk_dropped_evicted(g->disk, name, r->rec_end.off - 1)) {
             r->exempt = true;
             g->power_lost_write = true; /* its units: as a power loss's (the end count) */
+            /* and a draw cut by it resumes without that winner's record, or
+             * over the units a buy's lost record gave back: its counts are
+             * not the seed's, as after a power loss (gw_crash; flashgate-sim
+             * --seed 17990 --open-defects) */
+            if (g->lot.o_seeded && !g->lot.o_done)
+                g->lot.o_inexact = true;
             sim_trace(&wd->log,
                       "gw%d: o%u's record was in pages a failed fdatasync dropped and "
                       "the kernel evicts; the copy to write it again died with the process",
@@ -1887,6 +1893,14 @@ static int obs_take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
     check_inv(wd, g, req->rq->user_id);
     ord_t *r = &wd->ords[n];
     r->state = O_APPENDED; /* a death in the append: its record may be in the spool */
+    /* Its record's place, as a buy's (buy_spool), for copies_gone: without
+     * it a winner's record lost with its process's copy read as a defect
+     * (flashgate-sim --seed 13808 --open-defects: the process died in the
+     * write-again of the segment, whose dropped pages were evicted). */
+    if (rc == GW_ACCEPT_SPOOLED) {
+        r->rec_end = a->end;
+        r->rec_gen = g->gen;
+    }
     r->limit_at = (uint8_t)g->limit;
     r->rseq = ++wd->rseq;
     if ((L->o_done && L->o_won[u] != GW_ENTRY_WON) || L->o_told_lost[u])
@@ -2572,8 +2586,15 @@ static void gw_drain(world_t *wd, gw_t *g)
                      rs.scanned_to.off);
     }
     gw_gone(g); /* the spool's close, the inventory's */
-    if (sim_disk_dead(g->disk))
+    if (sim_disk_dead(g->disk)) {
         sim_trace(&wd->log, "gw%d: died while closing its spool", g->idx);
+        /* The close writes every copy of dropped pages back over its range
+         * (oq_spool_close; an overwrite, which a full disk allows): one it
+         * could not, dying in it, is gone as at a crash. Only then: a stop
+         * whose disk lived loses none. */
+        if (!wd->fsync_mode)
+            copies_gone(wd, g);
+    }
     sim_disk_crash(g->disk); /* the process has exited: its descriptors go, the page cache stays */
     sim_trace(&wd->log, "gw%d: stopped", g->idx);
 }

@@ -2088,6 +2088,144 @@ static void test_write_failed_flush_writes_again_from_memory(void **state)
 }
 
 /*
+ * Durability write, a full disk: a rolled segment's fdatasync fails and the
+ * kernel evicts the pages it dropped; the write-again from memory needs a
+ * new file as large as the segment (spool.tmp), and the disk has no room
+ * for it. Every try failed, until the process ended with the only copy
+ * (flashgate-sim --seed 6199 --open-defects: a graceful stop, and the next
+ * start cut an order answered 202). The copy's own range of the segment
+ * needs no room: it goes there.
+ */
+static oq_fs_ops_t fs_full;
+static bool full_tmp_writes;  /* spool.tmp's writes meet a full disk */
+static int full_tmp_syncs;    /* spool.tmp's fdatasyncs fail (EIO) */
+static int full_tmp_attempts; /* writes to spool.tmp tried */
+
+static bool is_tmp(int fd)
+{
+    char path[512];
+    struct stat a, b;
+    snprintf(path, sizeof(path), "%s/spool.tmp", drop_dir);
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino;
+}
+
+static ssize_t full_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (is_tmp(fd)) {
+        full_tmp_attempts++;
+        if (full_tmp_writes) {
+            errno = ENOSPC;
+            return -1;
+        }
+    }
+    return oq_fs_posix()->pwrite(fd, buf, n, off);
+}
+
+static int full_fdatasync(int fd)
+{
+    if (full_tmp_syncs > 0 && is_tmp(fd)) {
+        full_tmp_syncs--;
+        errno = EIO;
+        return -1;
+    }
+    return dropping_fdatasync(fd);
+}
+
+/* Appends 20 orders to a stepped spool of 2000-byte segments through
+ * fs_full: segment 1 is rolled, its flush not run yet; drop_seg and its
+ * range name segment 1's records. */
+static oq_spool_t *full_spool(const char *dir, oq_spool_opts_t *o)
+{
+    snprintf(drop_dir, sizeof(drop_dir), "%s", dir);
+    fs_full = *oq_fs_posix();
+    fs_full.pwrite = full_pwrite;
+    fs_full.fdatasync = full_fdatasync;
+    full_tmp_writes = false;
+    full_tmp_syncs = full_tmp_attempts = drop_syncs = 0;
+    *o = (oq_spool_opts_t){.dir = dir, .segment_bytes = 2000, .fs = &fs_full, .stepped = true};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, o, err, sizeof(err)), 0);
+    append_n(sp, 0, 20);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    drop_seg = c->recs[0].pos.seg;
+    drop_from = 0;
+    size_t k = 0;
+    while (k < 20 && c->recs[k].pos.seg == drop_seg)
+        k++;
+    assert_true(k < 20); /* rolled */
+    drop_to = c->recs[k - 1].next.off;
+    free(c);
+    return sp;
+}
+
+static void reads_all_20(oq_spool_opts_t *o)
+{
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    o->fs = NULL; /* a restart reads them all */
+    assert_int_equal(oq_spool_open(&sp, o, err, sizeof(err)), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    check_orders(c, 0, 20);
+    free(c);
+    oq_spool_close(sp);
+}
+
+static void test_write_again_on_a_full_disk(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o;
+    oq_spool_t *sp = full_spool(f->dir, &o);
+    full_tmp_writes = true;
+    drop_syncs = 1; /* the flush fails, its pages are evicted */
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++)
+        ;
+    assert_int_equal(drop_syncs, 0);
+    assert_true(full_tmp_attempts > 0); /* the new file was tried first */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_rewrites, 1);
+    assert_int_equal(st.segment_flushes, 1);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 20);
+    check_orders(c, 0, 20);
+    free(c);
+    oq_spool_close(sp);
+    reads_all_20(&o);
+}
+
+/*
+ * The same, every write-again failing (here the new file's fdatasync), and
+ * the process stops: the close writes the copy back over its range of the
+ * segment (its fdatasync fails too, and drops the pages again: written once
+ * more, dirty, the kernel's), so that the next start reads every order.
+ */
+static void test_close_writes_back_a_lost_copy(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o;
+    oq_spool_t *sp = full_spool(f->dir, &o);
+    full_tmp_syncs = 1000;
+    drop_syncs = 1000; /* every fdatasync of segment 1 fails, its pages evicted */
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++)
+        ;
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.copy_rewrites, 0);
+    assert_int_equal(st.segment_flushes, 0);
+    int before = drop_syncs;
+    oq_spool_close(sp);
+    assert_int_equal(drop_syncs, before - 1); /* the close's fdatasync, failed */
+    drop_syncs = 0;
+    reads_all_20(&o);
+}
+
+/*
  * The preparer creates the spare segment and fsyncs the directory for its
  * name. When that fsync failed, the file stayed, and every later try met it
  * (O_EXCL) and failed: no spare again, and the rolled segments' flushes,
@@ -2288,6 +2426,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_failed_flush_writes_again_from_memory, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_write_again_on_a_full_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_writes_back_a_lost_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_after_failed_dir_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
