@@ -23,10 +23,8 @@
  *   --no-fairfleet: never it (else seeds 5 mod 16 run it too, after the rest)
  *   FLASHGATE_SIM_LOG set: the product's own log lines on stderr (off
  *   otherwise: the faults make them by the thousand)
- *   --open-defects: also the steps that meet the defects docs/simulation.md
- *   lists as open (left out otherwise, so that a batch tests the rest)
- *   --evict-logs: accepted and ignored (the sale's world's journals evict the
- *   pages a failed fdatasync dropped by default since: docs/simulation.md,
+ *   --open-defects, --evict-logs: accepted and ignored (every file's pages a
+ *   failed fdatasync dropped evict by default since: docs/simulation.md,
  *   "Evicted pages"), so that an older reproduce line or seed file still runs
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
@@ -68,7 +66,7 @@ static void usage(void)
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] "
                     "[--no-stops]\n"
-                    "                     [--open-defects] [--fleet | --no-fleet]\n"
+                    "                     [--fleet | --no-fleet]\n"
                     "                     [--redis | --no-redis]\n"
                     "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
@@ -98,7 +96,6 @@ int main(int argc, char **argv)
     double seconds = 0;
     bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
     bool no_stops = false;
-    bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
     /* 0: seeds FAIRFLEET_AT mod FAIRFLEET_EVERY run the fleet's fairness too; 1: only it */
     int fairfleet = 0;
@@ -152,10 +149,8 @@ int main(int argc, char **argv)
             redis = 1;
         } else if (!strcmp(a, "--no-redis")) {
             redis = -1;
-        } else if (!strcmp(a, "--open-defects")) {
-            open_defects = true;
-        } else if (!strcmp(a, "--evict-logs")) {
-            /* the default since (docs/simulation.md, "Evicted pages") */
+        } else if (!strcmp(a, "--open-defects") || !strcmp(a, "--evict-logs")) {
+            /* every file evicts by default since (docs/simulation.md, "Evicted pages") */
         } else if (!strcmp(a, "--trace")) {
             trace = true;
         } else if (!strcmp(a, "--expect-fail")) {
@@ -265,8 +260,7 @@ int main(int argc, char **argv)
                         .trace = trace ? stdout : NULL,
                         .fsync_only = fs_only,
                         .no_stops = nst,
-                        .redis = rds,
-                        .open_defects = open_defects};
+                        .redis = rds};
         sim_result_t r;
         if (ff == 1)
             sim_fairfleet_run(&o, &r);
@@ -295,14 +289,13 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s%s%s%s%s --trace\n",
+                   "%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
                    rds == 1  ? " --redis"
                    : rds < 0 ? " --no-redis"
                              : "",
-                   open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
-                   fair == 1 ? " --fair" : "", ff == 1 ? " --fairfleet" : "",
-                   plant ? " --plant " : "", plant ? plant : "");
+                   fleet == 1 ? " --fleet" : "", fair == 1 ? " --fair" : "",
+                   ff == 1 ? " --fairfleet" : "", plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;

@@ -802,7 +802,7 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     cm_hash_seed_set_fake(seed_word, &keys);
     w->disk = sim_disk_new(&w->rng);
     /* the journals' pages a failed fdatasync dropped evicted; the spool's too: its open findings */
-    sim_disk_set_evict(w->disk, opts->open_defects ? SIM_EVICT_ALL : SIM_EVICT_JOURNALS);
+    sim_disk_set_evict(w->disk, SIM_EVICT_ALL);
     w->fs = sim_disk_ops();
     sim_disk_use(w->disk);
     obs_w = w;

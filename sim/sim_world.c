@@ -290,7 +290,6 @@ typedef struct world {
     uint32_t limit;
     bool fsync_mode;
     bool no_stops; /* sim_opts_t.no_stops */
-    bool open_defects; /* sim_opts_t.open_defects */
     double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply, p_produce_err;
     bool faults;
     gw_t gw[NG_MAX];
@@ -3051,7 +3050,6 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->limit = 1 + sim_below(&wd->rng, 3);
     wd->fsync_mode = sim_below(&wd->rng, 3) != 0 || opts->fsync_only;
     wd->no_stops = opts->no_stops;
-    wd->open_defects = opts->open_defects;
     wd->p_fsync_fail = sim_below(&wd->rng, 2) ? 0.05 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
@@ -3079,7 +3077,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         /* pages a failed fdatasync dropped, evicted (docs/simulation.md, "Evicted
          * pages"): the journals (the entry log, fair.json), every file for the open
          * findings */
-        sim_disk_set_evict(g->disk, wd->open_defects ? SIM_EVICT_ALL : SIM_EVICT_JOURNALS);
+        sim_disk_set_evict(g->disk, SIM_EVICT_ALL);
         sim_disk_set_faults(g->disk, wd->p_fsync_fail, g->disk_cap);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
         g->stock_total = 3 + sim_below(&wd->rng, 40);

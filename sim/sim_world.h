@@ -20,7 +20,6 @@ typedef struct sim_opts {
     bool fsync_only; /* every gateway in durability fsync (else a third in write) */
     bool no_stops;   /* no graceful stops: every kill is a crash, and the seed's draws
                       * are those of a simulator without stops (regression seeds) */
-    bool open_defects; /* also the steps that meet the open defects (docs/simulation.md) */
     int redis;         /* the inventory: 1 Redis (sim_redis.h) on every gateway, -1 memory on
                         * every one, 0 the seed's draw (seeds 28 mod 32: Redis per gateway) */
 } sim_opts_t;
