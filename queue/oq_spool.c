@@ -824,6 +824,8 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
  * *changed says the segment no longer reads as recovery read it. The new
  * file is read back and checked the same way before the rename (pages
  * evicted while they were copied). */
+static int copy_in_place(oq_spool_t *sp, const seg_copy_t *cp);
+
 static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bool *changed)
 {
     uint64_t size = s->size;
@@ -861,6 +863,7 @@ static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bo
     sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
     int fd = sp->fs->openat(sp->dirfd, SEG_TMP, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     int rc = fd < 0 ? CM_EIO : 0;
+    int werr = fd < 0 ? errno : 0; /* what the new file met */
     unsigned char *buf = map && rc == 0 ? cm_xmalloc(STACK_BUF) : NULL;
     for (uint64_t off = 0; buf && rc == 0 && off < good;) {
         size_t k = good - off < STACK_BUF ? (size_t)(good - off) : STACK_BUF;
@@ -868,17 +871,44 @@ static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from, bo
         ssize_t w = sp->fs->pwrite(fd, buf, k, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w <= 0) {
             rc = CM_EIO;
-        else
+            werr = w < 0 ? errno : ENOSPC;
+        } else {
             off += (uint64_t)w;
+        }
     }
     free(buf);
-    seg_unmap(sp, map, size);
-    if (rc == 0 && sp->fs->fdatasync(fd) != 0)
+    if (rc == 0 && sp->fs->fdatasync(fd) != 0) {
         rc = CM_EIO;
+        werr = errno;
+    }
     if (fd >= 0 && sp->fs->close(fd) != 0)
         rc = CM_EIO;
+    if (rc != 0 && map != NULL && !tear_kept && !*changed && good == size &&
+        (werr == ENOSPC || werr == EDQUOT)) {
+        /* A full disk: the new file has no room. The segment's own range
+         * needs none (an overwrite allocates nothing): the bytes just read
+         * and checked go over it, from memory (copy_in_place; written once
+         * more if its fdatasync fails, dirty again). Without it a full disk
+         * kept the gateway from starting until room was made. */
+        sp->fs->unlinkat(sp->dirfd, SEG_TMP, 0);
+        seg_copy_t cp = {.seg = s->seg, .base = 0, .len = (size_t)good};
+        cp.buf = cm_xmalloc(cp.len);
+        memcpy(cp.buf, map, cp.len);
+        seg_unmap(sp, map, size);
+        /* recovery's cut of a torn tail, which the new file was to make
+         * (copy_in_place's fdatasync makes the length durable with it) */
+        int tfd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+        rc = tfd >= 0 && sp->fs->ftruncate(tfd, (off_t)good) == 0 ? 0 : CM_EIO;
+        if (tfd >= 0)
+            sp->fs->close(tfd);
+        if (rc == 0)
+            rc = copy_in_place(sp, &cp);
+        free(cp.buf);
+        return rc;
+    }
+    seg_unmap(sp, map, size);
     bool moved = false;                         /* the segment changed while it was copied */
     if (rc == 0 && good > from && !tear_kept) { /* what the new file holds: on disk now */
         uint64_t tsize = good, tgood, nrec;

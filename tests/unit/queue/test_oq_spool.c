@@ -2226,6 +2226,42 @@ static void test_close_writes_back_a_lost_copy(void **state)
 }
 
 /*
+ * A start on a full disk: the open writes again what an earlier process left
+ * (durability write: no fdatasync of it is sure), through spool.tmp, which
+ * has no room. It refused to start until room was made; the bytes it read
+ * and checked go over their own range of the segment instead, which needs
+ * none, the torn tail cut, and every order reads back, and one appended
+ * after them.
+ */
+static void test_open_on_a_full_disk(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o;
+    oq_spool_t *sp = full_spool(f->dir, &o);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    oq_spool_close(sp);
+    char path[512];
+    spool_seg_path(f->dir, st.end.seg, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_APPEND); /* a torn tail, which the open cuts */
+    const char garbage[] = "\x40\x00\x00\x00garbage that is not a record";
+    assert_int_equal(write(fd, garbage, sizeof(garbage)), sizeof(garbage));
+    close(fd);
+    full_tmp_writes = true;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    assert_true(full_tmp_attempts > 0); /* the new file was tried first */
+    assert_int_equal(file_size(path), (off_t)st.end.off);
+    append_n(sp, 20, 1); /* after the cut, not after the torn tail */
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 21);
+    check_orders(c, 0, 21);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
  * The preparer creates the spare segment and fsyncs the directory for its
  * name. When that fsync failed, the file stayed, and every later try met it
  * (O_EXCL) and failed: no spare again, and the rolled segments' flushes,
@@ -2428,6 +2464,7 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_again_on_a_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_writes_back_a_lost_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_on_a_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_after_failed_dir_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
