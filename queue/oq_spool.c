@@ -1114,8 +1114,6 @@ fail:
     return rc;
 }
 
-static int copy_in_place(oq_spool_t *sp, const seg_copy_t *cp);
-
 void oq_spool_close(oq_spool_t *sp)
 {
     if (sp == NULL)
